@@ -1,0 +1,291 @@
+//! What each command does.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use super::{Command, EventsCommand, LeadCommand, RulesCommand};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, Job};
+use crate::daemon::{self, App};
+use crate::domain::Email;
+use crate::ingest::{self, AcceptError, file};
+use crate::report::{LeadReport, Stats};
+use crate::rules::{RuleError, Rules, Sandbox, fixture, ruleset};
+
+pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    match command {
+        Command::Run => run(config, clock).await,
+        Command::Ingest { file } => ingest_file(config, clock, &file).await,
+        Command::Lead {
+            command: LeadCommand::Show { email, json },
+        } => lead_show(config, clock, &email, json).await,
+        Command::Events { command } => events(config, clock, command).await,
+        Command::Rules {
+            command: RulesCommand::Check,
+        } => Ok(rules_check(&config)),
+        Command::Rules {
+            command: RulesCommand::Test { dir },
+        } => {
+            let dir = dir.unwrap_or_else(|| config.rules_dir.join("tests"));
+            Ok(fixture::run_dir(&config, &dir).await)
+        }
+        Command::Stats => {
+            let app = App::build(config, clock).await?;
+            let stats = Stats::load(app.store(), 0, Some(app.rules.status())).await?;
+            println!("{}", serde_json::to_string_pretty(&stats)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => crate::bench::run(config, args).await,
+    }
+}
+
+async fn run(config: Config, clock: SharedClock) -> anyhow::Result<ExitCode> {
+    if config.uses_dev_token() {
+        tracing::warn!(
+            "the API token is the shipped development token; set api_token in nurtured.toml \
+             or NURTURED_API_TOKEN before anyone else can reach this daemon"
+        );
+    }
+    if let Some(file) = &config.file {
+        tracing::info!(config = %file.display(), "configuration loaded");
+    } else {
+        tracing::info!("no nurtured.toml here: running on the embedded defaults");
+    }
+    let app = App::build(config, clock).await?;
+    let running = daemon::start_on_config_addr(app).await?;
+    tracing::info!(addr = %running.addr, "listening; stop with Ctrl-C or SIGTERM");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Processes the queue here unless a daemon holds the processing lease.
+async fn process_if_free(app: &App) -> anyhow::Result<()> {
+    match app.store().acquire_lease("cli").await? {
+        Ok(lease) => {
+            let result = app.processor.drain().await;
+            app.store().release_lease(&lease).await?;
+            let n = result?;
+            let counts = app.store().event_counts().await?;
+            println!(
+                "processed {n} event(s); {} failed in total (see `nurtured events failed`)",
+                counts.events_failed
+            );
+        }
+        Err(held) => println!("the running daemon ({}) processes them", held.holder),
+    }
+    Ok(())
+}
+
+async fn ingest_file(
+    config: Config,
+    clock: SharedClock,
+    path: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let checked = match file::check(path, clock.now()) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{} problem(s); nothing was stored. Fix the lines and run again.",
+                errors.len()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let app = App::build(config, clock.clone()).await?;
+    let shown = path.display().to_string();
+    let (mut accepted, mut duplicates) = (0, 0);
+    for (chunk, lines) in checked
+        .items
+        .chunks(file::CHUNK)
+        .zip(checked.lines.chunks(file::CHUNK))
+    {
+        let paths = |i: usize| (None, format!("line {}", lines[i]));
+        match ingest::accept(
+            app.store(),
+            chunk,
+            &paths,
+            app.processor.funnel.initial(),
+            clock.now(),
+        )
+        .await
+        {
+            Ok(done) => {
+                accepted += done.accepted;
+                duplicates += done.duplicates;
+            }
+            Err(AcceptError::Input(errors)) => {
+                for e in &errors {
+                    let line = e.path.split('.').next().unwrap_or_default();
+                    let field = e.path.split_once('.').map_or("", |(_, f)| f);
+                    eprintln!(
+                        "{shown}:{}: {field}: {}",
+                        line.trim_start_matches("line "),
+                        e.message
+                    );
+                }
+                eprintln!(
+                    "stored {accepted} event(s) from earlier lines; nothing from this chunk \
+                     (lines {}-{}). Fix it and run again: stored events are skipped.",
+                    lines[0],
+                    lines[lines.len() - 1]
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(AcceptError::Store(e)) => return Err(e.into()),
+        }
+    }
+    println!("stored {accepted} event(s), skipped {duplicates} already stored");
+    process_if_free(&app).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn lead_show(
+    config: Config,
+    clock: SharedClock,
+    raw: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let email = Email::parse(raw)?;
+    let recent = config.processing.recent_activity;
+    let app = App::build(config, clock).await?;
+    match LeadReport::load(app.store(), &email, recent).await? {
+        Some(report) if json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Some(report) => print!("{}", report.to_text()),
+        None => {
+            eprintln!("no lead with e-mail {email}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn events(
+    config: Config,
+    clock: SharedClock,
+    command: EventsCommand,
+) -> anyhow::Result<ExitCode> {
+    let app = App::build(config, clock).await?;
+    match command {
+        EventsCommand::Failed { json, limit } => {
+            let failed = app.store().failed_events(limit).await?;
+            if json {
+                let list: Vec<_> = failed
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "seq": f.seq,
+                            "message_id": f.message_id,
+                            "email": f.email,
+                            "type": f.kind,
+                            "name": f.name,
+                            "occurred_at": crate::clock::from_ms(f.occurred_at),
+                            "attempts": f.attempts,
+                            "error": f.error.as_deref().and_then(|e| serde_json::from_str::<RuleError>(e).ok()),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if failed.is_empty() {
+                println!("no failed events");
+            } else {
+                for f in &failed {
+                    let error = f
+                        .error
+                        .as_deref()
+                        .and_then(|e| serde_json::from_str::<RuleError>(e).ok())
+                        .map_or_else(|| "unknown error".to_string(), |e| e.to_string());
+                    println!(
+                        "#{} {} {} \"{}\" at {} (tried {}x)\n    {error}",
+                        f.seq,
+                        f.email,
+                        f.kind,
+                        f.name,
+                        crate::clock::from_ms(f.occurred_at).format("%Y-%m-%d %H:%M:%S"),
+                        f.attempts
+                    );
+                }
+                println!(
+                    "{} failed event(s). Fix the rule, then run `nurtured events retry`.",
+                    failed.len()
+                );
+            }
+        }
+        EventsCommand::Retry { seqs } => {
+            let n = app
+                .store()
+                .retry_failed((!seqs.is_empty()).then_some(seqs.as_slice()))
+                .await?;
+            println!("queued {n} failed event(s) again");
+            process_if_free(&app).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nurtured rules check`: compiles all files and checks the schedules' functions.
+fn rules_check(config: &Config) -> ExitCode {
+    let sandbox = Sandbox::new(&config.limits, Arc::new(config.thresholds.clone()));
+    let (count, mut errors) = ruleset::check_dir(&sandbox, &config.rules_dir);
+    if errors.is_empty()
+        && let Ok(rules) = Rules::load(&sandbox, &config.rules_dir)
+    {
+        let set = rules.current();
+        let origin = config
+            .file
+            .as_ref()
+            .map_or("embedded defaults".into(), |p| p.display().to_string());
+        for s in &config.schedules {
+            if let Job::Rule { file, function, .. } = &s.job {
+                match set.file(file) {
+                    None => errors.push(RuleError::new(
+                        &origin,
+                        format!(
+                            "schedule `{}` names rule file `{file}`, which is not in {}",
+                            s.name,
+                            config.rules_dir.display()
+                        ),
+                    )),
+                    Some(f) if !f.has_function(function, 1) => errors.push(RuleError::new(
+                        &f.shown,
+                        format!(
+                            "schedule `{}` calls {function}(lead), which this file does not define",
+                            s.name
+                        ),
+                    )),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    for e in &errors {
+        println!("{e}");
+    }
+    if errors.is_empty() {
+        println!("ok: {count} rule file(s) compiled");
+        ExitCode::SUCCESS
+    } else {
+        println!("{} error(s)", errors.len());
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,130 @@
+//! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
+//! `rules check|test`, `stats`, `bench`.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nurtured",
+    version,
+    about = "B2B lead management: events in, rules, funnel, explained"
+)]
+pub struct Args {
+    /// Config file [default: ./nurtured.toml, else the embedded defaults]
+    #[arg(long, global = true, env = "NURTURED_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: HTTP API, event processing, schedules, rule reload
+    Run,
+    /// Store the events of a JSONL file (one Segment event per line, with "type")
+    Ingest { file: PathBuf },
+    /// Look at leads
+    Lead {
+        #[command(subcommand)]
+        command: LeadCommand,
+    },
+    /// Failed events: list them, or queue them again after fixing a rule
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Check and test the rules
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Print the counters (same as GET /v1/stats) as JSON
+    Stats,
+    /// Measure end-to-end throughput over the HTTP API with the configured rules
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeadCommand {
+    /// A lead's stage, scores, tags, stage history and recent activity
+    Show {
+        email: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List failed events with their rule errors
+    Failed {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Queue failed events again (all, or the given sequence numbers)
+    Retry { seqs: Vec<i64> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile every rule file; print FILE:LINE:COLUMN: message for each error
+    Check,
+    /// Run the rule fixtures in DIR [default: <rules_dir>/tests]
+    Test { dir: Option<PathBuf> },
+}
+
+/// Runs a parsed command line; the exit code says how it went.
+pub fn main(args: Args) -> ExitCode {
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: the configuration cannot be used:\n{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let quiet = !matches!(args.command, Command::Run);
+    init_tracing(&config.log, quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(args.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr. `RUST_LOG` wins over the config's `log`; commands other than `run`
+/// log warnings only unless told otherwise.
+fn init_tracing(filter: &str, quiet: bool) {
+    let filter = std::env::var("RUST_LOG").ok().unwrap_or_else(|| {
+        if quiet {
+            "warn".into()
+        } else {
+            filter.to_string()
+        }
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,521 @@
+//! Configuration in two steps: the file as written ([`raw::RawConfig`], strict about
+//! keys) plus `NURTURED_*` overrides, then a checked [`Config`] with parsed addresses,
+//! durations, stages and schedules. A mistake stops start-up with the file (or the
+//! variable), the key and what is allowed.
+
+pub mod env;
+pub mod raw;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use chrono_tz::Tz;
+use serde::Deserialize;
+
+use crate::domain::{Funnel, Side, StageDef};
+use crate::schedule::crontab;
+use raw::{RawConfig, RawSchedule};
+
+/// The file read when `--config` is not given.
+pub const DEFAULT_FILE: &str = "nurtured.toml";
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from; `None` when running on the embedded defaults.
+    pub file: Option<PathBuf>,
+    pub data_dir: PathBuf,
+    /// `sqlite://` URL of the database.
+    pub database_url: String,
+    pub http_addr: SocketAddr,
+    pub api_token: String,
+    pub rules_dir: PathBuf,
+    pub time_zone: Tz,
+    pub log: String,
+    pub max_request_bytes: usize,
+    pub funnel: Funnel,
+    pub thresholds: BTreeMap<String, f64>,
+    pub processing: Processing,
+    pub limits: Limits,
+    pub schedules: Vec<Schedule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Processing {
+    pub batch_size: usize,
+    pub poll_interval: Duration,
+    pub recent_activity: usize,
+}
+
+/// Sandbox limits for one rule call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub max_call_depth: usize,
+    pub max_expr_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub name: String,
+    pub cron_line: String,
+    pub cron: cron::Schedule,
+    pub job: Job,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    /// Interest fades: halves every `half_life`.
+    Decay { half_life: Duration },
+    /// Calls `function(lead)` in a rule file for every lead in `stages` carrying all `tags`.
+    Rule {
+        file: String,
+        function: String,
+        stages: Vec<String>,
+        tags: Vec<String>,
+    },
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error(transparent)]
+    Env(#[from] env::EnvError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// One wrong value: where it was set, the key, and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: `{key}`: {message}")]
+pub struct Problem {
+    pub origin: String,
+    pub key: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Loads `path`, or `nurtured.toml` in the working folder, or the embedded defaults
+    /// when neither exists; then applies the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (file, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                (Some(p.to_path_buf()), text)
+            }
+            None if Path::new(DEFAULT_FILE).exists() => {
+                let p = PathBuf::from(DEFAULT_FILE);
+                let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                (Some(p), text)
+            }
+            None => (None, String::new()),
+        };
+        let shown = file
+            .as_ref()
+            .map_or("embedded defaults".to_string(), |p| p.display().to_string());
+        // First pass on the file alone, so errors carry its line and column.
+        toml::from_str::<RawConfig>(&text).map_err(|e| ConfigError::Syntax {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: shown.clone(),
+                    message: e.to_string(),
+                })?;
+        let defaults = toml::Table::try_from(RawConfig::default()).expect("defaults serialise");
+        let overrides = env::apply(&mut table, &defaults, vars)?;
+        let raw = RawConfig::deserialize(table).map_err(|e| ConfigError::Syntax {
+            path: format!(
+                "{shown} with {}",
+                overrides
+                    .iter()
+                    .map(|o| o.var.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            message: e.to_string(),
+        })?;
+        let base = file
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let origin = |key: &str| {
+            overrides
+                .iter()
+                .find(|o| o.key == key)
+                .map(|o| format!("environment variable {}", o.var))
+                .unwrap_or_else(|| shown.clone())
+        };
+        validate(raw, file, &base, &origin)
+    }
+
+    /// A threshold by name, as rules read it.
+    pub fn threshold(&self, name: &str) -> Option<f64> {
+        self.thresholds.get(name).copied()
+    }
+
+    /// True while the shipped development token is in use.
+    pub fn uses_dev_token(&self) -> bool {
+        self.api_token == raw::DEV_TOKEN
+    }
+}
+
+fn validate(
+    raw: RawConfig,
+    file: Option<PathBuf>,
+    base: &Path,
+    origin: &dyn Fn(&str) -> String,
+) -> Result<Config, ConfigError> {
+    let problems = std::cell::RefCell::new(Vec::new());
+    let bad = |key: &str, message: String| {
+        problems.borrow_mut().push(Problem {
+            origin: origin(key.split(['[', '.']).next().unwrap_or(key)),
+            key: key.to_string(),
+            message,
+        })
+    };
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    let data_dir = resolve(&raw.data_dir);
+    let database_url = if raw.database_url.is_empty() {
+        format!("sqlite://{}", data_dir.join("nurtured.db").display())
+    } else if let Some(path) = raw.database_url.strip_prefix("sqlite://") {
+        format!("sqlite://{}", resolve(path).display())
+    } else {
+        bad(
+            "database_url",
+            format!(
+                "`{}` is not supported: use sqlite://PATH (or leave it empty for {}/nurtured.db)",
+                raw.database_url, raw.data_dir
+            ),
+        );
+        String::new()
+    };
+    let http_addr = raw.http_addr.parse().unwrap_or_else(|_| {
+        bad(
+            "http_addr",
+            format!(
+                "`{}` is not an address: write IP:PORT, e.g. 127.0.0.1:8080",
+                raw.http_addr
+            ),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    if raw.api_token.trim().len() < 8 {
+        bad(
+            "api_token",
+            "must be at least 8 characters; pick a long random string".into(),
+        );
+    }
+    let time_zone = raw.time_zone.parse::<Tz>().unwrap_or_else(|_| {
+        bad(
+            "time_zone",
+            format!(
+                "`{}` is not an IANA time zone name such as Europe/Berlin",
+                raw.time_zone
+            ),
+        );
+        Tz::UTC
+    });
+    if tracing_subscriber::EnvFilter::try_new(&raw.log).is_err() {
+        bad(
+            "log",
+            format!(
+                "`{}` is not a log filter: use error, warn, info, debug or trace",
+                raw.log
+            ),
+        );
+    }
+
+    let mut stages = Vec::new();
+    for (i, s) in raw.stages.iter().enumerate() {
+        let side = match s.side.as_str() {
+            "marketing" => Side::Marketing,
+            "sales" => Side::Sales,
+            other => {
+                bad(
+                    &format!("stages[{i}].side"),
+                    format!("`{other}` is not a side: use \"marketing\" or \"sales\""),
+                );
+                Side::Marketing
+            }
+        };
+        stages.push(StageDef {
+            name: s.name.clone(),
+            side,
+            closed: s.closed,
+        });
+    }
+    let funnel = match Funnel::new(stages, &raw.initial_stage) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            bad("stages", e.to_string());
+            None
+        }
+    };
+
+    let positive = |key: &str, v: i64| -> u64 {
+        if v <= 0 {
+            bad(key, format!("must be a whole number above 0, not {v}"));
+            1
+        } else {
+            v as u64
+        }
+    };
+    let batch_size = positive("processing.batch_size", raw.processing.batch_size) as usize;
+    let recent_activity =
+        positive("processing.recent_activity", raw.processing.recent_activity) as usize;
+    let max_operations = positive("limits.max_operations", raw.limits.max_operations);
+    let max_call_depth = positive("limits.max_call_depth", raw.limits.max_call_depth) as usize;
+    let max_expr_depth = positive("limits.max_expr_depth", raw.limits.max_expr_depth) as usize;
+    let max_string_size = positive("limits.max_string_size", raw.limits.max_string_size) as usize;
+    let max_array_size = positive("limits.max_array_size", raw.limits.max_array_size) as usize;
+    let max_map_size = positive("limits.max_map_size", raw.limits.max_map_size) as usize;
+    let duration = |key: &str, text: &str| {
+        humantime::parse_duration(text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| {
+                bad(
+                    key,
+                    format!("`{text}` is not a duration: write e.g. 250ms, 30s, 15m, 4h, 30d"),
+                );
+                Duration::from_secs(1)
+            })
+    };
+    let poll_interval = duration("processing.poll_interval", &raw.processing.poll_interval);
+    let timeout = duration("limits.timeout", &raw.limits.timeout);
+
+    for (name, value) in &raw.thresholds {
+        if !value.is_finite() {
+            bad(&format!("thresholds.{name}"), "must be a number".into());
+        }
+    }
+
+    let mut schedules = Vec::new();
+    for (i, s) in raw.schedules.iter().enumerate() {
+        let key = format!("schedules[{i}]");
+        if raw.schedules[..i].iter().any(|o| o.name == s.name) {
+            bad(
+                &format!("{key}.name"),
+                format!("`{}` is used twice", s.name),
+            );
+        }
+        let cron = match crontab::parse(&s.cron) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                bad(&format!("{key}.cron"), e.to_string());
+                None
+            }
+        };
+        let job = schedule_job(s, funnel.as_ref(), &key, &bad, &duration);
+        if let (Some(cron), Some(job)) = (cron, job) {
+            schedules.push(Schedule {
+                name: s.name.clone(),
+                cron_line: s.cron.clone(),
+                cron,
+                job,
+            });
+        }
+    }
+
+    let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
+    let problems = problems.into_inner();
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok(Config {
+        file,
+        data_dir,
+        database_url,
+        http_addr,
+        api_token: raw.api_token,
+        rules_dir: resolve(&raw.rules_dir),
+        time_zone,
+        log: raw.log,
+        max_request_bytes,
+        funnel: funnel.expect("checked above"),
+        thresholds: raw.thresholds,
+        processing: Processing {
+            batch_size,
+            poll_interval,
+            recent_activity,
+        },
+        limits: Limits {
+            max_operations,
+            max_call_depth,
+            max_expr_depth,
+            max_string_size,
+            max_array_size,
+            max_map_size,
+            timeout,
+        },
+        schedules,
+    })
+}
+
+fn schedule_job(
+    s: &RawSchedule,
+    funnel: Option<&Funnel>,
+    key: &str,
+    bad: &dyn Fn(&str, String),
+    duration: &dyn Fn(&str, &str) -> Duration,
+) -> Option<Job> {
+    match (&s.job, &s.rule, &s.function) {
+        (Some(job), None, None) if job == "decay" => {
+            let Some(half_life) = &s.half_life else {
+                bad(
+                    &format!("{key}.half_life"),
+                    "the decay job needs half_life, e.g. \"30d\"".into(),
+                );
+                return None;
+            };
+            Some(Job::Decay {
+                half_life: duration(&format!("{key}.half_life"), half_life),
+            })
+        }
+        (Some(job), None, None) => {
+            bad(
+                &format!("{key}.job"),
+                format!("`{job}` is not a built-in job; the built-in job is \"decay\""),
+            );
+            None
+        }
+        (None, Some(file), Some(function)) => {
+            if let Some(f) = funnel {
+                for (j, stage) in s.stages.iter().enumerate() {
+                    if f.stage(stage).is_none() {
+                        bad(
+                            &format!("{key}.stages[{j}]"),
+                            format!(
+                                "unknown stage `{stage}`; the stages are: {}",
+                                f.names_joined()
+                            ),
+                        );
+                    }
+                }
+            }
+            Some(Job::Rule {
+                file: file.clone(),
+                function: function.clone(),
+                stages: s.stages.clone(),
+                tags: s.tags.clone(),
+            })
+        }
+        _ => {
+            bad(
+                key,
+                "give either job = \"decay\" (with half_life) or rule = \"FILE.rhai\" with \
+                 function = \"NAME\""
+                    .into(),
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(
+            Some(&path),
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_load_and_paths_are_relative_to_the_file() {
+        let c = load("", &[]).unwrap();
+        assert!(c.uses_dev_token());
+        assert_eq!(c.funnel.initial(), "subscriber");
+        assert_eq!(c.schedules.len(), 2);
+        assert!(
+            c.database_url.ends_with("/data/nurtured.db"),
+            "{}",
+            c.database_url
+        );
+        assert!(c.rules_dir.is_absolute() || c.rules_dir.starts_with(std::env::temp_dir()));
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let c = load(
+            "api_token = \"file-token-123\"",
+            &[("NURTURED_API_TOKEN", "env-token-456")],
+        )
+        .unwrap();
+        assert_eq!(c.api_token, "env-token-456");
+    }
+
+    #[test]
+    fn wrong_values_name_file_key_and_what_is_allowed() {
+        let err = load(
+            "time_zone = \"Berlin\"\n[[stages]]\nname = \"lead\"\nside = \"crm\"\n",
+            &[("NURTURED_HTTP_ADDR", "nowhere")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("n.toml: `time_zone`"), "{err}");
+        assert!(err.contains("IANA"), "{err}");
+        assert!(err.contains("`stages[0].side`"), "{err}");
+        assert!(
+            err.contains("environment variable NURTURED_HTTP_ADDR: `http_addr`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_schedules_are_explained() {
+        let err = load(
+            "[[schedules]]\nname = \"x\"\ncron = \"every day\"\njob = \"decay\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("schedules[0].cron"), "{err}");
+        assert!(err.contains("schedules[0].half_life"), "{err}");
+    }
+}

@@ -1,0 +1,189 @@
+//! Wiring: opens the store, compiles the rules, and runs the processor, the scheduler,
+//! the rules watcher and the HTTP server until shutdown, then drains them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::http::{AppState, router};
+use crate::process::Processor;
+use crate::rules::{RuleError, Rules, Sandbox, watch};
+use crate::schedule::Scheduler;
+use crate::store::{LeaseHeld, Store, StoreError};
+
+/// Why the daemon (or a command) could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("rules do not compile; fix them (`nurtured rules check` lists all):\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Rules(Vec<RuleError>),
+    #[error(transparent)]
+    Lease(#[from] LeaseHeld),
+    #[error("cannot listen on {addr}: {source}; set http_addr in nurtured.toml")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The parts every command shares: config, store, compiled rules, the processor.
+pub struct App {
+    pub config: Arc<Config>,
+    pub processor: Arc<Processor>,
+    pub rules: Arc<Rules>,
+    pub sandbox: Arc<Sandbox>,
+}
+
+impl App {
+    pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+        let config = Arc::new(config);
+        let store = Store::open(&config.database_url).await?;
+        let sandbox = Arc::new(Sandbox::new(
+            &config.limits,
+            Arc::new(config.thresholds.clone()),
+        ));
+        let rules = Arc::new(Rules::load(&sandbox, &config.rules_dir).map_err(StartError::Rules)?);
+        let processor = Arc::new(Processor {
+            store,
+            rules: rules.clone(),
+            sandbox: sandbox.clone(),
+            funnel: Arc::new(config.funnel.clone()),
+            clock,
+            batch_size: config.processing.batch_size,
+            poll_interval: config.processing.poll_interval,
+            lead_lock: Arc::new(Mutex::new(())),
+            wake: Arc::new(Notify::new()),
+        });
+        Ok(Self {
+            config,
+            processor,
+            rules,
+            sandbox,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.processor.store
+    }
+}
+
+/// A running daemon.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// How long shutdown waits for work in progress.
+const DRAIN: Duration = Duration::from_secs(15);
+
+impl Running {
+    /// Stops accepting requests, lets running work finish, releases the lease.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: some work did not finish in time");
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub async fn wait(&self) {
+        self.shutdown.cancelled().await;
+    }
+}
+
+/// Starts the daemon on `listener` (bound by the caller, so tests can use port 0).
+pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartError> {
+    let app = Arc::new(app);
+    let store = app.store().clone();
+    let lease = store.acquire_lease("daemon").await??;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: app.config.http_addr,
+        source,
+    })?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    tasks.spawn(app.processor.clone().run(shutdown.clone()));
+    let scheduler = Arc::new(Scheduler {
+        schedules: app.config.schedules.clone(),
+        time_zone: app.config.time_zone,
+        processor: app.processor.clone(),
+        started: app.processor.clock.now(),
+    });
+    tasks.spawn(scheduler.run(shutdown.clone()));
+    tasks.spawn(watch::watch(
+        app.rules.clone(),
+        app.sandbox.clone(),
+        shutdown.clone(),
+    ));
+    {
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let renew = crate::store::lease::LEASE_TTL / 3;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(renew) => {
+                        match store.renew_lease(&lease).await {
+                            Ok(true) => {}
+                            Ok(false) => tracing::error!("lost the processing lease to another process"),
+                            Err(e) => tracing::warn!(error = %e, "cannot renew the processing lease"),
+                        }
+                    }
+                }
+            }
+            if let Err(e) = store.release_lease(&lease).await {
+                tracing::warn!(error = %e, "cannot release the processing lease");
+            }
+        });
+    }
+    let state = AppState {
+        config: app.config.clone(),
+        processor: app.processor.clone(),
+        rules: app.rules.clone(),
+        duplicates: Arc::new(AtomicU64::new(0)),
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+        let s = shutdown.clone();
+        async move { s.cancelled().await }
+    });
+    tasks.spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(%addr, rules = %app.config.rules_dir.display(), database = %app.config.database_url, "nurtured is running");
+    Ok(Running {
+        addr,
+        app,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Binds the configured address and starts.
+pub async fn start_on_config_addr(app: App) -> Result<Running, StartError> {
+    let addr = app.config.http_addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    start(app, listener).await
+}

@@ -1,0 +1,401 @@
+//! The lead as the rules see it and the store keeps it, and how an [`Action`] changes it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::change::{
+    Action, ActionRecord, Axis, ChangeError, Changes, Outcome, ScoreChange, Source, StageMove,
+};
+use super::email::Email;
+use super::funnel::Funnel;
+use super::traits::Traits;
+
+/// A consent flag with when and where it was given or withdrawn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Consent {
+    pub granted: bool,
+    pub at: Option<DateTime<Utc>>,
+    pub source: Option<String>,
+}
+
+/// One person in the funnel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Lead {
+    pub id: i64,
+    pub email: Email,
+    pub external_id: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub phone: Option<String>,
+    pub company: Option<String>,
+    pub title: Option<String>,
+    pub industry: Option<String>,
+    pub employees: Option<i64>,
+    pub revenue: Option<f64>,
+    pub country: Option<String>,
+    pub time_zone: Option<String>,
+    pub locale: Option<String>,
+    pub consent_email: Consent,
+    pub consent_tracking: Consent,
+    pub stage: String,
+    pub stage_since: DateTime<Utc>,
+    pub fit: f64,
+    /// Fit points per criterion set with `set_fit`.
+    pub fit_parts: BTreeMap<String, f64>,
+    pub interest: f64,
+    pub tags: BTreeSet<String>,
+    pub owner: Option<String>,
+    pub attributes: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const MAX_TAG: usize = 64;
+const MAX_REASON: usize = 500;
+const MAX_KEY: usize = 64;
+
+impl Lead {
+    /// A lead just seen for the first time, in the funnel's initial stage.
+    pub fn new(id: i64, email: Email, stage: &str, at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            email,
+            external_id: None,
+            first_name: None,
+            last_name: None,
+            phone: None,
+            company: None,
+            title: None,
+            industry: None,
+            employees: None,
+            revenue: None,
+            country: None,
+            time_zone: None,
+            locale: None,
+            consent_email: Consent::default(),
+            consent_tracking: Consent::default(),
+            stage: stage.to_string(),
+            stage_since: at,
+            fit: 0.0,
+            fit_parts: BTreeMap::new(),
+            interest: 0.0,
+            tags: BTreeSet::new(),
+            owner: None,
+            attributes: Map::new(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// "First Last", or whichever part is known; empty when neither is.
+    pub fn name(&self) -> String {
+        let parts: Vec<&str> = [&self.first_name, &self.last_name]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+            .collect();
+        parts.join(" ")
+    }
+
+    /// Takes identify traits into the lead. Consent changes are recorded with the time
+    /// of the event and the trait `consent_source` (or `fallback_source`).
+    pub fn apply_traits(&mut self, t: &Traits, at: DateTime<Utc>, fallback_source: &str) {
+        t.first_name.apply(&mut self.first_name);
+        t.last_name.apply(&mut self.last_name);
+        t.phone.apply(&mut self.phone);
+        t.company.apply(&mut self.company);
+        t.title.apply(&mut self.title);
+        t.industry.apply(&mut self.industry);
+        t.employees.apply(&mut self.employees);
+        t.revenue.apply(&mut self.revenue);
+        t.country.apply(&mut self.country);
+        t.time_zone.apply(&mut self.time_zone);
+        t.locale.apply(&mut self.locale);
+        t.owner.apply(&mut self.owner);
+        let source = t.consent_source.as_deref().unwrap_or(fallback_source);
+        for (given, consent) in [
+            (t.consent_email, &mut self.consent_email),
+            (t.consent_tracking, &mut self.consent_tracking),
+        ] {
+            if let Some(granted) = given
+                && (consent.granted != granted || consent.at.is_none())
+            {
+                *consent = Consent {
+                    granted,
+                    at: Some(at),
+                    source: Some(source.to_string()),
+                };
+            }
+        }
+        for (key, value) in &t.attributes {
+            match value {
+                Some(v) => self.attributes.insert(key.clone(), v.clone()),
+                None => self.attributes.remove(key),
+            };
+        }
+        self.updated_at = at;
+    }
+
+    /// Checks and applies one action, recording what changed in `changes`.
+    ///
+    /// Rules may not move a lead out of a closed stage; such a move is kept as
+    /// [`Outcome::Skipped`] rather than failing the event.
+    pub fn apply(
+        &mut self,
+        action: Action,
+        source: &Source,
+        at: DateTime<Utc>,
+        funnel: &Funnel,
+        changes: &mut Changes,
+    ) -> Result<Outcome, ChangeError> {
+        let outcome = match &action {
+            Action::AddScore {
+                axis,
+                points,
+                reason,
+            } => {
+                check_points(*points)?;
+                check_reason(reason, "score points")?;
+                if *points == 0.0 {
+                    Outcome::Unchanged
+                } else {
+                    *self.axis_mut(*axis) += points;
+                    changes.scores.push(ScoreChange {
+                        axis: *axis,
+                        delta: *points,
+                        at,
+                        source: source.clone(),
+                        reason: reason.clone(),
+                    });
+                    Outcome::Applied
+                }
+            }
+            Action::SetFit {
+                criterion,
+                points,
+                reason,
+            } => {
+                check_points(*points)?;
+                check_text(criterion, "the fit criterion", MAX_KEY)?;
+                let before = self.fit_parts.get(criterion).copied().unwrap_or(0.0);
+                let delta = points - before;
+                if delta == 0.0 {
+                    Outcome::Unchanged
+                } else {
+                    check_reason(reason, "fit points")?;
+                    if *points == 0.0 {
+                        self.fit_parts.remove(criterion);
+                    } else {
+                        self.fit_parts.insert(criterion.clone(), *points);
+                    }
+                    self.fit += delta;
+                    changes.scores.push(ScoreChange {
+                        axis: Axis::Fit,
+                        delta,
+                        at,
+                        source: source.clone(),
+                        reason: format!("{criterion}: {reason}"),
+                    });
+                    Outcome::Applied
+                }
+            }
+            Action::SetStage { stage, reason } => {
+                if funnel.stage(stage).is_none() {
+                    return Err(ChangeError::UnknownStage {
+                        stage: stage.clone(),
+                        known: funnel.names_joined(),
+                    });
+                }
+                check_reason(reason, "a stage change")?;
+                if *stage == self.stage {
+                    Outcome::Unchanged
+                } else if source.is_rule() && funnel.is_closed(&self.stage) {
+                    Outcome::Skipped(format!(
+                        "`{}` is a closed stage: rules do not move leads out of it, sales or the API can",
+                        self.stage
+                    ))
+                } else {
+                    changes.moves.push(StageMove {
+                        from: Some(self.stage.clone()),
+                        to: stage.clone(),
+                        at,
+                        source: source.clone(),
+                        reason: reason.clone(),
+                    });
+                    self.stage = stage.clone();
+                    self.stage_since = at;
+                    Outcome::Applied
+                }
+            }
+            Action::Tag(tag) => {
+                check_text(tag, "a tag", MAX_TAG)?;
+                if self.tags.insert(tag.clone()) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+            Action::Untag(tag) => {
+                if self.tags.remove(tag) {
+                    Outcome::Applied
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+            Action::SetAttr { key, value } => {
+                check_text(key, "an attribute name", MAX_KEY)?;
+                let old = match value {
+                    Some(v) => self.attributes.insert(key.clone(), v.clone()),
+                    None => self.attributes.remove(key),
+                };
+                if old.as_ref() == value.as_ref() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::Applied
+                }
+            }
+        };
+        if outcome == Outcome::Applied {
+            self.updated_at = at;
+        }
+        changes.actions.push(ActionRecord {
+            action,
+            source: source.clone(),
+            outcome: outcome.clone(),
+        });
+        Ok(outcome)
+    }
+
+    fn axis_mut(&mut self, axis: Axis) -> &mut f64 {
+        match axis {
+            Axis::Fit => &mut self.fit,
+            Axis::Interest => &mut self.interest,
+        }
+    }
+}
+
+fn check_points(points: f64) -> Result<(), ChangeError> {
+    if points.is_finite() {
+        Ok(())
+    } else {
+        Err(ChangeError::BadPoints(points))
+    }
+}
+
+fn check_reason(reason: &str, what: &'static str) -> Result<(), ChangeError> {
+    if reason.trim().is_empty() {
+        return Err(ChangeError::MissingReason { what });
+    }
+    check_text(reason, "the reason", MAX_REASON)
+}
+
+fn check_text(text: &str, what: &'static str, max: usize) -> Result<(), ChangeError> {
+    let len = text.chars().count();
+    if text.trim().is_empty() {
+        Err(ChangeError::Empty { what })
+    } else if len > max {
+        Err(ChangeError::TooLong { what, len, max })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::funnel::{Side, StageDef};
+
+    fn funnel() -> Funnel {
+        let def = |n: &str, closed| StageDef {
+            name: n.into(),
+            side: Side::Marketing,
+            closed,
+        };
+        Funnel::new(
+            vec![def("lead", false), def("mql", false), def("customer", true)],
+            "lead",
+        )
+        .unwrap()
+    }
+
+    fn rule() -> Source {
+        Source::Rule {
+            file: "rules/x.rhai".into(),
+            line: 3,
+            column: 5,
+        }
+    }
+
+    fn lead() -> Lead {
+        Lead::new(
+            1,
+            Email::parse("a@example.com").unwrap(),
+            "lead",
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn set_fit_replaces_a_criterion() {
+        let (mut l, f, mut c) = (lead(), funnel(), Changes::default());
+        let set = |p| Action::SetFit {
+            criterion: "phone".into(),
+            points: p,
+            reason: "phone known".into(),
+        };
+        l.apply(set(15.0), &rule(), Utc::now(), &f, &mut c).unwrap();
+        assert_eq!(
+            l.apply(set(15.0), &rule(), Utc::now(), &f, &mut c).unwrap(),
+            Outcome::Unchanged
+        );
+        assert_eq!(l.fit, 15.0);
+        l.apply(set(0.0), &rule(), Utc::now(), &f, &mut c).unwrap();
+        assert_eq!(l.fit, 0.0);
+        assert_eq!(c.scores.len(), 2);
+    }
+
+    #[test]
+    fn stage_moves_are_checked() {
+        let (mut l, f, mut c) = (lead(), funnel(), Changes::default());
+        let to = |s: &str| Action::SetStage {
+            stage: s.into(),
+            reason: "because".into(),
+        };
+        assert!(matches!(
+            l.apply(to("sql"), &rule(), Utc::now(), &f, &mut c),
+            Err(ChangeError::UnknownStage { .. })
+        ));
+        l.apply(to("customer"), &rule(), Utc::now(), &f, &mut c)
+            .unwrap();
+        let out = l.apply(to("mql"), &rule(), Utc::now(), &f, &mut c).unwrap();
+        assert!(matches!(out, Outcome::Skipped(_)));
+        assert_eq!(l.stage, "customer");
+        let api = Source::Api { user: "crm".into() };
+        l.apply(to("mql"), &api, Utc::now(), &f, &mut c).unwrap();
+        assert_eq!(l.stage, "mql");
+        assert_eq!(c.moves.len(), 2);
+    }
+
+    #[test]
+    fn reasons_are_required() {
+        let (mut l, f, mut c) = (lead(), funnel(), Changes::default());
+        let err = l
+            .apply(
+                Action::AddScore {
+                    axis: Axis::Interest,
+                    points: 5.0,
+                    reason: " ".into(),
+                },
+                &rule(),
+                Utc::now(),
+                &f,
+                &mut c,
+            )
+            .unwrap_err();
+        assert!(matches!(err, ChangeError::MissingReason { .. }));
+    }
+}

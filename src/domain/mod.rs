@@ -1,0 +1,16 @@
+//! The lead and its funnel, as plain data with the rules for changing it.
+//!
+//! Nothing here touches the database or Rhai: rules and the API ask for changes, and
+//! the functions here check them and record what changed, who asked and why.
+
+pub mod change;
+pub mod email;
+pub mod funnel;
+pub mod lead;
+pub mod traits;
+
+pub use change::{Axis, Changes, ScoreChange, Source, StageMove};
+pub use email::Email;
+pub use funnel::{Funnel, Side, StageDef};
+pub use lead::{Consent, Lead};
+pub use traits::Traits;

@@ -1,0 +1,98 @@
+//! Intake handlers. The body is checked completely before anything is stored; the
+//! answer comes after the events are committed.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::ingest::segment::{self, At};
+use crate::ingest::{AcceptError, Item, accept};
+
+fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let bytes = bytes.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    segment::parse_json(&bytes).map_err(|e| ApiError::input(vec![e]))
+}
+
+fn new_id(_: &Value) -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn store(state: &AppState, items: Vec<Item>, batch: bool) -> Result<Json<Value>, ApiError> {
+    let p = &state.processor;
+    let paths = |i: usize| {
+        if batch {
+            (Some(i), format!("batch[{i}]"))
+        } else {
+            (None, String::new())
+        }
+    };
+    match accept(&p.store, &items, &paths, p.funnel.initial(), p.clock.now()).await {
+        Ok(done) => {
+            if done.accepted > 0 {
+                p.wake.notify_one();
+            }
+            state
+                .duplicates
+                .fetch_add(done.duplicates as u64, Ordering::Relaxed);
+            Ok(Json(json!({
+                "success": true,
+                "accepted": done.accepted,
+                "duplicates": done.duplicates,
+                "leads_created": done.leads_created,
+            })))
+        }
+        Err(AcceptError::Input(errors)) => Err(ApiError::input(errors)),
+        Err(AcceptError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+async fn single(
+    state: AppState,
+    bytes: Result<Bytes, BytesRejection>,
+    kind: &'static str,
+) -> Result<Json<Value>, ApiError> {
+    let v = body(bytes)?;
+    let at = At {
+        index: None,
+        prefix: "",
+    };
+    let item = segment::parse_item(&v, Some(kind), at, state.processor.clock.now(), &mut new_id)
+        .map_err(ApiError::input)?;
+    store(&state, vec![item], false).await
+}
+
+pub async fn identify(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    single(state, bytes, "identify").await
+}
+
+pub async fn track(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    single(state, bytes, "track").await
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    single(state, bytes, "page").await
+}
+
+pub async fn batch(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let v = body(bytes)?;
+    let items = segment::parse_batch(&v, state.processor.clock.now(), &mut new_id)
+        .map_err(ApiError::input)?;
+    store(&state, items, true).await
+}

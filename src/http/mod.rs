@@ -1,0 +1,55 @@
+//! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
+//! `/v1/batch`), leads (`/v1/leads/{email}`), counters (`/v1/stats`) and `/healthz`.
+//! Everything under `/v1` needs the API token.
+
+mod auth;
+mod error;
+mod ingest;
+mod leads;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+
+use crate::config::Config;
+use crate::process::Processor;
+use crate::rules::Rules;
+
+pub use error::ApiError;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub processor: Arc<Processor>,
+    pub rules: Arc<Rules>,
+    /// Events skipped as duplicates since start.
+    pub duplicates: Arc<AtomicU64>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_request_bytes;
+    let v1 = Router::new()
+        .route("/identify", post(ingest::identify))
+        .route("/track", post(ingest::track))
+        .route("/page", post(ingest::page))
+        .route("/batch", post(ingest::batch))
+        .route("/import", post(ingest::batch))
+        .route("/leads/{email}", get(leads::show))
+        .route("/leads/{email}/stage", post(leads::set_stage))
+        .route("/stats", get(stats::stats))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(stats::healthz))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

@@ -1,0 +1,32 @@
+//! `GET /v1/stats` and `GET /healthz`.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::report::Stats;
+
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    Stats::load(
+        &state.processor.store,
+        state.duplicates.load(Ordering::Relaxed),
+        Some(state.rules.status()),
+    )
+    .await
+    .map(Json)
+    .map_err(ApiError::internal)
+}
+
+pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    match state.processor.store.has_pending().await {
+        Ok(_) => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "message": e.to_string()})),
+        ),
+    }
+}

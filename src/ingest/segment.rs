@@ -1,0 +1,444 @@
+//! Payloads of the Segment HTTP tracking API (`identify`, `track`, `page`, `batch`),
+//! checked field by field into [`Item`]s. Every problem names its JSON path and, in a
+//! batch, the index of the item.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::{Email, Traits};
+use crate::store::NewEvent;
+
+/// The event types this API takes.
+pub const KINDS: [&str; 3] = ["identify", "track", "page"];
+
+/// Name stored for page views, as in Segment's naming for page calls.
+pub const PAGE_VIEWED: &str = "Page Viewed";
+/// Name stored for identify calls.
+pub const IDENTIFY: &str = "Identify";
+
+const MAX_EVENT_BYTES: usize = 64 * 1024;
+const MAX_NAME: usize = 200;
+const MAX_ID: usize = 200;
+
+/// How an event names its lead.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeadKey {
+    pub email: Option<Email>,
+    /// The sender's own id for the person, when it is not an e-mail address.
+    pub user_id: Option<String>,
+}
+
+/// One checked event with the key of its lead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub key: LeadKey,
+    pub event: NewEvent,
+}
+
+/// A problem with the input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{}{path}: {message}", index.map(|i| format!("item {i}: ")).unwrap_or_default())]
+pub struct InputError {
+    /// Index in `batch` (or line number minus one for files), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// JSON path of the offending field, e.g. `batch[3].event`.
+    pub path: String,
+    pub message: String,
+}
+
+/// Where an item sits, for paths in error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    pub index: Option<usize>,
+    /// Path prefix of the item: `` for a single call, `batch[3]` in a batch.
+    pub prefix: &'a str,
+}
+
+impl At<'_> {
+    fn path(&self, field: &str) -> String {
+        match (self.prefix.is_empty(), field.is_empty()) {
+            (true, true) => "$".into(),
+            (true, false) => field.into(),
+            (false, true) => self.prefix.into(),
+            (false, false) => format!("{}.{field}", self.prefix),
+        }
+    }
+
+    fn error(&self, field: &str, message: impl Into<String>) -> InputError {
+        InputError {
+            index: self.index,
+            path: self.path(field),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a request body as JSON, reporting line and column of a syntax error.
+pub fn parse_json(body: &[u8]) -> Result<Value, InputError> {
+    serde_json::from_slice(body).map_err(|e| InputError {
+        index: None,
+        path: "$".into(),
+        message: format!(
+            "the body is not valid JSON ({e}); send a JSON object with Content-Type: application/json"
+        ),
+    })
+}
+
+/// Checks a `/v1/batch` body.
+pub fn parse_batch(
+    body: &Value,
+    now: DateTime<Utc>,
+    new_id: &mut dyn FnMut(&Value) -> String,
+) -> Result<Vec<Item>, Vec<InputError>> {
+    let top = At {
+        index: None,
+        prefix: "",
+    };
+    let Some(batch) = body.get("batch") else {
+        return Err(vec![
+            top.error("batch", "missing: send {\"batch\": [ ... ]}"),
+        ]);
+    };
+    let Some(list) = batch.as_array() else {
+        return Err(vec![top.error("batch", "must be a list of events")]);
+    };
+    let mut items = Vec::with_capacity(list.len());
+    let mut errors = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        let prefix = format!("batch[{i}]");
+        let at = At {
+            index: Some(i),
+            prefix: &prefix,
+        };
+        match parse_item(v, None, at, now, new_id) {
+            Ok(item) => items.push(item),
+            Err(e) => errors.extend(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(items)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Checks one event. `kind` is fixed by the endpoint (`/v1/track`), or taken from the
+/// item's `type` (batch, files).
+pub fn parse_item(
+    v: &Value,
+    kind: Option<&'static str>,
+    at: At<'_>,
+    now: DateTime<Utc>,
+    new_id: &mut dyn FnMut(&Value) -> String,
+) -> Result<Item, Vec<InputError>> {
+    let Some(obj) = v.as_object() else {
+        return Err(vec![at.error("", "must be a JSON object")]);
+    };
+    let mut errors = Vec::new();
+    let declared = match obj.get("type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t.as_str()),
+        Some(_) => {
+            errors.push(at.error("type", "must be a string"));
+            None
+        }
+    };
+    let kind = match (kind, declared) {
+        (Some(k), None) => k,
+        (Some(k), Some(t)) if t == k => k,
+        (Some(k), Some(t)) => {
+            return Err(vec![at.error(
+                "type",
+                format!("is `{t}` but this endpoint takes `{k}` events"),
+            )]);
+        }
+        (None, Some(t)) => match KINDS.iter().find(|k| **k == t) {
+            Some(k) => k,
+            None => {
+                return Err(vec![at.error(
+                    "type",
+                    format!("`{t}` is not supported; use one of: {}", KINDS.join(", ")),
+                )]);
+            }
+        },
+        (None, None) => {
+            return Err(vec![at.error(
+                "type",
+                format!("missing; say which event this is: {}", KINDS.join(", ")),
+            )]);
+        }
+    };
+
+    let object = |field: &str, errors: &mut Vec<InputError>| -> Option<&Map<String, Value>> {
+        match obj.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m),
+            Some(_) => {
+                errors.push(at.error(field, "must be a JSON object"));
+                None
+            }
+        }
+    };
+    let properties = object("properties", &mut errors);
+    let traits = object("traits", &mut errors);
+    let context = object("context", &mut errors);
+
+    let user_id = match obj.get("userId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => None,
+        Some(Value::String(s)) if s.len() > MAX_ID => {
+            errors.push(at.error("userId", format!("is longer than {MAX_ID} characters")));
+            None
+        }
+        Some(Value::String(s)) => Some(s.trim().to_string()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(_) => {
+            errors.push(at.error("userId", "must be a string"));
+            None
+        }
+    };
+
+    // The e-mail that names the lead: traits, then context.traits, then properties
+    // (track/page), then a userId that is itself an address.
+    let mut email = None;
+    let mut email_sources: Vec<(String, Option<&Value>)> = vec![
+        ("traits.email".into(), traits.and_then(|t| t.get("email"))),
+        (
+            "context.traits.email".into(),
+            context
+                .and_then(|c| c.get("traits"))
+                .and_then(|t| t.get("email")),
+        ),
+    ];
+    if kind != "identify" {
+        email_sources.push((
+            "properties.email".into(),
+            properties.and_then(|p| p.get("email")),
+        ));
+    }
+    for (path, value) in email_sources {
+        match value {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => match Email::parse(s) {
+                Ok(e) => {
+                    email = Some(e);
+                    break;
+                }
+                Err(e) => errors.push(at.error(&path, e.to_string())),
+            },
+            Some(_) => errors.push(at.error(&path, "must be a string")),
+        }
+    }
+    let mut user_id = user_id;
+    if let Some(uid) = &user_id
+        && let Ok(e) = Email::parse(uid)
+    {
+        email.get_or_insert(e);
+        user_id = None;
+    }
+    if email.is_none() && user_id.is_none() && errors.is_empty() {
+        errors.push(at.error(
+            "userId",
+            "missing: give userId, or traits.email (context.traits.email for track and page), \
+             so the event can be tied to a lead",
+        ));
+    }
+
+    let mut name = String::new();
+    match kind {
+        "track" => match obj.get("event") {
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_NAME => {
+                name = s.trim().to_string();
+            }
+            Some(Value::String(s)) if s.len() > MAX_NAME => {
+                errors.push(at.error("event", format!("is longer than {MAX_NAME} characters")));
+            }
+            Some(Value::String(_)) | None | Some(Value::Null) => errors.push(at.error(
+                "event",
+                "missing: name what the lead did, e.g. \"Content Downloaded\"",
+            )),
+            Some(_) => errors.push(at.error("event", "must be a string")),
+        },
+        "page" => name = PAGE_VIEWED.into(),
+        _ => name = IDENTIFY.into(),
+    }
+
+    let mut props = properties.cloned().unwrap_or_default();
+    if kind == "page" {
+        match obj.get("name") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(n)) => {
+                props
+                    .entry("name")
+                    .or_insert_with(|| Value::String(n.clone()));
+            }
+            Some(_) => errors.push(at.error("name", "must be a string")),
+        }
+        if let Some(url) = props.get("url")
+            && !url.is_string()
+        {
+            errors.push(at.error("properties.url", "must be a string"));
+        }
+    }
+
+    let traits_json = if kind == "identify" {
+        let t = traits.cloned().unwrap_or_default();
+        if let Err(errs) = Traits::parse(&t, &at.path("traits")) {
+            errors.extend(errs.into_iter().map(|e| InputError {
+                index: at.index,
+                path: e.path,
+                message: e.message,
+            }));
+        }
+        Some(Value::Object(t).to_string())
+    } else {
+        None
+    };
+
+    let occurred_at = match obj
+        .get("timestamp")
+        .or_else(|| obj.get("originalTimestamp"))
+    {
+        None | Some(Value::Null) => now,
+        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => t.with_timezone(&Utc),
+            Err(_) => {
+                errors.push(at.error(
+                    "timestamp",
+                    format!("`{s}` is not an ISO-8601 time such as 2026-03-01T09:30:00Z"),
+                ));
+                now
+            }
+        },
+        Some(_) => {
+            errors.push(at.error("timestamp", "must be an ISO-8601 string"));
+            now
+        }
+    };
+
+    let message_id = match obj.get("messageId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_ID => {
+            Some(s.trim().to_string())
+        }
+        Some(Value::String(_)) => {
+            errors.push(at.error("messageId", format!("must be 1 to {MAX_ID} characters")));
+            None
+        }
+        Some(_) => {
+            errors.push(at.error("messageId", "must be a string"));
+            None
+        }
+    };
+
+    let properties = Value::Object(props).to_string();
+    let context = context.map(|c| Value::Object(c.clone()).to_string());
+    let size = properties.len()
+        + traits_json.as_ref().map_or(0, String::len)
+        + context.as_ref().map_or(0, String::len);
+    if size > MAX_EVENT_BYTES {
+        errors.push(at.error(
+            "",
+            format!("is {size} bytes; one event may carry at most {MAX_EVENT_BYTES} bytes"),
+        ));
+    }
+    if !errors.is_empty() {
+        // One problem per field (traits.email is checked twice on identify).
+        let mut seen = std::collections::HashSet::new();
+        errors.retain(|e| seen.insert(e.path.clone()));
+        return Err(errors);
+    }
+    Ok(Item {
+        key: LeadKey { email, user_id },
+        event: NewEvent {
+            message_id: message_id.unwrap_or_else(|| new_id(v)),
+            kind,
+            name,
+            properties,
+            traits: traits_json,
+            context,
+            occurred_at,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn one(v: &Value, kind: Option<&'static str>) -> Result<Item, Vec<InputError>> {
+        let at = At {
+            index: None,
+            prefix: "",
+        };
+        parse_item(v, kind, at, Utc::now(), &mut |_| "generated".into())
+    }
+
+    #[test]
+    fn track_with_email_user_id() {
+        let item = one(
+            &json!({"userId": "Anna@Example.com", "event": "Content Downloaded",
+                   "properties": {"topic": "crm"}, "messageId": "m1",
+                   "timestamp": "2026-03-01T09:00:00Z"}),
+            Some("track"),
+        )
+        .unwrap();
+        assert_eq!(item.key.email.unwrap().as_str(), "anna@example.com");
+        assert_eq!(item.key.user_id, None);
+        assert_eq!(item.event.name, "Content Downloaded");
+        assert_eq!(item.event.message_id, "m1");
+        assert_eq!(
+            item.event.occurred_at.to_rfc3339(),
+            "2026-03-01T09:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn page_keeps_its_name_in_properties() {
+        let item = one(
+            &json!({"userId": "u1", "name": "Pricing", "properties": {"url": "https://x/pricing"}}),
+            Some("page"),
+        )
+        .unwrap();
+        assert_eq!(item.event.name, PAGE_VIEWED);
+        assert!(item.event.properties.contains("\"name\":\"Pricing\""));
+        assert_eq!(item.event.message_id, "generated");
+    }
+
+    #[test]
+    fn batch_errors_name_index_and_field() {
+        let body = json!({"batch": [
+            {"type": "track", "userId": "u1", "event": "X"},
+            {"type": "track", "userId": "u1"},
+            {"type": "alias", "userId": "u1"},
+            {"type": "identify", "traits": {"email": "bad"}},
+        ]});
+        let errs = parse_batch(&body, Utc::now(), &mut |_| "g".into()).unwrap_err();
+        let got: Vec<_> = errs.iter().map(|e| (e.index, e.path.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(1), "batch[1].event"),
+                (Some(2), "batch[2].type"),
+                (Some(3), "batch[3].traits.email")
+            ]
+        );
+        assert!(errs[1].message.contains("identify, track, page"));
+    }
+
+    #[test]
+    fn needs_a_way_to_find_the_lead() {
+        let errs = one(&json!({"event": "X", "anonymousId": "a"}), Some("track")).unwrap_err();
+        assert_eq!(errs[0].path, "userId");
+    }
+
+    #[test]
+    fn bad_json_reports_position() {
+        let e = parse_json(b"{\"batch\": [}").unwrap_err();
+        assert!(e.message.contains("line 1 column"), "{}", e.message);
+    }
+}

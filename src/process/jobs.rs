@@ -1,0 +1,100 @@
+//! Work on many leads at once for scheduled jobs: a rule function over a page of leads,
+//! and interest decay. Both take the lead lock and write in one transaction per page.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::history::StoreHistory;
+use super::worker::{ProcessError, Processor};
+use crate::domain::{Changes, Lead, Source};
+use crate::rules::{Context, RuleError, run::run_function};
+
+/// One lead's result: its new state and changes, or the rule error.
+type RunResult = Result<(Lead, Changes), RuleError>;
+
+impl Processor {
+    /// Calls `function(lead)` of rule file `file` for each lead in `ids`, at time `at`.
+    /// Successful runs are saved; each lead's result is returned.
+    pub async fn run_rule_on(
+        &self,
+        file: &str,
+        function: &str,
+        ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<(i64, Result<Changes, RuleError>)>, ProcessError> {
+        let set = self.rules.current();
+        let Some(rule) = set.file(file).cloned() else {
+            let e = RuleError::new(
+                &format!("{}/{file}", self.rules.dir().display()),
+                "this rule file (named in a schedule) is not loaded",
+            );
+            return Ok(ids.iter().map(|id| (*id, Err(e.clone()))).collect());
+        };
+        if !rule.has_function(function, 1) {
+            let e = RuleError::new(
+                &rule.shown,
+                format!("there is no function {function}(lead) in this file (named in a schedule)"),
+            );
+            return Ok(ids.iter().map(|id| (*id, Err(e.clone()))).collect());
+        }
+        let _lock = self.lead_lock.lock().await;
+        let leads = self.store.leads_by_ids(ids).await?;
+        let ctx = Context {
+            funnel: self.funnel.clone(),
+            history: Arc::new(StoreHistory::new(self.store.clone())),
+        };
+        let sandbox = self.sandbox.clone();
+        let function = function.to_string();
+        let results = tokio::task::spawn_blocking(move || {
+            let mut out: Vec<(i64, RunResult)> = Vec::new();
+            for (id, lead) in leads {
+                let r = run_function(&sandbox, &rule, &function, &ctx, lead, at)
+                    .map(|e| (e.lead, e.changes));
+                out.push((id, r));
+            }
+            out.sort_by_key(|(id, _)| *id);
+            out
+        })
+        .await?;
+        let saved: Vec<&Lead> = results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .filter(|(_, c)| {
+                !c.moves.is_empty()
+                    || !c.scores.is_empty()
+                    || c.actions
+                        .iter()
+                        .any(|a| a.outcome == crate::domain::change::Outcome::Applied)
+            })
+            .map(|(l, _)| l)
+            .collect();
+        let records: Vec<(i64, Option<i64>, &Changes)> = results
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().ok().map(|(_, c)| (*id, None, c)))
+            .collect();
+        let mut tx = self.store.begin_write().await?;
+        tx.save_leads(&saved).await?;
+        tx.record_changes(&records).await?;
+        tx.commit().await?;
+        Ok(results
+            .into_iter()
+            .map(|(id, r)| (id, r.map(|(_, c)| c)))
+            .collect())
+    }
+
+    /// Multiplies every lead's interest by `factor` (0..1). Returns leads changed.
+    pub async fn decay_interest(
+        &self,
+        factor: f64,
+        at: DateTime<Utc>,
+        source: &Source,
+        reason: &str,
+    ) -> Result<u64, ProcessError> {
+        let _lock = self.lead_lock.lock().await;
+        let mut tx = self.store.begin_write().await?;
+        let n = tx.decay_interest(factor, at, source, reason).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}

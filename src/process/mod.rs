@@ -1,0 +1,15 @@
+//! Event processing: pending events are taken in batches, in arrival order, the rules
+//! run for each (off the async reactor), and each batch's results are written in one
+//! transaction. An event whose rules fail is kept as failed with the error; its effects
+//! are dropped as a whole and the other events go on.
+//!
+//! - [`worker`]: one batch ([`worker::Processor::run_once`]) and the loop around it;
+//! - [`history`]: the event history rules count on, read from the store;
+//! - [`manual`]: changes made through the API (sales, CRM), under the same lead lock.
+
+pub mod history;
+pub mod jobs;
+pub mod manual;
+pub mod worker;
+
+pub use worker::{BatchOutcome, EventOutcome, Processor};

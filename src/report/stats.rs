@@ -1,0 +1,36 @@
+//! The daemon's counters: `GET /v1/stats` and `nurtured stats`.
+
+use serde::Serialize;
+
+use crate::rules::ruleset::RulesStatus;
+use crate::store::{EventCounts, JobRun, Store, StoreError};
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    #[serde(flatten)]
+    pub events: EventCounts,
+    /// Events skipped because their `messageId` was already stored, since start.
+    pub events_duplicate: u64,
+    pub leads: i64,
+    pub stages: std::collections::BTreeMap<String, i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesStatus>,
+    pub recent_jobs: Vec<JobRun>,
+}
+
+impl Stats {
+    pub async fn load(
+        store: &Store,
+        duplicates: u64,
+        rules: Option<RulesStatus>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            events: store.event_counts().await?,
+            events_duplicate: duplicates,
+            leads: store.lead_count().await?,
+            stages: store.stage_counts().await?.into_iter().collect(),
+            rules,
+            recent_jobs: store.recent_job_runs(10).await?,
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! Rule errors with the file, line and column they come from, in words a marketing ops
+//! person can act on.
+
+use std::fmt;
+
+use rhai::{EvalAltResult, ParseError, Position};
+use serde::{Deserialize, Serialize};
+
+/// A compile or run-time error in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct RuleError {
+    pub file: String,
+    /// 1-based; 0 when the error has no position.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+/// The limits, for messages that say which one was hit.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitNames {
+    pub max_operations: u64,
+    pub timeout: std::time::Duration,
+}
+
+fn line_col(pos: Position) -> (usize, usize) {
+    (pos.line().unwrap_or(0), pos.position().unwrap_or(0))
+}
+
+/// Rhai appends " (line X, position Y)" to messages; the position is shown separately.
+fn without_position(text: String) -> String {
+    match text.rfind(" (line ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+impl RuleError {
+    pub fn new(file: &str, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        }
+    }
+
+    /// A syntax error found while compiling `file`.
+    pub fn from_parse(file: &str, err: &ParseError) -> Self {
+        let (line, column) = line_col(err.1);
+        Self {
+            file: file.to_string(),
+            line,
+            column,
+            message: format!(
+                "{}; fix the rule, then check it with `nurtured rules check`",
+                without_position(err.0.to_string())
+            ),
+        }
+    }
+
+    /// A run-time error raised while calling into `file`. Follows nested function calls
+    /// to the innermost error, so the position is where things went wrong.
+    pub fn from_eval(file: &str, err: &EvalAltResult, limits: LimitNames) -> Self {
+        let mut file = file.to_string();
+        let mut err = err;
+        loop {
+            match err {
+                EvalAltResult::ErrorInFunctionCall(_, source, inner, _) => {
+                    if !source.is_empty() {
+                        file = source.clone();
+                    }
+                    err = inner;
+                }
+                EvalAltResult::ErrorInModule(_, inner, _) => err = inner,
+                _ => break,
+            }
+        }
+        let (line, column) = line_col(err.position());
+        let message = match err {
+            EvalAltResult::ErrorTooManyOperations(_) => format!(
+                "the rule did too much work (more than {} steps) and was stopped; look for an \
+                 endless loop (the limit is limits.max_operations)",
+                limits.max_operations
+            ),
+            EvalAltResult::ErrorTerminated(..) => format!(
+                "the rule ran longer than {} and was stopped; look for an endless loop or slow \
+                 code (the limit is limits.timeout)",
+                humantime::format_duration(limits.timeout)
+            ),
+            EvalAltResult::ErrorStackOverflow(_) => {
+                "functions call each other too deeply (limits.max_call_depth); look for a \
+                 function that calls itself without end"
+                    .to_string()
+            }
+            EvalAltResult::ErrorDataTooLarge(what, _) => format!(
+                "{what} is larger than the limits allow (limits.max_string_size, \
+                 max_array_size, max_map_size)"
+            ),
+            EvalAltResult::ErrorFunctionNotFound(sig, _) => format!(
+                "no function {sig}: check the spelling and the kinds of values passed; the \
+                 rule API is listed in the README under \"Writing rules\""
+            ),
+            EvalAltResult::ErrorRuntime(value, _) => {
+                if value.is_string() {
+                    value.to_string()
+                } else {
+                    without_position(err.to_string())
+                }
+            }
+            other => without_position(other.to_string()),
+        };
+        Self {
+            file,
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_with_and_without_position() {
+        let mut e = RuleError::new("rules/a.rhai", "boom");
+        assert_eq!(e.to_string(), "rules/a.rhai: boom");
+        e.line = 3;
+        e.column = 7;
+        assert_eq!(e.to_string(), "rules/a.rhai:3:7: boom");
+    }
+
+    #[test]
+    fn strips_rhai_position_suffix() {
+        assert_eq!(
+            without_position("Variable not found: x (line 2, position 5)".into()),
+            "Variable not found: x"
+        );
+    }
+}

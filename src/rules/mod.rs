@@ -1,0 +1,21 @@
+//! Rules: Rhai scripts written by marketing ops, compiled once, run in a sandbox for
+//! every event. Rules decide; Rust checks and applies what they ask for.
+//!
+//! - [`sandbox`]: the engine and its limits;
+//! - [`api`]: the `lead` object and helpers a rule can call;
+//! - [`ruleset`]: compiled files and reload; [`watch`]: reload on change;
+//! - [`run`]: calling `on_event` / a scheduled function;
+//! - [`fixture`]: `nurtured rules test`; [`error`]: errors with file:line:column.
+
+pub mod api;
+pub mod error;
+pub mod fixture;
+pub mod ruleset;
+pub mod run;
+pub mod sandbox;
+pub mod watch;
+
+pub use error::RuleError;
+pub use ruleset::{RuleSet, Rules};
+pub use run::{Context, Evaluation, EventView};
+pub use sandbox::Sandbox;

@@ -1,0 +1,262 @@
+//! The compiled rule files of the rules folder, in file-name order, and their reload:
+//! a file that changed is compiled again; if it no longer compiles, its previous
+//! version stays live and the error is kept for `/v1/stats` and the log.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use rhai::AST;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::error::RuleError;
+use super::sandbox::Sandbox;
+
+/// The function called for every event.
+pub const ON_EVENT: &str = "on_event";
+
+/// One compiled rule file.
+pub struct RuleFile {
+    /// File name inside the rules folder, e.g. `40-funnel.rhai`.
+    pub name: String,
+    /// Path as shown in messages and history, e.g. `rules/40-funnel.rhai`.
+    pub shown: Arc<str>,
+    pub ast: AST,
+    pub has_on_event: bool,
+    pub digest: String,
+    pub loaded_at: DateTime<Utc>,
+}
+
+impl RuleFile {
+    pub fn has_function(&self, name: &str, params: usize) -> bool {
+        self.ast
+            .iter_functions()
+            .any(|f| f.name == name && f.params.len() == params)
+    }
+}
+
+/// A consistent set of rule files, swapped as a whole on reload.
+#[derive(Default)]
+pub struct RuleSet {
+    pub files: Vec<Arc<RuleFile>>,
+}
+
+impl RuleSet {
+    pub fn file(&self, name: &str) -> Option<&Arc<RuleFile>> {
+        self.files.iter().find(|f| f.name == name)
+    }
+}
+
+/// Status of the rules for `/v1/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RulesStatus {
+    pub version: u64,
+    pub files: Vec<FileStatus>,
+    pub errors: Vec<RuleError>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileStatus {
+    pub file: String,
+    pub digest: String,
+    pub loaded_at: DateTime<Utc>,
+}
+
+/// The live rules.
+pub struct Rules {
+    dir: PathBuf,
+    shown_dir: String,
+    current: RwLock<Arc<RuleSet>>,
+    state: RwLock<(u64, Vec<RuleError>)>,
+}
+
+/// Reads the `*.rhai` files of `dir` in name order.
+fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, RuleError> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        RuleError::new(
+            &shown,
+            format!("cannot read the rules folder: {e}; set rules_dir in nurtured.toml"),
+        )
+    })?;
+    let mut files = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "rhai") && path.is_file() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push((name, text)),
+                Err(e) => {
+                    return Err(RuleError::new(
+                        &format!("{shown}/{name}"),
+                        format!("cannot read: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Compiles one file's text.
+pub fn compile(
+    sandbox: &Sandbox,
+    name: &str,
+    shown: &str,
+    text: &str,
+) -> Result<RuleFile, RuleError> {
+    let mut ast = sandbox
+        .engine
+        .compile(text)
+        .map_err(|e| RuleError::from_parse(shown, &e))?;
+    ast.set_source(shown);
+    let mut file = RuleFile {
+        name: name.to_string(),
+        shown: shown.into(),
+        ast,
+        has_on_event: false,
+        digest: hex::encode(&Sha256::digest(text.as_bytes())[..8]),
+        loaded_at: Utc::now(),
+    };
+    file.has_on_event = file.has_function(ON_EVENT, 2);
+    if !file.has_on_event && file.ast.iter_functions().any(|f| f.name == ON_EVENT) {
+        return Err(RuleError::new(
+            shown,
+            "on_event must take two parameters: fn on_event(lead, event)",
+        ));
+    }
+    Ok(file)
+}
+
+impl Rules {
+    /// Compiles every file of `dir`; all must compile.
+    pub fn load(sandbox: &Sandbox, dir: &Path) -> Result<Self, Vec<RuleError>> {
+        let shown_dir = dir.display().to_string();
+        let texts = read_dir(dir).map_err(|e| vec![e])?;
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        for (name, text) in &texts {
+            match compile(sandbox, name, &format!("{shown_dir}/{name}"), text) {
+                Ok(f) => files.push(Arc::new(f)),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            shown_dir,
+            current: RwLock::new(Arc::new(RuleSet { files })),
+            state: RwLock::new((1, Vec::new())),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the folder. Changed files are compiled; a file that fails keeps its
+    /// previous version. Returns the errors of this reload.
+    pub fn reload(&self, sandbox: &Sandbox) -> Vec<RuleError> {
+        let texts = match read_dir(&self.dir) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "rules folder unreadable; keeping the loaded rules");
+                self.state.write().unwrap_or_else(|e| e.into_inner()).1 = vec![e.clone()];
+                return vec![e];
+            }
+        };
+        let old = self.current();
+        let by_name: BTreeMap<&str, &Arc<RuleFile>> =
+            old.files.iter().map(|f| (f.name.as_str(), f)).collect();
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        let mut changed = texts.len() != old.files.len();
+        for (name, text) in &texts {
+            let digest = hex::encode(&Sha256::digest(text.as_bytes())[..8]);
+            let previous = by_name.get(name.as_str());
+            if let Some(p) = previous.filter(|p| p.digest == digest) {
+                files.push(Arc::clone(p));
+                continue;
+            }
+            match compile(sandbox, name, &format!("{}/{name}", self.shown_dir), text) {
+                Ok(f) => {
+                    tracing::info!(file = %f.shown, "rule file loaded");
+                    changed = true;
+                    files.push(Arc::new(f));
+                }
+                Err(e) => {
+                    match previous {
+                        Some(p) => {
+                            tracing::error!(error = %e, "rule file does not compile; its previous version stays live");
+                            files.push(Arc::clone(p));
+                        }
+                        None => {
+                            tracing::error!(error = %e, "new rule file does not compile; it is not loaded");
+                        }
+                    }
+                    errors.push(e);
+                }
+            }
+        }
+        if !changed {
+            changed = files
+                .iter()
+                .zip(old.files.iter())
+                .any(|(a, b)| !Arc::ptr_eq(a, b));
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if changed {
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(RuleSet { files });
+            state.0 += 1;
+        }
+        state.1 = errors.clone();
+        errors
+    }
+
+    pub fn status(&self) -> RulesStatus {
+        let set = self.current();
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        RulesStatus {
+            version: state.0,
+            files: set
+                .files
+                .iter()
+                .map(|f| FileStatus {
+                    file: f.shown.to_string(),
+                    digest: f.digest.clone(),
+                    loaded_at: f.loaded_at,
+                })
+                .collect(),
+            errors: state.1.clone(),
+        }
+    }
+}
+
+/// Compiles every file of `dir` and returns all errors: `nurtured rules check`.
+pub fn check_dir(sandbox: &Sandbox, dir: &Path) -> (usize, Vec<RuleError>) {
+    let shown_dir = dir.display().to_string();
+    match read_dir(dir) {
+        Err(e) => (0, vec![e]),
+        Ok(texts) => {
+            let errors: Vec<_> = texts
+                .iter()
+                .filter_map(|(name, text)| {
+                    compile(sandbox, name, &format!("{shown_dir}/{name}"), text).err()
+                })
+                .collect();
+            (texts.len(), errors)
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Running rules: every file's `on_event(lead, event)` in file order for one event, or
+//! one scheduled function for one lead. The result is the changed lead with its
+//! [`Changes`], or the first error; the caller keeps the result only on success.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rhai::{CallFnOptions, Dynamic, Map, Scope};
+use serde_json::Value;
+
+use super::api::{History, LeadHandle, Session};
+use super::error::RuleError;
+use super::ruleset::{ON_EVENT, RuleFile, RuleSet};
+use super::sandbox::{Sandbox, with_deadline};
+use crate::domain::{Changes, Funnel, Lead};
+
+/// What a rule run needs besides the lead.
+#[derive(Clone)]
+pub struct Context {
+    pub funnel: Arc<Funnel>,
+    pub history: Arc<dyn History>,
+}
+
+/// The event as rules see it.
+#[derive(Debug, Clone)]
+pub struct EventView {
+    pub seq: i64,
+    pub kind: String,
+    pub name: String,
+    pub message_id: String,
+    pub properties: Value,
+    pub traits: Value,
+    pub context: Value,
+    pub at: DateTime<Utc>,
+}
+
+impl EventView {
+    /// The Rhai map handed to `on_event`: `type`, `name`, `properties`, `traits`,
+    /// `context`, `timestamp`, `message_id`, and for page views `url`, `path`, `page`.
+    fn to_dynamic(&self) -> Dynamic {
+        let mut m = Map::new();
+        let conv = |v: &Value| rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
+        let empty = || Dynamic::from_map(Map::new());
+        m.insert("type".into(), self.kind.clone().into());
+        m.insert("name".into(), self.name.clone().into());
+        m.insert("message_id".into(), self.message_id.clone().into());
+        m.insert("seq".into(), self.seq.into());
+        m.insert(
+            "timestamp".into(),
+            self.at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
+        );
+        let props = if self.properties.is_object() {
+            conv(&self.properties)
+        } else {
+            empty()
+        };
+        m.insert("properties".into(), props);
+        m.insert(
+            "traits".into(),
+            if self.traits.is_object() {
+                conv(&self.traits)
+            } else {
+                empty()
+            },
+        );
+        m.insert(
+            "context".into(),
+            if self.context.is_object() {
+                conv(&self.context)
+            } else {
+                empty()
+            },
+        );
+        if self.kind == "page" {
+            let text = |k: &str| {
+                self.properties
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let url = text("url");
+            let path = match text("path") {
+                p if !p.is_empty() => p,
+                _ => url_path(&url),
+            };
+            m.insert("url".into(), url.into());
+            m.insert("path".into(), path.into());
+            m.insert("page".into(), text("name").into());
+        }
+        Dynamic::from_map(m)
+    }
+}
+
+/// The path part of a URL (`https://x.de/preise?a=1` -> `/preise`).
+fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    path.split(['?', '#']).next().unwrap_or("/").to_string()
+}
+
+/// The outcome of a successful run.
+pub struct Evaluation {
+    pub lead: Lead,
+    pub changes: Changes,
+}
+
+fn call(
+    sandbox: &Sandbox,
+    file: &RuleFile,
+    function: &str,
+    args: Vec<Dynamic>,
+) -> Result<(), RuleError> {
+    let mut scope = Scope::new();
+    let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+    with_deadline(sandbox.timeout, || {
+        sandbox
+            .engine
+            .call_fn_with_options::<Dynamic>(options, &mut scope, &file.ast, function, args)
+            .map(|_| ())
+            .map_err(|e| RuleError::from_eval(&file.shown, &e, sandbox.limits))
+    })
+}
+
+/// Runs every `on_event` for one event on `lead`.
+pub fn run_event(
+    sandbox: &Sandbox,
+    rules: &RuleSet,
+    ctx: &Context,
+    lead: Lead,
+    event: &EventView,
+) -> Result<Evaluation, RuleError> {
+    let handle = LeadHandle::new(Session {
+        lead,
+        changes: Changes::default(),
+        funnel: ctx.funnel.clone(),
+        history: ctx.history.clone(),
+        at: event.at,
+        upto_seq: event.seq,
+    });
+    let event = event.to_dynamic();
+    for file in rules.files.iter().filter(|f| f.has_on_event) {
+        call(
+            sandbox,
+            file,
+            ON_EVENT,
+            vec![Dynamic::from(handle.clone()), event.clone()],
+        )?;
+    }
+    let s = handle.finish();
+    Ok(Evaluation {
+        lead: s.lead,
+        changes: s.changes,
+    })
+}
+
+/// Runs `function(lead)` of one file (a scheduled job) at time `at`.
+pub fn run_function(
+    sandbox: &Sandbox,
+    file: &RuleFile,
+    function: &str,
+    ctx: &Context,
+    lead: Lead,
+    at: DateTime<Utc>,
+) -> Result<Evaluation, RuleError> {
+    let handle = LeadHandle::new(Session {
+        lead,
+        changes: Changes::default(),
+        funnel: ctx.funnel.clone(),
+        history: ctx.history.clone(),
+        at,
+        upto_seq: i64::MAX,
+    });
+    call(sandbox, file, function, vec![Dynamic::from(handle.clone())])?;
+    let s = handle.finish();
+    Ok(Evaluation {
+        lead: s.lead,
+        changes: s.changes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_path;
+
+    #[test]
+    fn paths_of_urls() {
+        assert_eq!(url_path("https://example.com/preise?x=1"), "/preise");
+        assert_eq!(url_path("https://example.com"), "/");
+        assert_eq!(url_path("/pricing#plans"), "/pricing");
+    }
+}

@@ -1,0 +1,348 @@
+//! Leads: lookup, creation at ingest, the batch save after processing, and the score
+//! and stage records that explain them.
+
+use std::collections::HashMap;
+
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::rows::{HistoryRow, LEAD_COLUMNS, LeadRow, LedgerRow};
+use super::{Store, StoreError, WriteTx, rows_per_statement};
+use crate::clock::to_ms;
+use crate::domain::{Changes, Email, Lead, Source, StageMove};
+use chrono::{DateTime, Utc};
+
+/// A lead's identity as ingest needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LeadKeyRow {
+    pub id: i64,
+    pub email: String,
+    pub external_id: Option<String>,
+}
+
+impl Store {
+    pub async fn lead_by_email(&self, email: &Email) -> Result<Option<Lead>, StoreError> {
+        let sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE email = ?");
+        let row: Option<LeadRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Lead::try_from).transpose()
+    }
+
+    /// Loads the given leads; ids that do not exist are left out.
+    pub async fn leads_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Lead>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {LEAD_COLUMNS} FROM leads WHERE id IN ("
+            ));
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            let rows: Vec<LeadRow> = q.build_query_as().fetch_all(&self.pool).await?;
+            for row in rows {
+                let lead = Lead::try_from(row)?;
+                out.insert(lead.id, lead);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ids of leads in any of `stages` (all stages when empty) that carry every tag in
+    /// `tags`, with id above `after`, in id order: one page of a scheduled job.
+    pub async fn lead_ids_matching(
+        &self,
+        stages: &[String],
+        tags: &[String],
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT id FROM leads WHERE id > ");
+        q.push_bind(after);
+        if !stages.is_empty() {
+            q.push(" AND stage IN (");
+            let mut sep = q.separated(", ");
+            for s in stages {
+                sep.push_bind(s.clone());
+            }
+            q.push(")");
+        }
+        for t in tags {
+            q.push(" AND EXISTS (SELECT 1 FROM json_each(leads.tags) WHERE value = ");
+            q.push_bind(t.clone());
+            q.push(")");
+        }
+        q.push(" ORDER BY id LIMIT ");
+        q.push_bind(limit);
+        let ids: Vec<(i64,)> = q.build_query_as().fetch_all(&self.pool).await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Stage moves, oldest first.
+    pub async fn stage_history(&self, lead_id: i64) -> Result<Vec<HistoryRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT from_stage, to_stage, at, source_kind, source, reason, event_seq \
+             FROM stage_history WHERE lead_id = ? ORDER BY id",
+        )
+        .bind(lead_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The newest `limit` score changes, newest first.
+    pub async fn score_ledger(
+        &self,
+        lead_id: i64,
+        limit: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT axis, delta, at, source_kind, source, reason, event_seq \
+             FROM score_ledger WHERE lead_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(lead_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Number of leads per stage.
+    pub async fn stage_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT stage, COUNT(*) FROM leads GROUP BY stage ORDER BY stage")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
+
+impl WriteTx {
+    /// Leads whose e-mail or external id is among the given ones.
+    pub async fn find_lead_keys(
+        &mut self,
+        emails: &[String],
+        external_ids: &[String],
+    ) -> Result<Vec<LeadKeyRow>, StoreError> {
+        let mut out = Vec::new();
+        for (column, values) in [("email", emails), ("external_id", external_ids)] {
+            for chunk in values.chunks(rows_per_statement(1)) {
+                let mut q = QueryBuilder::<Sqlite>::new(format!(
+                    "SELECT id, email, external_id FROM leads WHERE {column} IN ("
+                ));
+                let mut sep = q.separated(", ");
+                for v in chunk {
+                    sep.push_bind(v.clone());
+                }
+                q.push(")");
+                let rows: Vec<LeadKeyRow> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+                out.extend(rows);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a lead in `stage` and records its first history entry.
+    pub async fn create_lead(
+        &mut self,
+        email: &Email,
+        external_id: Option<&str>,
+        stage: &str,
+        at: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<i64, StoreError> {
+        let ms = to_ms(at);
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO leads (email, external_id, stage, stage_since, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(email.as_str())
+        .bind(external_id)
+        .bind(stage)
+        .bind(ms)
+        .bind(ms)
+        .bind(ms)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let created = StageMove {
+            from: None,
+            to: stage.to_string(),
+            at,
+            source: Source::System("ingest".into()),
+            reason: reason.to_string(),
+        };
+        self.insert_moves(&[(id, None, &created)]).await?;
+        Ok(id)
+    }
+
+    pub async fn set_external_id(
+        &mut self,
+        lead_id: i64,
+        external_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE leads SET external_id = ? WHERE id = ? AND external_id IS NULL")
+            .bind(external_id)
+            .bind(lead_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the full state of each lead (one statement per few hundred leads).
+    pub async fn save_leads(&mut self, leads: &[&Lead]) -> Result<(), StoreError> {
+        const COLUMNS: usize = 30;
+        for chunk in leads.chunks(rows_per_statement(COLUMNS)) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO leads ({LEAD_COLUMNS}) "));
+            q.push_values(chunk, |mut b, l| {
+                b.push_bind(l.id)
+                    .push_bind(l.email.as_str().to_string())
+                    .push_bind(l.external_id.clone())
+                    .push_bind(l.first_name.clone())
+                    .push_bind(l.last_name.clone())
+                    .push_bind(l.phone.clone())
+                    .push_bind(l.company.clone())
+                    .push_bind(l.title.clone())
+                    .push_bind(l.industry.clone())
+                    .push_bind(l.employees)
+                    .push_bind(l.revenue)
+                    .push_bind(l.country.clone())
+                    .push_bind(l.time_zone.clone())
+                    .push_bind(l.locale.clone())
+                    .push_bind(l.consent_email.granted)
+                    .push_bind(l.consent_email.at.map(to_ms))
+                    .push_bind(l.consent_email.source.clone())
+                    .push_bind(l.consent_tracking.granted)
+                    .push_bind(l.consent_tracking.at.map(to_ms))
+                    .push_bind(l.consent_tracking.source.clone())
+                    .push_bind(l.stage.clone())
+                    .push_bind(to_ms(l.stage_since))
+                    .push_bind(l.fit)
+                    .push_bind(json(&l.fit_parts))
+                    .push_bind(l.interest)
+                    .push_bind(json(&l.tags))
+                    .push_bind(l.owner.clone())
+                    .push_bind(json(&l.attributes))
+                    .push_bind(to_ms(l.created_at))
+                    .push_bind(to_ms(l.updated_at));
+            });
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET external_id = excluded.external_id, \
+                 first_name = excluded.first_name, last_name = excluded.last_name, \
+                 phone = excluded.phone, company = excluded.company, title = excluded.title, \
+                 industry = excluded.industry, employees = excluded.employees, \
+                 revenue = excluded.revenue, country = excluded.country, \
+                 time_zone = excluded.time_zone, locale = excluded.locale, \
+                 consent_email = excluded.consent_email, \
+                 consent_email_at = excluded.consent_email_at, \
+                 consent_email_source = excluded.consent_email_source, \
+                 consent_tracking = excluded.consent_tracking, \
+                 consent_tracking_at = excluded.consent_tracking_at, \
+                 consent_tracking_source = excluded.consent_tracking_source, \
+                 stage = excluded.stage, stage_since = excluded.stage_since, fit = excluded.fit, \
+                 fit_parts = excluded.fit_parts, interest = excluded.interest, \
+                 tags = excluded.tags, owner = excluded.owner, attributes = excluded.attributes, \
+                 updated_at = excluded.updated_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the stage moves and score changes of several units of work:
+    /// `(lead id, event seq, changes)`.
+    pub async fn record_changes(
+        &mut self,
+        items: &[(i64, Option<i64>, &Changes)],
+    ) -> Result<(), StoreError> {
+        let moves: Vec<_> = items
+            .iter()
+            .flat_map(|(lead, seq, c)| c.moves.iter().map(move |m| (*lead, *seq, m)))
+            .collect();
+        self.insert_moves(&moves).await?;
+        let scores: Vec<_> = items
+            .iter()
+            .flat_map(|(lead, seq, c)| c.scores.iter().map(move |s| (*lead, *seq, s)))
+            .collect();
+        for chunk in scores.chunks(rows_per_statement(8)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO score_ledger (lead_id, axis, delta, at, source_kind, source, reason, event_seq) ",
+            );
+            q.push_values(chunk, |mut b, (lead, seq, s)| {
+                b.push_bind(*lead)
+                    .push_bind(s.axis.as_str())
+                    .push_bind(s.delta)
+                    .push_bind(to_ms(s.at))
+                    .push_bind(s.source.kind())
+                    .push_bind(s.source.to_string())
+                    .push_bind(s.reason.clone())
+                    .push_bind(*seq);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_moves(
+        &mut self,
+        moves: &[(i64, Option<i64>, &StageMove)],
+    ) -> Result<(), StoreError> {
+        for chunk in moves.chunks(rows_per_statement(8)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO stage_history (lead_id, from_stage, to_stage, at, source_kind, source, reason, event_seq) ",
+            );
+            q.push_values(chunk, |mut b, (lead, seq, m)| {
+                b.push_bind(*lead)
+                    .push_bind(m.from.clone())
+                    .push_bind(m.to.clone())
+                    .push_bind(to_ms(m.at))
+                    .push_bind(m.source.kind())
+                    .push_bind(m.source.to_string())
+                    .push_bind(m.reason.clone())
+                    .push_bind(*seq);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Lets every lead's interest fade by `factor` (0..1), with a ledger entry each.
+    /// Returns how many leads changed.
+    pub async fn decay_interest(
+        &mut self,
+        factor: f64,
+        at: DateTime<Utc>,
+        source: &Source,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let ms = to_ms(at);
+        // Values that would fall below a hundredth of a point go to zero.
+        sqlx::query(
+            "INSERT INTO score_ledger (lead_id, axis, delta, at, source_kind, source, reason) \
+             SELECT id, 'interest', \
+                    CASE WHEN abs(interest * ?1) < 0.01 THEN -interest ELSE interest * (?1 - 1) END, \
+                    ?2, ?3, ?4, ?5 \
+             FROM leads WHERE interest <> 0",
+        )
+        .bind(factor)
+        .bind(ms)
+        .bind(source.kind())
+        .bind(source.to_string())
+        .bind(reason)
+        .execute(&mut *self.tx)
+        .await?;
+        let done = sqlx::query(
+            "UPDATE leads SET interest = CASE WHEN abs(interest * ?1) < 0.01 THEN 0 \
+             ELSE interest * ?1 END, updated_at = ?2 WHERE interest <> 0",
+        )
+        .bind(factor)
+        .bind(ms)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// A JSON column's text.
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("lead JSON columns serialise")
+}

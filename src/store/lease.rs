@@ -1,0 +1,116 @@
+//! The processing lease: one process at a time works the event queue of a database,
+//! so events of a lead are processed in order and lead state has one writer.
+//!
+//! The daemon holds the lease while it runs and renews it; a CLI command that finds it
+//! free processes the queue itself. A holder that died on this host is taken over at
+//! once; one on another host after the lease expires.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Store, StoreError};
+
+/// How long a lease lasts without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+
+const NAME: &str = "processor";
+
+/// A held lease; renew it more often than [`LEASE_TTL`] and release it when done.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    holder: String,
+}
+
+/// The lease is held by another live process.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "another nurtured process ({holder}) is processing events for this database; \
+     stop it first, or let it do the work"
+)]
+pub struct LeaseHeld {
+    pub holder: String,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// True when `holder` names a process on this host that no longer runs.
+fn holder_is_dead(holder: &str) -> bool {
+    let Some((pid, host)) = holder.split_once('@') else {
+        return false;
+    };
+    let Some((pid, _)) = pid.split_once(':').or(Some((pid, ""))) else {
+        return false;
+    };
+    host == hostname()
+        && pid.parse::<u32>().is_ok_and(|p| {
+            p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
+        })
+}
+
+impl Store {
+    /// Takes the processing lease for this process, or says who holds it.
+    /// `tag` tells holders in one process apart (e.g. a test running two daemons).
+    pub async fn acquire_lease(&self, tag: &str) -> Result<Result<Lease, LeaseHeld>, StoreError> {
+        let holder = format!("{}:{tag}@{}", std::process::id(), hostname());
+        let mut tx = self.begin_write().await?;
+        let current: Option<(String, i64)> =
+            sqlx::query_as("SELECT holder, expires_at FROM leases WHERE name = ?")
+                .bind(NAME)
+                .fetch_optional(&mut *tx.tx)
+                .await?;
+        let free = match &current {
+            None => true,
+            Some((h, expires)) => *h == holder || *expires < now_ms() || holder_is_dead(h),
+        };
+        if !free {
+            return Ok(Err(LeaseHeld {
+                holder: current.map(|(h, _)| h).unwrap_or_default(),
+            }));
+        }
+        sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+        )
+        .bind(NAME)
+        .bind(&holder)
+        .bind(now_ms() + LEASE_TTL.as_millis() as i64)
+        .execute(&mut *tx.tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(Lease { holder }))
+    }
+
+    /// Extends the lease; false when it was lost to another process.
+    pub async fn renew_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?")
+            .bind(now_ms() + LEASE_TTL.as_millis() as i64)
+            .bind(NAME)
+            .bind(&lease.holder)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+            .bind(NAME)
+            .bind(&lease.holder)
+            .execute(&mut *tx.tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

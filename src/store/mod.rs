@@ -1,0 +1,123 @@
+//! All SQL lives here. SQLite through sqlx with runtime queries (a fresh clone builds
+//! without a database), WAL, `synchronous=NORMAL`, a busy timeout, and every write in
+//! `BEGIN IMMEDIATE` behind one in-process writer lock.
+//!
+//! Callers see plain functions and a [`WriteTx`] with typed methods; no SQL leaves this
+//! module, so a PostgreSQL backend can be added beside it.
+
+mod events;
+mod jobs;
+mod leads;
+pub mod lease;
+mod rows;
+mod stats;
+
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+
+use sqlx::{
+    Sqlite, Transaction,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+pub use events::{CountQuery, EventRow, FailedEvent, NewEvent};
+pub use jobs::JobRun;
+pub use leads::LeadKeyRow;
+pub use lease::{Lease, LeaseHeld};
+pub use rows::{HistoryRow, LedgerRow};
+pub use stats::EventCounts;
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("stored data is damaged ({what}): {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+/// The database.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    writer: Arc<Mutex<()>>,
+}
+
+/// How long a write waits for another process (the CLI) to finish its write.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and runs the
+    /// embedded migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-32000");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self {
+            pool,
+            writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE`), one at a time per process.
+    pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let guard = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _guard: guard })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// An open write transaction. Dropping it without [`WriteTx::commit`] rolls back.
+pub struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// SQLite allows 32766 bound parameters per statement; stay well below.
+const MAX_PARAMS: usize = 30_000;
+
+/// How many rows of `columns` parameters fit in one statement.
+fn rows_per_statement(columns: usize) -> usize {
+    (MAX_PARAMS / columns).max(1)
+}

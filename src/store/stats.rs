@@ -1,0 +1,40 @@
+//! Counters for `GET /v1/stats` and the CLI.
+
+use serde::Serialize;
+
+use super::{Store, StoreError};
+
+/// Event counts. `received` counts distinct accepted events (duplicates excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EventCounts {
+    pub events_received: i64,
+    pub events_processed: i64,
+    pub events_pending: i64,
+    pub events_failed: i64,
+}
+
+impl Store {
+    pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
+        let (received, pending, failed): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT value FROM counters WHERE name = 'events_received'), \
+                    (SELECT COUNT(*) FROM events WHERE status = 'pending'), \
+                    (SELECT COUNT(*) FROM events WHERE status = 'failed')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(EventCounts {
+            events_received: received,
+            events_processed: received - pending - failed,
+            events_pending: pending,
+            events_failed: failed,
+        })
+    }
+
+    /// Number of leads.
+    pub async fn lead_count(&self) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+}
