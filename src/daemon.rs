@@ -51,7 +51,10 @@ impl App {
             &config.limits,
             Arc::new(config.thresholds.clone()),
         ));
-        let rules = Arc::new(Rules::load(&sandbox, &config.rules_dir).map_err(StartError::Rules)?);
+        let rules = Arc::new(
+            Rules::load(&sandbox, &config.rules_dir, &config.rules_shown)
+                .map_err(StartError::Rules)?,
+        );
         let processor = Arc::new(Processor {
             store,
             rules: rules.clone(),

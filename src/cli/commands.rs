@@ -246,9 +246,9 @@ async fn events(
 /// `nurtured rules check`: compiles all files and checks the schedules' functions.
 fn rules_check(config: &Config) -> ExitCode {
     let sandbox = Sandbox::new(&config.limits, Arc::new(config.thresholds.clone()));
-    let (count, mut errors) = ruleset::check_dir(&sandbox, &config.rules_dir);
+    let (count, mut errors) = ruleset::check_dir(&sandbox, &config.rules_dir, &config.rules_shown);
     if errors.is_empty()
-        && let Ok(rules) = Rules::load(&sandbox, &config.rules_dir)
+        && let Ok(rules) = Rules::load(&sandbox, &config.rules_dir, &config.rules_shown)
     {
         let set = rules.current();
         let origin = config

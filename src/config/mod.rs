@@ -34,6 +34,9 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub api_token: String,
     pub rules_dir: PathBuf,
+    /// The rules folder as written in the config (`rules`): how rule files are named in
+    /// messages and in the lead history.
+    pub rules_shown: String,
     pub time_zone: Tz,
     pub log: String,
     pub max_request_bytes: usize,
@@ -369,6 +372,7 @@ fn validate(
         http_addr,
         api_token: raw.api_token,
         rules_dir: resolve(&raw.rules_dir),
+        rules_shown: raw.rules_dir.clone(),
         time_zone,
         log: raw.log,
         max_request_bytes,

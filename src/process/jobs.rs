@@ -26,7 +26,7 @@ impl Processor {
         let set = self.rules.current();
         let Some(rule) = set.file(file).cloned() else {
             let e = RuleError::new(
-                &format!("{}/{file}", self.rules.dir().display()),
+                &format!("{}/{file}", self.rules.shown_dir()),
                 "this rule file (named in a schedule) is not loaded",
             );
             return Ok(ids.iter().map(|id| (*id, Err(e.clone()))).collect());
@@ -49,7 +49,7 @@ impl Processor {
         let results = tokio::task::spawn_blocking(move || {
             let mut out: Vec<(i64, RunResult)> = Vec::new();
             for (id, lead) in leads {
-                let r = run_function(&sandbox, &rule, &function, &ctx, lead, at)
+                let r = run_function(&sandbox, &rule, &function, &ctx, &lead, at)
                     .map(|e| (e.lead, e.changes));
                 out.push((id, r));
             }

@@ -181,7 +181,7 @@ fn evaluate_batch(
                 "event",
                 format!("lead {} of this event no longer exists", row.lead_id),
             )),
-            Some(lead) => evaluate_event(sandbox, rules, ctx, lead.clone(), &row),
+            Some(lead) => evaluate_event(sandbox, rules, ctx, lead, &row),
         };
         let result = result.map(|(lead, changes)| {
             if seen.insert(lead.id) {
@@ -203,7 +203,7 @@ fn evaluate_event(
     sandbox: &Sandbox,
     rules: &crate::rules::RuleSet,
     ctx: &Context,
-    mut lead: Lead,
+    lead: &Lead,
     row: &EventRow,
 ) -> Result<(Lead, Changes), RuleError> {
     let parse = |text: Option<&str>, what: &str| -> Result<Value, RuleError> {
@@ -215,6 +215,7 @@ fn evaluate_event(
     };
     let at = from_ms(row.occurred_at);
     let traits = parse(row.traits.as_deref(), "traits")?;
+    let mut lead = lead.clone();
     if row.kind == "identify"
         && let Value::Object(obj) = &traits
     {
@@ -234,6 +235,6 @@ fn evaluate_event(
         context: parse(row.context.as_deref(), "context")?,
         at,
     };
-    let eval = run_event(sandbox, rules, ctx, lead, &view)?;
+    let eval = run_event(sandbox, rules, ctx, &lead, &view)?;
     Ok((eval.lead, eval.changes))
 }

@@ -132,9 +132,10 @@ pub fn compile(
 }
 
 impl Rules {
-    /// Compiles every file of `dir`; all must compile.
-    pub fn load(sandbox: &Sandbox, dir: &Path) -> Result<Self, Vec<RuleError>> {
-        let shown_dir = dir.display().to_string();
+    /// Compiles every file of `dir`; all must compile. `shown_dir` is how the folder
+    /// is named in messages and history (as written in the config, e.g. `rules`).
+    pub fn load(sandbox: &Sandbox, dir: &Path, shown_dir: &str) -> Result<Self, Vec<RuleError>> {
+        let shown_dir = shown_dir.trim_end_matches('/').to_string();
         let texts = read_dir(dir).map_err(|e| vec![e])?;
         let mut files = Vec::new();
         let mut errors = Vec::new();
@@ -157,6 +158,10 @@ impl Rules {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn shown_dir(&self) -> &str {
+        &self.shown_dir
     }
 
     pub fn current(&self) -> Arc<RuleSet> {
@@ -182,7 +187,6 @@ impl Rules {
             old.files.iter().map(|f| (f.name.as_str(), f)).collect();
         let mut files = Vec::new();
         let mut errors = Vec::new();
-        let mut changed = texts.len() != old.files.len();
         for (name, text) in &texts {
             let digest = hex::encode(&Sha256::digest(text.as_bytes())[..8]);
             let previous = by_name.get(name.as_str());
@@ -193,7 +197,6 @@ impl Rules {
             match compile(sandbox, name, &format!("{}/{name}", self.shown_dir), text) {
                 Ok(f) => {
                     tracing::info!(file = %f.shown, "rule file loaded");
-                    changed = true;
                     files.push(Arc::new(f));
                 }
                 Err(e) => {
@@ -210,12 +213,11 @@ impl Rules {
                 }
             }
         }
-        if !changed {
-            changed = files
+        let changed = files.len() != old.files.len()
+            || files
                 .iter()
                 .zip(old.files.iter())
                 .any(|(a, b)| !Arc::ptr_eq(a, b));
-        }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if changed {
             *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(RuleSet { files });
@@ -245,8 +247,8 @@ impl Rules {
 }
 
 /// Compiles every file of `dir` and returns all errors: `nurtured rules check`.
-pub fn check_dir(sandbox: &Sandbox, dir: &Path) -> (usize, Vec<RuleError>) {
-    let shown_dir = dir.display().to_string();
+pub fn check_dir(sandbox: &Sandbox, dir: &Path, shown_dir: &str) -> (usize, Vec<RuleError>) {
+    let shown_dir = shown_dir.trim_end_matches('/');
     match read_dir(dir) {
         Err(e) => (0, vec![e]),
         Ok(texts) => {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use rhai::{CallFnOptions, Dynamic, Map, Scope};
+use rhai::{CallFnOptions, Dynamic, Engine, Map, Scope};
 use serde_json::Value;
 
 use super::api::{History, LeadHandle, Session};
@@ -109,6 +109,7 @@ pub struct Evaluation {
 
 fn call(
     sandbox: &Sandbox,
+    engine: &Engine,
     file: &RuleFile,
     function: &str,
     args: Vec<Dynamic>,
@@ -116,44 +117,73 @@ fn call(
     let mut scope = Scope::new();
     let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
     with_deadline(sandbox.timeout, || {
-        sandbox
-            .engine
+        engine
             .call_fn_with_options::<Dynamic>(options, &mut scope, &file.ast, function, args)
             .map(|_| ())
             .map_err(|e| RuleError::from_eval(&file.shown, &e, sandbox.limits))
     })
 }
 
-/// Runs every `on_event` for one event on `lead`.
+/// Runs `go` on the normal engine; if it fails without a position (a hit limit), runs
+/// it again on the locating engine to find where the rule was when it was stopped.
+fn with_position<T>(
+    sandbox: &Sandbox,
+    go: impl Fn(&Engine) -> Result<T, RuleError>,
+) -> Result<T, RuleError> {
+    match go(&sandbox.engine) {
+        Err(mut e) if e.line == 0 => {
+            if let Some((file, pos)) = sandbox.locate(|engine| {
+                let _ = go(engine);
+            }) {
+                if !file.is_empty() {
+                    e.file = file;
+                }
+                e.line = pos.line().unwrap_or(0);
+                e.column = pos.position().unwrap_or(0);
+            }
+            Err(e)
+        }
+        other => other,
+    }
+}
+
+/// Runs every `on_event` for one event, starting from `lead`.
 pub fn run_event(
     sandbox: &Sandbox,
     rules: &RuleSet,
     ctx: &Context,
-    lead: Lead,
+    lead: &Lead,
     event: &EventView,
 ) -> Result<Evaluation, RuleError> {
-    let handle = LeadHandle::new(Session {
-        lead,
-        changes: Changes::default(),
-        funnel: ctx.funnel.clone(),
-        history: ctx.history.clone(),
-        at: event.at,
-        upto_seq: event.seq,
-    });
-    let event = event.to_dynamic();
-    for file in rules.files.iter().filter(|f| f.has_on_event) {
-        call(
-            sandbox,
-            file,
-            ON_EVENT,
-            vec![Dynamic::from(handle.clone()), event.clone()],
-        )?;
-    }
-    let s = handle.finish();
-    Ok(Evaluation {
-        lead: s.lead,
-        changes: s.changes,
+    let event = event_dynamic(event);
+    with_position(sandbox, |engine| {
+        let handle = LeadHandle::new(Session {
+            lead: lead.clone(),
+            changes: Changes::default(),
+            funnel: ctx.funnel.clone(),
+            history: ctx.history.clone(),
+            at: event.1,
+            upto_seq: event.2,
+        });
+        for file in rules.files.iter().filter(|f| f.has_on_event) {
+            call(
+                sandbox,
+                engine,
+                file,
+                ON_EVENT,
+                vec![Dynamic::from(handle.clone()), event.0.clone()],
+            )?;
+        }
+        let s = handle.finish();
+        Ok(Evaluation {
+            lead: s.lead,
+            changes: s.changes,
+        })
     })
+}
+
+fn event_dynamic(event: &EventView) -> (Dynamic, DateTime<Utc>, i64) {
+    (event.to_dynamic(), event.at, event.seq)
 }
 
 /// Runs `function(lead)` of one file (a scheduled job) at time `at`.
@@ -162,22 +192,30 @@ pub fn run_function(
     file: &RuleFile,
     function: &str,
     ctx: &Context,
-    lead: Lead,
+    lead: &Lead,
     at: DateTime<Utc>,
 ) -> Result<Evaluation, RuleError> {
-    let handle = LeadHandle::new(Session {
-        lead,
-        changes: Changes::default(),
-        funnel: ctx.funnel.clone(),
-        history: ctx.history.clone(),
-        at,
-        upto_seq: i64::MAX,
-    });
-    call(sandbox, file, function, vec![Dynamic::from(handle.clone())])?;
-    let s = handle.finish();
-    Ok(Evaluation {
-        lead: s.lead,
-        changes: s.changes,
+    with_position(sandbox, |engine| {
+        let handle = LeadHandle::new(Session {
+            lead: lead.clone(),
+            changes: Changes::default(),
+            funnel: ctx.funnel.clone(),
+            history: ctx.history.clone(),
+            at,
+            upto_seq: i64::MAX,
+        });
+        call(
+            sandbox,
+            engine,
+            file,
+            function,
+            vec![Dynamic::from(handle.clone())],
+        )?;
+        let s = handle.finish();
+        Ok(Evaluation {
+            lead: s.lead,
+            changes: s.changes,
+        })
     })
 }
 

@@ -17,7 +17,10 @@ pub async fn watch(rules: Arc<Rules>, sandbox: Arc<Sandbox>, shutdown: Cancellat
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = match notify::recommended_watcher(
         move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            // Reading the files (as the reload does) must not trigger another reload.
+            if let Ok(event) = res
+                && !matches!(event.kind, notify::EventKind::Access(_))
+            {
                 let _ = tx.send(());
             }
         },

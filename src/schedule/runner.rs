@@ -35,7 +35,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// The newest occurrence of `s` that is due at `now` and has not run, with the
-    /// occurrence before it (for decay, the time that passed).
+    /// previous run's due time (for decay: the time that passed).
     async fn due(
         &self,
         s: &Schedule,
@@ -51,18 +51,8 @@ impl Scheduler {
             }
             due = Some(t);
         }
-        Ok(due.map(|d| {
-            let prev = last.unwrap_or_else(|| {
-                // Never ran: count one period back from this occurrence.
-                let next = s
-                    .cron
-                    .after(&d.with_timezone(&self.time_zone))
-                    .next()
-                    .map_or(d, |n| n.with_timezone(&Utc));
-                d - (next - d)
-            });
-            (d, prev)
-        }))
+        // A schedule that never ran counts from when the scheduler started.
+        Ok(due.map(|d| (d, last.unwrap_or(self.started).min(d))))
     }
 
     /// When the next schedule falls due after `now`.

@@ -1,0 +1,8 @@
+//! Integration tests: the daemon over real HTTP on a loopback port, the `nurtured`
+//! binary, and real SQLite files in temporary folders.
+
+mod api;
+mod cli;
+mod helpers;
+mod rules;
+mod schedules;
