@@ -7,7 +7,6 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,17 +54,15 @@ impl App {
             Rules::load(&sandbox, &config.rules_dir, &config.rules_shown)
                 .map_err(StartError::Rules)?,
         );
-        let processor = Arc::new(Processor {
+        let processor = Arc::new(Processor::new(
             store,
-            rules: rules.clone(),
-            sandbox: sandbox.clone(),
-            funnel: Arc::new(config.funnel.clone()),
+            rules.clone(),
+            sandbox.clone(),
+            Arc::new(config.funnel.clone()),
             clock,
-            batch_size: config.processing.batch_size,
-            poll_interval: config.processing.poll_interval,
-            lead_lock: Arc::new(Mutex::new(())),
-            wake: Arc::new(Notify::new()),
-        });
+            config.processing.batch_size,
+            config.processing.poll_interval,
+        ));
         Ok(Self {
             config,
             processor,

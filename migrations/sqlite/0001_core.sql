@@ -55,7 +55,6 @@ CREATE TABLE events (
 CREATE INDEX events_pending ON events (seq) WHERE status = 'pending';
 CREATE INDEX events_failed ON events (seq) WHERE status = 'failed';
 CREATE INDEX events_lead_name ON events (lead_id, name, occurred_at);
-CREATE INDEX events_lead_time ON events (lead_id, occurred_at);
 
 CREATE TABLE stage_history (
     id          INTEGER PRIMARY KEY,

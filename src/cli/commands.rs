@@ -115,11 +115,9 @@ async fn ingest_file(
     let app = App::build(config, clock.clone()).await?;
     let shown = path.display().to_string();
     let (mut accepted, mut duplicates) = (0, 0);
-    for (chunk, lines) in checked
-        .items
-        .chunks(file::CHUNK)
-        .zip(checked.lines.chunks(file::CHUNK))
-    {
+    let mut items = checked.items.into_iter();
+    for lines in checked.lines.chunks(file::CHUNK) {
+        let chunk: Vec<_> = items.by_ref().take(lines.len()).collect();
         let paths = |i: usize| (None, format!("line {}", lines[i]));
         match ingest::accept(
             app.store(),

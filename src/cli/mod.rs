@@ -92,8 +92,14 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let quiet = !matches!(args.command, Command::Run);
-    init_tracing(&config.log, quiet);
+    // Commands other than `run` log warnings only; fixtures that expect a rule to fail
+    // would otherwise fill the screen with the worker's warnings.
+    let level = match &args.command {
+        Command::Run => None,
+        Command::Rules { .. } => Some("error"),
+        _ => Some("warn"),
+    };
+    init_tracing(&config.log, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,16 +119,11 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-/// Logs to stderr. `RUST_LOG` wins over the config's `log`; commands other than `run`
-/// log warnings only unless told otherwise.
-fn init_tracing(filter: &str, quiet: bool) {
-    let filter = std::env::var("RUST_LOG").ok().unwrap_or_else(|| {
-        if quiet {
-            "warn".into()
-        } else {
-            filter.to_string()
-        }
-    });
+/// Logs to stderr. `RUST_LOG` wins over the config's `log` and over `level`.
+fn init_tracing(filter: &str, level: Option<&str>) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .unwrap_or_else(|| level.unwrap_or(filter).to_string());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -165,7 +165,7 @@ mod d {
         8 * 1024 * 1024
     }
     pub fn batch_size() -> i64 {
-        500
+        2000
     }
     pub fn poll_interval() -> String {
         "250ms".into()

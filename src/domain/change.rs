@@ -148,7 +148,8 @@ pub enum Outcome {
     Skipped(String),
 }
 
-/// One action with its source and outcome, kept for fixtures and logs.
+/// One action that changed something (or was refused), with its source; actions that
+/// changed nothing are not kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionRecord {
     pub action: Action,

@@ -101,6 +101,26 @@ impl Lead {
         parts.join(" ")
     }
 
+    /// True when everything but the funnel state (stage, scores, tags, attributes,
+    /// owner, timestamps) is the same: what the store needs to know to write less.
+    pub fn same_profile(&self, other: &Lead) -> bool {
+        self.id == other.id
+            && self.email == other.email
+            && self.first_name == other.first_name
+            && self.last_name == other.last_name
+            && self.phone == other.phone
+            && self.company == other.company
+            && self.title == other.title
+            && self.industry == other.industry
+            && self.employees == other.employees
+            && self.revenue == other.revenue
+            && self.country == other.country
+            && self.time_zone == other.time_zone
+            && self.locale == other.locale
+            && self.consent_email == other.consent_email
+            && self.consent_tracking == other.consent_tracking
+    }
+
     /// Takes identify traits into the lead. Consent changes are recorded with the time
     /// of the event and the trait `consent_source` (or `fallback_source`).
     pub fn apply_traits(&mut self, t: &Traits, at: DateTime<Utc>, fallback_source: &str) {
@@ -259,14 +279,16 @@ impl Lead {
                 }
             }
         };
-        if outcome == Outcome::Applied {
-            self.updated_at = at;
+        if outcome != Outcome::Unchanged {
+            if outcome == Outcome::Applied {
+                self.updated_at = at;
+            }
+            changes.actions.push(ActionRecord {
+                action,
+                source: source.clone(),
+                outcome: outcome.clone(),
+            });
         }
-        changes.actions.push(ActionRecord {
-            action,
-            source: source.clone(),
-            outcome: outcome.clone(),
-        });
         Ok(outcome)
     }
 

@@ -281,6 +281,7 @@ impl<'a> Parser<'a> {
         };
         match v {
             Value::Null => Patch::Clear,
+            Value::String(s) if s.trim().is_empty() => Patch::Clear,
             Value::Number(n) => Patch::Set(n.as_f64().unwrap_or_default()),
             Value::String(s) => match s.trim().replace([',', ' ', '_'], "").parse::<f64>() {
                 Ok(f) => Patch::Set(f),
@@ -411,9 +412,10 @@ mod tests {
 
     #[test]
     fn ranges_and_nulls() {
-        let t = parse(&json!({"employees": "51-200", "phone": null})).unwrap();
+        let t = parse(&json!({"employees": "51-200", "phone": null, "revenue": ""})).unwrap();
         assert_eq!(t.employees, Patch::Set(51));
         assert_eq!(t.phone, Patch::Clear);
+        assert_eq!(t.revenue, Patch::Clear);
     }
 
     #[test]

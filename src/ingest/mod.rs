@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, build};
 pub use segment::{InputError, Item, LeadKey};
 
 /// What a request added.
@@ -33,11 +33,55 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
+/// Who is known: lead ids by e-mail and by the sender's user id.
+#[derive(Default)]
+struct Known {
+    by_email: HashMap<String, i64>,
+    by_user: HashMap<String, i64>,
+    /// Whether the lead has a user id already.
+    has_user: HashMap<i64, bool>,
+}
+
+impl Known {
+    fn add(&mut self, rows: Vec<crate::store::LeadKeyRow>) {
+        for row in rows {
+            self.by_email.insert(row.email, row.id);
+            if let Some(ext) = row.external_id {
+                self.by_user.insert(ext, row.id);
+                self.has_user.insert(row.id, true);
+            } else {
+                self.has_user.entry(row.id).or_insert(false);
+            }
+        }
+    }
+
+    fn find(&self, key: &LeadKey) -> Option<i64> {
+        key.email
+            .as_ref()
+            .and_then(|e| self.by_email.get(e.as_str()).copied())
+            .or_else(|| {
+                key.user_id
+                    .as_ref()
+                    .and_then(|u| self.by_user.get(u).copied())
+            })
+    }
+
+    /// The user id to remember for lead `id`, if it has none and nobody else has it.
+    fn new_user_id<'a>(&self, id: i64, key: &'a LeadKey) -> Option<&'a str> {
+        key.user_id
+            .as_deref()
+            .filter(|u| self.has_user.get(&id) == Some(&false) && !self.by_user.contains_key(*u))
+    }
+}
+
 /// Stores checked items: finds or creates their leads and inserts the events, all in
 /// one transaction. `paths` gives each item's JSON path prefix for error messages.
+///
+/// Leads are looked up before the writer lock is taken; only new e-mail addresses and
+/// new user ids need work inside the transaction.
 pub async fn accept(
     store: &Store,
-    items: &[Item],
+    items: Vec<Item>,
     paths: &(dyn Fn(usize) -> (Option<usize>, String) + Sync),
     initial_stage: &str,
     now: DateTime<Utc>,
@@ -45,56 +89,69 @@ pub async fn accept(
     if items.is_empty() {
         return Ok(Accepted::default());
     }
-    let mut emails: Vec<String> = items
-        .iter()
-        .filter_map(|i| i.key.email.as_ref().map(|e| e.as_str().to_string()))
-        .collect();
-    emails.sort_unstable();
-    emails.dedup();
-    let mut user_ids: Vec<String> = items.iter().filter_map(|i| i.key.user_id.clone()).collect();
-    user_ids.sort_unstable();
-    user_ids.dedup();
+    let total = items.len();
+    let (emails, user_ids) = keys_of(items.iter().map(|i| &i.key));
+    let mut known = Known::default();
+    known.add(store.lead_keys(&emails, &user_ids).await?);
+    let all_known = items.iter().all(|i| {
+        known
+            .find(&i.key)
+            .is_some_and(|id| known.new_user_id(id, &i.key).is_none())
+    });
 
-    let mut tx = store.begin_write().await?;
-    let mut by_email: HashMap<String, i64> = HashMap::new();
-    let mut by_user: HashMap<String, i64> = HashMap::new();
-    let mut has_user: HashMap<i64, bool> = HashMap::new();
-    for row in tx.find_lead_keys(&emails, &user_ids).await? {
-        by_email.insert(row.email.clone(), row.id);
-        if let Some(ext) = &row.external_id {
-            by_user.insert(ext.clone(), row.id);
-        }
-        has_user.insert(row.id, row.external_id.is_some());
+    if all_known {
+        let resolved = items
+            .into_iter()
+            .map(|i| (known.find(&i.key).expect("checked above"), i.event))
+            .collect();
+        let statements = build::events(resolved, now);
+        let mut tx = store.begin_write().await?;
+        let accepted = tx.execute(statements).await?;
+        tx.count_received(accepted).await?;
+        tx.commit().await?;
+        return Ok(Accepted {
+            accepted: accepted as usize,
+            duplicates: total - accepted as usize,
+            leads_created: 0,
+        });
     }
 
+    let mut tx = store.begin_write().await?;
+    // Someone may have created some of the missing leads since the lookup.
+    let (emails, user_ids) = keys_of(
+        items
+            .iter()
+            .filter(|i| known.find(&i.key).is_none())
+            .map(|i| &i.key),
+    );
+    known.add(tx.find_lead_keys(&emails, &user_ids).await?);
     let mut errors = Vec::new();
-    let mut resolved: Vec<(i64, &crate::store::NewEvent)> = Vec::with_capacity(items.len());
+    let mut resolved = Vec::with_capacity(total);
     let mut created = 0;
-    for (n, item) in items.iter().enumerate() {
-        let LeadKey { email, user_id } = &item.key;
-        let found = email
-            .as_ref()
-            .and_then(|e| by_email.get(e.as_str()).copied())
-            .or_else(|| user_id.as_ref().and_then(|u| by_user.get(u).copied()));
-        let id = match (found, email) {
+    for (n, item) in items.into_iter().enumerate() {
+        let id = match (known.find(&item.key), &item.key.email) {
             (Some(id), _) => id,
             (None, Some(email)) => {
-                let ext = user_id.as_deref().filter(|u| !by_user.contains_key(*u));
+                let user = item
+                    .key
+                    .user_id
+                    .as_deref()
+                    .filter(|u| !known.by_user.contains_key(*u));
                 let reason = format!("first seen ({} event)", item.event.kind);
                 let id = tx
-                    .create_lead(email, ext, initial_stage, now, &reason)
+                    .create_lead(email, user, initial_stage, now, &reason)
                     .await?;
-                by_email.insert(email.as_str().to_string(), id);
-                if let Some(u) = ext {
-                    by_user.insert(u.to_string(), id);
-                }
-                has_user.insert(id, ext.is_some());
+                known.add(vec![crate::store::LeadKeyRow {
+                    id,
+                    email: email.as_str().to_string(),
+                    external_id: user.map(str::to_string),
+                }]);
                 created += 1;
                 id
             }
             (None, None) => {
                 let (index, prefix) = paths(n);
-                let uid = user_id.as_deref().unwrap_or_default();
+                let uid = item.key.user_id.as_deref().unwrap_or_default();
                 errors.push(InputError {
                     index,
                     path: if prefix.is_empty() {
@@ -116,25 +173,40 @@ pub async fn accept(
             }
         };
         // Remember the sender's id for this lead the first time we see one.
-        if let Some(u) = user_id
-            && has_user.get(&id) == Some(&false)
-            && !by_user.contains_key(u)
-        {
+        if let Some(u) = known.new_user_id(id, &item.key) {
             tx.set_external_id(id, u).await?;
-            by_user.insert(u.clone(), id);
-            has_user.insert(id, true);
+            known.by_user.insert(u.to_string(), id);
+            known.has_user.insert(id, true);
         }
-        resolved.push((id, &item.event));
+        resolved.push((id, item.event));
     }
     if !errors.is_empty() {
         return Err(AcceptError::Input(errors));
     }
-    let new = tx.insert_events(&resolved, now).await?;
+    let accepted = tx.execute(build::events(resolved, now)).await?;
+    tx.count_received(accepted).await?;
     tx.commit().await?;
-    let accepted = new.iter().filter(|n| **n).count();
     Ok(Accepted {
-        accepted,
-        duplicates: new.len() - accepted,
+        accepted: accepted as usize,
+        duplicates: total - accepted as usize,
         leads_created: created,
     })
+}
+
+/// The distinct e-mails and user ids of some keys.
+fn keys_of<'a>(keys: impl Iterator<Item = &'a LeadKey>) -> (Vec<String>, Vec<String>) {
+    let (mut emails, mut users) = (Vec::new(), Vec::new());
+    for k in keys {
+        if let Some(e) = &k.email {
+            emails.push(e.as_str().to_string());
+        }
+        if let Some(u) = &k.user_id {
+            users.push(u.clone());
+        }
+    }
+    emails.sort_unstable();
+    emails.dedup();
+    users.sort_unstable();
+    users.dedup();
+    (emails, users)
 }

@@ -276,10 +276,15 @@ pub fn parse_item(
             }
             Some(_) => errors.push(at.error("name", "must be a string")),
         }
-        if let Some(url) = props.get("url")
-            && !url.is_string()
-        {
-            errors.push(at.error("properties.url", "must be a string"));
+        match props.get("url") {
+            Some(Value::String(url)) if !props.contains_key("path") => {
+                // Kept with the event so rules can count views of a page whatever
+                // its query string.
+                let path = url_path(url);
+                props.insert("path".into(), Value::String(path));
+            }
+            Some(Value::String(_)) | None => {}
+            Some(_) => errors.push(at.error("properties.url", "must be a string")),
         }
     }
 
@@ -364,6 +369,13 @@ pub fn parse_item(
     })
 }
 
+/// The path part of a URL (`https://x.de/preise?a=1` -> `/preise`).
+pub fn url_path(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    path.split(['?', '#']).next().unwrap_or("/").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -406,7 +418,15 @@ mod tests {
         .unwrap();
         assert_eq!(item.event.name, PAGE_VIEWED);
         assert!(item.event.properties.contains("\"name\":\"Pricing\""));
+        assert!(item.event.properties.contains("\"path\":\"/pricing\""));
         assert_eq!(item.event.message_id, "generated");
+    }
+
+    #[test]
+    fn paths_of_urls() {
+        assert_eq!(url_path("https://example.com/preise?x=1"), "/preise");
+        assert_eq!(url_path("https://example.com"), "/");
+        assert_eq!(url_path("/pricing#plans"), "/pricing");
     }
 
     #[test]

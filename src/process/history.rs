@@ -1,22 +1,186 @@
-//! [`History`] backed by the store. Rules run on a blocking thread, so the query is
-//! driven to completion on the runtime from there.
+//! The event history rules count on ([`History`]): answered from memory for leads whose
+//! recent events the processor holds, from the store otherwise.
+//!
+//! The processor loads a lead's events of the last [`COVERED_DAYS`] days when the lead
+//! first shows up in a batch, then adds every event of the lead as it processes it. A
+//! count whose window reaches further back, or a lead with very many events, is asked
+//! of the store. Rules run on blocking threads, so a store query is driven to
+//! completion on the runtime from there.
+
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
+use lru::LruCache;
 use serde_json::{Map, Value};
 
+use crate::clock::to_ms;
 use crate::rules::api::History;
-use crate::store::{CountQuery, Store};
+use crate::store::{CountQuery, PastEvent, Store};
 
+/// How far back the in-memory history reaches.
+pub const COVERED_DAYS: i64 = 400;
+/// Leads with more events than this in the covered time are not kept in memory.
+const MAX_PER_LEAD: usize = 2_000;
+/// Events kept in memory in all (about 150 bytes each plus their properties).
+const MAX_EVENTS: usize = 300_000;
+
+/// One past event, as counting needs it.
+#[derive(Debug, Clone)]
+pub struct Past {
+    pub seq: i64,
+    pub name: Arc<str>,
+    pub at: i64,
+    /// Properties as JSON text; parsed only when a count filters on them.
+    pub properties: Box<str>,
+}
+
+impl From<PastEvent> for Past {
+    fn from(e: PastEvent) -> Self {
+        Self {
+            seq: e.seq,
+            name: e.name.into(),
+            at: e.occurred_at,
+            properties: e.properties.into_boxed_str(),
+        }
+    }
+}
+
+struct LeadEvents {
+    /// Sorted by seq.
+    events: Vec<Past>,
+    /// Every event of the lead that happened at or after this instant is here.
+    covered_from: i64,
+}
+
+struct Inner {
+    leads: LruCache<i64, LeadEvents>,
+    events: usize,
+}
+
+/// Recent events per lead, bounded in memory.
+pub struct HistoryCache {
+    inner: Mutex<Inner>,
+}
+
+impl Default for HistoryCache {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                leads: LruCache::unbounded(),
+                events: 0,
+            }),
+        }
+    }
+}
+
+impl HistoryCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leads among `ids` whose history is not held.
+    pub fn missing(&self, ids: &[i64]) -> Vec<i64> {
+        let inner = self.lock();
+        ids.iter()
+            .filter(|id| !inner.leads.contains(id))
+            .copied()
+            .collect()
+    }
+
+    /// Takes a lead's events as loaded from the store (complete from `covered_from`).
+    pub fn install(&self, lead: i64, mut events: Vec<Past>, covered_from: i64) {
+        if events.len() > MAX_PER_LEAD {
+            return;
+        }
+        events.sort_by_key(|e| e.seq);
+        let mut inner = self.lock();
+        inner.events += events.len();
+        if let Some(old) = inner.leads.put(
+            lead,
+            LeadEvents {
+                events,
+                covered_from,
+            },
+        ) {
+            inner.events -= old.events.len();
+        }
+        while inner.events > MAX_EVENTS {
+            match inner.leads.pop_lru() {
+                Some((_, gone)) => inner.events -= gone.events.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// Adds an event of a lead whose history is held (a no-op otherwise, or when the
+    /// event is there already, as for a retried event).
+    pub fn record(&self, lead: i64, event: Past) {
+        let mut inner = self.lock();
+        let Some(held) = inner.leads.get_mut(&lead) else {
+            return;
+        };
+        let Err(at) = held.events.binary_search_by_key(&event.seq, |e| e.seq) else {
+            return;
+        };
+        held.events.insert(at, event);
+        let too_many = held.events.len() > MAX_PER_LEAD;
+        inner.events += 1;
+        if too_many && let Some(gone) = inner.leads.pop(&lead) {
+            inner.events -= gone.events.len();
+        }
+    }
+
+    /// Forgets everything (e.g. when a batch could not be written).
+    pub fn clear(&self) {
+        let mut inner = self.lock();
+        inner.leads.clear();
+        inner.events = 0;
+    }
+
+    /// The count, when the held history can answer it exactly.
+    fn count(&self, q: &CountQuery<'_>, filter: Option<&Map<String, Value>>) -> Option<i64> {
+        let mut inner = self.lock();
+        let held = inner.leads.get(&q.lead_id)?;
+        let since = q.since.map(to_ms);
+        if since.is_none_or(|s| s < held.covered_from) {
+            return None;
+        }
+        let (since, until) = (since.unwrap_or(i64::MIN), to_ms(q.until));
+        let n = held
+            .events
+            .iter()
+            .take_while(|e| e.seq <= q.upto_seq)
+            .filter(|e| e.at >= since && e.at <= until)
+            .filter(|e| q.name.is_none_or(|n| &*e.name == n))
+            .filter(|e| filter.is_none_or(|f| matches_text(&e.properties, f)))
+            .count();
+        Some(n as i64)
+    }
+}
+
+/// True when `properties` has every key of `filter` with an equal value.
+fn matches(properties: &Value, filter: &Map<String, Value>) -> bool {
+    filter.iter().all(|(k, v)| properties.get(k) == Some(v))
+}
+
+/// [`matches`] on JSON text.
+fn matches_text(properties: &str, filter: &Map<String, Value>) -> bool {
+    serde_json::from_str::<Value>(properties).is_ok_and(|p| matches(&p, filter))
+}
+
+/// [`History`] for rule runs.
 pub struct StoreHistory {
     store: Store,
+    cache: Arc<HistoryCache>,
     runtime: tokio::runtime::Handle,
 }
 
 impl StoreHistory {
     /// Must be created inside the runtime.
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, cache: Arc<HistoryCache>) -> Self {
         Self {
             store,
+            cache,
             runtime: tokio::runtime::Handle::current(),
         }
     }
@@ -39,12 +203,12 @@ impl History for StoreHistory {
             until,
             upto_seq,
         };
+        if let Some(n) = self.cache.count(&q, filter) {
+            return Ok(n);
+        }
         let matches = filter.map(|f| {
             let f = f.clone();
-            move |props: &str| {
-                serde_json::from_str::<Map<String, Value>>(props)
-                    .is_ok_and(|p| f.iter().all(|(k, v)| p.get(k) == Some(v)))
-            }
+            move |props: &str| matches_text(props, &f)
         });
         let matcher: Option<&(dyn Fn(&str) -> bool + Send + Sync)> = matches
             .as_ref()
@@ -52,5 +216,59 @@ impl History for StoreHistory {
         self.runtime
             .block_on(self.store.count_events(&q, matcher))
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn past(seq: i64, name: &str, at: i64, props: &Value) -> Past {
+        Past {
+            seq,
+            name: name.into(),
+            at,
+            properties: props.to_string().into_boxed_str(),
+        }
+    }
+
+    fn q(since: Option<i64>, until: i64, upto: i64) -> CountQuery<'static> {
+        CountQuery {
+            lead_id: 1,
+            name: Some("Content Downloaded"),
+            since: since.map(crate::clock::from_ms),
+            until: crate::clock::from_ms(until),
+            upto_seq: upto,
+        }
+    }
+
+    #[test]
+    fn counts_from_memory_within_coverage_only() {
+        let cache = HistoryCache::default();
+        assert_eq!(cache.count(&q(Some(0), 100, 10), None), None);
+        cache.install(
+            1,
+            vec![past(1, "Content Downloaded", 50, &json!({"topic": "crm"}))],
+            10,
+        );
+        cache.record(
+            1,
+            past(3, "Content Downloaded", 60, &json!({"topic": "seo"})),
+        );
+        cache.record(
+            1,
+            past(3, "Content Downloaded", 60, &json!({"topic": "seo"})),
+        );
+        cache.record(1, past(2, "Page Viewed", 55, &json!({})));
+        assert_eq!(cache.count(&q(Some(20), 100, 10), None), Some(2));
+        assert_eq!(cache.count(&q(Some(20), 100, 2), None), Some(1));
+        assert_eq!(cache.count(&q(Some(55), 100, 10), None), Some(1));
+        let crm = json!({"topic": "crm"});
+        assert_eq!(cache.count(&q(Some(20), 100, 10), crm.as_object()), Some(1));
+        // Reaching back before what is held, or without a window: ask the store.
+        assert_eq!(cache.count(&q(Some(5), 100, 10), None), None);
+        assert_eq!(cache.count(&q(None, 100, 10), None), None);
     }
 }

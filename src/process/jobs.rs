@@ -9,6 +9,7 @@ use super::history::StoreHistory;
 use super::worker::{ProcessError, Processor};
 use crate::domain::{Changes, Lead, Source};
 use crate::rules::{Context, RuleError, run::run_function};
+use crate::store::build;
 
 /// One lead's result: its new state and changes, or the rule error.
 type RunResult = Result<(Lead, Changes), RuleError>;
@@ -39,10 +40,10 @@ impl Processor {
             return Ok(ids.iter().map(|id| (*id, Err(e.clone()))).collect());
         }
         let _lock = self.lead_lock.lock().await;
-        let leads = self.store.leads_by_ids(ids).await?;
+        let leads = self.load_leads(ids).await?;
         let ctx = Context {
             funnel: self.funnel.clone(),
-            history: Arc::new(StoreHistory::new(self.store.clone())),
+            history: Arc::new(StoreHistory::new(self.store.clone(), self.history.clone())),
         };
         let sandbox = self.sandbox.clone();
         let function = function.to_string();
@@ -73,10 +74,14 @@ impl Processor {
             .iter()
             .filter_map(|(id, r)| r.as_ref().ok().map(|(_, c)| (*id, None, c)))
             .collect();
+        let statements = build::leads(&saved).and(build::changes(&records));
         let mut tx = self.store.begin_write().await?;
-        tx.save_leads(&saved).await?;
-        tx.record_changes(&records).await?;
-        tx.commit().await?;
+        tx.execute(statements).await?;
+        if let Err(e) = tx.commit().await {
+            self.forget_leads(None);
+            return Err(e.into());
+        }
+        self.remember(saved.into_iter().cloned());
         Ok(results
             .into_iter()
             .map(|(id, r)| (id, r.map(|(_, c)| c)))
@@ -94,7 +99,10 @@ impl Processor {
         let _lock = self.lead_lock.lock().await;
         let mut tx = self.store.begin_write().await?;
         let n = tx.decay_interest(factor, at, source, reason).await?;
-        tx.commit().await?;
+        let done = tx.commit().await;
+        // Interest changed in the store for every lead.
+        self.forget_leads(None);
+        done?;
         Ok(n)
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::domain::change::{Action, ChangeError, Outcome};
 use crate::domain::{Changes, Email, Lead, Source};
-use crate::store::StoreError;
+use crate::store::{StoreError, build};
 
 use super::Processor;
 
@@ -33,6 +33,11 @@ impl Processor {
             .lead_by_email(email)
             .await?
             .ok_or_else(|| ManualError::NotFound(email.to_string()))?;
+        // The cache may be newer than the store only within a batch, and batches hold
+        // the same lock; take the cached state if there is one.
+        if let Some(cached) = self.load_leads(&[lead.id]).await?.remove(&lead.id) {
+            lead = cached;
+        }
         let mut changes = Changes::default();
         let source = Source::Api {
             user: user.to_string(),
@@ -48,10 +53,15 @@ impl Processor {
             &mut changes,
         )?;
         if outcome == Outcome::Applied {
+            let statements =
+                build::leads(&[&lead]).and(build::changes(&[(lead.id, None, &changes)]));
             let mut tx = self.store.begin_write().await?;
-            tx.save_leads(&[&lead]).await?;
-            tx.record_changes(&[(lead.id, None, &changes)]).await?;
-            tx.commit().await?;
+            tx.execute(statements).await?;
+            if let Err(e) = tx.commit().await {
+                self.forget_leads(Some(&[lead.id]));
+                return Err(e.into());
+            }
+            self.remember([lead.clone()]);
         }
         Ok((lead, outcome))
     }

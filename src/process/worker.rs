@@ -1,18 +1,32 @@
 //! The processing worker: one batch at a time.
+//!
+//! A batch is split by lead into shards that run on separate threads (events of one
+//! lead stay in order in one shard), and written in one transaction. Leads stay in a
+//! bounded cache between batches, so a busy lead is not read back from the database
+//! for every batch; the cache is dropped whenever a write fails or lead state is
+//! changed outside the worker.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::history::StoreHistory;
+use super::history::{COVERED_DAYS, HistoryCache, Past, StoreHistory};
 use crate::clock::{SharedClock, from_ms};
 use crate::domain::{Changes, Funnel, Lead, Traits};
-use crate::rules::{Context, EventView, RuleError, Rules, Sandbox, run::run_event};
-use crate::store::{EventRow, Store, StoreError};
+use crate::rules::run::{json_map, run_event};
+use crate::rules::{Context, EventView, RuleError, RuleSet, Rules, Sandbox};
+use crate::store::{PendingEvent, Store, StoreError, build};
+
+/// Leads kept in memory between batches.
+const CACHE_LEADS: usize = 50_000;
+/// Below this many events a batch is not worth splitting across threads.
+const MIN_SHARD: usize = 64;
 
 /// Everything processing needs.
 pub struct Processor {
@@ -28,6 +42,11 @@ pub struct Processor {
     pub lead_lock: Arc<Mutex<()>>,
     /// Signalled when events were stored.
     pub wake: Arc<Notify>,
+    /// Lead state as last written; guarded by `lead_lock`.
+    cache: std::sync::Mutex<LruCache<i64, Lead>>,
+    /// Recent events per lead, for counting.
+    pub(super) history: Arc<HistoryCache>,
+    shards: usize,
 }
 
 /// What happened to one event.
@@ -59,63 +78,214 @@ pub enum ProcessError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// A lead to write after a batch; `profile` says whether more than its funnel state
+/// changed.
+pub(super) struct Changed {
+    pub lead: Lead,
+    pub profile: bool,
+}
+
+/// One shard's result: the leads changed, and per-event outcomes.
+type ShardResult = (Vec<Changed>, Vec<EventOutcome>);
+
 impl Processor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        rules: Arc<Rules>,
+        sandbox: Arc<Sandbox>,
+        funnel: Arc<Funnel>,
+        clock: SharedClock,
+        batch_size: usize,
+        poll_interval: Duration,
+    ) -> Self {
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        Self {
+            store,
+            rules,
+            sandbox,
+            funnel,
+            clock,
+            batch_size,
+            poll_interval,
+            lead_lock: Arc::new(Mutex::new(())),
+            wake: Arc::new(Notify::new()),
+            cache: std::sync::Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHE_LEADS).expect("non-zero"),
+            )),
+            history: Arc::new(HistoryCache::default()),
+            shards,
+        }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<i64, Lead>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets cached lead state (after a write failed, or state changed elsewhere).
+    pub fn forget_leads(&self, ids: Option<&[i64]>) {
+        let mut cache = self.cache();
+        match ids {
+            None => {
+                cache.clear();
+                self.history.clear();
+            }
+            Some(ids) => {
+                for id in ids {
+                    cache.pop(id);
+                }
+            }
+        }
+    }
+
+    /// Remembers leads as just written.
+    pub(super) fn remember(&self, leads: impl IntoIterator<Item = Lead>) {
+        let mut cache = self.cache();
+        for lead in leads {
+            cache.put(lead.id, lead);
+        }
+    }
+
+    /// Current state of the given leads: from the cache, the rest from the store.
+    pub(super) async fn load_leads(&self, ids: &[i64]) -> Result<HashMap<i64, Lead>, StoreError> {
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        {
+            let mut cache = self.cache();
+            for id in ids {
+                match cache.get(id) {
+                    Some(l) => {
+                        found.insert(*id, l.clone());
+                    }
+                    None => missing.push(*id),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            found.extend(self.store.leads_by_ids(&missing).await?);
+        }
+        Ok(found)
+    }
+
     /// Processes up to `batch_size` pending events. Returns what happened to each.
-    #[tracing::instrument(skip_all)]
     pub async fn run_once(&self) -> Result<BatchOutcome, ProcessError> {
         let _lock = self.lead_lock.lock().await;
-        let events = self.store.pending_events(self.batch_size).await?;
-        if events.is_empty() {
+        let Some(batch) = self.prepare(None).await? else {
             return Ok(BatchOutcome::default());
+        };
+        let (batch, written) = write_batch(self.store.clone(), self.clock.now(), batch).await;
+        self.finish(batch, written)
+    }
+
+    /// Reads the next pending events (after `after`, when a batch is still being
+    /// written) and runs the rules on them. The lead cache then holds the results.
+    #[tracing::instrument(skip_all)]
+    async fn prepare(&self, after: Option<i64>) -> Result<Option<Prepared>, ProcessError> {
+        let started = Instant::now();
+        let events = self.store.pending_events(after, self.batch_size).await?;
+        if events.is_empty() {
+            return Ok(None);
         }
         let mut ids: Vec<i64> = events.iter().map(|e| e.lead_id).collect();
         ids.sort_unstable();
         ids.dedup();
-        let leads = self.store.leads_by_ids(&ids).await?;
+        let mut leads = self.load_leads(&ids).await?;
+        let missing = self.history.missing(&ids);
+        if !missing.is_empty() {
+            let oldest = events
+                .iter()
+                .map(|e| e.occurred_at)
+                .min()
+                .unwrap_or_default();
+            let since = from_ms(oldest) - chrono::Duration::days(COVERED_DAYS);
+            let mut by_lead: HashMap<i64, Vec<Past>> =
+                missing.iter().map(|id| (*id, Vec::new())).collect();
+            for e in self.store.past_events(&missing, since).await? {
+                by_lead.entry(e.lead_id).or_default().push(e.into());
+            }
+            for (lead, past) in by_lead {
+                self.history.install(lead, past, crate::clock::to_ms(since));
+            }
+        }
+        let loaded = started.elapsed();
 
         let ctx = Context {
             funnel: self.funnel.clone(),
-            history: Arc::new(StoreHistory::new(self.store.clone())),
+            history: Arc::new(StoreHistory::new(self.store.clone(), self.history.clone())),
         };
-        let (sandbox, rules) = (self.sandbox.clone(), self.rules.current());
-        let (leads, outcomes, touched) = tokio::task::spawn_blocking(move || {
-            evaluate_batch(&sandbox, &rules, &ctx, leads, events)
-        })
-        .await?;
+        let rules = self.rules.current();
+        let count = events.len();
+        let last_seq = events.iter().map(|e| e.seq).max().unwrap_or_default();
+        let shards = if count < MIN_SHARD { 1 } else { self.shards };
+        let mut work: Vec<(Vec<PendingEvent>, HashMap<i64, Lead>)> =
+            (0..shards).map(|_| (Vec::new(), HashMap::new())).collect();
+        for e in events {
+            let shard = (e.lead_id as u64 % shards as u64) as usize;
+            if let Some(lead) = leads.remove(&e.lead_id) {
+                work[shard].1.insert(e.lead_id, lead);
+            }
+            work[shard].0.push(e);
+        }
+        let mut tasks = Vec::with_capacity(shards);
+        for (events, leads) in work {
+            let (sandbox, rules, ctx) = (self.sandbox.clone(), rules.clone(), ctx.clone());
+            let history = self.history.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                evaluate_shard(&sandbox, &rules, &ctx, &history, leads, events)
+            }));
+        }
+        let mut saved: Vec<Changed> = Vec::new();
+        let mut outcomes = Vec::with_capacity(count);
+        for t in tasks {
+            let (changed, shard_outcomes) = t.await?;
+            saved.extend(changed);
+            outcomes.extend(shard_outcomes);
+        }
+        outcomes.sort_unstable_by_key(|o: &EventOutcome| o.seq);
+        // Later batches start from these results, even before they are written.
+        self.remember(saved.iter().map(|c| c.lead.clone()));
+        tracing::debug!(
+            events = count,
+            leads = saved.len(),
+            load_ms = loaded.as_secs_f64() * 1e3,
+            rules_ms = (started.elapsed() - loaded).as_secs_f64() * 1e3,
+            "batch evaluated"
+        );
+        Ok(Some(Prepared {
+            saved,
+            outcomes,
+            last_seq,
+        }))
+    }
 
-        let now = self.clock.now();
-        let saved: Vec<&Lead> = touched.iter().filter_map(|id| leads.get(id)).collect();
-        let records: Vec<(i64, Option<i64>, &Changes)> = outcomes
-            .iter()
-            .filter_map(|o| o.result.as_ref().ok().map(|c| (o.lead_id, Some(o.seq), c)))
-            .collect();
-        let processed: Vec<i64> = outcomes
-            .iter()
-            .filter(|o| o.result.is_ok())
-            .map(|o| o.seq)
-            .collect();
-        let failed: Vec<(i64, String)> = outcomes
-            .iter()
-            .filter_map(|o| {
-                o.result.as_ref().err().map(|e| {
-                    (
-                        o.seq,
-                        serde_json::to_string(e).expect("rule errors serialise"),
-                    )
-                })
-            })
-            .collect();
-        let mut tx = self.store.begin_write().await?;
-        tx.save_leads(&saved).await?;
-        tx.record_changes(&records).await?;
-        tx.finish_events(&processed, &failed, now).await?;
-        tx.commit().await?;
-        for o in &outcomes {
-            if let Err(e) = &o.result {
-                tracing::warn!(seq = o.seq, lead_id = o.lead_id, error = %e, "event failed; fix the rule, then `nurtured events retry`");
+    /// After a batch's write: on failure, forget everything cached (it may be ahead
+    /// of the store); on success, report failed events.
+    fn finish(
+        &self,
+        batch: Prepared,
+        written: Result<(), StoreError>,
+    ) -> Result<BatchOutcome, ProcessError> {
+        if let Err(e) = written {
+            self.forget_leads(None);
+            return Err(e.into());
+        }
+        for o in &batch.outcomes {
+            match &o.result {
+                Err(e) => {
+                    tracing::warn!(seq = o.seq, lead_id = o.lead_id, error = %e, "event failed; fix the rule, then `nurtured events retry`");
+                }
+                Ok(changes) => {
+                    for a in &changes.actions {
+                        if let crate::domain::change::Outcome::Skipped(why) = &a.outcome {
+                            tracing::info!(seq = o.seq, lead_id = o.lead_id, action = %a.action, source = %a.source, "action skipped: {why}");
+                        }
+                    }
+                }
             }
         }
-        Ok(BatchOutcome { events: outcomes })
+        Ok(BatchOutcome {
+            events: batch.outcomes,
+        })
     }
 
     /// Processes until the queue is empty; returns the number of events handled.
@@ -132,24 +302,25 @@ impl Processor {
 
     /// Runs batches until `shutdown`; sleeps until woken or `poll_interval` passes
     /// (events stored by another process are found by polling).
+    ///
+    /// While one batch is written, the next is read and evaluated. The lead lock is held
+    /// for as long as batches follow each other (at most [`MAX_RUN`] in a row), so API
+    /// changes and jobs never see results that are not written yet.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(500);
         loop {
             if shutdown.is_cancelled() {
                 return;
             }
-            match self.run_once().await {
-                Ok(outcome) if !outcome.events.is_empty() => {
-                    backoff = Duration::from_millis(500);
-                    continue;
-                }
-                Ok(_) => {
+            match self.run_pipelined().await {
+                Ok(0) => {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = self.wake.notified() => {}
                         _ = tokio::time::sleep(self.poll_interval) => {}
                     }
                 }
+                Ok(_) => backoff = Duration::from_millis(500),
                 Err(e) => {
                     tracing::error!(error = %e, retry_in = ?backoff, "processing a batch failed; nothing of it was written, retrying");
                     tokio::select! {
@@ -161,32 +332,148 @@ impl Processor {
             }
         }
     }
+
+    /// Up to [`MAX_RUN`] batches, each written while the next is evaluated. Returns
+    /// the number of events processed.
+    async fn run_pipelined(&self) -> Result<usize, ProcessError> {
+        let _lock = self.lead_lock.lock().await;
+        let mut done = 0;
+        let mut writing: Option<(i64, Writing)> = None;
+        for _ in 0..MAX_RUN {
+            let next = self.prepare(writing.as_ref().map(|(last, _)| *last)).await;
+            if let Some((_, write)) = writing.take() {
+                let (batch, written) = write.await?;
+                done += self.finish(batch, written)?.events.len();
+            }
+            let Some(batch) = next? else {
+                return Ok(done);
+            };
+            let last = batch.last_seq;
+            writing = Some((
+                last,
+                tokio::spawn(write_batch(self.store.clone(), self.clock.now(), batch)),
+            ));
+        }
+        if let Some((_, write)) = writing {
+            let (batch, written) = write.await?;
+            done += self.finish(batch, written)?.events.len();
+        }
+        Ok(done)
+    }
 }
 
-/// Runs the rules for each event in order. Returns the leads' final state, each
-/// event's outcome, and the ids of leads changed by at least one successful event.
-fn evaluate_batch(
+/// Batches processed in a row before the lead lock is let go once.
+const MAX_RUN: usize = 10;
+
+/// A batch being written: the task hands the batch back with the result.
+type Writing = tokio::task::JoinHandle<(Prepared, Result<(), StoreError>)>;
+
+/// A batch evaluated but not yet written.
+struct Prepared {
+    saved: Vec<Changed>,
+    outcomes: Vec<EventOutcome>,
+    last_seq: i64,
+}
+
+/// Writes a batch's results in one transaction.
+async fn write_batch(
+    store: Store,
+    now: chrono::DateTime<chrono::Utc>,
+    batch: Prepared,
+) -> (Prepared, Result<(), StoreError>) {
+    let started = Instant::now();
+    let result = write(&store, now, &batch).await;
+    tracing::debug!(
+        events = batch.outcomes.len(),
+        write_ms = started.elapsed().as_secs_f64() * 1e3,
+        "batch written"
+    );
+    (batch, result)
+}
+
+async fn write(
+    store: &Store,
+    now: chrono::DateTime<chrono::Utc>,
+    batch: &Prepared,
+) -> Result<(), StoreError> {
+    // Leads whose contact data changed are written whole, the rest only their funnel
+    // state.
+    let full: Vec<&Lead> = batch
+        .saved
+        .iter()
+        .filter(|c| c.profile)
+        .map(|c| &c.lead)
+        .collect();
+    let states: Vec<&Lead> = batch
+        .saved
+        .iter()
+        .filter(|c| !c.profile)
+        .map(|c| &c.lead)
+        .collect();
+    let records: Vec<(i64, Option<i64>, &Changes)> = batch
+        .outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().ok().map(|c| (o.lead_id, Some(o.seq), c)))
+        .collect();
+    let processed: Vec<i64> = batch
+        .outcomes
+        .iter()
+        .filter(|o| o.result.is_ok())
+        .map(|o| o.seq)
+        .collect();
+    let failed: Vec<(i64, String)> = batch
+        .outcomes
+        .iter()
+        .filter_map(|o| {
+            o.result.as_ref().err().map(|e| {
+                (
+                    o.seq,
+                    serde_json::to_string(e).expect("rule errors serialise"),
+                )
+            })
+        })
+        .collect();
+    let statements = build::leads(&full)
+        .and(build::lead_states(&states))
+        .and(build::changes(&records))
+        .and(build::finished(&processed, &failed, now));
+    let waited = Instant::now();
+    let mut tx = store.begin_write().await?;
+    let held = Instant::now();
+    tx.execute(statements).await?;
+    let done = tx.commit().await;
+    tracing::debug!(
+        wait_ms = (held - waited).as_secs_f64() * 1e3,
+        held_ms = held.elapsed().as_secs_f64() * 1e3,
+        "batch write held the writer"
+    );
+    done
+}
+
+/// Runs the rules for each event of one shard in order. Returns the final state of
+/// the leads changed by at least one successful event, and each event's outcome.
+fn evaluate_shard(
     sandbox: &Sandbox,
-    rules: &crate::rules::RuleSet,
+    rules: &RuleSet,
     ctx: &Context,
+    history: &HistoryCache,
     mut leads: HashMap<i64, Lead>,
-    events: Vec<EventRow>,
-) -> (HashMap<i64, Lead>, Vec<EventOutcome>, Vec<i64>) {
+    events: Vec<PendingEvent>,
+) -> ShardResult {
     let mut outcomes = Vec::with_capacity(events.len());
-    let mut touched = Vec::new();
-    let mut seen = HashSet::new();
+    // Lead id -> whether its profile (not only its funnel state) changed.
+    let mut touched: HashMap<i64, bool> = HashMap::new();
     for row in events {
         let result = match leads.get(&row.lead_id) {
             None => Err(RuleError::new(
                 "event",
                 format!("lead {} of this event no longer exists", row.lead_id),
             )),
-            Some(lead) => evaluate_event(sandbox, rules, ctx, lead, &row),
+            Some(before) => evaluate_event(sandbox, rules, ctx, history, before, &row)
+                .map(|(after, changes)| (!before.same_profile(&after), after, changes)),
         };
-        let result = result.map(|(lead, changes)| {
-            if seen.insert(lead.id) {
-                touched.push(lead.id);
-            }
+        let result = result.map(|(profile, lead, changes)| {
+            *touched.entry(lead.id).or_default() |= profile;
             leads.insert(lead.id, lead);
             changes
         });
@@ -196,45 +483,62 @@ fn evaluate_batch(
             result,
         });
     }
-    (leads, outcomes, touched)
+    let changed = leads
+        .into_iter()
+        .filter_map(|(id, lead)| touched.get(&id).map(|&profile| Changed { lead, profile }))
+        .collect();
+    (changed, outcomes)
 }
 
 fn evaluate_event(
     sandbox: &Sandbox,
-    rules: &crate::rules::RuleSet,
+    rules: &RuleSet,
     ctx: &Context,
+    history: &HistoryCache,
     lead: &Lead,
-    row: &EventRow,
+    row: &PendingEvent,
 ) -> Result<(Lead, Changes), RuleError> {
-    let parse = |text: Option<&str>, what: &str| -> Result<Value, RuleError> {
-        match text {
-            None => Ok(Value::Null),
-            Some(t) => serde_json::from_str(t)
-                .map_err(|e| RuleError::new("event", format!("stored {what} are not JSON: {e}"))),
-        }
-    };
     let at = from_ms(row.occurred_at);
-    let traits = parse(row.traits.as_deref(), "traits")?;
-    let mut lead = lead.clone();
-    if row.kind == "identify"
-        && let Value::Object(obj) = &traits
-    {
-        let parsed = Traits::parse(obj, "traits").map_err(|errs| {
-            let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
-            RuleError::new("event", text.join("; "))
-        })?;
-        lead.apply_traits(&parsed, at, "identify");
+    // The event counts in the lead's history from now on, whatever the rules make of it.
+    history.record(
+        row.lead_id,
+        Past {
+            seq: row.seq,
+            name: row.name.as_str().into(),
+            at: row.occurred_at,
+            properties: row.properties.as_str().into(),
+        },
+    );
+    fn stored(what: &'static str) -> impl Fn(String) -> RuleError {
+        move |e| RuleError::new("event", format!("stored {what} are not a JSON object: {e}"))
     }
+    // Identify traits change the lead before the rules see it.
+    let identified;
+    let lead = match row.traits.as_deref() {
+        Some(text) if row.kind == "identify" => {
+            let obj: serde_json::Map<String, Value> =
+                serde_json::from_str(text).map_err(|e| stored("traits")(e.to_string()))?;
+            let parsed = Traits::parse(&obj, "traits").map_err(|errs| {
+                let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                RuleError::new("event", text.join("; "))
+            })?;
+            let mut changed = lead.clone();
+            changed.apply_traits(&parsed, at, "identify");
+            identified = changed;
+            &identified
+        }
+        _ => lead,
+    };
     let view = EventView {
         seq: row.seq,
         kind: row.kind.clone(),
         name: row.name.clone(),
         message_id: row.message_id.clone(),
-        properties: parse(Some(&row.properties), "properties")?,
-        traits,
-        context: parse(row.context.as_deref(), "context")?,
+        properties: json_map(Some(&row.properties)).map_err(stored("properties"))?,
+        traits: json_map(row.traits.as_deref()).map_err(stored("traits"))?,
+        context: json_map(row.context.as_deref()).map_err(stored("context"))?,
         at,
     };
-    let eval = run_event(sandbox, rules, ctx, &lead, &view)?;
+    let eval = run_event(sandbox, rules, ctx, lead, &view)?;
     Ok((eval.lead, eval.changes))
 }

@@ -43,6 +43,8 @@ pub struct Session {
     pub at: DateTime<Utc>,
     /// Counting sees events up to this one (the current event included).
     pub upto_seq: i64,
+    /// The rule file running now (named in the source of each change).
+    pub file: Arc<str>,
 }
 
 /// The `lead` object in Rhai: a handle on the [`Session`].
@@ -56,6 +58,11 @@ impl LeadHandle {
 
     fn lock(&self) -> MutexGuard<'_, Session> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names the rule file about to run.
+    pub fn set_file(&self, file: &Arc<str>) {
+        self.lock().file = Arc::clone(file);
     }
 
     /// Ends the run and hands back the session.
@@ -72,6 +79,7 @@ impl LeadHandle {
                     history: guard.history.clone(),
                     at: guard.at,
                     upto_seq: guard.upto_seq,
+                    file: guard.file.clone(),
                 }
             }
         }
@@ -89,20 +97,16 @@ fn runtime(ctx: &NativeCallContext, message: impl Into<String>) -> Box<EvalAltRe
     ))
 }
 
-fn source(ctx: &NativeCallContext) -> Source {
-    let pos = ctx.call_position();
-    Source::Rule {
-        file: ctx.call_source().unwrap_or("rule").into(),
-        line: pos.line().unwrap_or(0),
-        column: pos.position().unwrap_or(0),
-    }
-}
-
 /// Applies an action for the calling rule; a refused action becomes a rule error at the
 /// call's position.
 fn act(ctx: &NativeCallContext, lead: &mut LeadHandle, action: Action) -> Res<()> {
-    let source = source(ctx);
     let mut s = lead.lock();
+    let pos = ctx.call_position();
+    let source = Source::Rule {
+        file: Arc::clone(&s.file),
+        line: pos.line().unwrap_or(0),
+        column: pos.position().unwrap_or(0),
+    };
     let Session {
         lead,
         changes,
@@ -308,6 +312,10 @@ pub fn register(engine: &mut Engine, thresholds: Arc<BTreeMap<String, f64>>) {
                         format!("points must be a number, not {}", p.type_name()),
                     )
                 })?;
+                let current = l.lock().lead.fit_parts.get(criterion).copied();
+                if current.unwrap_or(0.0) == points {
+                    return Ok(()); // nothing changes
+                }
                 act(
                     &ctx,
                     l,
@@ -335,13 +343,21 @@ pub fn register(engine: &mut Engine, thresholds: Arc<BTreeMap<String, f64>>) {
         .register_fn(
             "tag",
             |ctx: NativeCallContext, l: &mut LeadHandle, tag: &str| {
-                act(&ctx, l, Action::Tag(tag.trim().to_string()))
+                let tag = tag.trim();
+                if l.lock().lead.tags.contains(tag) {
+                    return Ok(()); // nothing changes
+                }
+                act(&ctx, l, Action::Tag(tag.to_string()))
             },
         )
         .register_fn(
             "untag",
             |ctx: NativeCallContext, l: &mut LeadHandle, tag: &str| {
-                act(&ctx, l, Action::Untag(tag.trim().to_string()))
+                let tag = tag.trim();
+                if !l.lock().lead.tags.contains(tag) {
+                    return Ok(()); // nothing changes
+                }
+                act(&ctx, l, Action::Untag(tag.to_string()))
             },
         )
         .register_fn(

@@ -253,7 +253,9 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
     lead.fit = fixture.lead.fit.unwrap_or(0.0);
     lead.interest = fixture.lead.interest.unwrap_or(0.0);
     lead.tags = fixture.lead.tags.iter().cloned().collect();
-    tx.save_leads(&[&lead]).await.map_err(|e| e.to_string())?;
+    tx.execute(crate::store::build::leads(&[&lead]))
+        .await
+        .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())?;
 
     let mut all_actions = Vec::new();
@@ -261,17 +263,13 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
     for (n, step) in fixture.events.iter().enumerate() {
         at = step.at.unwrap_or(at + Duration::minutes(1));
         clock.set(at);
-        let label = format!(
-            "event {} ({} {}, {})",
-            n + 1,
-            step.kind,
-            step.event
-                .as_deref()
-                .or(step.name.as_deref())
-                .or(step.function.as_deref())
-                .unwrap_or(""),
-            at.to_rfc3339()
-        );
+        let what = step
+            .event
+            .as_deref()
+            .or(step.name.as_deref())
+            .or(step.function.as_deref())
+            .map_or(String::new(), |w| format!(" \"{w}\""));
+        let label = format!("event {} ({}{what}, {})", n + 1, step.kind, at.to_rfc3339());
         let (changes, error) = if step.kind == "job" {
             let (Some(rule), Some(function)) = (&step.rule, &step.function) else {
                 return Err(format!(
@@ -320,7 +318,7 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
                 })?;
             ingest::accept(
                 store,
-                &[item],
+                vec![item],
                 &|_| (None, String::new()),
                 funnel.initial(),
                 at,

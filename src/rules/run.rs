@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rhai::{CallFnOptions, Dynamic, Engine, Map, Scope};
-use serde_json::Value;
 
 use super::api::{History, LeadHandle, Session};
 use super::error::RuleError;
@@ -28,10 +27,23 @@ pub struct EventView {
     pub kind: String,
     pub name: String,
     pub message_id: String,
-    pub properties: Value,
-    pub traits: Value,
-    pub context: Value,
+    pub properties: Map,
+    pub traits: Map,
+    pub context: Map,
     pub at: DateTime<Utc>,
+}
+
+/// Reads a JSON object (as stored) straight into a Rhai map; `None` or `null` is empty.
+pub fn json_map(text: Option<&str>) -> Result<Map, String> {
+    match text {
+        None => Ok(Map::new()),
+        Some(t) => match serde_json::from_str::<Dynamic>(t).map_err(|e| e.to_string())? {
+            d if d.is_unit() => Ok(Map::new()),
+            d => d
+                .try_cast::<Map>()
+                .ok_or_else(|| "not a JSON object".to_string()),
+        },
+    }
 }
 
 impl EventView {
@@ -39,8 +51,6 @@ impl EventView {
     /// `context`, `timestamp`, `message_id`, and for page views `url`, `path`, `page`.
     fn to_dynamic(&self) -> Dynamic {
         let mut m = Map::new();
-        let conv = |v: &Value| rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT);
-        let empty = || Dynamic::from_map(Map::new());
         m.insert("type".into(), self.kind.clone().into());
         m.insert("name".into(), self.name.clone().into());
         m.insert("message_id".into(), self.message_id.clone().into());
@@ -51,54 +61,33 @@ impl EventView {
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
                 .into(),
         );
-        let props = if self.properties.is_object() {
-            conv(&self.properties)
-        } else {
-            empty()
-        };
-        m.insert("properties".into(), props);
-        m.insert(
-            "traits".into(),
-            if self.traits.is_object() {
-                conv(&self.traits)
-            } else {
-                empty()
-            },
-        );
-        m.insert(
-            "context".into(),
-            if self.context.is_object() {
-                conv(&self.context)
-            } else {
-                empty()
-            },
-        );
         if self.kind == "page" {
             let text = |k: &str| {
                 self.properties
                     .get(k)
-                    .and_then(Value::as_str)
+                    .and_then(|v| {
+                        v.read_lock::<rhai::ImmutableString>()
+                            .map(|s| s.to_string())
+                    })
                     .unwrap_or_default()
-                    .to_string()
             };
             let url = text("url");
             let path = match text("path") {
                 p if !p.is_empty() => p,
-                _ => url_path(&url),
+                _ => crate::ingest::segment::url_path(&url),
             };
             m.insert("url".into(), url.into());
             m.insert("path".into(), path.into());
             m.insert("page".into(), text("name").into());
         }
+        m.insert(
+            "properties".into(),
+            Dynamic::from_map(self.properties.clone()),
+        );
+        m.insert("traits".into(), Dynamic::from_map(self.traits.clone()));
+        m.insert("context".into(), Dynamic::from_map(self.context.clone()));
         Dynamic::from_map(m)
     }
-}
-
-/// The path part of a URL (`https://x.de/preise?a=1` -> `/preise`).
-fn url_path(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let path = rest.find('/').map_or("/", |i| &rest[i..]);
-    path.split(['?', '#']).next().unwrap_or("/").to_string()
 }
 
 /// The outcome of a successful run.
@@ -164,8 +153,10 @@ pub fn run_event(
             history: ctx.history.clone(),
             at: event.1,
             upto_seq: event.2,
+            file: Arc::from(""),
         });
         for file in rules.files.iter().filter(|f| f.has_on_event) {
+            handle.set_file(&file.shown);
             call(
                 sandbox,
                 engine,
@@ -182,8 +173,9 @@ pub fn run_event(
     })
 }
 
+/// The event map, shared so that handing it to each rule file does not copy it.
 fn event_dynamic(event: &EventView) -> (Dynamic, DateTime<Utc>, i64) {
-    (event.to_dynamic(), event.at, event.seq)
+    (event.to_dynamic().into_shared(), event.at, event.seq)
 }
 
 /// Runs `function(lead)` of one file (a scheduled job) at time `at`.
@@ -203,6 +195,7 @@ pub fn run_function(
             history: ctx.history.clone(),
             at,
             upto_seq: i64::MAX,
+            file: Arc::clone(&file.shown),
         });
         call(
             sandbox,
@@ -217,16 +210,4 @@ pub fn run_function(
             changes: s.changes,
         })
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::url_path;
-
-    #[test]
-    fn paths_of_urls() {
-        assert_eq!(url_path("https://example.com/preise?x=1"), "/preise");
-        assert_eq!(url_path("https://example.com"), "/");
-        assert_eq!(url_path("/pricing#plans"), "/pricing");
-    }
 }

@@ -54,6 +54,8 @@ fn build(limits: &Limits, thresholds: Arc<BTreeMap<String, f64>>) -> Engine {
         .set_max_variables(1_000)
         .set_max_functions(1_000)
         .set_max_modules(0)
+        // The interner is shared and locked; rules run on several threads at once.
+        .set_max_strings_interned(0)
         .set_strict_variables(true)
         .set_module_resolver(DummyModuleResolver::new());
     engine.disable_symbol("eval");

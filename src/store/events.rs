@@ -4,14 +4,12 @@
 //! `attempts`, `error` and `processed_at`. `message_id` is unique, so a retried request
 //! never adds an event twice.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, QueryBuilder, Sqlite};
 
 use super::rows::ms_as_rfc3339;
-use super::{Store, StoreError, WriteTx, rows_per_statement};
+use super::{Statements, Store, StoreError, WriteTx, rows_per_statement};
 use crate::clock::to_ms;
 
 /// An accepted event, ready to be stored.
@@ -54,6 +52,30 @@ pub struct EventRow {
     pub error: Option<String>,
 }
 
+/// A pending event: what processing needs.
+#[derive(Debug, Clone, FromRow)]
+pub struct PendingEvent {
+    pub seq: i64,
+    pub message_id: String,
+    pub lead_id: i64,
+    pub kind: String,
+    pub name: String,
+    pub properties: String,
+    pub traits: Option<String>,
+    pub context: Option<String>,
+    pub occurred_at: i64,
+}
+
+/// A past event as counting needs it.
+#[derive(Debug, Clone, FromRow)]
+pub struct PastEvent {
+    pub lead_id: i64,
+    pub seq: i64,
+    pub name: String,
+    pub occurred_at: i64,
+    pub properties: String,
+}
+
 /// A failed event with its lead, for `events failed`.
 #[derive(Debug, Clone, FromRow)]
 pub struct FailedEvent {
@@ -85,14 +107,49 @@ const EVENT_COLUMNS: &str = "seq, message_id, lead_id, kind, name, properties, t
 
 impl Store {
     /// The oldest pending events, in arrival order.
-    pub async fn pending_events(&self, limit: usize) -> Result<Vec<EventRow>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE status = 'pending' ORDER BY seq LIMIT ?"
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?)
+    /// With `after`, only events that arrived after that one (the events up to it are
+    /// still being written).
+    pub async fn pending_events(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, message_id, lead_id, kind, name, properties, traits, context, occurred_at \
+             FROM events WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after.unwrap_or(0))
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Events of the given leads that happened at or after `since` and are not
+    /// waiting to be processed: the history the processor keeps in memory.
+    pub async fn past_events(
+        &self,
+        lead_ids: &[i64],
+        since: DateTime<Utc>,
+    ) -> Result<Vec<PastEvent>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in lead_ids.chunks(rows_per_statement(1) - 1) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT lead_id, seq, name, occurred_at, properties FROM events \
+                 WHERE status <> 'pending' AND occurred_at >= ",
+            );
+            q.push_bind(to_ms(since)).push(" AND lead_id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            out.extend(
+                q.build_query_as::<PastEvent>()
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     /// True when at least one event waits.
@@ -195,56 +252,54 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Adds `n` newly stored events to the received counter.
+    pub async fn count_received(&mut self, n: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE counters SET value = value + ? WHERE name = 'events_received'")
+            .bind(n as i64)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Statements for the event queue; run them with [`WriteTx::execute`].
+pub mod build {
+    use super::*;
+
     /// Inserts events for their leads; an event whose `message_id` is already stored
-    /// (or repeats within the list) is skipped. Returns, per item, whether it was new.
-    pub async fn insert_events(
-        &mut self,
-        events: &[(i64, &NewEvent)],
-        received_at: DateTime<Utc>,
-    ) -> Result<Vec<bool>, StoreError> {
+    /// (or repeats within the list) is skipped, so the rows affected are the new ones.
+    pub fn events(events: Vec<(i64, NewEvent)>, received_at: DateTime<Utc>) -> Statements {
         let received = to_ms(received_at);
-        let mut inserted: HashSet<String> = HashSet::with_capacity(events.len());
-        for chunk in events.chunks(rows_per_statement(9)) {
+        let per_statement = rows_per_statement(9);
+        let mut out = Statements::default();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO events (message_id, lead_id, kind, name, properties, traits, context, \
                  occurred_at, received_at) ",
             );
-            q.push_values(chunk, |mut b, (lead, e)| {
-                b.push_bind(e.message_id.clone())
-                    .push_bind(*lead)
+            q.push_values(events.by_ref().take(per_statement), |mut b, (lead, e)| {
+                b.push_bind(e.message_id)
+                    .push_bind(lead)
                     .push_bind(e.kind)
-                    .push_bind(e.name.clone())
-                    .push_bind(e.properties.clone())
-                    .push_bind(e.traits.clone())
-                    .push_bind(e.context.clone())
+                    .push_bind(e.name)
+                    .push_bind(e.properties)
+                    .push_bind(e.traits)
+                    .push_bind(e.context)
                     .push_bind(to_ms(e.occurred_at))
                     .push_bind(received);
             });
-            q.push(" ON CONFLICT (message_id) DO NOTHING RETURNING message_id");
-            let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
-            inserted.extend(rows.into_iter().map(|(m,)| m));
+            q.push(" ON CONFLICT (message_id) DO NOTHING");
+            out.push(q);
         }
-        let new = inserted.len() as i64;
-        sqlx::query("UPDATE counters SET value = value + ? WHERE name = 'events_received'")
-            .bind(new)
-            .execute(&mut *self.tx)
-            .await?;
-        // The first occurrence of a new message id is the one that was stored.
-        Ok(events
-            .iter()
-            .map(|(_, e)| inserted.remove(&e.message_id))
-            .collect())
+        out
     }
 
     /// Marks processed and failed events; `failed` carries the error JSON.
-    pub async fn finish_events(
-        &mut self,
-        processed: &[i64],
-        failed: &[(i64, String)],
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    pub fn finished(processed: &[i64], failed: &[(i64, String)], at: DateTime<Utc>) -> Statements {
         let ms = to_ms(at);
-        for chunk in processed.chunks(rows_per_statement(1)) {
+        let mut out = Statements::default();
+        for chunk in processed.chunks(rows_per_statement(1) - 1) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "UPDATE events SET status = 'processed', attempts = attempts + 1, error = NULL, \
                  processed_at = ",
@@ -255,19 +310,19 @@ impl WriteTx {
                 sep.push_bind(*s);
             }
             q.push(")");
-            q.build().execute(&mut *self.tx).await?;
+            out.push(q);
         }
         for (seq, error) in failed {
-            sqlx::query(
-                "UPDATE events SET status = 'failed', attempts = attempts + 1, error = ?, \
-                 processed_at = ? WHERE seq = ?",
-            )
-            .bind(error)
-            .bind(ms)
-            .bind(seq)
-            .execute(&mut *self.tx)
-            .await?;
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE events SET status = 'failed', attempts = attempts + 1, error = ",
+            );
+            q.push_bind(error.clone())
+                .push(", processed_at = ")
+                .push_bind(ms)
+                .push(" WHERE seq = ")
+                .push_bind(*seq);
+            out.push(q);
         }
-        Ok(())
+        out
     }
 }

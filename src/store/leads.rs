@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::{HistoryRow, LEAD_COLUMNS, LeadRow, LedgerRow};
-use super::{Store, StoreError, WriteTx, rows_per_statement};
+use super::{Statements, Store, StoreError, WriteTx, rows_per_statement};
 use crate::clock::to_ms;
 use crate::domain::{Changes, Email, Lead, Source, StageMove};
 use chrono::{DateTime, Utc};
@@ -117,27 +117,58 @@ impl Store {
     }
 }
 
-impl WriteTx {
+/// `SELECT id, email, external_id FROM leads WHERE column IN (...)`, in chunks.
+fn key_queries(emails: &[String], external_ids: &[String]) -> Vec<QueryBuilder<Sqlite>> {
+    let mut out = Vec::new();
+    for (column, values) in [("email", emails), ("external_id", external_ids)] {
+        for chunk in values.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT id, email, external_id FROM leads WHERE {column} IN ("
+            ));
+            let mut sep = q.separated(", ");
+            for v in chunk {
+                sep.push_bind(v.clone());
+            }
+            q.push(")");
+            out.push(q);
+        }
+    }
+    out
+}
+
+impl Store {
     /// Leads whose e-mail or external id is among the given ones.
+    pub async fn lead_keys(
+        &self,
+        emails: &[String],
+        external_ids: &[String],
+    ) -> Result<Vec<LeadKeyRow>, StoreError> {
+        let mut out = Vec::new();
+        for mut q in key_queries(emails, external_ids) {
+            out.extend(
+                q.build_query_as::<LeadKeyRow>()
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl WriteTx {
+    /// Like [`Store::lead_keys`], inside the transaction.
     pub async fn find_lead_keys(
         &mut self,
         emails: &[String],
         external_ids: &[String],
     ) -> Result<Vec<LeadKeyRow>, StoreError> {
         let mut out = Vec::new();
-        for (column, values) in [("email", emails), ("external_id", external_ids)] {
-            for chunk in values.chunks(rows_per_statement(1)) {
-                let mut q = QueryBuilder::<Sqlite>::new(format!(
-                    "SELECT id, email, external_id FROM leads WHERE {column} IN ("
-                ));
-                let mut sep = q.separated(", ");
-                for v in chunk {
-                    sep.push_bind(v.clone());
-                }
-                q.push(")");
-                let rows: Vec<LeadKeyRow> = q.build_query_as().fetch_all(&mut *self.tx).await?;
-                out.extend(rows);
-            }
+        for mut q in key_queries(emails, external_ids) {
+            out.extend(
+                q.build_query_as::<LeadKeyRow>()
+                    .fetch_all(&mut *self.tx)
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -171,7 +202,8 @@ impl WriteTx {
             source: Source::System("ingest".into()),
             reason: reason.to_string(),
         };
-        self.insert_moves(&[(id, None, &created)]).await?;
+        self.execute(build::moves_rows(&[(id, None, &created)]))
+            .await?;
         Ok(id)
     }
 
@@ -185,123 +217,6 @@ impl WriteTx {
             .bind(lead_id)
             .execute(&mut *self.tx)
             .await?;
-        Ok(())
-    }
-
-    /// Writes the full state of each lead (one statement per few hundred leads).
-    pub async fn save_leads(&mut self, leads: &[&Lead]) -> Result<(), StoreError> {
-        const COLUMNS: usize = 30;
-        for chunk in leads.chunks(rows_per_statement(COLUMNS)) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO leads ({LEAD_COLUMNS}) "));
-            q.push_values(chunk, |mut b, l| {
-                b.push_bind(l.id)
-                    .push_bind(l.email.as_str().to_string())
-                    .push_bind(l.external_id.clone())
-                    .push_bind(l.first_name.clone())
-                    .push_bind(l.last_name.clone())
-                    .push_bind(l.phone.clone())
-                    .push_bind(l.company.clone())
-                    .push_bind(l.title.clone())
-                    .push_bind(l.industry.clone())
-                    .push_bind(l.employees)
-                    .push_bind(l.revenue)
-                    .push_bind(l.country.clone())
-                    .push_bind(l.time_zone.clone())
-                    .push_bind(l.locale.clone())
-                    .push_bind(l.consent_email.granted)
-                    .push_bind(l.consent_email.at.map(to_ms))
-                    .push_bind(l.consent_email.source.clone())
-                    .push_bind(l.consent_tracking.granted)
-                    .push_bind(l.consent_tracking.at.map(to_ms))
-                    .push_bind(l.consent_tracking.source.clone())
-                    .push_bind(l.stage.clone())
-                    .push_bind(to_ms(l.stage_since))
-                    .push_bind(l.fit)
-                    .push_bind(json(&l.fit_parts))
-                    .push_bind(l.interest)
-                    .push_bind(json(&l.tags))
-                    .push_bind(l.owner.clone())
-                    .push_bind(json(&l.attributes))
-                    .push_bind(to_ms(l.created_at))
-                    .push_bind(to_ms(l.updated_at));
-            });
-            q.push(
-                " ON CONFLICT (id) DO UPDATE SET external_id = excluded.external_id, \
-                 first_name = excluded.first_name, last_name = excluded.last_name, \
-                 phone = excluded.phone, company = excluded.company, title = excluded.title, \
-                 industry = excluded.industry, employees = excluded.employees, \
-                 revenue = excluded.revenue, country = excluded.country, \
-                 time_zone = excluded.time_zone, locale = excluded.locale, \
-                 consent_email = excluded.consent_email, \
-                 consent_email_at = excluded.consent_email_at, \
-                 consent_email_source = excluded.consent_email_source, \
-                 consent_tracking = excluded.consent_tracking, \
-                 consent_tracking_at = excluded.consent_tracking_at, \
-                 consent_tracking_source = excluded.consent_tracking_source, \
-                 stage = excluded.stage, stage_since = excluded.stage_since, fit = excluded.fit, \
-                 fit_parts = excluded.fit_parts, interest = excluded.interest, \
-                 tags = excluded.tags, owner = excluded.owner, attributes = excluded.attributes, \
-                 updated_at = excluded.updated_at",
-            );
-            q.build().execute(&mut *self.tx).await?;
-        }
-        Ok(())
-    }
-
-    /// Records the stage moves and score changes of several units of work:
-    /// `(lead id, event seq, changes)`.
-    pub async fn record_changes(
-        &mut self,
-        items: &[(i64, Option<i64>, &Changes)],
-    ) -> Result<(), StoreError> {
-        let moves: Vec<_> = items
-            .iter()
-            .flat_map(|(lead, seq, c)| c.moves.iter().map(move |m| (*lead, *seq, m)))
-            .collect();
-        self.insert_moves(&moves).await?;
-        let scores: Vec<_> = items
-            .iter()
-            .flat_map(|(lead, seq, c)| c.scores.iter().map(move |s| (*lead, *seq, s)))
-            .collect();
-        for chunk in scores.chunks(rows_per_statement(8)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO score_ledger (lead_id, axis, delta, at, source_kind, source, reason, event_seq) ",
-            );
-            q.push_values(chunk, |mut b, (lead, seq, s)| {
-                b.push_bind(*lead)
-                    .push_bind(s.axis.as_str())
-                    .push_bind(s.delta)
-                    .push_bind(to_ms(s.at))
-                    .push_bind(s.source.kind())
-                    .push_bind(s.source.to_string())
-                    .push_bind(s.reason.clone())
-                    .push_bind(*seq);
-            });
-            q.build().execute(&mut *self.tx).await?;
-        }
-        Ok(())
-    }
-
-    async fn insert_moves(
-        &mut self,
-        moves: &[(i64, Option<i64>, &StageMove)],
-    ) -> Result<(), StoreError> {
-        for chunk in moves.chunks(rows_per_statement(8)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO stage_history (lead_id, from_stage, to_stage, at, source_kind, source, reason, event_seq) ",
-            );
-            q.push_values(chunk, |mut b, (lead, seq, m)| {
-                b.push_bind(*lead)
-                    .push_bind(m.from.clone())
-                    .push_bind(m.to.clone())
-                    .push_bind(to_ms(m.at))
-                    .push_bind(m.source.kind())
-                    .push_bind(m.source.to_string())
-                    .push_bind(m.reason.clone())
-                    .push_bind(*seq);
-            });
-            q.build().execute(&mut *self.tx).await?;
-        }
         Ok(())
     }
 
@@ -345,4 +260,151 @@ impl WriteTx {
 /// A JSON column's text.
 fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("lead JSON columns serialise")
+}
+
+/// Statements that write leads and their records; run them with [`WriteTx::execute`].
+pub mod build {
+    use super::*;
+
+    /// Writes the full state of each lead (one statement per few hundred leads).
+    pub fn leads(leads: &[&Lead]) -> Statements {
+        const COLUMNS: usize = 30;
+        let mut out = Statements::default();
+        for chunk in leads.chunks(rows_per_statement(COLUMNS)) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO leads ({LEAD_COLUMNS}) "));
+            q.push_values(chunk, |mut b, l| {
+                b.push_bind(l.id)
+                    .push_bind(l.email.as_str().to_string())
+                    .push_bind(l.external_id.clone())
+                    .push_bind(l.first_name.clone())
+                    .push_bind(l.last_name.clone())
+                    .push_bind(l.phone.clone())
+                    .push_bind(l.company.clone())
+                    .push_bind(l.title.clone())
+                    .push_bind(l.industry.clone())
+                    .push_bind(l.employees)
+                    .push_bind(l.revenue)
+                    .push_bind(l.country.clone())
+                    .push_bind(l.time_zone.clone())
+                    .push_bind(l.locale.clone())
+                    .push_bind(l.consent_email.granted)
+                    .push_bind(l.consent_email.at.map(to_ms))
+                    .push_bind(l.consent_email.source.clone())
+                    .push_bind(l.consent_tracking.granted)
+                    .push_bind(l.consent_tracking.at.map(to_ms))
+                    .push_bind(l.consent_tracking.source.clone())
+                    .push_bind(l.stage.clone())
+                    .push_bind(to_ms(l.stage_since))
+                    .push_bind(l.fit)
+                    .push_bind(json(&l.fit_parts))
+                    .push_bind(l.interest)
+                    .push_bind(json(&l.tags))
+                    .push_bind(l.owner.clone())
+                    .push_bind(json(&l.attributes))
+                    .push_bind(to_ms(l.created_at))
+                    .push_bind(to_ms(l.updated_at));
+            });
+            // external_id is left alone: ingest owns it.
+            q.push(
+                " ON CONFLICT (id) DO UPDATE SET \
+                 first_name = excluded.first_name, last_name = excluded.last_name, \
+                 phone = excluded.phone, company = excluded.company, title = excluded.title, \
+                 industry = excluded.industry, employees = excluded.employees, \
+                 revenue = excluded.revenue, country = excluded.country, \
+                 time_zone = excluded.time_zone, locale = excluded.locale, \
+                 consent_email = excluded.consent_email, \
+                 consent_email_at = excluded.consent_email_at, \
+                 consent_email_source = excluded.consent_email_source, \
+                 consent_tracking = excluded.consent_tracking, \
+                 consent_tracking_at = excluded.consent_tracking_at, \
+                 consent_tracking_source = excluded.consent_tracking_source, \
+                 stage = excluded.stage, stage_since = excluded.stage_since, fit = excluded.fit, \
+                 fit_parts = excluded.fit_parts, interest = excluded.interest, \
+                 tags = excluded.tags, owner = excluded.owner, attributes = excluded.attributes, \
+                 updated_at = excluded.updated_at",
+            );
+            out.push(q);
+        }
+        out
+    }
+
+    /// Writes only the columns rules change on every event (stage, scores, tags,
+    /// attributes): for leads whose contact data is unchanged.
+    pub fn lead_states(leads: &[&Lead]) -> Statements {
+        let mut out = Statements::default();
+        for chunk in leads.chunks(rows_per_statement(10)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE leads SET stage = v.column2, stage_since = v.column3, fit = v.column4, \
+                 fit_parts = v.column5, interest = v.column6, tags = v.column7, \
+                 attributes = v.column8, owner = v.column9, updated_at = v.column10 FROM (",
+            );
+            q.push_values(chunk, |mut b, l| {
+                b.push_bind(l.id)
+                    .push_bind(l.stage.clone())
+                    .push_bind(to_ms(l.stage_since))
+                    .push_bind(l.fit)
+                    .push_bind(json(&l.fit_parts))
+                    .push_bind(l.interest)
+                    .push_bind(json(&l.tags))
+                    .push_bind(json(&l.attributes))
+                    .push_bind(l.owner.clone())
+                    .push_bind(to_ms(l.updated_at));
+            });
+            q.push(") AS v WHERE leads.id = v.column1");
+            out.push(q);
+        }
+        out
+    }
+
+    /// Records the stage moves and score changes of several units of work:
+    /// `(lead id, event seq, changes)`.
+    pub fn changes(items: &[(i64, Option<i64>, &Changes)]) -> Statements {
+        let moves: Vec<_> = items
+            .iter()
+            .flat_map(|(lead, seq, c)| c.moves.iter().map(move |m| (*lead, *seq, m)))
+            .collect();
+        let mut out = moves_rows(&moves);
+        let scores: Vec<_> = items
+            .iter()
+            .flat_map(|(lead, seq, c)| c.scores.iter().map(move |s| (*lead, *seq, s)))
+            .collect();
+        for chunk in scores.chunks(rows_per_statement(8)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO score_ledger (lead_id, axis, delta, at, source_kind, source, reason, event_seq) ",
+            );
+            q.push_values(chunk, |mut b, (lead, seq, s)| {
+                b.push_bind(*lead)
+                    .push_bind(s.axis.as_str())
+                    .push_bind(s.delta)
+                    .push_bind(to_ms(s.at))
+                    .push_bind(s.source.kind())
+                    .push_bind(s.source.to_string())
+                    .push_bind(s.reason.clone())
+                    .push_bind(*seq);
+            });
+            out.push(q);
+        }
+        out
+    }
+
+    pub(in crate::store) fn moves_rows(moves: &[(i64, Option<i64>, &StageMove)]) -> Statements {
+        let mut out = Statements::default();
+        for chunk in moves.chunks(rows_per_statement(8)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO stage_history (lead_id, from_stage, to_stage, at, source_kind, source, reason, event_seq) ",
+            );
+            q.push_values(chunk, |mut b, (lead, seq, m)| {
+                b.push_bind(*lead)
+                    .push_bind(m.from.clone())
+                    .push_bind(m.to.clone())
+                    .push_bind(to_ms(m.at))
+                    .push_bind(m.source.kind())
+                    .push_bind(m.source.to_string())
+                    .push_bind(m.reason.clone())
+                    .push_bind(*seq);
+            });
+            out.push(q);
+        }
+        out
+    }
 }

@@ -22,7 +22,7 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-pub use events::{CountQuery, EventRow, FailedEvent, NewEvent};
+pub use events::{CountQuery, EventRow, FailedEvent, NewEvent, PastEvent, PendingEvent};
 pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
 pub use lease::{Lease, LeaseHeld};
@@ -76,7 +76,7 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-32000");
+            .pragma("cache_size", "-65536");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
@@ -112,6 +112,38 @@ impl WriteTx {
         self.tx.commit().await?;
         Ok(())
     }
+
+    /// Runs statements built beforehand (see [`build`]); returns the rows affected.
+    pub async fn execute(&mut self, statements: Statements) -> Result<u64, StoreError> {
+        let mut rows = 0;
+        for mut q in statements.0 {
+            rows += q.build().execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(rows)
+    }
+}
+
+/// Write statements built before the writer lock is taken, so it is held only while
+/// they run.
+#[derive(Default)]
+pub struct Statements(Vec<sqlx::QueryBuilder<Sqlite>>);
+
+impl Statements {
+    fn push(&mut self, q: sqlx::QueryBuilder<Sqlite>) {
+        self.0.push(q);
+    }
+
+    /// Appends another set, to run after these.
+    pub fn and(mut self, other: Statements) -> Self {
+        self.0.extend(other.0);
+        self
+    }
+}
+
+/// Builders of write statements, by table.
+pub mod build {
+    pub use super::events::build::{events, finished};
+    pub use super::leads::build::{changes, lead_states, leads};
 }
 
 /// SQLite allows 32766 bound parameters per statement; stay well below.
