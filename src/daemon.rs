@@ -96,7 +96,12 @@ impl Running {
             .await
             .is_err()
         {
+            // Keep the lease: it expires on its own, after any write still under way.
             tracing::warn!("shutdown: some work did not finish in time");
+            return;
+        }
+        if let Err(e) = self.app.processor.give_up_lease().await {
+            tracing::warn!(error = %e, "cannot release the processing lease");
         }
     }
 
@@ -112,8 +117,7 @@ impl Running {
 /// Starts the daemon on `listener` (bound by the caller, so tests can use port 0).
 pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartError> {
     let app = Arc::new(app);
-    let store = app.store().clone();
-    let lease = store.acquire_lease("daemon").await??;
+    app.processor.take_lease("daemon").await??;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: app.config.http_addr,
         source,
@@ -135,23 +139,19 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         shutdown.clone(),
     ));
     {
-        let (store, shutdown) = (store.clone(), shutdown.clone());
+        // Processing writes extend the lease too; this keeps it while idle.
+        let (processor, shutdown) = (app.processor.clone(), shutdown.clone());
         tasks.spawn(async move {
             let renew = crate::store::lease::LEASE_TTL / 3;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(renew) => {
-                        match store.renew_lease(&lease).await {
-                            Ok(true) => {}
-                            Ok(false) => tracing::error!("lost the processing lease to another process"),
-                            Err(e) => tracing::warn!(error = %e, "cannot renew the processing lease"),
+                        if let Err(e) = processor.renew_lease().await {
+                            tracing::warn!(error = %e, "cannot renew the processing lease");
                         }
                     }
                 }
-            }
-            if let Err(e) = store.release_lease(&lease).await {
-                tracing::warn!(error = %e, "cannot release the processing lease");
             }
         });
     }

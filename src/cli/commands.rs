@@ -78,10 +78,11 @@ async fn shutdown_signal() {
 
 /// Processes the queue here unless a daemon holds the processing lease.
 async fn process_if_free(app: &App) -> anyhow::Result<()> {
-    match app.store().acquire_lease("cli").await? {
-        Ok(lease) => {
+    match app.processor.take_lease("cli").await? {
+        Ok(()) => {
+            // Each batch written extends the lease, so a long run keeps it.
             let result = app.processor.drain().await;
-            app.store().release_lease(&lease).await?;
+            app.processor.give_up_lease().await?;
             let n = result?;
             let counts = app.store().event_counts().await?;
             println!(

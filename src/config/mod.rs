@@ -304,6 +304,12 @@ fn validate(
         }
     };
     let batch_size = positive("processing.batch_size", raw.processing.batch_size) as usize;
+    if batch_size > 10_000 {
+        bad(
+            "processing.batch_size",
+            format!("{batch_size} is too large: at most 10000 events per batch"),
+        );
+    }
     let recent_activity =
         positive("processing.recent_activity", raw.processing.recent_activity) as usize;
     let max_operations = positive("limits.max_operations", raw.limits.max_operations);

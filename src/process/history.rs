@@ -1,11 +1,12 @@
 //! The event history rules count on ([`History`]): answered from memory for leads whose
 //! recent events the processor holds, from the store otherwise.
 //!
-//! The processor loads a lead's events of the last [`COVERED_DAYS`] days when the lead
-//! first shows up in a batch, then adds every event of the lead as it processes it. A
-//! count whose window reaches further back, or a lead with very many events, is asked
-//! of the store. Rules run on blocking threads, so a store query is driven to
-//! completion on the runtime from there.
+//! The first time a rule counts for a lead, the lead's events of the last
+//! [`COVERED_DAYS`] days are loaded; from then on the processor adds each of the lead's
+//! events as it processes it, so later counts need no query. A count whose window
+//! reaches further back, or a lead with very many events, is asked of the store. Memory
+//! is bounded: the least recently used leads are dropped first. Rules run on blocking
+//! threads, so a store query is driven to completion on the runtime from there.
 
 use std::sync::{Arc, Mutex};
 
@@ -57,6 +58,18 @@ struct Inner {
     events: usize,
 }
 
+impl Inner {
+    /// Drops the least recently used leads until at most [`MAX_EVENTS`] are held.
+    fn shrink(&mut self) {
+        while self.events > MAX_EVENTS {
+            match self.leads.pop_lru() {
+                Some((_, gone)) => self.events -= gone.events.len(),
+                None => break,
+            }
+        }
+    }
+}
+
 /// Recent events per lead, bounded in memory.
 pub struct HistoryCache {
     inner: Mutex<Inner>,
@@ -78,13 +91,8 @@ impl HistoryCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leads among `ids` whose history is not held.
-    pub fn missing(&self, ids: &[i64]) -> Vec<i64> {
-        let inner = self.lock();
-        ids.iter()
-            .filter(|id| !inner.leads.contains(id))
-            .copied()
-            .collect()
+    fn holds(&self, lead: i64) -> bool {
+        self.lock().leads.contains(&lead)
     }
 
     /// Takes a lead's events as loaded from the store (complete from `covered_from`).
@@ -104,12 +112,7 @@ impl HistoryCache {
         ) {
             inner.events -= old.events.len();
         }
-        while inner.events > MAX_EVENTS {
-            match inner.leads.pop_lru() {
-                Some((_, gone)) => inner.events -= gone.events.len(),
-                None => break,
-            }
-        }
+        inner.shrink();
     }
 
     /// Adds an event of a lead whose history is held (a no-op otherwise, or when the
@@ -128,6 +131,7 @@ impl HistoryCache {
         if too_many && let Some(gone) = inner.leads.pop(&lead) {
             inner.events -= gone.events.len();
         }
+        inner.shrink();
     }
 
     /// Forgets everything (e.g. when a batch could not be written).
@@ -206,6 +210,23 @@ impl History for StoreHistory {
         if let Some(n) = self.cache.count(&q, filter) {
             return Ok(n);
         }
+        if !self.cache.holds(lead_id) {
+            // First count for this lead: load its recent events (whatever their state:
+            // the batch before may still be being written), then count from memory.
+            let since = until - chrono::Duration::days(COVERED_DAYS);
+            let past = self
+                .runtime
+                .block_on(self.store.past_events(&[lead_id], since))
+                .map_err(|e| e.to_string())?;
+            self.cache.install(
+                lead_id,
+                past.into_iter().map(Past::from).collect(),
+                to_ms(since),
+            );
+            if let Some(n) = self.cache.count(&q, filter) {
+                return Ok(n);
+            }
+        }
         let matches = filter.map(|f| {
             let f = f.clone();
             move |props: &str| matches_text(props, &f)
@@ -270,5 +291,20 @@ mod tests {
         // Reaching back before what is held, or without a window: ask the store.
         assert_eq!(cache.count(&q(Some(5), 100, 10), None), None);
         assert_eq!(cache.count(&q(None, 100, 10), None), None);
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let cache = HistoryCache::default();
+        for lead in 0..100 {
+            cache.install(lead, Vec::new(), 0);
+        }
+        for seq in 0..(MAX_EVENTS as i64 + 5_000) {
+            cache.record(seq % 100, past(seq, "Page Viewed", seq, &json!({})));
+        }
+        let inner = cache.lock();
+        assert!(inner.events <= MAX_EVENTS, "{}", inner.events);
+        let held: usize = inner.leads.iter().map(|(_, l)| l.events.len()).sum();
+        assert_eq!(held, inner.events);
     }
 }

@@ -75,7 +75,9 @@ impl Processor {
             .filter_map(|(id, r)| r.as_ref().ok().map(|(_, c)| (*id, None, c)))
             .collect();
         let statements = build::leads(&saved).and(build::changes(&records));
+        let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
+        tx.hold_lease(&lease).await?;
         tx.execute(statements).await?;
         if let Err(e) = tx.commit().await {
             self.forget_leads(None);
@@ -97,7 +99,9 @@ impl Processor {
         reason: &str,
     ) -> Result<u64, ProcessError> {
         let _lock = self.lead_lock.lock().await;
+        let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
+        tx.hold_lease(&lease).await?;
         let n = tx.decay_interest(factor, at, source, reason).await?;
         let done = tx.commit().await;
         // Interest changed in the store for every lead.

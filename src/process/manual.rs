@@ -55,7 +55,9 @@ impl Processor {
         if outcome == Outcome::Applied {
             let statements =
                 build::leads(&[&lead]).and(build::changes(&[(lead.id, None, &changes)]));
+            let lease = self.held_lease()?;
             let mut tx = self.store.begin_write().await?;
+            tx.hold_lease(&lease).await?;
             tx.execute(statements).await?;
             if let Err(e) = tx.commit().await {
                 self.forget_leads(Some(&[lead.id]));

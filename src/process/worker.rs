@@ -16,12 +16,12 @@ use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::history::{COVERED_DAYS, HistoryCache, Past, StoreHistory};
+use super::history::{HistoryCache, Past, StoreHistory};
 use crate::clock::{SharedClock, from_ms};
 use crate::domain::{Changes, Funnel, Lead, Traits};
 use crate::rules::run::{json_map, run_event};
 use crate::rules::{Context, EventView, RuleError, RuleSet, Rules, Sandbox};
-use crate::store::{PendingEvent, Store, StoreError, build};
+use crate::store::{Lease, LeaseHeld, PendingEvent, Store, StoreError, build};
 
 /// Leads kept in memory between batches.
 const CACHE_LEADS: usize = 50_000;
@@ -44,6 +44,8 @@ pub struct Processor {
     pub wake: Arc<Notify>,
     /// Lead state as last written; guarded by `lead_lock`.
     cache: std::sync::Mutex<LruCache<i64, Lead>>,
+    /// The processing lease, while this process holds it; every write checks it.
+    lease: std::sync::Mutex<Option<Lease>>,
     /// Recent events per lead, for counting.
     pub(super) history: Arc<HistoryCache>,
     shards: usize,
@@ -76,6 +78,8 @@ pub enum ProcessError {
     Store(#[from] StoreError),
     #[error("rule evaluation crashed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("{0}; the batch is tried again")]
+    Transient(RuleError),
 }
 
 /// A lead to write after a batch; `profile` says whether more than its funnel state
@@ -114,8 +118,43 @@ impl Processor {
                 NonZeroUsize::new(CACHE_LEADS).expect("non-zero"),
             )),
             history: Arc::new(HistoryCache::default()),
+            lease: std::sync::Mutex::new(None),
             shards,
         }
+    }
+
+    /// Takes the processing lease (see [`crate::store::lease`]); processing writes
+    /// nothing without it.
+    pub async fn take_lease(&self, tag: &str) -> Result<Result<(), LeaseHeld>, StoreError> {
+        let got = self.store.acquire_lease(tag).await?;
+        Ok(got.map(|lease| {
+            *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
+        }))
+    }
+
+    /// Extends the lease while idle; false when it is not held (any more).
+    pub async fn renew_lease(&self) -> Result<bool, StoreError> {
+        match self.held_lease() {
+            Ok(lease) => self.store.renew_lease(&lease).await,
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Gives the lease up; call after processing stopped.
+    pub async fn give_up_lease(&self) -> Result<(), StoreError> {
+        let lease = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match lease {
+            Some(lease) => self.store.release_lease(&lease).await,
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn held_lease(&self) -> Result<Lease, StoreError> {
+        self.lease
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::LeaseLost)
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, LruCache<i64, Lead>> {
@@ -170,10 +209,12 @@ impl Processor {
     /// Processes up to `batch_size` pending events. Returns what happened to each.
     pub async fn run_once(&self) -> Result<BatchOutcome, ProcessError> {
         let _lock = self.lead_lock.lock().await;
+        let lease = self.held_lease()?;
         let Some(batch) = self.prepare(None).await? else {
             return Ok(BatchOutcome::default());
         };
-        let (batch, written) = write_batch(self.store.clone(), self.clock.now(), batch).await;
+        let (batch, written) =
+            write_batch(self.store.clone(), lease, self.clock.now(), batch).await;
         self.finish(batch, written)
     }
 
@@ -190,23 +231,6 @@ impl Processor {
         ids.sort_unstable();
         ids.dedup();
         let mut leads = self.load_leads(&ids).await?;
-        let missing = self.history.missing(&ids);
-        if !missing.is_empty() {
-            let oldest = events
-                .iter()
-                .map(|e| e.occurred_at)
-                .min()
-                .unwrap_or_default();
-            let since = from_ms(oldest) - chrono::Duration::days(COVERED_DAYS);
-            let mut by_lead: HashMap<i64, Vec<Past>> =
-                missing.iter().map(|id| (*id, Vec::new())).collect();
-            for e in self.store.past_events(&missing, since).await? {
-                by_lead.entry(e.lead_id).or_default().push(e.into());
-            }
-            for (lead, past) in by_lead {
-                self.history.install(lead, past, crate::clock::to_ms(since));
-            }
-        }
         let loaded = started.elapsed();
 
         let ctx = Context {
@@ -242,6 +266,12 @@ impl Processor {
             outcomes.extend(shard_outcomes);
         }
         outcomes.sort_unstable_by_key(|o: &EventOutcome| o.seq);
+        if let Some(e) = outcomes
+            .iter()
+            .find_map(|o| o.result.as_ref().err().filter(|e| e.transient))
+        {
+            return Err(ProcessError::Transient(e.clone()));
+        }
         // Later batches start from these results, even before they are written.
         self.remember(saved.iter().map(|c| c.lead.clone()));
         tracing::debug!(
@@ -321,6 +351,33 @@ impl Processor {
                     }
                 }
                 Ok(_) => backoff = Duration::from_millis(500),
+                Err(ProcessError::Store(StoreError::LeaseLost)) => {
+                    // Another process took over: stop writing, and take the lease back
+                    // only once it is free again.
+                    self.forget_leads(None);
+                    *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    tracing::error!(
+                        "lost the processing lease to another process; processing paused until it is free"
+                    );
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                        }
+                        match self.take_lease("daemon").await {
+                            Ok(Ok(())) => {
+                                tracing::info!("processing lease taken back; processing again");
+                                break;
+                            }
+                            Ok(Err(held)) => {
+                                tracing::debug!(holder = %held.holder, "lease still held")
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot check the processing lease")
+                            }
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, retry_in = ?backoff, "processing a batch failed; nothing of it was written, retrying");
                     tokio::select! {
@@ -337,28 +394,35 @@ impl Processor {
     /// the number of events processed.
     async fn run_pipelined(&self) -> Result<usize, ProcessError> {
         let _lock = self.lead_lock.lock().await;
+        let lease = self.held_lease()?;
         let mut done = 0;
         let mut writing: Option<(i64, Writing)> = None;
         for _ in 0..MAX_RUN {
             let next = self.prepare(writing.as_ref().map(|(last, _)| *last)).await;
             if let Some((_, write)) = writing.take() {
-                let (batch, written) = write.await?;
+                let (batch, written) = self.joined(write.await)?;
                 done += self.finish(batch, written)?.events.len();
             }
             let Some(batch) = next? else {
                 return Ok(done);
             };
             let last = batch.last_seq;
-            writing = Some((
-                last,
-                tokio::spawn(write_batch(self.store.clone(), self.clock.now(), batch)),
-            ));
+            let write = write_batch(self.store.clone(), lease.clone(), self.clock.now(), batch);
+            writing = Some((last, tokio::spawn(write)));
         }
         if let Some((_, write)) = writing {
-            let (batch, written) = write.await?;
+            let (batch, written) = self.joined(write.await)?;
             done += self.finish(batch, written)?.events.len();
         }
         Ok(done)
+    }
+
+    /// A write task that panicked leaves the caches ahead of the store: forget them.
+    fn joined<T>(&self, joined: Result<T, tokio::task::JoinError>) -> Result<T, ProcessError> {
+        joined.map_err(|e| {
+            self.forget_leads(None);
+            ProcessError::Join(e)
+        })
     }
 }
 
@@ -378,11 +442,12 @@ struct Prepared {
 /// Writes a batch's results in one transaction.
 async fn write_batch(
     store: Store,
+    lease: Lease,
     now: chrono::DateTime<chrono::Utc>,
     batch: Prepared,
 ) -> (Prepared, Result<(), StoreError>) {
     let started = Instant::now();
-    let result = write(&store, now, &batch).await;
+    let result = write(&store, &lease, now, &batch).await;
     tracing::debug!(
         events = batch.outcomes.len(),
         write_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -393,6 +458,7 @@ async fn write_batch(
 
 async fn write(
     store: &Store,
+    lease: &Lease,
     now: chrono::DateTime<chrono::Utc>,
     batch: &Prepared,
 ) -> Result<(), StoreError> {
@@ -435,12 +501,18 @@ async fn write(
         .collect();
     let statements = build::leads(&full)
         .and(build::lead_states(&states))
-        .and(build::changes(&records))
-        .and(build::finished(&processed, &failed, now));
+        .and(build::changes(&records));
+    let finished = build::finished(&processed, &failed, now);
     let waited = Instant::now();
     let mut tx = store.begin_write().await?;
     let held = Instant::now();
+    tx.hold_lease(lease).await?;
     tx.execute(statements).await?;
+    // Every event of the batch must still have been pending; anything else means
+    // another process got to them.
+    if tx.execute(finished).await? != batch.outcomes.len() as u64 {
+        return Err(StoreError::LeaseLost);
+    }
     let done = tx.commit().await;
     tracing::debug!(
         wait_ms = (held - waited).as_secs_f64() * 1e3,

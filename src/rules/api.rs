@@ -415,7 +415,13 @@ pub fn register(engine: &mut Engine, thresholds: Arc<BTreeMap<String, f64>>) {
         let since = window.map(|w| at - w.0);
         history
             .count(lead_id, name, filter.as_ref(), since, at, upto)
-            .map_err(|e| runtime(ctx, format!("cannot read the lead's history: {e}")))
+            // Not the rule's fault: a system error, so the batch is retried as a whole.
+            .map_err(|e| {
+                Box::new(EvalAltResult::ErrorSystem(
+                    "cannot read the lead's history".into(),
+                    e.into(),
+                ))
+            })
     }
     engine
         .register_fn(

@@ -14,6 +14,10 @@ pub struct RuleError {
     pub line: usize,
     pub column: usize,
     pub message: String,
+    /// The daemon, not the rule, failed (e.g. the database did not answer): the event
+    /// is tried again later instead of being marked failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 impl fmt::Display for RuleError {
@@ -56,6 +60,7 @@ impl RuleError {
             line: 0,
             column: 0,
             message: message.into(),
+            transient: false,
         }
     }
 
@@ -70,6 +75,7 @@ impl RuleError {
                 "{}; fix the rule, then check it with `nurtured rules check`",
                 without_position(err.0.to_string())
             ),
+            transient: false,
         }
     }
 
@@ -91,6 +97,7 @@ impl RuleError {
             }
         }
         let (line, column) = line_col(err.position());
+        let transient = matches!(err, EvalAltResult::ErrorSystem(..));
         let message = match err {
             EvalAltResult::ErrorTooManyOperations(_) => format!(
                 "the rule did too much work (more than {} steps) and was stopped; look for an \
@@ -129,6 +136,7 @@ impl RuleError {
             line,
             column,
             message,
+            transient,
         }
     }
 }

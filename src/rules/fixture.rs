@@ -221,6 +221,11 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
         .map_err(|e| e.to_string())?;
     let store = app.store();
     let funnel = app.processor.funnel.clone();
+    app.processor
+        .take_lease("fixture")
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
 
     // The starting lead.
     let email = Email::parse(&fixture.lead.email).map_err(|e| format!("[lead] email: {e}"))?;

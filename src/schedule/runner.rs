@@ -12,6 +12,20 @@ use crate::config::{Job, Schedule};
 use crate::domain::Source;
 use crate::process::Processor;
 
+/// The newest occurrence of `s` after `from` and at or before `until`.
+fn newest_between(
+    s: &Schedule,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    tz: Tz,
+) -> Option<DateTime<Utc>> {
+    s.cron
+        .after(&from.with_timezone(&tz))
+        .map(|t| t.with_timezone(&Utc))
+        .take_while(|t| *t <= until)
+        .last()
+}
+
 /// Leads handled per transaction in a rule job.
 const PAGE: i64 = 200;
 
@@ -35,24 +49,30 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// The newest occurrence of `s` that is due at `now` and has not run, with the
-    /// previous run's due time (for decay: the time that passed).
+    /// due time of the last run that succeeded (for decay: the time that passed, so a
+    /// failed run's interval is made up by the next one).
     async fn due(
         &self,
         s: &Schedule,
         now: DateTime<Utc>,
     ) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, crate::store::StoreError> {
-        let last = self.processor.store.last_job_due(&s.name).await?;
-        let from = last.unwrap_or(self.started).with_timezone(&self.time_zone);
-        let mut due = None;
-        for (i, t) in s.cron.after(&from).enumerate() {
-            let t = t.with_timezone(&Utc);
-            if t > now || i > 100_000 {
-                break;
-            }
-            due = Some(t);
-        }
+        let store = &self.processor.store;
+        let last = store.last_job_due(&s.name).await?;
+        let from = last.unwrap_or(self.started);
+        // After a long outage, look for the newest occurrence in the last month first
+        // instead of stepping through every missed one.
+        let recent = now - chrono::Duration::days(31);
+        let due = match newest_between(s, recent.max(from), now, self.time_zone) {
+            Some(d) => Some(d),
+            None if from < recent => newest_between(s, from, recent, self.time_zone),
+            None => None,
+        };
+        let Some(due) = due else {
+            return Ok(None);
+        };
         // A schedule that never ran counts from when the scheduler started.
-        Ok(due.map(|d| (d, last.unwrap_or(self.started).min(d))))
+        let good = store.last_good_job_due(&s.name).await?;
+        Ok(Some((due, good.unwrap_or(self.started).min(due))))
     }
 
     /// When the next schedule falls due after `now`.

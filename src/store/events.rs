@@ -124,8 +124,8 @@ impl Store {
         .await?)
     }
 
-    /// Events of the given leads that happened at or after `since` and are not
-    /// waiting to be processed: the history the processor keeps in memory.
+    /// Events of the given leads that happened at or after `since`, in any state: the
+    /// history the processor keeps in memory (counting picks by sequence number).
     pub async fn past_events(
         &self,
         lead_ids: &[i64],
@@ -135,7 +135,7 @@ impl Store {
         for chunk in lead_ids.chunks(rows_per_statement(1) - 1) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "SELECT lead_id, seq, name, occurred_at, properties FROM events \
-                 WHERE status <> 'pending' AND occurred_at >= ",
+                 WHERE occurred_at >= ",
             );
             q.push_bind(to_ms(since)).push(" AND lead_id IN (");
             let mut sep = q.separated(", ");
@@ -304,7 +304,8 @@ pub mod build {
                 "UPDATE events SET status = 'processed', attempts = attempts + 1, error = NULL, \
                  processed_at = ",
             );
-            q.push_bind(ms).push(" WHERE seq IN (");
+            q.push_bind(ms)
+                .push(" WHERE status = 'pending' AND seq IN (");
             let mut sep = q.separated(", ");
             for s in chunk {
                 sep.push_bind(*s);
@@ -319,7 +320,7 @@ pub mod build {
             q.push_bind(error.clone())
                 .push(", processed_at = ")
                 .push_bind(ms)
-                .push(" WHERE seq = ")
+                .push(" WHERE status = 'pending' AND seq = ")
                 .push_bind(*seq);
             out.push(q);
         }

@@ -35,6 +35,21 @@ impl Store {
         Ok(row.map(|(ms,)| from_ms(ms)))
     }
 
+    /// The due time of the newest run of `schedule` that finished without error.
+    pub async fn last_good_job_due(
+        &self,
+        schedule: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT MAX(due_at) FROM job_runs WHERE schedule = ? AND finished_at IS NOT NULL \
+             AND error IS NULL HAVING COUNT(*) > 0",
+        )
+        .bind(schedule)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(ms,)| from_ms(ms)))
+    }
+
     /// Records the start of a run; returns its id.
     pub async fn start_job(
         &self,

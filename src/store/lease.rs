@@ -103,6 +103,7 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Gives the lease up (after processing stopped).
     pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
@@ -112,5 +113,24 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+impl super::WriteTx {
+    /// Checks, inside this transaction, that `lease` is still held, and extends it.
+    /// Every processing write does this, so a process that lost the lease can never
+    /// commit: two processes never apply the same events.
+    pub async fn hold_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?")
+            .bind(now_ms() + LEASE_TTL.as_millis() as i64)
+            .bind(NAME)
+            .bind(&lease.holder)
+            .execute(&mut *self.tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::LeaseLost)
+        }
     }
 }

@@ -41,6 +41,11 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "this process no longer holds the processing lease (another nurtured process took \
+         over); nothing was written"
+    )]
+    LeaseLost,
     #[error("stored data is damaged ({what}): {detail}")]
     Corrupt { what: &'static str, detail: String },
 }
@@ -76,7 +81,7 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-16384");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)

@@ -4,5 +4,6 @@
 mod api;
 mod cli;
 mod helpers;
+mod lease;
 mod rules;
 mod schedules;
