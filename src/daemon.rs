@@ -62,6 +62,7 @@ impl App {
             clock,
             config.processing.batch_size,
             config.processing.poll_interval,
+            config.processing.history_events,
         ));
         Ok(Self {
             config,

@@ -50,6 +50,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Processing {
     pub batch_size: usize,
+    /// Events of recent history kept in memory for counting.
+    pub history_events: usize,
     pub poll_interval: Duration,
     pub recent_activity: usize,
 }
@@ -310,6 +312,8 @@ fn validate(
             format!("{batch_size} is too large: at most 10000 events per batch"),
         );
     }
+    let history_events =
+        positive("processing.history_events", raw.processing.history_events) as usize;
     let recent_activity =
         positive("processing.recent_activity", raw.processing.recent_activity) as usize;
     let max_operations = positive("limits.max_operations", raw.limits.max_operations);
@@ -386,6 +390,7 @@ fn validate(
         thresholds: raw.thresholds,
         processing: Processing {
             batch_size,
+            history_events,
             poll_interval,
             recent_activity,
         },

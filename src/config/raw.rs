@@ -51,6 +51,8 @@ pub struct RawProcessing {
     pub batch_size: i64,
     #[serde(default = "d::poll_interval")]
     pub poll_interval: String,
+    #[serde(default = "d::history_events")]
+    pub history_events: i64,
     #[serde(default = "d::recent_activity")]
     pub recent_activity: i64,
 }
@@ -109,6 +111,7 @@ impl Default for RawProcessing {
         Self {
             batch_size: d::batch_size(),
             poll_interval: d::poll_interval(),
+            history_events: d::history_events(),
             recent_activity: d::recent_activity(),
         }
     }
@@ -169,6 +172,9 @@ mod d {
     }
     pub fn poll_interval() -> String {
         "250ms".into()
+    }
+    pub fn history_events() -> i64 {
+        1_000_000
     }
     pub fn recent_activity() -> i64 {
         20

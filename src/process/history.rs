@@ -8,6 +8,7 @@
 //! is bounded: the least recently used leads are dropped first. Rules run on blocking
 //! threads, so a store query is driven to completion on the runtime from there.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -22,8 +23,8 @@ use crate::store::{CountQuery, PastEvent, Store};
 pub const COVERED_DAYS: i64 = 400;
 /// Leads with more events than this in the covered time are not kept in memory.
 const MAX_PER_LEAD: usize = 2_000;
-/// Events kept in memory in all (about 150 bytes each plus their properties).
-const MAX_EVENTS: usize = 300_000;
+/// Rows read ahead per batch for leads whose history is not held.
+const PREFETCH_ROWS: usize = 20_000;
 
 /// One past event, as counting needs it.
 #[derive(Debug, Clone)]
@@ -33,17 +34,6 @@ pub struct Past {
     pub at: i64,
     /// Properties as JSON text; parsed only when a count filters on them.
     pub properties: Box<str>,
-}
-
-impl From<PastEvent> for Past {
-    fn from(e: PastEvent) -> Self {
-        Self {
-            seq: e.seq,
-            name: e.name.into(),
-            at: e.occurred_at,
-            properties: e.properties.into_boxed_str(),
-        }
-    }
 }
 
 struct LeadEvents {
@@ -56,12 +46,18 @@ struct LeadEvents {
 struct Inner {
     leads: LruCache<i64, LeadEvents>,
     events: usize,
+    max_events: usize,
+    /// Event names, shared by all events that carry them.
+    names: HashMap<Box<str>, Arc<str>>,
 }
 
+/// Distinct event names kept shared; more than this are simply not shared.
+const MAX_NAMES: usize = 10_000;
+
 impl Inner {
-    /// Drops the least recently used leads until at most [`MAX_EVENTS`] are held.
+    /// Drops the least recently used leads until at most `max_events` are held.
     fn shrink(&mut self) {
-        while self.events > MAX_EVENTS {
+        while self.events > self.max_events {
             match self.leads.pop_lru() {
                 Some((_, gone)) => self.events -= gone.events.len(),
                 None => break,
@@ -75,33 +71,119 @@ pub struct HistoryCache {
     inner: Mutex<Inner>,
 }
 
-impl Default for HistoryCache {
-    fn default() -> Self {
+impl HistoryCache {
+    /// Holds at most `max_events` events (about 200 bytes each).
+    pub fn new(max_events: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 leads: LruCache::unbounded(),
                 events: 0,
+                max_events,
+                names: HashMap::new(),
             }),
         }
     }
-}
 
-impl HistoryCache {
+    /// The shared copy of an event name.
+    pub fn name(&self, name: &str) -> Arc<str> {
+        let mut inner = self.lock();
+        if let Some(n) = inner.names.get(name) {
+            return Arc::clone(n);
+        }
+        let shared: Arc<str> = name.into();
+        if inner.names.len() < MAX_NAMES {
+            inner.names.insert(name.into(), Arc::clone(&shared));
+        }
+        shared
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A stored event as held here.
+    pub fn past(&self, e: PastEvent) -> Past {
+        Past {
+            seq: e.seq,
+            name: self.name(&e.name),
+            at: e.occurred_at,
+            properties: e.properties.into_boxed_str(),
+        }
     }
 
     fn holds(&self, lead: i64) -> bool {
         self.lock().leads.contains(&lead)
     }
 
+    /// Leads among `ids` whose history is not held.
+    pub fn missing(&self, ids: &[i64]) -> Vec<i64> {
+        let inner = self.lock();
+        ids.iter()
+            .filter(|id| !inner.leads.contains(id))
+            .copied()
+            .collect()
+    }
+
+    /// Loads, in one query of at most [`PREFETCH_ROWS`] rows, the history of the
+    /// leads in `ids` that are not held (all events since `since`). Leads that do not
+    /// fit are left to be loaded when a rule first counts for them.
+    pub async fn prefetch(
+        &self,
+        store: &Store,
+        ids: &[i64],
+        since: DateTime<Utc>,
+    ) -> Result<(), crate::store::StoreError> {
+        let mut missing = self.missing(ids);
+        if missing.is_empty() || !self.has_room() {
+            return Ok(());
+        }
+        missing.sort_unstable();
+        let rows = store
+            .past_events(&missing, since, Some(PREFETCH_ROWS + 1))
+            .await?;
+        // With a full page, the last lead seen may be cut off: only the ones before
+        // it (and leads without any events before it) are complete.
+        let complete_below = if rows.len() > PREFETCH_ROWS {
+            rows.last().map_or(i64::MIN, |r| r.lead_id)
+        } else {
+            i64::MAX
+        };
+        let mut by_lead: std::collections::HashMap<i64, Vec<Past>> = missing
+            .iter()
+            .filter(|id| **id < complete_below)
+            .map(|id| (*id, Vec::new()))
+            .collect();
+        for row in rows {
+            if let Some(list) = by_lead.get_mut(&row.lead_id) {
+                list.push(self.past(row));
+            }
+        }
+        for (lead, past) in by_lead {
+            self.install(lead, past, to_ms(since));
+        }
+        Ok(())
+    }
+
+    /// True while more events fit.
+    pub fn has_room(&self) -> bool {
+        let inner = self.lock();
+        inner.events < inner.max_events
+    }
+
     /// Takes a lead's events as loaded from the store (complete from `covered_from`).
+    ///
+    /// A lead is only taken in while there is room: when memory is full, counts for
+    /// further leads go to the store instead of pushing out leads that are held (with
+    /// many active leads, pushing out would mean reloading on every count).
     pub fn install(&self, lead: i64, mut events: Vec<Past>, covered_from: i64) {
         if events.len() > MAX_PER_LEAD {
             return;
         }
         events.sort_by_key(|e| e.seq);
         let mut inner = self.lock();
+        if inner.events + events.len() > inner.max_events {
+            return;
+        }
         inner.events += events.len();
         if let Some(old) = inner.leads.put(
             lead,
@@ -210,19 +292,16 @@ impl History for StoreHistory {
         if let Some(n) = self.cache.count(&q, filter) {
             return Ok(n);
         }
-        if !self.cache.holds(lead_id) {
+        if !self.cache.holds(lead_id) && self.cache.has_room() {
             // First count for this lead: load its recent events (whatever their state:
             // the batch before may still be being written), then count from memory.
             let since = until - chrono::Duration::days(COVERED_DAYS);
             let past = self
                 .runtime
-                .block_on(self.store.past_events(&[lead_id], since))
+                .block_on(self.store.past_events(&[lead_id], since, None))
                 .map_err(|e| e.to_string())?;
-            self.cache.install(
-                lead_id,
-                past.into_iter().map(Past::from).collect(),
-                to_ms(since),
-            );
+            let past = past.into_iter().map(|e| self.cache.past(e)).collect();
+            self.cache.install(lead_id, past, to_ms(since));
             if let Some(n) = self.cache.count(&q, filter) {
                 return Ok(n);
             }
@@ -267,7 +346,7 @@ mod tests {
 
     #[test]
     fn counts_from_memory_within_coverage_only() {
-        let cache = HistoryCache::default();
+        let cache = HistoryCache::new(1_000);
         assert_eq!(cache.count(&q(Some(0), 100, 10), None), None);
         cache.install(
             1,
@@ -295,15 +374,15 @@ mod tests {
 
     #[test]
     fn memory_stays_bounded() {
-        let cache = HistoryCache::default();
+        let cache = HistoryCache::new(1_000);
         for lead in 0..100 {
             cache.install(lead, Vec::new(), 0);
         }
-        for seq in 0..(MAX_EVENTS as i64 + 5_000) {
+        for seq in 0..6_000 {
             cache.record(seq % 100, past(seq, "Page Viewed", seq, &json!({})));
         }
         let inner = cache.lock();
-        assert!(inner.events <= MAX_EVENTS, "{}", inner.events);
+        assert!(inner.events <= 1_000, "{}", inner.events);
         let held: usize = inner.leads.iter().map(|(_, l)| l.events.len()).sum();
         assert_eq!(held, inner.events);
     }

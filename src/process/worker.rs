@@ -102,6 +102,7 @@ impl Processor {
         clock: SharedClock,
         batch_size: usize,
         poll_interval: Duration,
+        history_events: usize,
     ) -> Self {
         let shards = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         Self {
@@ -117,7 +118,7 @@ impl Processor {
             cache: std::sync::Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHE_LEADS).expect("non-zero"),
             )),
-            history: Arc::new(HistoryCache::default()),
+            history: Arc::new(HistoryCache::new(history_events)),
             lease: std::sync::Mutex::new(None),
             shards,
         }
@@ -231,6 +232,13 @@ impl Processor {
         ids.sort_unstable();
         ids.dedup();
         let mut leads = self.load_leads(&ids).await?;
+        let oldest = events
+            .iter()
+            .map(|e| e.occurred_at)
+            .min()
+            .unwrap_or_default();
+        let since = from_ms(oldest) - chrono::Duration::days(super::history::COVERED_DAYS);
+        self.history.prefetch(&self.store, &ids, since).await?;
         let loaded = started.elapsed();
 
         let ctx = Context {
@@ -576,7 +584,7 @@ fn evaluate_event(
         row.lead_id,
         Past {
             seq: row.seq,
-            name: row.name.as_str().into(),
+            name: history.name(&row.name),
             at: row.occurred_at,
             properties: row.properties.as_str().into(),
         },

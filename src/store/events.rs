@@ -126,13 +126,17 @@ impl Store {
 
     /// Events of the given leads that happened at or after `since`, in any state: the
     /// history the processor keeps in memory (counting picks by sequence number).
+    ///
+    /// Rows come in lead-id order. With `limit`, at most that many rows are read; the
+    /// caller can tell which leads came complete (all but the last one seen).
     pub async fn past_events(
         &self,
         lead_ids: &[i64],
         since: DateTime<Utc>,
+        limit: Option<usize>,
     ) -> Result<Vec<PastEvent>, StoreError> {
         let mut out = Vec::new();
-        for chunk in lead_ids.chunks(rows_per_statement(1) - 1) {
+        for chunk in lead_ids.chunks(rows_per_statement(1) - 2) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "SELECT lead_id, seq, name, occurred_at, properties FROM events \
                  WHERE occurred_at >= ",
@@ -142,12 +146,19 @@ impl Store {
             for id in chunk {
                 sep.push_bind(*id);
             }
-            q.push(")");
+            q.push(") ORDER BY lead_id");
+            if let Some(limit) = limit {
+                q.push(" LIMIT ")
+                    .push_bind((limit - out.len().min(limit)) as i64);
+            }
             out.extend(
                 q.build_query_as::<PastEvent>()
                     .fetch_all(&self.pool)
                     .await?,
             );
+            if limit.is_some_and(|l| out.len() >= l) {
+                break;
+            }
         }
         Ok(out)
     }
