@@ -202,3 +202,57 @@ fn a_failing_fixture_shows_a_diff() {
     assert!(shown.contains("+  add_interest 3"), "{shown}");
     assert!(shown.contains("0 passed, 1 failed"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_stops_slow_rules_and_refuses_eval_and_imports() {
+    let dir = prepare_dir();
+    // A huge step limit, so the wall-clock limit is the one that stops the rule.
+    let config = dir.path().join("nurtured.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[limits]\nmax_operations = 1000000000\ntimeout = \"50ms\"\n");
+    std::fs::write(&config, toml).unwrap();
+
+    std::fs::write(
+        dir.path().join("rules/60-eval.rhai"),
+        "fn on_event(lead, event) {\n    eval(\"lead.tag(\\\"x\\\")\");\n}\n",
+    )
+    .unwrap();
+    let out = cli_in(dir.path(), &["rules", "check"]);
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(shown.contains("rules/60-eval.rhai:2:"), "{shown}");
+    std::fs::remove_file(dir.path().join("rules/60-eval.rhai")).unwrap();
+
+    let app = crate::helpers::spawn_in(dir).await;
+    write_rule(
+        &app,
+        "60-slow.rhai",
+        "fn on_event(lead, event) {\n    if event.name == \"Slow\" {\n        let x = 0;\n        loop { x += 1; }\n    }\n    if event.name == \"Import\" {\n        import \"secrets\" as s;\n        lead.tag(\"imported\");\n    }\n}\n",
+    )
+    .await;
+    app.post(
+        "/v1/track",
+        &json!({"userId": "slow@example.com", "event": "Slow"}),
+    )
+    .await;
+    app.post(
+        "/v1/track",
+        &json!({"userId": "slow@example.com", "event": "Import"}),
+    )
+    .await;
+    app.settle().await;
+    let lead = app.lead("slow@example.com").await;
+    assert_eq!(app.stats().await["events_failed"], 2, "{lead:#}");
+    let errors: Vec<&serde_json::Value> = lead["recent_activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["error"])
+        .collect();
+    let import = errors[0]["message"].as_str().unwrap();
+    let slow = errors[1]["message"].as_str().unwrap();
+    assert!(slow.contains("ran longer than 50ms"), "{slow}");
+    assert_eq!(errors[1]["line"], 4, "{lead:#}");
+    assert!(import.to_lowercase().contains("module"), "{import}");
+    assert_eq!(errors[0]["line"], 7, "{lead:#}");
+}
