@@ -105,14 +105,6 @@ impl Running {
             tracing::warn!(error = %e, "cannot release the processing lease");
         }
     }
-
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
-    pub async fn wait(&self) {
-        self.shutdown.cancelled().await;
-    }
 }
 
 /// Starts the daemon on `listener` (bound by the caller, so tests can use port 0).

@@ -185,11 +185,6 @@ impl Config {
         validate(raw, file, &base, &origin)
     }
 
-    /// A threshold by name, as rules read it.
-    pub fn threshold(&self, name: &str) -> Option<f64> {
-        self.thresholds.get(name).copied()
-    }
-
     /// True while the shipped development token is in use.
     pub fn uses_dev_token(&self) -> bool {
         self.api_token == raw::DEV_TOKEN

@@ -28,14 +28,6 @@ impl Axis {
             Axis::Interest => "interest",
         }
     }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "fit" => Some(Axis::Fit),
-            "interest" => Some(Axis::Interest),
-            _ => None,
-        }
-    }
 }
 
 /// Who made a change.
@@ -184,12 +176,6 @@ pub struct Changes {
     pub moves: Vec<StageMove>,
     pub scores: Vec<ScoreChange>,
     pub actions: Vec<ActionRecord>,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.moves.is_empty() && self.scores.is_empty() && self.actions.is_empty()
-    }
 }
 
 /// An action that cannot be applied: a mistake in the rule or request that asked for it.

@@ -49,11 +49,6 @@ impl Email {
         Ok(Self(value.to_lowercase()))
     }
 
-    /// True when the text looks like an address (used to tell an e-mail `userId` apart).
-    pub fn looks_like(raw: &str) -> bool {
-        Self::parse(raw).is_ok()
-    }
-
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -65,12 +65,6 @@ pub struct BatchOutcome {
     pub events: Vec<EventOutcome>,
 }
 
-impl BatchOutcome {
-    pub fn failed(&self) -> usize {
-        self.events.iter().filter(|e| e.result.is_err()).count()
-    }
-}
-
 /// Why a batch could not be processed (nothing of it was written).
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {

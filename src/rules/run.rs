@@ -20,6 +20,21 @@ pub struct Context {
     pub history: Arc<dyn History>,
 }
 
+impl Context {
+    /// A fresh run on a copy of `lead`.
+    fn session(&self, lead: &Lead, at: DateTime<Utc>, upto_seq: i64, file: Arc<str>) -> LeadHandle {
+        LeadHandle::new(Session {
+            lead: lead.clone(),
+            changes: Changes::default(),
+            funnel: self.funnel.clone(),
+            history: self.history.clone(),
+            at,
+            upto_seq,
+            file,
+        })
+    }
+}
+
 /// The event as rules see it.
 #[derive(Debug, Clone)]
 pub struct EventView {
@@ -146,15 +161,7 @@ pub fn run_event(
 ) -> Result<Evaluation, RuleError> {
     let event = event_dynamic(event);
     with_position(sandbox, |engine| {
-        let handle = LeadHandle::new(Session {
-            lead: lead.clone(),
-            changes: Changes::default(),
-            funnel: ctx.funnel.clone(),
-            history: ctx.history.clone(),
-            at: event.1,
-            upto_seq: event.2,
-            file: Arc::from(""),
-        });
+        let handle = ctx.session(lead, event.1, event.2, Arc::from(""));
         for file in rules.files.iter().filter(|f| f.has_on_event) {
             handle.set_file(&file.shown);
             call(
@@ -188,15 +195,7 @@ pub fn run_function(
     at: DateTime<Utc>,
 ) -> Result<Evaluation, RuleError> {
     with_position(sandbox, |engine| {
-        let handle = LeadHandle::new(Session {
-            lead: lead.clone(),
-            changes: Changes::default(),
-            funnel: ctx.funnel.clone(),
-            history: ctx.history.clone(),
-            at,
-            upto_seq: i64::MAX,
-            file: Arc::clone(&file.shown),
-        });
+        let handle = ctx.session(lead, at, i64::MAX, Arc::clone(&file.shown));
         call(
             sandbox,
             engine,

@@ -93,14 +93,14 @@ impl Store {
     /// Extends the lease; false when it was lost to another process.
     pub async fn renew_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?")
-            .bind(now_ms() + LEASE_TTL.as_millis() as i64)
-            .bind(NAME)
-            .bind(&lease.holder)
-            .execute(&mut *tx.tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        match tx.hold_lease(lease).await {
+            Ok(()) => {
+                tx.commit().await?;
+                Ok(true)
+            }
+            Err(StoreError::LeaseLost) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Gives the lease up (after processing stopped).
