@@ -117,8 +117,12 @@ impl Store {
     }
 }
 
-/// `SELECT id, email, external_id FROM leads WHERE column IN (...)`, in chunks.
-fn key_queries(emails: &[String], external_ids: &[String]) -> Vec<QueryBuilder<Sqlite>> {
+/// Leads whose e-mail or external id is among the given ones, on one connection.
+async fn fetch_keys(
+    conn: &mut sqlx::SqliteConnection,
+    emails: &[String],
+    external_ids: &[String],
+) -> Result<Vec<LeadKeyRow>, StoreError> {
     let mut out = Vec::new();
     for (column, values) in [("email", emails), ("external_id", external_ids)] {
         for chunk in values.chunks(rows_per_statement(1)) {
@@ -130,10 +134,14 @@ fn key_queries(emails: &[String], external_ids: &[String]) -> Vec<QueryBuilder<S
                 sep.push_bind(v.clone());
             }
             q.push(")");
-            out.push(q);
+            out.extend(
+                q.build_query_as::<LeadKeyRow>()
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
         }
     }
-    out
+    Ok(out)
 }
 
 impl Store {
@@ -143,15 +151,8 @@ impl Store {
         emails: &[String],
         external_ids: &[String],
     ) -> Result<Vec<LeadKeyRow>, StoreError> {
-        let mut out = Vec::new();
-        for mut q in key_queries(emails, external_ids) {
-            out.extend(
-                q.build_query_as::<LeadKeyRow>()
-                    .fetch_all(&self.pool)
-                    .await?,
-            );
-        }
-        Ok(out)
+        let mut conn = self.pool.acquire().await?;
+        fetch_keys(&mut conn, emails, external_ids).await
     }
 }
 
@@ -162,15 +163,7 @@ impl WriteTx {
         emails: &[String],
         external_ids: &[String],
     ) -> Result<Vec<LeadKeyRow>, StoreError> {
-        let mut out = Vec::new();
-        for mut q in key_queries(emails, external_ids) {
-            out.extend(
-                q.build_query_as::<LeadKeyRow>()
-                    .fetch_all(&mut *self.tx)
-                    .await?,
-            );
-        }
-        Ok(out)
+        fetch_keys(&mut self.tx, emails, external_ids).await
     }
 
     /// Creates a lead in `stage` and records its first history entry.
