@@ -4,8 +4,10 @@
 //! are dropped as a whole and the other events go on.
 //!
 //! - [`worker`]: one batch ([`worker::Processor::run_once`]) and the loop around it;
-//! - [`history`]: the event history rules count on, read from the store;
-//! - [`manual`]: changes made through the API (sales, CRM), under the same lead lock.
+//! - [`history`]: the event history rules count on, held in memory (bounded) with the
+//!   store behind it;
+//! - [`manual`]: changes made through the API (sales, CRM), under the same lead lock;
+//! - [`jobs`]: scheduled work on many leads (rule functions, interest decay).
 
 pub mod history;
 pub mod jobs;

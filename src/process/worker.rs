@@ -1,10 +1,10 @@
-//! The processing worker: one batch at a time.
+//! The processing worker.
 //!
 //! A batch is split by lead into shards that run on separate threads (events of one
-//! lead stay in order in one shard), and written in one transaction. Leads stay in a
-//! bounded cache between batches, so a busy lead is not read back from the database
-//! for every batch; the cache is dropped whenever a write fails or lead state is
-//! changed outside the worker.
+//! lead stay in order in one shard), and written in one transaction that also checks
+//! the processing lease. While one batch is written, the next is evaluated. Leads stay
+//! in a bounded cache between batches, so a busy lead is not read back from the
+//! database for every batch; the cache is dropped whenever a write fails.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;

@@ -9,12 +9,7 @@ use crate::helpers::{TOKEN, mql_journey, spawn_app, spawn_in};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qualified_lead_becomes_mql_with_history_naming_the_rules() {
     let app = spawn_app().await;
-    let (status, body) = app
-        .post(
-            "/v1/batch",
-            &json!({ "batch": mql_journey("Anna.Schmidt@ACME.de") }),
-        )
-        .await;
+    let (status, body) = app.post_journey("Anna.Schmidt@ACME.de").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["accepted"], 5);
     app.settle().await;
@@ -120,12 +115,7 @@ async fn a_retried_batch_does_not_count_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_every_accepted_event_and_lead_state() {
     let app = spawn_app().await;
-    let (_, body) = app
-        .post(
-            "/v1/batch",
-            &json!({ "batch": mql_journey("keep@example.com") }),
-        )
-        .await;
+    let (_, body) = app.post_journey("keep@example.com").await;
     assert_eq!(body["accepted"], 5);
     // Stop at once: whatever was not processed yet must be after the restart.
     let dir = app.stop().await;
@@ -261,11 +251,7 @@ async fn bad_input_gets_documented_errors_and_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sales_moves_a_lead_through_the_api() {
     let app = spawn_app().await;
-    app.post(
-        "/v1/batch",
-        &json!({ "batch": mql_journey("sal@example.com") }),
-    )
-    .await;
+    app.post_journey("sal@example.com").await;
     app.settle().await;
     let (status, body) = app
         .post("/v1/leads/sal@example.com/stage",

@@ -73,6 +73,12 @@ impl TestApp {
         self.dir.path().join("rules")
     }
 
+    /// Posts the events of [`mql_journey`] for `email` as one batch.
+    pub async fn post_journey(&self, email: &str) -> (StatusCode, Value) {
+        self.post("/v1/batch", &json!({ "batch": mql_journey(email) }))
+            .await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.post_raw(path, body.to_string(), Some(TOKEN)).await
     }
