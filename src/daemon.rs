@@ -13,6 +13,9 @@ use tokio_util::task::TaskTracker;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::{AppState, router};
+use crate::mail::message::DkimSigner;
+use crate::mail::transport::Transport;
+use crate::mail::{Mailer, StreamPlan, TemplateError, Templates};
 use crate::process::Processor;
 use crate::rules::{RuleError, Rules, Sandbox, watch};
 use crate::schedule::Scheduler;
@@ -27,6 +30,10 @@ pub enum StartError {
     Rules(Vec<RuleError>),
     #[error(transparent)]
     Lease(#[from] LeaseHeld),
+    #[error("mail templates have problems; fix them (`nurtured templates check` lists all):\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Templates(Vec<TemplateError>),
+    #[error("mail: {0}")]
+    Mail(String),
     #[error("cannot listen on {addr}: {source}; set http_addr in nurtured.toml")]
     Listen {
         addr: SocketAddr,
@@ -40,6 +47,8 @@ pub struct App {
     pub processor: Arc<Processor>,
     pub rules: Arc<Rules>,
     pub sandbox: Arc<Sandbox>,
+    pub templates: Arc<Templates>,
+    pub mailer: Arc<Mailer>,
 }
 
 impl App {
@@ -54,21 +63,53 @@ impl App {
             Rules::load(&sandbox, &config.rules_dir, &config.rules_shown)
                 .map_err(StartError::Rules)?,
         );
-        let processor = Arc::new(Processor::new(
-            store,
-            rules.clone(),
-            sandbox.clone(),
-            Arc::new(config.funnel.clone()),
+        let templates = Arc::new(
+            Templates::load(
+                &config.mail.templates_dir,
+                &config.mail.templates_shown,
+                &config.mail.default_locale,
+            )
+            .map_err(StartError::Templates)?,
+        );
+        let plan = StreamPlan::new(config.streams.clone(), config.mail.quarantine.clone());
+        let processor = Arc::new(
+            Processor::new(
+                store,
+                rules.clone(),
+                sandbox.clone(),
+                Arc::new(config.funnel.clone()),
+                clock.clone(),
+                config.processing.batch_size,
+                config.processing.poll_interval,
+                config.processing.history_events,
+            )
+            .with_streams(plan),
+        );
+        let transport = Transport::new(&config.mail).map_err(StartError::Mail)?;
+        let dkim = config
+            .mail
+            .dkim
+            .as_ref()
+            .map(DkimSigner::new)
+            .transpose()
+            .map_err(StartError::Mail)?;
+        let mailer = Arc::new(Mailer::new(
+            processor.clone(),
+            Arc::new(config.mail.clone()),
+            processor.plan.clone(),
+            templates.clone(),
+            transport,
+            dkim,
+            config.time_zone,
             clock,
-            config.processing.batch_size,
-            config.processing.poll_interval,
-            config.processing.history_events,
         ));
         Ok(Self {
             config,
             processor,
             rules,
             sandbox,
+            templates,
+            mailer,
         })
     }
 
@@ -131,6 +172,25 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         app.sandbox.clone(),
         shutdown.clone(),
     ));
+    tasks.spawn(app.mailer.clone().run(shutdown.clone()));
+    {
+        let templates = app.templates.clone();
+        let dir = templates.dir().to_path_buf();
+        let shutdown_token = shutdown.clone();
+        tasks.spawn(async move {
+            let reload = move || {
+                templates.reload();
+            };
+            watch::watch_folder(
+                &dir,
+                notify::RecursiveMode::Recursive,
+                "templates",
+                reload,
+                shutdown_token,
+            )
+            .await;
+        });
+    }
     {
         // Processing writes extend the lease too; this keeps it while idle.
         let (processor, shutdown) = (app.processor.clone(), shutdown.clone());
@@ -153,6 +213,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         processor: app.processor.clone(),
         rules: app.rules.clone(),
         duplicates: Arc::new(AtomicU64::new(0)),
+        signer: app.mailer.signer.clone(),
     };
     let server = axum::serve(listener, router(state)).with_graceful_shutdown({
         let s = shutdown.clone();

@@ -9,10 +9,13 @@
 //!   stored durably;
 //! - [`process`]: pending events in batches -> [`rules`] (Rhai, sandboxed) -> changes
 //!   to the lead ([`domain`]) -> one transaction per batch;
+//! - [`mail`]: the outbox -> policy (consent, quarantine, cap) -> templates -> SMTP,
+//!   and the nurture streams;
 //! - [`schedule`]: cron-driven jobs (interest decay, rule functions over leads);
 //! - [`store`]: all SQL (SQLite);
 //! - [`report`]: read models for the API and the CLI;
-//! - [`config`], [`clock`], [`daemon`] (wiring), [`cli`], [`bench`].
+//! - [`config`], [`clock`], [`daemon`] (wiring), [`cli`], [`bench`] (with
+//!   [`smtp_sink`], a local SMTP server for the benchmark and the tests).
 
 pub mod bench;
 pub mod cli;
@@ -22,8 +25,17 @@ pub mod daemon;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod mail;
 pub mod process;
 pub mod report;
 pub mod rules;
 pub mod schedule;
+pub mod smtp_sink;
 pub mod store;
+
+/// Picks ring as the process-wide TLS crypto provider. Two providers are linked (ring
+/// for the SMTP client, aws-lc through the local test SMTP server); rustls refuses to
+/// guess between them. Call once at start; later calls do nothing.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -8,6 +8,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    nurtured::install_crypto();
     let args = nurtured::cli::Args::parse();
     nurtured::cli::main(args)
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use super::{Command, EventsCommand, LeadCommand, RulesCommand};
+use super::{Command, EventsCommand, LeadCommand, RulesCommand, TemplatesCommand};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, Job};
 use crate::daemon::{self, App};
@@ -30,6 +30,10 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
             let dir = dir.unwrap_or_else(|| config.rules_dir.join("tests"));
             Ok(fixture::run_dir(&config, &dir).await)
         }
+        Command::Templates {
+            command: TemplatesCommand::Check,
+        } => Ok(super::mail::templates_check(&config)),
+        Command::Mail { command } => super::mail::mail(config, clock, command).await,
         Command::Stats => {
             let app = App::build(config, clock).await?;
             let stats = Stats::load(app.store(), 0, Some(app.rules.status())).await?;
@@ -41,6 +45,12 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
 }
 
 async fn run(config: Config, clock: SharedClock) -> anyhow::Result<ExitCode> {
+    if config.uses_dev_secret() {
+        tracing::warn!(
+            "mail links are signed with the shipped development secret; set mail.secret (or \
+             NURTURED_MAIL__SECRET) to a long random string before sending real mail"
+        );
+    }
     if config.uses_dev_token() {
         tracing::warn!(
             "the API token is the shipped development token; set api_token in nurtured.toml \
@@ -124,7 +134,7 @@ async fn ingest_file(
             app.store(),
             chunk,
             &paths,
-            app.processor.funnel.initial(),
+            &app.processor.new_leads(),
             clock.now(),
         )
         .await

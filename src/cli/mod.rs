@@ -2,6 +2,7 @@
 //! `rules check|test`, `stats`, `bench`.
 
 mod commands;
+mod mail;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,16 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Check the mail templates: render each against a sample lead
+    Templates {
+        #[command(subcommand)]
+        command: TemplatesCommand,
+    },
+    /// Look at the mail outbox: what was sent, deferred, suppressed or failed
+    Mail {
+        #[command(subcommand)]
+        command: MailCommand,
+    },
     /// Print the counters (same as GET /v1/stats) as JSON
     Stats,
     /// Measure end-to-end throughput over the HTTP API with the configured rules
@@ -76,6 +87,36 @@ pub enum EventsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TemplatesCommand {
+    /// Render every template; print FILE:LINE:COLUMN: message for each problem, and name
+    /// templates that streams or rules use but that do not exist
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Recent mails, newest first
+    List {
+        /// Only mails in this state: queued, sending, sent, failed, suppressed
+        #[arg(long)]
+        status: Option<String>,
+        /// Only mails to this lead
+        #[arg(long)]
+        lead: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One mail: its state, and the mail as sent
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Compile every rule file; print FILE:LINE:COLUMN: message for each error
     Check,
@@ -96,7 +137,7 @@ pub fn main(args: Args) -> ExitCode {
     // would otherwise fill the screen with the worker's warnings.
     let level = match &args.command {
         Command::Run => None,
-        Command::Rules { .. } => Some("error"),
+        Command::Rules { .. } | Command::Templates { .. } => Some("error"),
         _ => Some("warn"),
     };
     init_tracing(&config.log, level);

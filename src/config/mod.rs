@@ -4,6 +4,7 @@
 //! variable), the key and what is allowed.
 
 pub mod env;
+pub mod mail;
 pub mod raw;
 
 use std::{
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 use crate::domain::{Funnel, Side, StageDef};
 use crate::schedule::crontab;
+pub use mail::{MailConfig, OnQuarantine, Reentry, Stream};
 use raw::{RawConfig, RawSchedule};
 
 /// The file read when `--config` is not given.
@@ -45,6 +47,8 @@ pub struct Config {
     pub processing: Processing,
     pub limits: Limits,
     pub schedules: Vec<Schedule>,
+    pub mail: MailConfig,
+    pub streams: Vec<Stream>,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +192,15 @@ impl Config {
     /// True while the shipped development token is in use.
     pub fn uses_dev_token(&self) -> bool {
         self.api_token == raw::DEV_TOKEN
+    }
+
+    /// True while the shipped development secret signs mail links.
+    pub fn uses_dev_secret(&self) -> bool {
+        self.mail.secret == raw::DEV_SECRET
+    }
+
+    pub fn stream(&self, name: &str) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.name == name)
     }
 }
 
@@ -365,6 +378,14 @@ fn validate(
         }
     }
 
+    let checker = mail::Checker {
+        bad: &bad,
+        duration: &duration,
+        resolve: &resolve,
+    };
+    let mail = mail::mail(&raw.mail, &data_dir, funnel.as_ref(), &checker);
+    let streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
+
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
     if !problems.is_empty() {
@@ -399,6 +420,8 @@ fn validate(
             timeout,
         },
         schedules,
+        mail: mail.expect("checked above"),
+        streams,
     })
 }
 

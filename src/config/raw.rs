@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// The development API token shipped in `nurtured.toml`; the daemon warns while it is used.
 pub const DEV_TOKEN: &str = "dev-token-change-me";
+/// The development secret for signed mail links; the daemon warns while it is used.
+pub const DEV_SECRET: &str = "dev-secret-change-me-to-a-long-random-string";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +44,141 @@ pub struct RawConfig {
     pub stages: Vec<RawStage>,
     #[serde(default = "d::schedules")]
     pub schedules: Vec<RawSchedule>,
+    #[serde(default)]
+    pub mail: RawMail,
+    #[serde(default = "d::streams")]
+    pub streams: Vec<RawStream>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMail {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default = "d::from")]
+    pub from: String,
+    #[serde(default)]
+    pub reply_to: String,
+    #[serde(default = "d::public_url")]
+    pub public_url: String,
+    #[serde(default = "d::secret")]
+    pub secret: String,
+    #[serde(default = "d::templates_dir")]
+    pub templates_dir: String,
+    #[serde(default = "d::default_locale")]
+    pub default_locale: String,
+    #[serde(default = "d::quarantine")]
+    pub quarantine: Vec<String>,
+    #[serde(default)]
+    pub unsubscribe_mailto: String,
+    #[serde(default = "d::tracking")]
+    pub tracking: bool,
+    #[serde(default = "d::connections")]
+    pub connections: i64,
+    #[serde(default = "d::smtp_timeout")]
+    pub timeout: String,
+    #[serde(default = "d::retry_base")]
+    pub retry_base: String,
+    #[serde(default = "d::retry_max_age")]
+    pub retry_max_age: String,
+    #[serde(default)]
+    pub sender: RawSender,
+    #[serde(default)]
+    pub frequency_cap: RawCap,
+    #[serde(default)]
+    pub send_window: RawWindow,
+    #[serde(default)]
+    pub dkim: RawDkim,
+}
+
+/// Who sends: shown in every layout's footer (the imprint a German B2B mail needs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSender {
+    #[serde(default = "d::sender_company")]
+    pub company: String,
+    #[serde(default = "d::sender_address")]
+    pub address: String,
+    #[serde(default = "d::sender_website")]
+    pub website: String,
+    #[serde(default = "d::sender_imprint")]
+    pub imprint_url: String,
+    #[serde(default = "d::sender_privacy")]
+    pub privacy_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCap {
+    #[serde(default = "d::cap_max")]
+    pub max: i64,
+    #[serde(default = "d::cap_per")]
+    pub per: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    #[serde(default = "d::window_days")]
+    pub days: String,
+    #[serde(default = "d::window_hours")]
+    pub hours: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDkim {
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub selector: String,
+    #[serde(default)]
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub name: String,
+    pub stages: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<String>,
+    #[serde(default = "d::reentry")]
+    pub reentry: String,
+    #[serde(default = "d::on_quarantine")]
+    pub on_quarantine: String,
+    pub steps: Vec<RawStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    pub after: String,
+    pub template: String,
+}
+
+impl Default for RawMail {
+    fn default() -> Self {
+        toml::from_str("").expect("every mail key has a default")
+    }
+}
+
+impl Default for RawSender {
+    fn default() -> Self {
+        toml::from_str("").expect("every sender key has a default")
+    }
+}
+
+impl Default for RawCap {
+    fn default() -> Self {
+        toml::from_str("").expect("every cap key has a default")
+    }
+}
+
+impl Default for RawWindow {
+    fn default() -> Self {
+        toml::from_str("").expect("every window key has a default")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,7 +278,122 @@ impl Default for RawConfig {
 mod d {
     use std::collections::BTreeMap;
 
-    use super::{RawSchedule, RawStage};
+    use super::{RawSchedule, RawStage, RawStep, RawStream};
+
+    pub fn from() -> String {
+        "Beispiel GmbH <marketing@example.com>".into()
+    }
+    pub fn public_url() -> String {
+        "http://127.0.0.1:8080".into()
+    }
+    pub fn secret() -> String {
+        super::DEV_SECRET.into()
+    }
+    pub fn templates_dir() -> String {
+        "templates".into()
+    }
+    pub fn default_locale() -> String {
+        "de".into()
+    }
+    pub fn quarantine() -> Vec<String> {
+        vec!["sql".into(), "opportunity".into()]
+    }
+    pub fn tracking() -> bool {
+        true
+    }
+    pub fn connections() -> i64 {
+        8
+    }
+    pub fn smtp_timeout() -> String {
+        "30s".into()
+    }
+    pub fn retry_base() -> String {
+        "30s".into()
+    }
+    pub fn retry_max_age() -> String {
+        "2d".into()
+    }
+    pub fn sender_company() -> String {
+        "Beispiel GmbH".into()
+    }
+    pub fn sender_address() -> String {
+        "Musterstraße 1, 10115 Berlin".into()
+    }
+    pub fn sender_website() -> String {
+        "https://www.example.com".into()
+    }
+    pub fn sender_imprint() -> String {
+        "https://www.example.com/impressum".into()
+    }
+    pub fn sender_privacy() -> String {
+        "https://www.example.com/datenschutz".into()
+    }
+    pub fn cap_max() -> i64 {
+        3
+    }
+    pub fn cap_per() -> String {
+        "7d".into()
+    }
+    pub fn window_days() -> String {
+        "mon-fri".into()
+    }
+    pub fn window_hours() -> String {
+        "09:00-17:00".into()
+    }
+    pub fn reentry() -> String {
+        "never".into()
+    }
+    pub fn on_quarantine() -> String {
+        "pause".into()
+    }
+    pub fn streams() -> Vec<RawStream> {
+        let steps = |s: &[(&str, &str)]| {
+            s.iter()
+                .map(|(after, template)| RawStep {
+                    after: after.to_string(),
+                    template: template.to_string(),
+                })
+                .collect()
+        };
+        vec![
+            RawStream {
+                name: "new-leads".into(),
+                stages: vec!["subscriber".into(), "lead".into(), "recycled".into()],
+                goals: vec!["Demo Requested".into(), "Offer Requested".into()],
+                reentry: "90d".into(),
+                on_quarantine: "exit".into(),
+                steps: steps(&[
+                    ("1h", "stream/lead-welcome"),
+                    ("3d", "stream/lead-guide"),
+                    ("7d", "stream/lead-checklist"),
+                    ("14d", "stream/lead-webinar"),
+                ]),
+            },
+            RawStream {
+                name: "mql".into(),
+                stages: vec!["mql".into(), "sal".into()],
+                goals: vec!["Offer Requested".into()],
+                reentry: "never".into(),
+                on_quarantine: "pause".into(),
+                steps: steps(&[
+                    ("1d", "stream/mql-solution"),
+                    ("5d", "stream/mql-case-study"),
+                    ("10d", "stream/mql-roi"),
+                ]),
+            },
+            RawStream {
+                name: "customers".into(),
+                stages: vec!["customer".into()],
+                goals: vec![],
+                reentry: "never".into(),
+                on_quarantine: "pause".into(),
+                steps: steps(&[
+                    ("7d", "stream/customer-onboarding"),
+                    ("30d", "stream/customer-best-practice"),
+                ]),
+            },
+        ]
+    }
 
     pub fn data_dir() -> String {
         "data".into()

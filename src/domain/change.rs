@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::mail::{MailRequest, StreamChange};
+
 /// The two scoring axes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -96,6 +98,12 @@ pub enum Action {
         key: String,
         value: Option<Value>,
     },
+    /// Queue a mail (a trigger mail, an opt-in confirmation).
+    SendMail(MailRequest),
+    /// Join a nurture stream.
+    Enroll(String),
+    /// Leave a nurture stream.
+    Unenroll(String),
 }
 
 impl fmt::Display for Action {
@@ -116,6 +124,9 @@ impl fmt::Display for Action {
                 key,
                 value: Some(v),
             } => write!(f, "set_attr {key} {v}"),
+            Action::SendMail(m) => write!(f, "send_mail {m}"),
+            Action::Enroll(s) => write!(f, "enroll {s}"),
+            Action::Unenroll(s) => write!(f, "unenroll {s}"),
         }
     }
 }
@@ -176,6 +187,17 @@ pub struct Changes {
     pub moves: Vec<StageMove>,
     pub scores: Vec<ScoreChange>,
     pub actions: Vec<ActionRecord>,
+    /// Mails to queue, with who asked for them.
+    pub mails: Vec<(MailRequest, Source)>,
+    /// Stream memberships to change.
+    pub streams: Vec<StreamChange>,
+}
+
+impl Changes {
+    /// True when something is to be written besides the lead itself.
+    pub fn has_mail(&self) -> bool {
+        !self.mails.is_empty() || !self.streams.is_empty()
+    }
 }
 
 /// An action that cannot be applied: a mistake in the rule or request that asked for it.

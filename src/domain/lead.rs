@@ -11,6 +11,7 @@ use super::change::{
 };
 use super::email::Email;
 use super::funnel::Funnel;
+use super::mail::StreamChange;
 use super::traits::Traits;
 
 /// A consent flag with when and where it was given or withdrawn.
@@ -278,9 +279,40 @@ impl Lead {
                     Outcome::Applied
                 }
             }
+            Action::SendMail(m) => {
+                check_text(&m.template, "the template name", MAX_KEY * 2)?;
+                if m.key.chars().count() > MAX_REASON {
+                    return Err(ChangeError::TooLong {
+                        what: "the mail key",
+                        len: m.key.chars().count(),
+                        max: MAX_REASON,
+                    });
+                }
+                changes.mails.push((m.clone(), source.clone()));
+                Outcome::Applied
+            }
+            Action::Enroll(stream) => {
+                check_text(stream, "the stream name", MAX_KEY)?;
+                changes.streams.push(StreamChange::Enroll {
+                    stream: stream.clone(),
+                });
+                Outcome::Applied
+            }
+            Action::Unenroll(stream) => {
+                check_text(stream, "the stream name", MAX_KEY)?;
+                changes.streams.push(StreamChange::Exit {
+                    stream: Some(stream.clone()),
+                    reason: format!("unenrolled by {source}"),
+                });
+                Outcome::Applied
+            }
         };
+        let lead_changed = !matches!(
+            action,
+            Action::SendMail(_) | Action::Enroll(_) | Action::Unenroll(_)
+        );
         if outcome != Outcome::Unchanged {
-            if outcome == Outcome::Applied {
+            if outcome == Outcome::Applied && lead_changed {
                 self.updated_at = at;
             }
             changes.actions.push(ActionRecord {

@@ -7,10 +7,12 @@ pub mod change;
 pub mod email;
 pub mod funnel;
 pub mod lead;
+pub mod mail;
 pub mod traits;
 
 pub use change::{Axis, Changes, ScoreChange, Source, StageMove};
 pub use email::Email;
 pub use funnel::{Funnel, Side, StageDef};
 pub use lead::{Consent, Lead};
+pub use mail::{MailClass, MailRequest, Repeat, StreamChange};
 pub use traits::Traits;

@@ -31,7 +31,7 @@ async fn store(state: &AppState, items: Vec<Item>, batch: bool) -> Result<Json<V
             (None, String::new())
         }
     };
-    match accept(&p.store, items, &paths, p.funnel.initial(), p.clock.now()).await {
+    match accept(&p.store, items, &paths, &p.new_leads(), p.clock.now()).await {
         Ok(done) => {
             if done.accepted > 0 {
                 p.wake.notify_one();

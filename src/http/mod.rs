@@ -1,11 +1,14 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
-//! `/v1/batch`), leads (`/v1/leads/{email}`), counters (`/v1/stats`) and `/healthz`.
-//! Everything under `/v1` needs the API token.
+//! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), counters
+//! (`/v1/stats`) and `/healthz`. Everything under `/v1` needs the API token; the links
+//! in mails (`/u/`, `/confirm/`, `/o/`, `/c/`) carry their own signed token.
 
 mod auth;
 mod error;
 mod ingest;
 mod leads;
+mod links;
+mod mails;
 mod stats;
 
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Router, middleware};
 
 use crate::config::Config;
+use crate::mail::Signer;
 use crate::process::Processor;
 use crate::rules::Rules;
 
@@ -29,6 +33,8 @@ pub struct AppState {
     pub rules: Arc<Rules>,
     /// Events skipped as duplicates since start.
     pub duplicates: Arc<AtomicU64>,
+    /// Checks the tokens of links in mails.
+    pub signer: Arc<Signer>,
 }
 
 /// The whole API.
@@ -43,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .route("/leads/{email}", get(leads::show))
         .route("/leads/{email}/stage", post(leads::set_stage))
         .route("/stats", get(stats::stats))
+        .route("/mails", get(mails::list))
+        .route("/mails/{id}", get(mails::show))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -50,6 +58,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(stats::healthz))
+        .route(
+            "/u/{token}",
+            get(links::unsubscribe_page).post(links::unsubscribe),
+        )
+        .route("/confirm/{token}", get(links::confirm))
+        .route("/o/{token}", get(links::open))
+        .route("/c/{token}", get(links::click))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::mail::StreamPlan;
 use crate::store::{Store, StoreError, build};
 pub use segment::{InputError, Item, LeadKey};
 
@@ -31,6 +32,14 @@ pub enum AcceptError {
     Input(Vec<InputError>),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Where a lead seen for the first time starts.
+#[derive(Clone, Copy)]
+pub struct NewLeads<'a> {
+    pub stage: &'a str,
+    /// The streams of that stage it joins (none in rule fixtures).
+    pub streams: Option<&'a StreamPlan>,
 }
 
 /// Who is known: lead ids by e-mail and by the sender's user id.
@@ -83,7 +92,7 @@ pub async fn accept(
     store: &Store,
     items: Vec<Item>,
     paths: &(dyn Fn(usize) -> (Option<usize>, String) + Sync),
-    initial_stage: &str,
+    new_leads: &NewLeads<'_>,
     now: DateTime<Utc>,
 ) -> Result<Accepted, AcceptError> {
     if items.is_empty() {
@@ -139,8 +148,13 @@ pub async fn accept(
                     .filter(|u| !known.by_user.contains_key(*u));
                 let reason = format!("first seen ({} event)", item.event.kind);
                 let id = tx
-                    .create_lead(email, user, initial_stage, now, &reason)
+                    .create_lead(email, user, new_leads.stage, now, &reason)
                     .await?;
+                if let Some(plan) = new_leads.streams {
+                    let joins = plan.created(new_leads.stage);
+                    tx.execute(build::mails(&[(id, None, &joins)], &plan.params, now))
+                        .await?;
+                }
                 known.add(vec![crate::store::LeadKeyRow {
                     id,
                     email: email.as_str().to_string(),

@@ -1,14 +1,11 @@
 //! Work on many leads at once for scheduled jobs: a rule function over a page of leads,
 //! and interest decay. Both take the lead lock and write in one transaction per page.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 
-use super::history::StoreHistory;
 use super::worker::{ProcessError, Processor};
 use crate::domain::{Changes, Lead, Source};
-use crate::rules::{Context, RuleError, run::run_function};
+use crate::rules::{RuleError, run::run_function};
 use crate::store::build;
 
 /// One lead's result: its new state and changes, or the rule error.
@@ -41,17 +38,17 @@ impl Processor {
         }
         let _lock = self.lead_lock.lock().await;
         let leads = self.load_leads(ids).await?;
-        let ctx = Context {
-            funnel: self.funnel.clone(),
-            history: Arc::new(StoreHistory::new(self.store.clone(), self.history.clone())),
-        };
+        let ctx = self.context();
+        let plan = self.plan.clone();
         let sandbox = self.sandbox.clone();
         let function = function.to_string();
         let results = tokio::task::spawn_blocking(move || {
             let mut out: Vec<(i64, RunResult)> = Vec::new();
             for (id, lead) in leads {
-                let r = run_function(&sandbox, &rule, &function, &ctx, &lead, at)
-                    .map(|e| (e.lead, e.changes));
+                let r = run_function(&sandbox, &rule, &function, &ctx, &lead, at).map(|mut e| {
+                    plan.follow(&lead.stage, &e.lead.stage, None, &mut e.changes);
+                    (e.lead, e.changes)
+                });
                 out.push((id, r));
             }
             out.sort_by_key(|(id, _)| *id);
@@ -74,7 +71,9 @@ impl Processor {
             .iter()
             .filter_map(|(id, r)| r.as_ref().ok().map(|(_, c)| (*id, None, c)))
             .collect();
-        let statements = build::leads(&saved).and(build::changes(&records));
+        let statements = build::leads(&saved)
+            .and(build::changes(&records))
+            .and(build::mails(&records, &self.plan.params, at));
         let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
         tx.hold_lease(&lease).await?;
@@ -84,6 +83,9 @@ impl Processor {
             return Err(e.into());
         }
         self.remember(saved.into_iter().cloned());
+        if records.iter().any(|(_, _, c)| c.has_mail()) {
+            self.mail_wake.notify_one();
+        }
         Ok(results
             .into_iter()
             .map(|(id, r)| (id, r.map(|(_, c)| c)))

@@ -53,8 +53,14 @@ impl Processor {
             &mut changes,
         )?;
         if outcome == Outcome::Applied {
-            let statements =
-                build::leads(&[&lead]).and(build::changes(&[(lead.id, None, &changes)]));
+            let before = changes.moves.first().and_then(|m| m.from.clone());
+            if let Some(before) = before {
+                self.plan.follow(&before, &lead.stage, None, &mut changes);
+            }
+            let records = [(lead.id, None, &changes)];
+            let statements = build::leads(&[&lead])
+                .and(build::changes(&records))
+                .and(build::mails(&records, &self.plan.params, self.clock.now()));
             let lease = self.held_lease()?;
             let mut tx = self.store.begin_write().await?;
             tx.hold_lease(&lease).await?;
@@ -64,7 +70,78 @@ impl Processor {
                 return Err(e.into());
             }
             self.remember([lead.clone()]);
+            if changes.has_mail() {
+                self.mail_wake.notify_one();
+            }
         }
         Ok((lead, outcome))
+    }
+}
+
+/// Which consent a person gave or withdrew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentKind {
+    /// Marketing mail.
+    Email,
+    /// Open and click tracking.
+    Tracking,
+}
+
+impl Processor {
+    /// Records a consent change for lead `lead_id`, which must still have the address
+    /// `email` (links carry both). Withdrawing mail consent also ends every stream.
+    /// Returns the lead, or `None` when no such lead has that address.
+    pub async fn set_consent(
+        &self,
+        lead_id: i64,
+        email: &str,
+        kind: ConsentKind,
+        granted: bool,
+        source: &str,
+    ) -> Result<Option<Lead>, ManualError> {
+        let _lock = self.lead_lock.lock().await;
+        let Some(mut lead) = self.load_leads(&[lead_id]).await?.remove(&lead_id) else {
+            return Ok(None);
+        };
+        if lead.email.as_str() != email {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let consent = match kind {
+            ConsentKind::Email => &mut lead.consent_email,
+            ConsentKind::Tracking => &mut lead.consent_tracking,
+        };
+        if consent.granted == granted && consent.at.is_some() {
+            return Ok(Some(lead));
+        }
+        *consent = crate::domain::Consent {
+            granted,
+            at: Some(now),
+            source: Some(source.to_string()),
+        };
+        lead.updated_at = now;
+        let mut changes = Changes::default();
+        if kind == ConsentKind::Email && !granted {
+            changes.streams.push(crate::domain::StreamChange::Exit {
+                stream: None,
+                reason: format!("consent withdrawn ({source})"),
+            });
+        }
+        let statements = build::leads(&[&lead]).and(build::mails(
+            &[(lead.id, None, &changes)],
+            &self.plan.params,
+            now,
+        ));
+        let lease = self.held_lease()?;
+        let mut tx = self.store.begin_write().await?;
+        tx.hold_lease(&lease).await?;
+        tx.execute(statements).await?;
+        if let Err(e) = tx.commit().await {
+            self.forget_leads(Some(&[lead.id]));
+            return Err(e.into());
+        }
+        self.remember([lead.clone()]);
+        tracing::info!(lead = lead.id, ?kind, granted, source, "consent recorded");
+        Ok(Some(lead))
     }
 }

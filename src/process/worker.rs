@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::history::{HistoryCache, Past, StoreHistory};
 use crate::clock::{SharedClock, from_ms};
 use crate::domain::{Changes, Funnel, Lead, Traits};
+use crate::ingest::NewLeads;
+use crate::mail::StreamPlan;
 use crate::rules::run::{json_map, run_event};
 use crate::rules::{Context, EventView, RuleError, RuleSet, Rules, Sandbox};
 use crate::store::{Lease, LeaseHeld, PendingEvent, Store, StoreError, build};
@@ -42,6 +44,10 @@ pub struct Processor {
     pub lead_lock: Arc<Mutex<()>>,
     /// Signalled when events were stored.
     pub wake: Arc<Notify>,
+    /// Signalled when mail was queued or stream memberships changed.
+    pub mail_wake: Arc<Notify>,
+    /// The nurture streams, for moving leads between them.
+    pub plan: Arc<StreamPlan>,
     /// Lead state as last written; guarded by `lead_lock`.
     cache: std::sync::Mutex<LruCache<i64, Lead>>,
     /// The processing lease, while this process holds it; every write checks it.
@@ -109,12 +115,37 @@ impl Processor {
             poll_interval,
             lead_lock: Arc::new(Mutex::new(())),
             wake: Arc::new(Notify::new()),
+            mail_wake: Arc::new(Notify::new()),
+            plan: Arc::new(StreamPlan::default()),
             cache: std::sync::Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHE_LEADS).expect("non-zero"),
             )),
             history: Arc::new(HistoryCache::new(history_events)),
             lease: std::sync::Mutex::new(None),
             shards,
+        }
+    }
+
+    /// Sets the nurture streams leads move between.
+    pub fn with_streams(mut self, plan: StreamPlan) -> Self {
+        self.plan = Arc::new(plan);
+        self
+    }
+
+    /// Where leads seen for the first time start.
+    pub fn new_leads(&self) -> NewLeads<'_> {
+        NewLeads {
+            stage: self.funnel.initial(),
+            streams: Some(&self.plan),
+        }
+    }
+
+    /// What a rule run needs besides the lead.
+    pub(super) fn context(&self) -> Context {
+        Context {
+            funnel: self.funnel.clone(),
+            history: Arc::new(StoreHistory::new(self.store.clone(), self.history.clone())),
+            streams: Arc::new(self.plan.names()),
         }
     }
 
@@ -144,7 +175,7 @@ impl Processor {
         }
     }
 
-    pub(super) fn held_lease(&self) -> Result<Lease, StoreError> {
+    pub fn held_lease(&self) -> Result<Lease, StoreError> {
         self.lease
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -208,8 +239,14 @@ impl Processor {
         let Some(batch) = self.prepare(None).await? else {
             return Ok(BatchOutcome::default());
         };
-        let (batch, written) =
-            write_batch(self.store.clone(), lease, self.clock.now(), batch).await;
+        let (batch, written) = write_batch(
+            self.store.clone(),
+            lease,
+            self.plan.clone(),
+            self.clock.now(),
+            batch,
+        )
+        .await;
         self.finish(batch, written)
     }
 
@@ -235,10 +272,7 @@ impl Processor {
         self.history.prefetch(&self.store, &ids, since).await?;
         let loaded = started.elapsed();
 
-        let ctx = Context {
-            funnel: self.funnel.clone(),
-            history: Arc::new(StoreHistory::new(self.store.clone(), self.history.clone())),
-        };
+        let ctx = self.context();
         let rules = self.rules.current();
         let count = events.len();
         let last_seq = events.iter().map(|e| e.seq).max().unwrap_or_default();
@@ -255,9 +289,16 @@ impl Processor {
         let mut tasks = Vec::with_capacity(shards);
         for (events, leads) in work {
             let (sandbox, rules, ctx) = (self.sandbox.clone(), rules.clone(), ctx.clone());
-            let history = self.history.clone();
+            let (history, plan) = (self.history.clone(), self.plan.clone());
             tasks.push(tokio::task::spawn_blocking(move || {
-                evaluate_shard(&sandbox, &rules, &ctx, &history, leads, events)
+                let shard = Shard {
+                    sandbox: &sandbox,
+                    rules: &rules,
+                    ctx: &ctx,
+                    history: &history,
+                    plan: &plan,
+                };
+                shard.evaluate(leads, events)
             }));
         }
         let mut saved: Vec<Changed> = Vec::new();
@@ -300,6 +341,13 @@ impl Processor {
         if let Err(e) = written {
             self.forget_leads(None);
             return Err(e.into());
+        }
+        if batch
+            .outcomes
+            .iter()
+            .any(|o| o.result.as_ref().is_ok_and(Changes::has_mail))
+        {
+            self.mail_wake.notify_one();
         }
         for o in &batch.outcomes {
             match &o.result {
@@ -409,7 +457,13 @@ impl Processor {
                 return Ok(done);
             };
             let last = batch.last_seq;
-            let write = write_batch(self.store.clone(), lease.clone(), self.clock.now(), batch);
+            let write = write_batch(
+                self.store.clone(),
+                lease.clone(),
+                self.plan.clone(),
+                self.clock.now(),
+                batch,
+            );
             writing = Some((last, tokio::spawn(write)));
         }
         if let Some((_, write)) = writing {
@@ -445,11 +499,12 @@ struct Prepared {
 async fn write_batch(
     store: Store,
     lease: Lease,
+    plan: Arc<StreamPlan>,
     now: chrono::DateTime<chrono::Utc>,
     batch: Prepared,
 ) -> (Prepared, Result<(), StoreError>) {
     let started = Instant::now();
-    let result = write(&store, &lease, now, &batch).await;
+    let result = write(&store, &lease, &plan, now, &batch).await;
     tracing::debug!(
         events = batch.outcomes.len(),
         write_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -461,6 +516,7 @@ async fn write_batch(
 async fn write(
     store: &Store,
     lease: &Lease,
+    plan: &StreamPlan,
     now: chrono::DateTime<chrono::Utc>,
     batch: &Prepared,
 ) -> Result<(), StoreError> {
@@ -503,7 +559,8 @@ async fn write(
         .collect();
     let statements = build::leads(&full)
         .and(build::lead_states(&states))
-        .and(build::changes(&records));
+        .and(build::changes(&records))
+        .and(build::mails(&records, &plan.params, now));
     let finished = build::finished(&processed, &failed, now);
     let waited = Instant::now();
     let mut tx = store.begin_write().await?;
@@ -524,95 +581,104 @@ async fn write(
     done
 }
 
-/// Runs the rules for each event of one shard in order. Returns the final state of
-/// the leads changed by at least one successful event, and each event's outcome.
-fn evaluate_shard(
-    sandbox: &Sandbox,
-    rules: &RuleSet,
-    ctx: &Context,
-    history: &HistoryCache,
-    mut leads: HashMap<i64, Lead>,
-    events: Vec<PendingEvent>,
-) -> ShardResult {
-    let mut outcomes = Vec::with_capacity(events.len());
-    // Lead id -> whether its profile (not only its funnel state) changed.
-    let mut touched: HashMap<i64, bool> = HashMap::new();
-    for row in events {
-        let result = match leads.get(&row.lead_id) {
-            None => Err(RuleError::new(
-                "event",
-                format!("lead {} of this event no longer exists", row.lead_id),
-            )),
-            Some(before) => evaluate_event(sandbox, rules, ctx, history, before, &row)
-                .map(|(after, changes)| (!before.same_profile(&after), after, changes)),
-        };
-        let result = result.map(|(profile, lead, changes)| {
-            *touched.entry(lead.id).or_default() |= profile;
-            leads.insert(lead.id, lead);
-            changes
-        });
-        outcomes.push(EventOutcome {
-            seq: row.seq,
-            lead_id: row.lead_id,
-            result,
-        });
-    }
-    let changed = leads
-        .into_iter()
-        .filter_map(|(id, lead)| touched.get(&id).map(|&profile| Changed { lead, profile }))
-        .collect();
-    (changed, outcomes)
+/// What evaluating one shard needs.
+struct Shard<'a> {
+    sandbox: &'a Sandbox,
+    rules: &'a RuleSet,
+    ctx: &'a Context,
+    history: &'a HistoryCache,
+    plan: &'a StreamPlan,
 }
 
-fn evaluate_event(
-    sandbox: &Sandbox,
-    rules: &RuleSet,
-    ctx: &Context,
-    history: &HistoryCache,
-    lead: &Lead,
-    row: &PendingEvent,
-) -> Result<(Lead, Changes), RuleError> {
-    let at = from_ms(row.occurred_at);
-    // The event counts in the lead's history from now on, whatever the rules make of it.
-    history.record(
-        row.lead_id,
-        Past {
-            seq: row.seq,
-            name: history.name(&row.name),
-            at: row.occurred_at,
-            properties: row.properties.as_str().into(),
-        },
-    );
-    fn stored(what: &'static str) -> impl Fn(String) -> RuleError {
-        move |e| RuleError::new("event", format!("stored {what} are not a JSON object: {e}"))
-    }
-    // Identify traits change the lead before the rules see it.
-    let identified;
-    let lead = match row.traits.as_deref() {
-        Some(text) if row.kind == "identify" => {
-            let obj: serde_json::Map<String, Value> =
-                serde_json::from_str(text).map_err(|e| stored("traits")(e.to_string()))?;
-            let parsed = Traits::parse(&obj, "traits").map_err(|errs| {
-                let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
-                RuleError::new("event", text.join("; "))
-            })?;
-            let mut changed = lead.clone();
-            changed.apply_traits(&parsed, at, "identify");
-            identified = changed;
-            &identified
+impl Shard<'_> {
+    /// Runs the rules for each event of one shard in order. Returns the final state of
+    /// the leads changed by at least one successful event, and each event's outcome.
+    fn evaluate(&self, mut leads: HashMap<i64, Lead>, events: Vec<PendingEvent>) -> ShardResult {
+        let mut outcomes = Vec::with_capacity(events.len());
+        // Lead id -> whether its profile (not only its funnel state) changed.
+        let mut touched: HashMap<i64, bool> = HashMap::new();
+        for row in events {
+            let result = match leads.get(&row.lead_id) {
+                None => Err(RuleError::new(
+                    "event",
+                    format!("lead {} of this event no longer exists", row.lead_id),
+                )),
+                Some(before) => self
+                    .evaluate_event(before, &row)
+                    .map(|(after, changes)| (!before.same_profile(&after), after, changes)),
+            };
+            let result = result.map(|(profile, lead, changes)| {
+                *touched.entry(lead.id).or_default() |= profile;
+                leads.insert(lead.id, lead);
+                changes
+            });
+            outcomes.push(EventOutcome {
+                seq: row.seq,
+                lead_id: row.lead_id,
+                result,
+            });
         }
-        _ => lead,
-    };
-    let view = EventView {
-        seq: row.seq,
-        kind: row.kind.clone(),
-        name: row.name.clone(),
-        message_id: row.message_id.clone(),
-        properties: json_map(Some(&row.properties)).map_err(stored("properties"))?,
-        traits: json_map(row.traits.as_deref()).map_err(stored("traits"))?,
-        context: json_map(row.context.as_deref()).map_err(stored("context"))?,
-        at,
-    };
-    let eval = run_event(sandbox, rules, ctx, lead, &view)?;
-    Ok((eval.lead, eval.changes))
+        let changed = leads
+            .into_iter()
+            .filter_map(|(id, lead)| touched.get(&id).map(|&profile| Changed { lead, profile }))
+            .collect();
+        (changed, outcomes)
+    }
+
+    fn evaluate_event(
+        &self,
+        lead: &Lead,
+        row: &PendingEvent,
+    ) -> Result<(Lead, Changes), RuleError> {
+        let history = self.history;
+        let at = from_ms(row.occurred_at);
+        // The event counts in the lead's history from now on, whatever the rules make of it.
+        history.record(
+            row.lead_id,
+            Past {
+                seq: row.seq,
+                name: history.name(&row.name),
+                at: row.occurred_at,
+                properties: row.properties.as_str().into(),
+            },
+        );
+        fn stored(what: &'static str) -> impl Fn(String) -> RuleError {
+            move |e| RuleError::new("event", format!("stored {what} are not a JSON object: {e}"))
+        }
+        // Identify traits change the lead before the rules see it.
+        let identified;
+        let lead = match row.traits.as_deref() {
+            Some(text) if row.kind == "identify" => {
+                let obj: serde_json::Map<String, Value> =
+                    serde_json::from_str(text).map_err(|e| stored("traits")(e.to_string()))?;
+                let parsed = Traits::parse(&obj, "traits").map_err(|errs| {
+                    let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+                    RuleError::new("event", text.join("; "))
+                })?;
+                let mut changed = lead.clone();
+                changed.apply_traits(&parsed, at, "identify");
+                identified = changed;
+                &identified
+            }
+            _ => lead,
+        };
+        let view = EventView {
+            seq: row.seq,
+            kind: row.kind.clone(),
+            name: row.name.clone(),
+            message_id: row.message_id.clone(),
+            properties: json_map(Some(&row.properties)).map_err(stored("properties"))?,
+            traits: json_map(row.traits.as_deref()).map_err(stored("traits"))?,
+            context: json_map(row.context.as_deref()).map_err(stored("context"))?,
+            at,
+        };
+        let mut eval = run_event(self.sandbox, self.rules, self.ctx, lead, &view)?;
+        self.plan.follow(
+            &lead.stage,
+            &eval.lead.stage,
+            Some(&row.name),
+            &mut eval.changes,
+        );
+        Ok((eval.lead, eval.changes))
+    }
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::rules::ruleset::RulesStatus;
-use crate::store::{EventCounts, JobRun, Store, StoreError};
+use crate::store::{EventCounts, JobRun, MailCounts, Store, StoreError};
 
 #[derive(Debug, Serialize)]
 pub struct Stats {
@@ -16,6 +16,8 @@ pub struct Stats {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<RulesStatus>,
     pub recent_jobs: Vec<JobRun>,
+    #[serde(flatten)]
+    pub mails: MailCounts,
 }
 
 impl Stats {
@@ -31,6 +33,7 @@ impl Stats {
             stages: store.stage_counts().await?.into_iter().collect(),
             rules,
             recent_jobs: store.recent_job_runs(10).await?,
+            mails: store.mail_counts().await?,
         })
     }
 }

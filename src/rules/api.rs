@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::domain::change::{Action, Axis};
 use crate::domain::{Changes, Funnel, Lead, Source};
 
-type Res<T> = Result<T, Box<EvalAltResult>>;
+pub(super) type Res<T> = Result<T, Box<EvalAltResult>>;
 
 /// The event history a rule can ask about.
 pub trait History: Send + Sync {
@@ -39,6 +39,8 @@ pub struct Session {
     pub changes: Changes,
     pub funnel: Arc<Funnel>,
     pub history: Arc<dyn History>,
+    /// Names of the configured nurture streams.
+    pub streams: Arc<Vec<String>>,
     /// "Now" for the rules: the event's time, or the job's run time.
     pub at: DateTime<Utc>,
     /// Counting sees events up to this one (the current event included).
@@ -56,7 +58,7 @@ impl LeadHandle {
         Self(Arc::new(Mutex::new(session)))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Session> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Session> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -77,6 +79,7 @@ impl LeadHandle {
                     changes: std::mem::take(&mut guard.changes),
                     funnel: guard.funnel.clone(),
                     history: guard.history.clone(),
+                    streams: guard.streams.clone(),
                     at: guard.at,
                     upto_seq: guard.upto_seq,
                     file: guard.file.clone(),
@@ -90,7 +93,7 @@ impl LeadHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub chrono::Duration);
 
-fn runtime(ctx: &NativeCallContext, message: impl Into<String>) -> Box<EvalAltResult> {
+pub(super) fn runtime(ctx: &NativeCallContext, message: impl Into<String>) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(
         Dynamic::from(message.into()),
         ctx.call_position(),
@@ -99,7 +102,7 @@ fn runtime(ctx: &NativeCallContext, message: impl Into<String>) -> Box<EvalAltRe
 
 /// Applies an action for the calling rule; a refused action becomes a rule error at the
 /// call's position.
-fn act(ctx: &NativeCallContext, lead: &mut LeadHandle, action: Action) -> Res<()> {
+pub(super) fn act(ctx: &NativeCallContext, lead: &mut LeadHandle, action: Action) -> Res<()> {
     let mut s = lead.lock();
     let pos = ctx.call_position();
     let source = Source::Rule {
@@ -123,7 +126,7 @@ fn text(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
 
-fn to_json(ctx: &NativeCallContext, v: &Dynamic) -> Res<Value> {
+pub(super) fn to_json(ctx: &NativeCallContext, v: &Dynamic) -> Res<Value> {
     rhai::serde::from_dynamic::<Value>(v)
         .map_err(|e| runtime(ctx, format!("this value cannot be stored: {e}")))
 }
@@ -136,6 +139,7 @@ fn to_dynamic(v: &Value) -> Dynamic {
 pub fn register(engine: &mut Engine, thresholds: Arc<BTreeMap<String, f64>>) {
     engine.register_type_with_name::<LeadHandle>("Lead");
     engine.register_type_with_name::<Span>("Duration");
+    super::mail_api::register(engine);
 
     // Read-only fields. Unknown text is "" and unknown numbers are 0, so comparisons
     // never fail on a missing value; `lead.has("phone")` tells known from unknown.

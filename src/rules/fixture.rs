@@ -325,7 +325,7 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
                 store,
                 vec![item],
                 &|_| (None, String::new()),
-                funnel.initial(),
+                &app.processor.new_leads(),
                 at,
             )
             .await

@@ -2,7 +2,8 @@
 //! every event. Rules decide; Rust checks and applies what they ask for.
 //!
 //! - [`sandbox`]: the engine and its limits;
-//! - [`api`]: the `lead` object and helpers a rule can call;
+//! - [`api`]: the `lead` object and helpers a rule can call; [`mail_api`]: mail and
+//!   streams;
 //! - [`ruleset`]: compiled files and reload; [`watch`]: reload on change;
 //! - [`run`]: calling `on_event` / a scheduled function;
 //! - [`fixture`]: `nurtured rules test`; [`error`]: errors with file:line:column.
@@ -10,6 +11,7 @@
 pub mod api;
 pub mod error;
 pub mod fixture;
+pub mod mail_api;
 pub mod ruleset;
 pub mod run;
 pub mod sandbox;

@@ -18,6 +18,8 @@ use crate::domain::{Changes, Funnel, Lead};
 pub struct Context {
     pub funnel: Arc<Funnel>,
     pub history: Arc<dyn History>,
+    /// Names of the configured nurture streams.
+    pub streams: Arc<Vec<String>>,
 }
 
 impl Context {
@@ -28,6 +30,7 @@ impl Context {
             changes: Changes::default(),
             funnel: self.funnel.clone(),
             history: self.history.clone(),
+            streams: self.streams.clone(),
             at,
             upto_seq,
             file,

@@ -1,4 +1,4 @@
-//! Hot reload: watches the rules folder and reloads the rules when a file changes.
+//! Hot reload: watches a folder (rules, templates) and reloads when a file changes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,23 @@ const SETTLE: Duration = Duration::from_millis(150);
 
 /// Watches until `shutdown`; reloads after changes settle.
 pub async fn watch(rules: Arc<Rules>, sandbox: Arc<Sandbox>, shutdown: CancellationToken) {
+    let dir = rules.dir().to_path_buf();
+    let reload = move || {
+        rules.reload(&sandbox);
+    };
+    watch_folder(&dir, RecursiveMode::NonRecursive, "rules", reload, shutdown).await;
+}
+
+/// Watches `dir` until `shutdown` and calls `reload` (on a blocking thread) once
+/// changes have settled. `what` names the folder in warnings.
+pub async fn watch_folder(
+    dir: &std::path::Path,
+    mode: RecursiveMode,
+    what: &'static str,
+    reload: impl Fn() + Send + Sync + 'static,
+    shutdown: CancellationToken,
+) {
+    let reload = Arc::new(reload);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = match notify::recommended_watcher(
         move |res: notify::Result<notify::Event>| {
@@ -27,12 +44,12 @@ pub async fn watch(rules: Arc<Rules>, sandbox: Arc<Sandbox>, shutdown: Cancellat
     ) {
         Ok(w) => w,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the rules folder; rules reload on restart only");
+            tracing::warn!(error = %e, "cannot watch the {what} folder; it reloads on restart only");
             return;
         }
     };
-    if let Err(e) = watcher.watch(rules.dir(), RecursiveMode::NonRecursive) {
-        tracing::warn!(error = %e, dir = %rules.dir().display(), "cannot watch the rules folder; rules reload on restart only");
+    if let Err(e) = watcher.watch(dir, mode) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the {what} folder; it reloads on restart only");
         return;
     }
     loop {
@@ -48,7 +65,7 @@ pub async fn watch(rules: Arc<Rules>, sandbox: Arc<Sandbox>, shutdown: Cancellat
                 _ = rx.recv() => continue,
             }
         }
-        let (rules, sandbox) = (rules.clone(), sandbox.clone());
-        let _ = tokio::task::spawn_blocking(move || rules.reload(&sandbox)).await;
+        let reload = reload.clone();
+        let _ = tokio::task::spawn_blocking(move || reload()).await;
     }
 }

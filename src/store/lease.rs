@@ -20,6 +20,13 @@ pub struct Lease {
     holder: String,
 }
 
+impl Lease {
+    /// Who holds it: `host:pid:tag`.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+}
+
 /// The lease is held by another live process.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(

@@ -9,6 +9,7 @@ mod events;
 mod jobs;
 mod leads;
 pub mod lease;
+mod outbox;
 mod rows;
 mod stats;
 
@@ -26,6 +27,10 @@ pub use events::{CountQuery, EventRow, FailedEvent, NewEvent, PastEvent, Pending
 pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
 pub use lease::{Lease, LeaseHeld};
+pub use outbox::{
+    DueStep, EnrollParams, EnrollmentRow, Finish, MailContent, MailCounts, MailFilter, OutboxRow,
+    StepDone, StepMail,
+};
 pub use rows::{HistoryRow, LedgerRow};
 pub use stats::EventCounts;
 
@@ -149,6 +154,7 @@ impl Statements {
 pub mod build {
     pub use super::events::build::{events, finished};
     pub use super::leads::build::{changes, lead_states, leads};
+    pub use super::outbox::build::mails;
 }
 
 /// SQLite allows 32766 bound parameters per statement; stay well below.

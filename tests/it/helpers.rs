@@ -41,7 +41,24 @@ pub fn prepare_dir() -> TempDir {
             std::fs::copy(entry.path(), rules.join(entry.file_name())).unwrap();
         }
     }
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"),
+        &dir.path().join("templates"),
+    );
     dir
+}
+
+/// Copies a folder with everything in it.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 pub fn config_of(dir: &Path) -> Config {
@@ -49,6 +66,7 @@ pub fn config_of(dir: &Path) -> Config {
 }
 
 pub async fn start_in(dir: &Path, clock: SharedClock) -> Running {
+    nurtured::install_crypto();
     let app = App::build(config_of(dir), clock).await.expect("app builds");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     daemon::start(app, listener).await.expect("daemon starts")
@@ -230,4 +248,45 @@ pub async fn write_rule(app: &TestApp, name: &str, text: &str) {
                 .any(|e| e["file"].as_str().unwrap().ends_with(name))
     })
     .await;
+}
+
+/// The secret tests sign mail links with.
+pub const SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+
+/// A test folder whose daemon sends mail to the SMTP server on `smtp_port`, retries
+/// quickly, and takes `extra` TOML (more `[mail]` keys, streams) at the end of `[mail]`.
+pub fn mail_dir(smtp_port: u16, extra: &str) -> TempDir {
+    let dir = prepare_dir();
+    let path = dir.path().join("nurtured.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[mail]\nurl = \"smtp://127.0.0.1:{smtp_port}\"\npublic_url = \"https://mail.example.com\"\n\
+         secret = \"{SECRET}\"\nretry_base = \"200ms\"\ntimeout = \"5s\"\n{extra}\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    dir
+}
+
+/// A free loopback port (nothing listens on it until someone binds it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until `check()` holds, polling; fails after `secs` seconds with `what`.
+pub async fn eventually<T>(what: &str, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

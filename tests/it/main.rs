@@ -5,5 +5,6 @@ mod api;
 mod cli;
 mod helpers;
 mod lease;
+mod mail;
 mod rules;
 mod schedules;

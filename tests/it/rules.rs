@@ -11,7 +11,7 @@ fn rules_check_reports_file_line_and_column() {
     let out = cli_in(dir.path(), &["rules", "check"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("ok: 5 rule file(s) compiled"),
+        text(&out).contains("ok: 6 rule file(s) compiled"),
         "{}",
         text(&out)
     );

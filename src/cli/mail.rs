@@ -1,0 +1,144 @@
+//! `nurtured templates check`, `nurtured mail list` and `nurtured mail show`.
+
+use std::process::ExitCode;
+
+use super::MailCommand;
+use crate::clock::{SharedClock, from_ms};
+use crate::config::Config;
+use crate::daemon::App;
+use crate::domain::Email;
+use crate::mail::Templates;
+use crate::mail::templates::required;
+use crate::store::{MailFilter, OutboxRow};
+
+/// Loads and renders every template; 0 when all is well, 1 otherwise.
+pub fn templates_check(config: &Config) -> ExitCode {
+    let m = &config.mail;
+    let templates = match Templates::load(&m.templates_dir, &m.templates_shown, &m.default_locale) {
+        Ok(t) => t,
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            println!("{} problem(s)", errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = templates.check(&required(config));
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        let mails = templates.mails();
+        let count: usize = mails.values().map(|m| m.len()).sum();
+        let locales: Vec<&str> = mails.keys().map(String::as_str).collect();
+        println!(
+            "ok: {count} mails ({}) render against the sample lead; every template that \
+             streams and rules use exists",
+            locales.join(", ")
+        );
+        ExitCode::SUCCESS
+    } else {
+        println!("{} problem(s)", problems.len());
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn mail(
+    config: Config,
+    clock: SharedClock,
+    command: MailCommand,
+) -> anyhow::Result<ExitCode> {
+    let app = App::build(config, clock).await?;
+    let store = app.store();
+    match command {
+        MailCommand::List {
+            status,
+            lead,
+            limit,
+            json,
+        } => {
+            let lead_id = match lead {
+                None => None,
+                Some(raw) => {
+                    let email = Email::parse(&raw)?;
+                    match store.lead_by_email(&email).await? {
+                        Some(l) => Some(l.id),
+                        None => {
+                            eprintln!("no lead with e-mail {email}");
+                            return Ok(ExitCode::FAILURE);
+                        }
+                    }
+                }
+            };
+            let rows = store
+                .list_mails(&MailFilter {
+                    status,
+                    lead_id,
+                    limit,
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:>6}  {:<10}  {:<16}  {:<28}  {:<30}  why",
+                    "id", "status", "when", "to", "template"
+                );
+                for r in &rows {
+                    println!("{}", line(r));
+                }
+            }
+        }
+        MailCommand::Show { id, json } => {
+            let Some((row, content)) = store.mail(id).await? else {
+                eprintln!("no mail {id}");
+                return Ok(ExitCode::FAILURE);
+            };
+            if json {
+                let v = serde_json::json!({ "mail": row, "content": content });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "mail {}: {} ({} mail, {})",
+                row.id, row.status, row.class, row.kind
+            );
+            println!("  to:        {}", row.email);
+            println!("  template:  {}", row.template);
+            println!("  asked by:  {}", row.source);
+            println!("  queued:    {}", time(row.created_at));
+            println!("  due:       {}", time(row.due_at));
+            println!("  attempts:  {}", row.attempts);
+            if let Some(r) = &row.reason {
+                println!("  why:       {r}");
+            }
+            if let Some(m) = &row.message_id {
+                println!("  message:   {m}");
+            }
+            if let Some(c) = content {
+                println!("  subject:   {}", c.subject);
+                println!("  headers:   {}", c.headers);
+                println!("\n{}", c.text_body);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time(ms: i64) -> String {
+    from_ms(ms).format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn line(r: &OutboxRow) -> String {
+    let when = r.finished_at.unwrap_or(r.due_at);
+    format!(
+        "{:>6}  {:<10}  {:<16}  {:<28}  {:<30}  {}",
+        r.id,
+        r.status,
+        from_ms(when).format("%Y-%m-%d %H:%M"),
+        r.email,
+        r.template,
+        r.reason.as_deref().unwrap_or("")
+    )
+}

@@ -1,0 +1,238 @@
+//! The links in mails, served without the API token (the signed token is the
+//! permission): `/u/{token}` unsubscribe (GET shows a page, POST unsubscribes at once,
+//! RFC 8058 one-click), `/confirm/{token}` double opt-in, `/o/{token}` open pixel and
+//! `/c/{token}` click redirect. A token that does not verify gets 400 and changes
+//! nothing; a valid token for a lead that no longer has that address gets 404.
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::ingest::{self, segment};
+use crate::mail::token::{Claim, Purpose};
+use crate::process::manual::ConsentKind;
+
+/// A 1x1 transparent GIF.
+const PIXEL: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"de\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\">\
+         <h1>{title}</h1>{body}</body></html>"
+    );
+    (status, Html(html)).into_response()
+}
+
+fn invalid() -> Response {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Ungültiger Link",
+        "<p>Dieser Link ist ungültig oder unvollständig. Bitte verwenden Sie den Link aus \
+         der E-Mail unverändert.</p>",
+    )
+}
+
+fn unknown() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Link nicht mehr gültig",
+        "<p>Zu diesem Link gibt es keinen Empfänger mehr.</p>",
+    )
+}
+
+fn verify(state: &AppState, token: &str, purpose: Purpose) -> Option<Claim> {
+    state.signer.verify(token, purpose).ok()
+}
+
+/// GET: asks before unsubscribing (mail scanners follow links; they must not
+/// unsubscribe anyone).
+pub async fn unsubscribe_page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Response {
+    if verify(&state, &token, Purpose::Unsubscribe).is_none() {
+        return invalid();
+    }
+    page(
+        StatusCode::OK,
+        "Abmelden",
+        &format!(
+            "<p>Möchten Sie keine weiteren E-Mails von uns erhalten?</p>\
+             <form method=\"post\" action=\"/u/{token}\">\
+             <button type=\"submit\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+             Ja, abmelden</button></form>"
+        ),
+    )
+}
+
+/// POST: unsubscribes at once (the page's button, or a mail client's one-click).
+pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let Some(claim) = verify(&state, &token, Purpose::Unsubscribe) else {
+        return invalid();
+    };
+    let source = match claim.mail {
+        Some(m) => format!("unsubscribe link (mail {m})"),
+        None => "unsubscribe link".to_string(),
+    };
+    match state
+        .processor
+        .set_consent(claim.lead, &claim.email, ConsentKind::Email, false, &source)
+        .await
+    {
+        Ok(Some(_)) => page(
+            StatusCode::OK,
+            "Abgemeldet",
+            "<p>Sie erhalten keine Marketing-E-Mails mehr von uns.</p>",
+        ),
+        Ok(None) => unknown(),
+        Err(e) => {
+            tracing::error!(error = %e, "unsubscribe failed");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Bitte später erneut versuchen",
+                "<p>Die Abmeldung konnte gerade nicht gespeichert werden.</p>",
+            )
+        }
+    }
+}
+
+/// GET: confirms a newsletter sign-up (double opt-in).
+pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let Some(claim) = verify(&state, &token, Purpose::Confirm) else {
+        return invalid();
+    };
+    let source = match claim.mail {
+        Some(m) => format!("double opt-in (confirmation mail {m})"),
+        None => "double opt-in".to_string(),
+    };
+    match state
+        .processor
+        .set_consent(claim.lead, &claim.email, ConsentKind::Email, true, &source)
+        .await
+    {
+        Ok(Some(_)) => page(
+            StatusCode::OK,
+            "Anmeldung bestätigt",
+            "<p>Vielen Dank! Ihre Anmeldung ist bestätigt.</p>",
+        ),
+        Ok(None) => unknown(),
+        Err(e) => {
+            tracing::error!(error = %e, "opt-in confirmation failed");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Bitte später erneut versuchen",
+                "<p>Die Bestätigung konnte gerade nicht gespeichert werden.</p>",
+            )
+        }
+    }
+}
+
+/// The open pixel: always the image; an "Email Opened" event for leads who allowed
+/// tracking (the first open of each mail).
+pub async fn open(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    if let Some(claim) = verify(&state, &token, Purpose::Open) {
+        let mail = claim.mail.unwrap_or_default();
+        engagement(
+            &state,
+            &claim,
+            "Email Opened",
+            format!("open:{mail}"),
+            json!({}),
+        )
+        .await;
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "image/gif"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PIXEL,
+    )
+        .into_response()
+}
+
+/// The click redirect: an "Email Clicked" event (the first click per mail and link)
+/// for leads who allowed tracking, then on to the link.
+pub async fn click(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let Some(claim) = verify(&state, &token, Purpose::Click) else {
+        return invalid();
+    };
+    let Some(url) = claim.url.clone() else {
+        return invalid();
+    };
+    let mail = claim.mail.unwrap_or_default();
+    let id = format!("click:{mail}:{}", &hex::encode(sha2_of(&url))[..16]);
+    engagement(&state, &claim, "Email Clicked", id, json!({ "url": url })).await;
+    Redirect::to(&url).into_response()
+}
+
+fn sha2_of(text: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes()).to_vec()
+}
+
+/// Stores an engagement event like any other, so the rules score it.
+async fn engagement(
+    state: &AppState,
+    claim: &Claim,
+    name: &str,
+    message_id: String,
+    mut properties: serde_json::Value,
+) {
+    if !state.config.mail.tracking {
+        return;
+    }
+    let p = &state.processor;
+    match p.store.leads_by_ids(&[claim.lead]).await {
+        Ok(leads) => match leads.get(&claim.lead) {
+            Some(l) if l.email.as_str() == claim.email && l.consent_tracking.granted => {}
+            _ => return,
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look up the lead of a tracking link");
+            return;
+        }
+    }
+    if let Some(m) = claim.mail {
+        properties["mail_id"] = json!(m);
+    }
+    let body = json!({
+        "userId": claim.email,
+        "event": name,
+        "properties": properties,
+        "messageId": message_id,
+    });
+    let at = segment::At {
+        index: None,
+        prefix: "",
+    };
+    let now = p.clock.now();
+    let item = match segment::parse_item(&body, Some("track"), at, now, &mut |_| String::new()) {
+        Ok(item) => item,
+        Err(e) => {
+            tracing::warn!(?e, "engagement event not stored");
+            return;
+        }
+    };
+    match ingest::accept(
+        &p.store,
+        vec![item],
+        &|_| (None, String::new()),
+        &p.new_leads(),
+        now,
+    )
+    .await
+    {
+        Ok(done) if done.accepted > 0 => p.wake.notify_one(),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "engagement event not stored"),
+    }
+}

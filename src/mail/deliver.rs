@@ -1,0 +1,606 @@
+//! The delivery worker: turns due stream steps into outbox rows, claims due mails,
+//! decides for each whether it may go out ([`super::policy`]), renders, signs and sends
+//! it, and records the outcome.
+//!
+//! Claims and outcomes are written in short transactions that check the processing
+//! lease; no transaction is open during an SMTP call. A mail is marked sent right
+//! after the server accepted it. If the process dies between the server's acceptance
+//! and that write (a few milliseconds), the next start sends the mail again, with the
+//! same Message-ID.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::links::Links;
+use super::message::{self, DkimSigner, Parts};
+use super::plan::StreamPlan;
+use super::policy::{self, Decision, Facts};
+use super::templates::Templates;
+use super::token::Signer;
+use super::transport::{SendError, Transport};
+use crate::clock::{SharedClock, from_ms, to_ms};
+use crate::config::MailConfig;
+use crate::domain::{Lead, MailClass};
+use crate::process::Processor;
+use crate::store::{
+    DueStep, Finish, MailContent, OutboxRow, StepDone, StepMail, Store, StoreError,
+};
+
+/// Mails claimed per round.
+const CLAIM: i64 = 500;
+/// Longest sleep between looks at the outbox (a clock that jumps, mail queued by
+/// another process).
+const MAX_IDLE: Duration = Duration::from_secs(1);
+/// Longest wait between two tries of a mail.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub steps_queued: usize,
+    pub sent: usize,
+    pub later: usize,
+    pub failed: usize,
+    pub suppressed: usize,
+}
+
+/// Why a pass stopped (what was finished is recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Mailer {
+    pub processor: Arc<Processor>,
+    pub config: Arc<MailConfig>,
+    pub plan: Arc<StreamPlan>,
+    pub templates: Arc<Templates>,
+    pub transport: Arc<Transport>,
+    pub dkim: Option<Arc<DkimSigner>>,
+    pub signer: Arc<Signer>,
+    /// For leads without a time zone of their own.
+    pub time_zone: Tz,
+    pub clock: SharedClock,
+    pub wake: Arc<Notify>,
+    sending: Arc<Semaphore>,
+}
+
+/// The outcome of one mail, on its way to the store.
+struct Outcome {
+    finish: Finish,
+    step: Option<StepDone>,
+    suppress: Option<(String, String, String)>,
+}
+
+impl Mailer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        processor: Arc<Processor>,
+        config: Arc<MailConfig>,
+        plan: Arc<StreamPlan>,
+        templates: Arc<Templates>,
+        transport: Transport,
+        dkim: Option<DkimSigner>,
+        time_zone: Tz,
+        clock: SharedClock,
+    ) -> Self {
+        let signer = Arc::new(Signer::new(&config.secret));
+        let sending = Arc::new(Semaphore::new(config.connections));
+        Self {
+            wake: processor.mail_wake.clone(),
+            processor,
+            signer,
+            sending,
+            config,
+            plan,
+            templates,
+            transport: Arc::new(transport),
+            dkim: dkim.map(Arc::new),
+            time_zone,
+            clock,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.processor.store
+    }
+
+    /// Runs passes until `shutdown`: woken when mail is queued, otherwise when the next
+    /// mail is due (at most [`MAX_IDLE`] apart).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        match self.store().requeue_interrupted().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                mails = n,
+                "mails claimed by a process that stopped are queued again"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot look for interrupted mails"),
+        }
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            let idle = match self.run_due().await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(500);
+                    self.until_next().await
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, "mail delivery pass failed");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(idle) => {}
+            }
+        }
+    }
+
+    async fn until_next(&self) -> Duration {
+        match self.store().next_mail_due().await {
+            Ok(Some(due)) => {
+                let wait = due - to_ms(self.clock.now());
+                Duration::from_millis(wait.clamp(0, MAX_IDLE.as_millis() as i64) as u64)
+            }
+            _ => MAX_IDLE,
+        }
+    }
+
+    /// Queues due stream steps, then sends every mail that is due now.
+    pub async fn run_due(&self) -> Result<Pass, MailError> {
+        let mut pass = Pass {
+            steps_queued: self.queue_steps().await?,
+            ..Pass::default()
+        };
+        loop {
+            let now = self.clock.now();
+            let lease = self.processor.held_lease()?;
+            let mut tx = self.store().begin_write().await?;
+            tx.hold_lease(&lease).await?;
+            let claimed = tx.claim_mails(lease.holder(), to_ms(now), CLAIM).await?;
+            tx.commit().await?;
+            if claimed.is_empty() {
+                return Ok(pass);
+            }
+            let n = claimed.len() as i64;
+            self.deliver(claimed, &mut pass).await?;
+            if n < CLAIM {
+                return Ok(pass);
+            }
+        }
+    }
+
+    /// Puts due stream steps in the outbox.
+    async fn queue_steps(&self) -> Result<usize, MailError> {
+        let now = self.clock.now();
+        let due: Vec<DueStep> = self.store().due_steps(to_ms(now), 5000).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let steps: Vec<StepMail> = due
+            .into_iter()
+            .map(|d| {
+                let template = self
+                    .plan
+                    .stream(&d.stream)
+                    .and_then(|s| s.steps.get(d.step as usize))
+                    .map(|s| s.template.clone());
+                StepMail { due: d, template }
+            })
+            .collect();
+        let lease = self.processor.held_lease()?;
+        let mut tx = self.store().begin_write().await?;
+        tx.hold_lease(&lease).await?;
+        tx.enqueue_steps(&steps, to_ms(now)).await?;
+        tx.commit().await?;
+        Ok(steps.iter().filter(|s| s.template.is_some()).count())
+    }
+
+    /// Decides, sends and records a claimed batch.
+    async fn deliver(&self, claimed: Vec<OutboxRow>, pass: &mut Pass) -> Result<(), MailError> {
+        let now = self.clock.now();
+        let mut lead_ids: Vec<i64> = claimed.iter().map(|r| r.lead_id).collect();
+        lead_ids.sort_unstable();
+        lead_ids.dedup();
+        let leads = self.store().leads_by_ids(&lead_ids).await?;
+        let emails: Vec<String> = claimed.iter().map(|r| r.email.clone()).collect();
+        let suppressed = self.store().suppressed_among(&emails).await?;
+        let since = to_ms(now) - self.config.cap.per.as_millis() as i64;
+        let mut recent = self.store().marketing_sent_since(&lead_ids, since).await?;
+        let enrollment_ids: Vec<i64> = claimed.iter().filter_map(|r| r.enrollment_id).collect();
+        let enrollments = self.store().enrollment_statuses(&enrollment_ids).await?;
+        let seqs: Vec<i64> = claimed.iter().filter_map(|r| r.event_seq).collect();
+        let events = self.store().events_by_seq(&seqs).await?;
+
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+        for row in claimed {
+            let lead = leads.get(&row.lead_id);
+            let facts = Facts {
+                class: row.class(),
+                stream_step: row.kind == "stream",
+                stream_active: row
+                    .enrollment_id
+                    .and_then(|id| enrollments.get(&id))
+                    .is_some_and(|s| s == "active"),
+                lead,
+                suppressed: suppressed.get(&row.email).map(String::as_str),
+                recent_marketing: recent.get(&row.lead_id).copied(),
+            };
+            match policy::decide(&self.config, self.time_zone, &facts, now) {
+                Decision::Suppress(reason) => {
+                    let _ = tx.send(self.outcome(
+                        &row,
+                        Finish::Suppressed {
+                            id: row.id,
+                            reason: reason.to_string(),
+                        },
+                        reason == "quarantine",
+                    ));
+                }
+                Decision::Later { until, reason } => {
+                    let _ = tx.send(Outcome {
+                        finish: Finish::Later {
+                            id: row.id,
+                            until: to_ms(until),
+                            reason: reason.to_string(),
+                        },
+                        step: None,
+                        suppress: None,
+                    });
+                }
+                Decision::Send => {
+                    let lead = lead.expect("decide sends only to known leads").clone();
+                    if row.class() == MailClass::Marketing {
+                        let e = recent.entry(row.lead_id).or_insert((0, to_ms(now)));
+                        e.0 += 1;
+                    }
+                    let event = row.event_seq.and_then(|s| events.get(&s)).cloned();
+                    let permit = self
+                        .sending
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed");
+                    let job = SendJob {
+                        mailer: self.parts(),
+                        row,
+                        lead,
+                        event,
+                        now,
+                    };
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let outcome = job.run().await;
+                        drop(permit);
+                        let _ = tx.send(outcome);
+                    });
+                }
+            }
+        }
+        drop(tx);
+        // Record outcomes as they come, a few at a time: the window in which a mail the
+        // server accepted is not yet marked sent stays short.
+        let mut buffer = Vec::new();
+        while let Some(first) = rx.recv().await {
+            buffer.push(first);
+            while let Ok(more) = rx.try_recv() {
+                buffer.push(more);
+            }
+            self.record(std::mem::take(&mut buffer), pass).await?;
+        }
+        Ok(())
+    }
+
+    /// The outcome of a mail that will not be sent again, with what it means for its
+    /// stream.
+    fn outcome(&self, row: &OutboxRow, finish: Finish, held_by_quarantine: bool) -> Outcome {
+        Outcome {
+            step: step_done(&self.plan, row, held_by_quarantine, self.clock.now()),
+            finish,
+            suppress: None,
+        }
+    }
+
+    async fn record(&self, outcomes: Vec<Outcome>, pass: &mut Pass) -> Result<(), MailError> {
+        let now = to_ms(self.clock.now());
+        let mut done = Vec::with_capacity(outcomes.len());
+        let mut steps = Vec::new();
+        let mut suppress = Vec::new();
+        for o in outcomes {
+            match &o.finish {
+                Finish::Sent { .. } => pass.sent += 1,
+                Finish::Later { .. } => pass.later += 1,
+                Finish::Failed { .. } => pass.failed += 1,
+                Finish::Suppressed { .. } => pass.suppressed += 1,
+            }
+            done.push(o.finish);
+            steps.extend(o.step);
+            suppress.extend(o.suppress);
+        }
+        let lease = self.processor.held_lease()?;
+        let mut tx = self.store().begin_write().await?;
+        tx.hold_lease(&lease).await?;
+        tx.finish_mails(&done, &steps, &suppress, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn parts(&self) -> Shared {
+        Shared {
+            config: self.config.clone(),
+            plan: self.plan.clone(),
+            templates: self.templates.clone(),
+            transport: self.transport.clone(),
+            dkim: self.dkim.clone(),
+            signer: self.signer.clone(),
+        }
+    }
+}
+
+/// What a send task needs from the mailer.
+struct Shared {
+    config: Arc<MailConfig>,
+    plan: Arc<StreamPlan>,
+    templates: Arc<Templates>,
+    transport: Arc<Transport>,
+    dkim: Option<Arc<DkimSigner>>,
+    signer: Arc<Signer>,
+}
+
+/// One mail to render and send.
+struct SendJob {
+    mailer: Shared,
+    row: OutboxRow,
+    lead: Lead,
+    event: Option<(String, Value)>,
+    now: DateTime<Utc>,
+}
+
+impl SendJob {
+    async fn run(self) -> Outcome {
+        let m = &self.mailer;
+        let row = &self.row;
+        let marketing = row.class() == MailClass::Marketing;
+        let links = Links {
+            signer: &m.signer,
+            base: &m.config.public_url,
+            lead: self.lead.id,
+            email: self.lead.email.as_str(),
+            mail: row.id,
+        };
+        let context = template_context(&self.lead, row, self.event.as_ref(), &links, &m.config);
+        let finished = |finish: Finish| Outcome {
+            step: step_done(&m.plan, row, false, self.now),
+            finish,
+            suppress: None,
+        };
+        let rendered = match m.templates.render(
+            &row.template,
+            self.lead.locale.as_deref(),
+            &context,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(mail = row.id, error = %e, "mail not sent: the template does not render");
+                return finished(Finish::Failed {
+                    id: row.id,
+                    reason: format!("template: {e}"),
+                });
+            }
+        };
+        let html = if marketing && m.config.tracking && self.lead.consent_tracking.granted {
+            links.track(&rendered.html)
+        } else {
+            rendered.html.clone()
+        };
+        let mut unsubscribe = Vec::new();
+        if marketing {
+            unsubscribe.push(links.unsubscribe());
+            if let Some(to) = &m.config.unsubscribe_mailto {
+                unsubscribe.push(format!("mailto:{to}?subject=unsubscribe"));
+            }
+        }
+        let name = self.lead.name();
+        let built = message::build(
+            Parts {
+                outbox_id: row.id,
+                created_at: row.created_at,
+                from: &m.config.from,
+                reply_to: m.config.reply_to.as_ref(),
+                to: self.lead.email.as_str(),
+                to_name: &name,
+                subject: &rendered.subject,
+                text: rendered.text.clone(),
+                html: html.clone(),
+                unsubscribe,
+            },
+            m.dkim.as_deref(),
+        );
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => {
+                return finished(Finish::Failed {
+                    id: row.id,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        let message_id = built.message_id.clone();
+        let headers = serde_json::to_string(&built.headers).unwrap_or_default();
+        match m.transport.send(built.message, m.config.timeout).await {
+            Ok(()) => finished(Finish::Sent {
+                id: row.id,
+                message_id,
+                content: MailContent {
+                    recipient: self.lead.email.as_str().to_string(),
+                    subject: rendered.subject,
+                    text_body: rendered.text,
+                    html_body: html,
+                    headers,
+                },
+            }),
+            Err(SendError::Retry(error)) => {
+                let age = to_ms(self.now) - row.created_at;
+                if age >= m.config.retry_max_age.as_millis() as i64 {
+                    tracing::error!(mail = row.id, %error, attempts = row.attempts, "mail failed: the server kept refusing it");
+                    return finished(Finish::Failed {
+                        id: row.id,
+                        reason: format!("gave up after {} attempts: {error}", row.attempts),
+                    });
+                }
+                let wait = backoff(m.config.retry_base, row.attempts, row.id);
+                tracing::warn!(mail = row.id, %error, retry_in = ?wait, "mail not sent yet; trying again later");
+                Outcome {
+                    finish: Finish::Later {
+                        id: row.id,
+                        until: to_ms(self.now) + wait.as_millis() as i64,
+                        reason: format!("attempt {} failed: {error}", row.attempts),
+                    },
+                    step: None,
+                    suppress: None,
+                }
+            }
+            Err(SendError::Final { message, rejected }) => {
+                tracing::error!(mail = row.id, error = %message, "mail refused by the server");
+                let mut o = finished(Finish::Failed {
+                    id: row.id,
+                    reason: message.clone(),
+                });
+                if rejected {
+                    o.suppress = Some((
+                        self.lead.email.as_str().to_string(),
+                        "rejected".to_string(),
+                        message,
+                    ));
+                }
+                o
+            }
+        }
+    }
+}
+
+/// The wait before try `attempts + 1`: `base`, doubled each time, at most an hour,
+/// spread by up to a fifth either way so many mails do not retry at one instant.
+fn backoff(base: Duration, attempts: i64, id: i64) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    let wait = base
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(MAX_BACKOFF);
+    // A cheap, well-spread number in 0..1000 from the mail and attempt.
+    let spread = (id as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((attempts as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        >> 54;
+    let factor = 0.8 + 0.4 * (spread as f64 / 1024.0);
+    wait.mul_f64(factor)
+}
+
+/// For a stream mail that is done with (sent, failed or suppressed): the next step, or
+/// the same step again when quarantine held it back.
+fn step_done(
+    plan: &StreamPlan,
+    row: &OutboxRow,
+    held_by_quarantine: bool,
+    now: DateTime<Utc>,
+) -> Option<StepDone> {
+    let (enrollment_id, step) = (row.enrollment_id?, row.step?);
+    if held_by_quarantine {
+        return Some(StepDone::Repeat { enrollment_id });
+    }
+    let stream = row.source.strip_prefix("stream:")?;
+    let next_step = step + 1;
+    let next_due = plan
+        .stream(stream)
+        .and_then(|s| s.steps.get(next_step as usize))
+        .map(|s| to_ms(now) + s.after.as_millis() as i64);
+    Some(StepDone::Advance {
+        enrollment_id,
+        next_step,
+        next_due,
+    })
+}
+
+/// The variables a template sees (the README lists them; [`super::templates::sample_context`]
+/// shows them filled in).
+fn template_context(
+    lead: &Lead,
+    row: &OutboxRow,
+    event: Option<&(String, Value)>,
+    links: &Links,
+    config: &MailConfig,
+) -> Value {
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let data: Value = serde_json::from_str(&row.data).unwrap_or_else(|_| json!({}));
+    let (event_name, properties) = event.cloned().unwrap_or_else(|| (String::new(), json!({})));
+    let stream = row
+        .source
+        .strip_prefix("stream:")
+        .unwrap_or_default()
+        .to_string();
+    json!({
+        "lead": {
+            "id": lead.id,
+            "email": lead.email.as_str(),
+            "first_name": text(&lead.first_name),
+            "last_name": text(&lead.last_name),
+            "name": lead.name(),
+            "company": text(&lead.company),
+            "title": text(&lead.title),
+            "industry": text(&lead.industry),
+            "country": text(&lead.country),
+            "locale": text(&lead.locale),
+            "stage": lead.stage,
+            "fit": lead.fit,
+            "interest": lead.interest,
+            "tags": lead.tags,
+            "attributes": lead.attributes,
+        },
+        "event": {"name": event_name, "properties": properties},
+        "data": data,
+        "stream": {"name": stream, "step": row.step.map_or(0, |s| s + 1)},
+        "mail": {
+            "id": row.id,
+            "template": row.template,
+            "marketing": row.class() == MailClass::Marketing,
+        },
+        "links": {
+            "unsubscribe": links.unsubscribe(),
+            "confirm": links.confirm(),
+        },
+        "sender": config.sender,
+        "now": from_ms(row.created_at).to_rfc3339(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_spreads_and_stops_at_an_hour() {
+        let base = Duration::from_secs(30);
+        let first = backoff(base, 1, 7);
+        assert!(
+            first >= Duration::from_secs(24) && first <= Duration::from_secs(36),
+            "{first:?}"
+        );
+        let third = backoff(base, 3, 7);
+        assert!(
+            third >= Duration::from_secs(96) && third <= Duration::from_secs(144),
+            "{third:?}"
+        );
+        assert!(backoff(base, 30, 7) <= Duration::from_secs(4320));
+        assert_ne!(backoff(base, 2, 1), backoff(base, 2, 2), "spread by mail");
+    }
+}

@@ -1,0 +1,152 @@
+//! A rendered mail as an RFC 5322 message: multipart text + HTML, a Message-ID derived
+//! from the outbox id (so a mail sent twice carries the same id), the List-Unsubscribe
+//! headers for marketing mail (RFC 8058 one-click), and a DKIM signature when a key is
+//! configured.
+
+use std::collections::BTreeMap;
+
+use lettre::Message;
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey,
+};
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+
+use crate::config::mail::Dkim;
+
+/// What goes into one message.
+pub struct Parts<'a> {
+    pub outbox_id: i64,
+    pub created_at: i64,
+    pub from: &'a Mailbox,
+    pub reply_to: Option<&'a Mailbox>,
+    pub to: &'a str,
+    pub to_name: &'a str,
+    pub subject: &'a str,
+    pub text: String,
+    pub html: String,
+    /// `List-Unsubscribe` targets (URL, and mailto when configured); empty for mail
+    /// that is not marketing.
+    pub unsubscribe: Vec<String>,
+}
+
+/// A message ready for the transport.
+pub struct Built {
+    pub message: Message,
+    pub message_id: String,
+    /// The headers nurtured set, for the audit record.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Why a message could not be built (a bad address in the lead or the config).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("`{0}` is not a usable recipient address")]
+    Recipient(String),
+    #[error("cannot build the message: {0}")]
+    Message(#[from] lettre::error::Error),
+}
+
+/// A DKIM signer made once from the configured key.
+pub struct DkimSigner(DkimConfig);
+
+impl DkimSigner {
+    /// Reads the key: RSA as PKCS#1 PEM (`BEGIN RSA PRIVATE KEY`), or Ed25519 as the
+    /// base64 of the raw 32-byte seed.
+    pub fn new(d: &Dkim) -> Result<Self, String> {
+        let pem = d.key_pem.trim();
+        let algorithm = if pem.starts_with("-----BEGIN RSA PRIVATE KEY") {
+            DkimSigningAlgorithm::Rsa
+        } else if pem.starts_with("-----BEGIN") {
+            return Err(format!(
+                "{}: RSA keys must be PKCS#1 PEM (BEGIN RSA PRIVATE KEY); convert with \
+                 `openssl rsa -in KEY -traditional -out KEY.pem`",
+                d.key_file.display()
+            ));
+        } else {
+            DkimSigningAlgorithm::Ed25519
+        };
+        let key = DkimSigningKey::new(pem, algorithm)
+            .map_err(|e| format!("{}: not a usable DKIM key: {e}", d.key_file.display()))?;
+        let headers = [
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "Reply-To",
+            "List-Unsubscribe",
+            "List-Unsubscribe-Post",
+            "MIME-Version",
+        ]
+        .iter()
+        .map(|h| HeaderName::new_from_ascii_str(h))
+        .collect();
+        // Relaxed header canonicalization: lettre folds the signature header differently
+        // before and after signing, which simple canonicalization does not survive.
+        Ok(Self(DkimConfig::new(
+            d.selector.clone(),
+            d.domain.clone(),
+            key,
+            headers,
+            DkimCanonicalization {
+                header: DkimCanonicalizationType::Relaxed,
+                body: DkimCanonicalizationType::Relaxed,
+            },
+        )))
+    }
+}
+
+/// Builds (and signs) the message.
+pub fn build(parts: Parts, dkim: Option<&DkimSigner>) -> Result<Built, BuildError> {
+    let domain = parts.from.email.domain().to_string();
+    let message_id = format!("<mail-{}.{}@{domain}>", parts.outbox_id, parts.created_at);
+    let address = parts
+        .to
+        .parse()
+        .map_err(|_| BuildError::Recipient(parts.to.to_string()))?;
+    let name = (!parts.to_name.is_empty()).then(|| parts.to_name.to_string());
+    let mut headers = BTreeMap::new();
+    let mut b = Message::builder()
+        .from(parts.from.clone())
+        .to(Mailbox::new(name, address))
+        .subject(parts.subject)
+        .message_id(Some(message_id.clone()));
+    if let Some(r) = parts.reply_to {
+        b = b.reply_to(r.clone());
+    }
+    if !parts.unsubscribe.is_empty() {
+        let value = parts
+            .unsubscribe
+            .iter()
+            .map(|u| format!("<{u}>"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        headers.insert("List-Unsubscribe".to_string(), value.clone());
+        headers.insert(
+            "List-Unsubscribe-Post".to_string(),
+            "List-Unsubscribe=One-Click".to_string(),
+        );
+        b = b
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe"),
+                value,
+            ))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".to_string(),
+            ));
+    }
+    let mut message = b.multipart(MultiPart::alternative_plain_html(parts.text, parts.html))?;
+    if let Some(DkimSigner(config)) = dkim {
+        message.sign(config);
+        headers.insert("DKIM-Signature".to_string(), "yes".to_string());
+    }
+    headers.insert("Message-ID".to_string(), message_id.clone());
+    Ok(Built {
+        message,
+        message_id,
+        headers,
+    })
+}

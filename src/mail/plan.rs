@@ -1,0 +1,206 @@
+//! Which streams a lead belongs in: a stage change moves it into the streams of its new
+//! stage and out of the others (or pauses them in quarantine), a goal event ends a
+//! stream. The result is added to the [`Changes`] of the same unit of work, so it is
+//! written in the same transaction.
+
+use std::collections::HashMap;
+
+use crate::config::{OnQuarantine, Stream};
+use crate::domain::{Changes, StreamChange};
+use crate::store::EnrollParams;
+
+/// The configured streams and quarantine stages.
+#[derive(Debug, Clone, Default)]
+pub struct StreamPlan {
+    pub streams: Vec<Stream>,
+    pub quarantine: Vec<String>,
+    /// What the store needs to enroll a lead in each stream.
+    pub params: HashMap<String, EnrollParams>,
+}
+
+impl StreamPlan {
+    pub fn new(streams: Vec<Stream>, quarantine: Vec<String>) -> Self {
+        let params = enroll_params(&streams);
+        Self {
+            streams,
+            quarantine,
+            params,
+        }
+    }
+
+    pub fn stream(&self, name: &str) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+
+    pub fn in_quarantine(&self, stage: &str) -> bool {
+        self.quarantine.iter().any(|s| s == stage)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.streams.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Stream changes for a lead just created in `stage`, as [`Changes`].
+    pub fn created(&self, stage: &str) -> Changes {
+        Changes {
+            streams: self.on_create(stage),
+            ..Changes::default()
+        }
+    }
+
+    /// The streams a lead just created in `stage` joins.
+    pub fn on_create(&self, stage: &str) -> Vec<StreamChange> {
+        self.streams
+            .iter()
+            .filter(|s| s.serves(stage) && !self.in_quarantine(stage))
+            .map(|s| StreamChange::Enroll {
+                stream: s.name.clone(),
+            })
+            .collect()
+    }
+
+    /// Adds the stream changes that follow from a unit of work: the lead was in
+    /// `before` and is now in `after`; `event` is the name of the event processed.
+    pub fn follow(&self, before: &str, after: &str, event: Option<&str>, changes: &mut Changes) {
+        if let Some(name) = event {
+            for s in self
+                .streams
+                .iter()
+                .filter(|s| s.goals.iter().any(|g| g == name))
+            {
+                changes.streams.push(StreamChange::Exit {
+                    stream: Some(s.name.clone()),
+                    reason: format!("goal reached: {name}"),
+                });
+            }
+        }
+        if before == after {
+            return;
+        }
+        let quarantined = self.in_quarantine(after);
+        for s in &self.streams {
+            let change = if s.serves(after) && !quarantined {
+                StreamChange::Enroll {
+                    stream: s.name.clone(),
+                }
+            } else if quarantined && s.on_quarantine == OnQuarantine::Pause {
+                StreamChange::Pause {
+                    stream: s.name.clone(),
+                }
+            } else if s.serves(before) || self.in_quarantine(before) {
+                StreamChange::Exit {
+                    stream: Some(s.name.clone()),
+                    reason: format!("moved from {before} to {after}"),
+                }
+            } else {
+                continue;
+            };
+            changes.streams.push(change);
+        }
+    }
+}
+
+fn enroll_params(streams: &[Stream]) -> HashMap<String, EnrollParams> {
+    streams
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                EnrollParams {
+                    first_after_ms: s
+                        .steps
+                        .first()
+                        .map_or(0, |step| step.after.as_millis() as i64),
+                    reentry_ms: s.reentry.wait_ms(),
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Reentry, mail::Step};
+
+    fn stream(name: &str, stages: &[&str], on_quarantine: OnQuarantine) -> Stream {
+        Stream {
+            name: name.into(),
+            stages: stages.iter().map(|s| s.to_string()).collect(),
+            goals: vec!["Demo Requested".into()],
+            reentry: Reentry::Never,
+            on_quarantine,
+            steps: vec![Step {
+                after: Duration::from_secs(60),
+                template: "t".into(),
+            }],
+        }
+    }
+
+    fn plan() -> StreamPlan {
+        StreamPlan::new(
+            vec![
+                stream("leads", &["lead"], OnQuarantine::Exit),
+                stream("mql", &["mql", "sal"], OnQuarantine::Pause),
+            ],
+            vec!["sql".into()],
+        )
+    }
+
+    fn follow(before: &str, after: &str) -> Vec<StreamChange> {
+        let mut c = Changes::default();
+        plan().follow(before, after, None, &mut c);
+        c.streams
+    }
+
+    #[test]
+    fn a_stage_change_moves_the_lead_between_streams() {
+        assert_eq!(
+            follow("lead", "mql"),
+            vec![
+                StreamChange::Exit {
+                    stream: Some("leads".into()),
+                    reason: "moved from lead to mql".into()
+                },
+                StreamChange::Enroll {
+                    stream: "mql".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn quarantine_pauses_or_ends_and_leaving_it_resumes() {
+        assert_eq!(
+            follow("sal", "sql"),
+            vec![StreamChange::Pause {
+                stream: "mql".into()
+            }]
+        );
+        // Back to a stage the paused stream serves: enroll resumes it.
+        assert_eq!(
+            follow("sql", "mql"),
+            vec![
+                StreamChange::Exit {
+                    stream: Some("leads".into()),
+                    reason: "moved from sql to mql".into()
+                },
+                StreamChange::Enroll {
+                    stream: "mql".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_goal_event_ends_the_stream() {
+        let mut c = Changes::default();
+        plan().follow("mql", "mql", Some("Demo Requested"), &mut c);
+        assert_eq!(c.streams.len(), 2);
+        assert!(
+            matches!(&c.streams[0], StreamChange::Exit { reason, .. } if reason == "goal reached: Demo Requested")
+        );
+    }
+}

@@ -1,0 +1,705 @@
+//! The mail outbox, stream enrollments and the suppression list.
+//!
+//! Mail intents are inserted by [`build::mails`] in the transaction of the change that
+//! caused them. The delivery worker claims due rows (`queued` -> `sending`) in a write
+//! transaction that checks the processing lease, sends with no transaction open, and
+//! records each outcome afterwards. Rows left `sending` by a process that died are
+//! queued again by the next lease holder ([`Store::requeue_interrupted`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::{Statements, Store, StoreError, WriteTx, rows_per_statement};
+use crate::clock::to_ms;
+use crate::domain::{Changes, MailClass, Repeat, StreamChange};
+
+/// What the store needs to enroll a lead in a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnrollParams {
+    /// Delay of the first step.
+    pub first_after_ms: i64,
+    /// How long after leaving the stream a lead may join again.
+    pub reentry_ms: i64,
+}
+
+/// One outbox row.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub lead_id: i64,
+    pub email: String,
+    pub template: String,
+    pub class: String,
+    pub kind: String,
+    pub dedupe_key: Option<String>,
+    pub enrollment_id: Option<i64>,
+    pub step: Option<i64>,
+    pub data: String,
+    pub source: String,
+    pub event_seq: Option<i64>,
+    pub status: String,
+    pub reason: Option<String>,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub due_at: i64,
+    pub finished_at: Option<i64>,
+    pub message_id: Option<String>,
+}
+
+impl OutboxRow {
+    pub fn class(&self) -> MailClass {
+        MailClass::parse(&self.class).unwrap_or(MailClass::Marketing)
+    }
+}
+
+const OUTBOX_COLUMNS: &str = "o.id, o.lead_id, l.email, o.template, o.class, o.kind, \
+    o.dedupe_key, o.enrollment_id, o.step, o.data, o.source, o.event_seq, o.status, o.reason, \
+    o.attempts, o.created_at, o.due_at, o.finished_at, o.message_id";
+
+/// A mail as sent, kept for audit.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct MailContent {
+    pub recipient: String,
+    pub subject: String,
+    pub text_body: String,
+    pub html_body: String,
+    /// JSON object of the headers nurtured set.
+    pub headers: String,
+}
+
+/// What became of a claimed mail.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    Sent {
+        id: i64,
+        message_id: String,
+        content: MailContent,
+    },
+    /// Not now (frequency cap, send window, a temporary SMTP failure): queued again.
+    Later {
+        id: i64,
+        until: i64,
+        reason: String,
+    },
+    Failed {
+        id: i64,
+        reason: String,
+    },
+    Suppressed {
+        id: i64,
+        reason: String,
+    },
+}
+
+/// What a finished stream mail means for its enrollment.
+#[derive(Debug, Clone, Copy)]
+pub enum StepDone {
+    /// Go on with `next_step` at `next_due`, or complete the stream when `None`.
+    Advance {
+        enrollment_id: i64,
+        next_step: i64,
+        next_due: Option<i64>,
+    },
+    /// Send the same step again once the stream runs (it was held back by quarantine).
+    Repeat { enrollment_id: i64 },
+}
+
+/// A stream step that is due.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DueStep {
+    pub enrollment_id: i64,
+    pub lead_id: i64,
+    pub stream: String,
+    pub step: i64,
+}
+
+/// A stream step to put in the outbox.
+#[derive(Debug, Clone)]
+pub struct StepMail {
+    pub due: DueStep,
+    /// `None`: the stream has no such step (any more); it is complete.
+    pub template: Option<String>,
+}
+
+/// One of a lead's stream memberships.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EnrollmentRow {
+    pub id: i64,
+    pub stream: String,
+    pub status: String,
+    pub step: i64,
+    pub next_due_at: Option<i64>,
+    pub entered_at: i64,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+}
+
+/// Outbox counts for `/v1/stats`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MailCounts {
+    /// Waiting to be sent (including deferred and being sent).
+    pub mails_queued: i64,
+    pub mails_sent: i64,
+    pub mails_failed: i64,
+    pub mails_suppressed: i64,
+    /// Suppressed mails by reason.
+    pub suppressed_by_reason: BTreeMap<String, i64>,
+    /// Addresses on the suppression list.
+    pub addresses_suppressed: i64,
+}
+
+/// Which mails to list.
+#[derive(Debug, Clone, Default)]
+pub struct MailFilter {
+    pub status: Option<String>,
+    pub lead_id: Option<i64>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Queues again the mails a previous holder of the lease claimed but did not
+    /// finish. Call only while holding the lease.
+    pub async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE outbox SET status = 'queued', claimed_by = NULL, \
+             reason = 'interrupted while sending; sent again' WHERE status = 'sending'",
+        )
+        .execute(&mut *tx.tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// The earliest time a queued mail or a stream step is due.
+    pub async fn next_mail_due(&self) -> Result<Option<i64>, StoreError> {
+        let (a, b): (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT MIN(due_at) FROM outbox WHERE status = 'queued'), \
+                    (SELECT MIN(next_due_at) FROM enrollments WHERE status = 'active')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(a.into_iter().chain(b).min())
+    }
+
+    /// Stream steps due at `now`.
+    pub async fn due_steps(&self, now: i64, limit: i64) -> Result<Vec<DueStep>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id AS enrollment_id, lead_id, stream, step FROM enrollments \
+             WHERE status = 'active' AND next_due_at <= ? ORDER BY next_due_at LIMIT ?",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Marketing mails sent to each lead since `since`: (count, oldest send).
+    pub async fn marketing_sent_since(
+        &self,
+        lead_ids: &[i64],
+        since: i64,
+    ) -> Result<HashMap<i64, (i64, i64)>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in lead_ids.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT lead_id, COUNT(*), MIN(finished_at) FROM outbox \
+                 WHERE status = 'sent' AND class = 'marketing' AND finished_at > ",
+            );
+            q.push_bind(since).push(" AND lead_id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(") GROUP BY lead_id");
+            let rows: Vec<(i64, i64, i64)> = q.build_query_as().fetch_all(&self.pool).await?;
+            out.extend(rows.into_iter().map(|(l, n, oldest)| (l, (n, oldest))));
+        }
+        Ok(out)
+    }
+
+    /// Which of `emails` are on the suppression list, with the reason.
+    pub async fn suppressed_among(
+        &self,
+        emails: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in emails.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT email, reason FROM suppressions WHERE email IN (",
+            );
+            let mut sep = q.separated(", ");
+            for e in chunk {
+                sep.push_bind(e.clone());
+            }
+            q.push(")");
+            let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&self.pool).await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Name and properties of the given events (what trigger mails refer to).
+    pub async fn events_by_seq(
+        &self,
+        seqs: &[i64],
+    ) -> Result<HashMap<i64, (String, serde_json::Value)>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in seqs.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT seq, name, properties FROM events WHERE seq IN (",
+            );
+            let mut sep = q.separated(", ");
+            for s in chunk {
+                sep.push_bind(*s);
+            }
+            q.push(")");
+            let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&self.pool).await?;
+            for (seq, name, properties) in rows {
+                let props = serde_json::from_str(&properties).unwrap_or(serde_json::Value::Null);
+                out.insert(seq, (name, props));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Status of the given enrollments.
+    pub async fn enrollment_statuses(
+        &self,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, String>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(rows_per_statement(1)) {
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT id, status FROM enrollments WHERE id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&self.pool).await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    pub async fn enrollments_of(&self, lead_id: i64) -> Result<Vec<EnrollmentRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, stream, status, step, next_due_at, entered_at, ended_at, end_reason \
+             FROM enrollments WHERE lead_id = ? ORDER BY id",
+        )
+        .bind(lead_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Mails, newest first.
+    pub async fn list_mails(&self, filter: &MailFilter) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN leads l ON l.id = o.lead_id WHERE 1 = 1"
+        ));
+        if let Some(s) = &filter.status {
+            q.push(" AND o.status = ").push_bind(s.clone());
+        }
+        if let Some(l) = filter.lead_id {
+            q.push(" AND o.lead_id = ").push_bind(l);
+        }
+        q.push(" ORDER BY o.id DESC LIMIT ")
+            .push_bind(filter.limit.max(1));
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// One mail, with its content once sent.
+    pub async fn mail(
+        &self,
+        id: i64,
+    ) -> Result<Option<(OutboxRow, Option<MailContent>)>, StoreError> {
+        let sql = format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN leads l ON l.id = o.lead_id WHERE o.id = ?"
+        );
+        let Some(row): Option<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let content = sqlx::query_as(
+            "SELECT recipient, subject, text_body, html_body, headers FROM mail_content \
+             WHERE outbox_id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(Some((row, content)))
+    }
+
+    pub async fn mail_counts(&self) -> Result<MailCounts, StoreError> {
+        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT status, CASE WHEN status = 'suppressed' THEN reason END, COUNT(*) \
+             FROM outbox GROUP BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut c = MailCounts::default();
+        for (status, reason, n) in rows {
+            match status.as_str() {
+                "queued" | "sending" => c.mails_queued += n,
+                "sent" => c.mails_sent += n,
+                "failed" => c.mails_failed += n,
+                _ => {
+                    c.mails_suppressed += n;
+                    *c.suppressed_by_reason
+                        .entry(reason.unwrap_or_default())
+                        .or_default() += n;
+                }
+            }
+        }
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM suppressions")
+            .fetch_one(&self.pool)
+            .await?;
+        c.addresses_suppressed = n;
+        Ok(c)
+    }
+}
+
+impl WriteTx {
+    /// Claims up to `limit` mails due at `now` for `owner`.
+    pub async fn claim_mails(
+        &mut self,
+        owner: &str,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "UPDATE outbox SET status = 'sending', claimed_by = ?, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM outbox WHERE status = 'queued' AND due_at <= ? \
+             ORDER BY due_at, id LIMIT ?) RETURNING id",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN leads l ON l.id = o.lead_id WHERE o.id IN ("
+        ));
+        let mut sep = q.separated(", ");
+        for (id,) in &ids {
+            sep.push_bind(*id);
+        }
+        q.push(") ORDER BY o.due_at, o.id");
+        Ok(q.build_query_as().fetch_all(&mut *self.tx).await?)
+    }
+
+    /// Records what became of claimed mails, what that means for their streams, and
+    /// addresses to suppress: `(email, reason, detail)`.
+    pub async fn finish_mails(
+        &mut self,
+        done: &[Finish],
+        steps: &[StepDone],
+        suppress: &[(String, String, String)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for f in done {
+            let q = match f {
+                Finish::Sent {
+                    id,
+                    message_id,
+                    content,
+                } => {
+                    sqlx::query(
+                        "INSERT OR REPLACE INTO mail_content \
+                         (outbox_id, recipient, subject, text_body, html_body, headers) \
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(id)
+                    .bind(&content.recipient)
+                    .bind(&content.subject)
+                    .bind(&content.text_body)
+                    .bind(&content.html_body)
+                    .bind(&content.headers)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE outbox SET status = 'sent', finished_at = ?, message_id = ?, \
+                         reason = NULL WHERE id = ? AND status = 'sending'",
+                    )
+                    .bind(now)
+                    .bind(message_id)
+                    .bind(id)
+                }
+                Finish::Later { id, until, reason } => sqlx::query(
+                    "UPDATE outbox SET status = 'queued', due_at = ?, reason = ?, claimed_by = NULL \
+                     WHERE id = ? AND status = 'sending'",
+                )
+                .bind(until)
+                .bind(reason)
+                .bind(id),
+                Finish::Failed { id, reason } => sqlx::query(
+                    "UPDATE outbox SET status = 'failed', finished_at = ?, reason = ? \
+                     WHERE id = ? AND status = 'sending'",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(id),
+                Finish::Suppressed { id, reason } => sqlx::query(
+                    "UPDATE outbox SET status = 'suppressed', finished_at = ?, reason = ? \
+                     WHERE id = ? AND status = 'sending'",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(id),
+            };
+            q.execute(&mut *self.tx).await?;
+        }
+        for s in steps {
+            let q = match *s {
+                StepDone::Advance {
+                    enrollment_id,
+                    next_step,
+                    next_due: Some(due),
+                } => sqlx::query(
+                    "UPDATE enrollments SET step = ?, next_due_at = ?, updated_at = ? \
+                     WHERE id = ? AND status IN ('active', 'paused')",
+                )
+                .bind(next_step)
+                .bind(due)
+                .bind(now)
+                .bind(enrollment_id),
+                StepDone::Advance {
+                    enrollment_id,
+                    next_step,
+                    next_due: None,
+                } => sqlx::query(
+                    "UPDATE enrollments SET step = ?, status = 'completed', next_due_at = NULL, \
+                     ended_at = ?, end_reason = 'all steps sent', updated_at = ? \
+                     WHERE id = ? AND status IN ('active', 'paused')",
+                )
+                .bind(next_step)
+                .bind(now)
+                .bind(now)
+                .bind(enrollment_id),
+                StepDone::Repeat { enrollment_id } => sqlx::query(
+                    "UPDATE enrollments SET next_due_at = ?, updated_at = ? \
+                     WHERE id = ? AND status IN ('active', 'paused')",
+                )
+                .bind(now)
+                .bind(now)
+                .bind(enrollment_id),
+            };
+            q.execute(&mut *self.tx).await?;
+        }
+        for (email, reason, detail) in suppress {
+            sqlx::query(
+                "INSERT INTO suppressions (email, reason, detail, created_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (email) DO NOTHING",
+            )
+            .bind(email)
+            .bind(reason)
+            .bind(detail)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Puts due stream steps in the outbox (or completes streams that have no such
+    /// step); the step waits for its mail's outcome before the next is timed.
+    pub async fn enqueue_steps(&mut self, steps: &[StepMail], now: i64) -> Result<(), StoreError> {
+        for s in steps {
+            let d = &s.due;
+            match &s.template {
+                Some(template) => {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO outbox (idem_key, lead_id, template, class, kind, \
+                         enrollment_id, step, source, created_at, due_at) \
+                         VALUES (?, ?, ?, 'marketing', 'stream', ?, ?, ?, ?, ?)",
+                    )
+                    .bind(format!("stream:{}:{}", d.enrollment_id, d.step))
+                    .bind(d.lead_id)
+                    .bind(template)
+                    .bind(d.enrollment_id)
+                    .bind(d.step)
+                    .bind(format!("stream:{}", d.stream))
+                    .bind(now)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE enrollments SET next_due_at = NULL, updated_at = ? WHERE id = ?",
+                    )
+                    .bind(now)
+                    .bind(d.enrollment_id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "UPDATE enrollments SET status = 'completed', next_due_at = NULL, \
+                         ended_at = ?, end_reason = 'all steps sent', updated_at = ? WHERE id = ?",
+                    )
+                    .bind(now)
+                    .bind(now)
+                    .bind(d.enrollment_id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Statements that queue mails and change stream memberships.
+pub mod build {
+    use super::*;
+
+    /// The mails and stream changes of several units of work: `(lead id, event seq,
+    /// changes)`. `streams` gives each stream's enrollment parameters.
+    pub fn mails(
+        items: &[(i64, Option<i64>, &Changes)],
+        streams: &HashMap<String, EnrollParams>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Statements {
+        let now = to_ms(now);
+        let mut out = Statements::default();
+        for (lead, seq, changes) in items {
+            for (i, (m, source)) in changes.mails.iter().enumerate() {
+                let kind = if m.opt_in { "optin" } else { "trigger" };
+                let origin = seq.map_or_else(|| format!("t{now}"), |s| format!("e{s}"));
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT OR IGNORE INTO outbox (idem_key, lead_id, template, class, kind, \
+                     dedupe_key, data, source, event_seq, created_at, due_at) SELECT ",
+                );
+                let mut sep = q.separated(", ");
+                sep.push_bind(format!(
+                    "{kind}:{lead}:{}:{}:{origin}:{i}",
+                    m.template, m.key
+                ))
+                .push_bind(*lead)
+                .push_bind(m.template.clone())
+                .push_bind(m.class.as_str())
+                .push_bind(kind)
+                .push_bind(m.key.clone())
+                .push_bind(serde_json::Value::Object(m.data.clone()).to_string())
+                .push_bind(source.to_string())
+                .push_bind(*seq)
+                .push_bind(now)
+                .push_bind(now);
+                let window = match m.repeat {
+                    Repeat::Once => Some(i64::MAX / 4),
+                    Repeat::Every(ms) => Some(ms),
+                    Repeat::Always => None,
+                };
+                if let Some(window) = window {
+                    // The same mail (lead, template, key) within the window: not again.
+                    // Suppressed ones do not count, so a mail held back by quarantine or
+                    // missing consent can still go out later.
+                    q.push(" WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE lead_id = ")
+                        .push_bind(*lead)
+                        .push(" AND template = ")
+                        .push_bind(m.template.clone())
+                        .push(" AND dedupe_key = ")
+                        .push_bind(m.key.clone())
+                        .push(" AND status <> 'suppressed' AND created_at > ")
+                        .push_bind(now.saturating_sub(window))
+                        .push(")");
+                }
+                out.push(q);
+            }
+            for change in &changes.streams {
+                stream_change(&mut out, *lead, change, streams, now);
+            }
+        }
+        out
+    }
+
+    fn stream_change(
+        out: &mut Statements,
+        lead: i64,
+        change: &StreamChange,
+        streams: &HashMap<String, EnrollParams>,
+        now: i64,
+    ) {
+        match change {
+            StreamChange::Enroll { stream } => {
+                let Some(p) = streams.get(stream) else {
+                    tracing::warn!(%stream, lead, "enroll: no such stream (any more); ignored");
+                    return;
+                };
+                // A paused membership resumes where it stopped.
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "UPDATE enrollments SET status = 'active', next_due_at = \
+                     CASE WHEN next_due_at IS NULL THEN NULL ELSE MAX(next_due_at, ",
+                );
+                q.push_bind(now)
+                    .push(") END, updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE lead_id = ")
+                    .push_bind(lead)
+                    .push(" AND stream = ")
+                    .push_bind(stream.clone())
+                    .push(" AND status = 'paused'");
+                out.push(q);
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO enrollments (lead_id, stream, status, step, next_due_at, \
+                     entered_at, updated_at) SELECT ",
+                );
+                q.push_bind(lead)
+                    .push(", ")
+                    .push_bind(stream.clone())
+                    .push(", 'active', 0, ")
+                    .push_bind(now + p.first_after_ms)
+                    .push(", ")
+                    .push_bind(now)
+                    .push(", ")
+                    .push_bind(now)
+                    .push(" WHERE NOT EXISTS (SELECT 1 FROM enrollments WHERE lead_id = ")
+                    .push_bind(lead)
+                    .push(" AND stream = ")
+                    .push_bind(stream.clone())
+                    .push(" AND (status IN ('active', 'paused') OR ended_at > ")
+                    .push_bind(now.saturating_sub(p.reentry_ms))
+                    .push("))");
+                out.push(q);
+            }
+            StreamChange::Pause { stream } => {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "UPDATE enrollments SET status = 'paused', updated_at = ",
+                );
+                q.push_bind(now)
+                    .push(" WHERE lead_id = ")
+                    .push_bind(lead)
+                    .push(" AND stream = ")
+                    .push_bind(stream.clone())
+                    .push(" AND status = 'active'");
+                out.push(q);
+            }
+            StreamChange::Exit { stream, reason } => {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "UPDATE enrollments SET status = 'exited', next_due_at = NULL, ended_at = ",
+                );
+                q.push_bind(now)
+                    .push(", end_reason = ")
+                    .push_bind(reason.clone())
+                    .push(", updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE lead_id = ")
+                    .push_bind(lead)
+                    .push(" AND status IN ('active', 'paused')");
+                if let Some(s) = stream {
+                    q.push(" AND stream = ").push_bind(s.clone());
+                }
+                out.push(q);
+            }
+        }
+    }
+}

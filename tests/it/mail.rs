@@ -1,0 +1,388 @@
+//! Mail against a real SMTP server on loopback: trigger mails, one-click unsubscribe,
+//! quarantine, double opt-in, retries, rejected recipients, and the outbox after a
+//! crash.
+
+use std::time::{Duration, Instant};
+
+use nurtured::smtp_sink::{Received, SmtpSink};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, eventually, free_port, mail_dir, spawn_in};
+
+/// An identify from a form that asked for marketing (and optionally tracking) consent.
+pub fn consenting(email: &str, tracking: bool) -> Value {
+    json!({"userId": email, "traits": {
+        "email": email, "first_name": "Anna", "last_name": "Beispiel", "company": "Beispiel AG",
+        "consent_email": true, "consent_tracking": tracking, "consent_source": "contact form"}})
+}
+
+pub fn download(email: &str, topic: &str, asset: &str) -> Value {
+    json!({"userId": email, "event": "Content Downloaded",
+           "properties": {"type": "whitepaper", "asset": asset, "topic": topic}})
+}
+
+pub fn pricing_view(email: &str) -> Value {
+    json!({"userId": email, "name": "Preise",
+           "properties": {"url": "https://www.example.com/preise"}})
+}
+
+/// The mails to `email` the server accepted.
+pub fn mails_to(sink: &SmtpSink, email: &str) -> Vec<Received> {
+    sink.received()
+        .into_iter()
+        .filter(|r| r.to.iter().any(|t| t == email))
+        .collect()
+}
+
+/// The token of the first link in `text` that starts with `prefix`.
+pub fn link_token(text: &str, prefix: &str) -> String {
+    let start = text
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} link in:\n{text}"));
+    text[start + prefix.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.')
+        .collect()
+}
+
+/// The plain-text part of a received mail (quoted-printable or 7bit as lettre sends it).
+pub fn body(r: &Received) -> String {
+    r.text().replace("=\r\n", "").replace("=3D", "=")
+}
+
+async fn mail_status(app: &TestApp, email: &str) -> Vec<(String, String, Option<String>)> {
+    let (status, body) = app.get(&format!("/v1/mails?lead={email}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["mails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["template"].as_str().unwrap().to_string(),
+                m["status"].as_str().unwrap().to_string(),
+                m["reason"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_mail_arrives_within_a_second_and_one_click_unsubscribes() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let email = "anna@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.post("/v1/track", &download(email, "security", "Zero Trust"))
+        .await;
+    app.settle().await;
+    assert!(
+        mails_to(&sink, email).is_empty(),
+        "one download is not enough"
+    );
+
+    // The second download on the topic: the use case mail, within a second.
+    let sent_at = Instant::now();
+    let (status, _) = app
+        .post(
+            "/v1/track",
+            &download(email, "security", "SIEM im Mittelstand"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mail = eventually("the trigger mail", 5, || mails_to(&sink, email).pop()).await;
+    let latency = mail.at.duration_since(sent_at);
+    assert!(latency < Duration::from_secs(1), "took {latency:?}");
+    assert!(body(&mail).contains("security"), "{}", mail.text());
+
+    // RFC 8058: both headers, the URL signed for this lead.
+    let list = mail.header("List-Unsubscribe").expect("List-Unsubscribe");
+    assert!(list.starts_with("<https://mail.example.com/u/"), "{list}");
+    assert_eq!(
+        mail.header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let message_id = mail.header("Message-ID").expect("Message-ID");
+    assert!(message_id.starts_with("<mail-"), "{message_id}");
+
+    // A third download on the topic: the use case went out already.
+    app.post("/v1/track", &download(email, "security", "Phishing-Schutz"))
+        .await;
+    app.settle().await;
+
+    // GET shows a page and changes nothing; the one-click POST unsubscribes at once.
+    let token = link_token(&list, "https://mail.example.com/u/");
+    let url = format!("{}/u/{token}", app.base);
+    let page = app.client.get(&url).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("method=\"post\""));
+    assert_eq!(app.lead(email).await["consent_email"]["granted"], true);
+    let posted = app
+        .client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::OK);
+    let lead = app.lead(email).await;
+    assert_eq!(lead["consent_email"]["granted"], false, "{lead}");
+    assert!(
+        lead["consent_email"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("unsubscribe link"),
+        "{lead}"
+    );
+
+    // A pricing view asks for a follow-up: suppressed, nothing more is sent.
+    app.post("/v1/page", &pricing_view(email)).await;
+    app.settle().await;
+    let stats = app
+        .wait_for("the follow-up to be suppressed", |s| {
+            s["suppressed_by_reason"]["no_consent"] == 1
+        })
+        .await;
+    assert_eq!(stats["mails_sent"], 1, "{stats}");
+    assert_eq!(mails_to(&sink, email).len(), 1);
+    let mails = mail_status(&app, email).await;
+    assert!(
+        mails.contains(&(
+            "trigger/pricing-follow-up".into(),
+            "suppressed".into(),
+            Some("no_consent".into())
+        )),
+        "{mails:?}"
+    );
+
+    // A forged or altered token changes nothing.
+    let altered = format!("{}/u/{}x", app.base, &token[..token.len() - 1]);
+    let r = app.client.post(&altered).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_stops_marketing_mail_even_when_queued_but_not_transactional_mail() {
+    // The server is down at first, so the trigger mail stays queued.
+    let port = free_port();
+    let dir = mail_dir(port, "");
+    std::fs::write(
+        dir.path().join("rules/60-report.rhai"),
+        "fn on_event(lead, event) {\n  if event.name == \"Report Requested\" {\n    \
+         lead.send_mail(\"optin/confirm\", #{ transactional: true, always: true });\n  }\n}\n",
+    )
+    .unwrap();
+    let app = spawn_in(dir).await;
+    let email = "q@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.post("/v1/page", &pricing_view(email)).await;
+    app.settle().await;
+    // Tried, refused (connection), queued again.
+    let start = Instant::now();
+    let mails = loop {
+        let mails = mail_status(&app, email).await;
+        if mails.len() == 1
+            && mails[0].1 == "queued"
+            && mails[0].2.as_deref().is_some_and(|r| r.contains("attempt"))
+        {
+            break mails;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{mails:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(mails[0].0, "trigger/pricing-follow-up");
+
+    // Sales qualifies the lead while the mail waits.
+    let (status, body) = app
+        .post(
+            &format!("/v1/leads/{email}/stage"),
+            &json!({"stage": "sql", "reason": "qualified in the first call"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // A transactional mail asked for now still goes out.
+    app.post(
+        "/v1/track",
+        &json!({"userId": email, "event": "Report Requested"}),
+    )
+    .await;
+    app.settle().await;
+
+    let sink = SmtpSink::start_on(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        true,
+    )
+    .unwrap();
+    let stats = app
+        .wait_for("the queued mail to be suppressed", |s| {
+            s["suppressed_by_reason"]["quarantine"] == 1 && s["mails_sent"] == 1
+        })
+        .await;
+    assert_eq!(stats["mails_queued"], 0, "{stats}");
+    let got = mails_to(&sink, email);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].header("List-Unsubscribe").is_none(),
+        "transactional mail carries no unsubscribe"
+    );
+    // A new trigger in quarantine: suppressed as well.
+    app.post("/v1/track", &download(email, "cloud", "A")).await;
+    app.post("/v1/track", &download(email, "cloud", "B")).await;
+    app.settle().await;
+    app.wait_for("the use case suppressed", |s| {
+        s["suppressed_by_reason"]["quarantine"] == 2
+    })
+    .await;
+    assert_eq!(mails_to(&sink, email).len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_opt_in_confirms_consent_and_refuses_forged_tokens() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let email = "newsletter@kunde.example";
+    app.post(
+        "/v1/track",
+        &json!({"userId": email, "event": "Newsletter Subscribed",
+                "context": {"traits": {"email": email}}}),
+    )
+    .await;
+    let mail = eventually("the confirmation mail", 5, || mails_to(&sink, email).pop()).await;
+    assert!(mail.header("List-Unsubscribe").is_none(), "transactional");
+    let text = body(&mail);
+    let token = link_token(&text, "https://mail.example.com/confirm/");
+    assert_eq!(app.lead(email).await["consent_email"]["granted"], false);
+
+    // An altered token and one signed with another secret: refused, nothing changes.
+    let (payload, sig) = token.split_once('.').unwrap();
+    let mut forged_sig: Vec<char> = sig.chars().collect();
+    forged_sig[0] = if forged_sig[0] == 'A' { 'B' } else { 'A' };
+    let forged: String = forged_sig.into_iter().collect();
+    for bad in [
+        format!("{payload}.{forged}"),
+        nurtured::mail::Signer::new("another secret, also long enough to be accepted").sign(
+            &nurtured::mail::token::Claim {
+                purpose: nurtured::mail::Purpose::Confirm,
+                lead: 1,
+                email: email.into(),
+                mail: None,
+                url: None,
+            },
+        ),
+        "not-a-token".to_string(),
+    ] {
+        let r = app
+            .client
+            .get(format!("{}/confirm/{bad}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(app.lead(email).await["consent_email"]["granted"], false);
+
+    let r = app
+        .client
+        .get(format!("{}/confirm/{token}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let lead = app.lead(email).await;
+    assert_eq!(lead["consent_email"]["granted"], true, "{lead}");
+    assert!(
+        lead["consent_email"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("double opt-in"),
+        "{lead}"
+    );
+    assert!(lead["consent_email"]["at"].is_string(), "{lead}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_failures_and_a_down_server_delay_mail_and_lose_nothing() {
+    let sink = SmtpSink::start().unwrap();
+    sink.behave(|b| {
+        for _ in 0..2 {
+            b.next_rcpt
+                .push_back((451, "4.7.1 greylisted, try again later".into()));
+        }
+    });
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let email = "retry@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.post("/v1/page", &pricing_view(email)).await;
+    let mail = eventually("delivery after two 451 answers", 10, || {
+        mails_to(&sink, email).pop()
+    })
+    .await;
+    let (status, list) = app.get(&format!("/v1/mails?lead={email}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["mails"][0]["attempts"], 3, "{list}");
+    assert!(mail.header("Subject").is_some());
+    app.stop().await;
+
+    // Nothing listens: mails wait and go out once a server is there.
+    let port = free_port();
+    let app = spawn_in(mail_dir(port, "")).await;
+    let emails: Vec<String> = (0..5).map(|i| format!("down{i}@kunde.example")).collect();
+    for e in &emails {
+        app.post("/v1/identify", &consenting(e, false)).await;
+        app.post("/v1/page", &pricing_view(e)).await;
+    }
+    app.settle().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stats = app.stats().await;
+    assert_eq!(stats["mails_queued"], 5, "{stats}");
+    assert_eq!(stats["mails_sent"], 0, "{stats}");
+    let sink = SmtpSink::start_on(
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap(),
+        true,
+    )
+    .unwrap();
+    app.wait_for("all five sent", |s| s["mails_sent"] == 5)
+        .await;
+    for e in &emails {
+        assert_eq!(mails_to(&sink, e).len(), 1, "{e}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_recipient_is_suppressed() {
+    let sink = SmtpSink::start().unwrap();
+    let email = "gone@kunde.example";
+    sink.behave(|b| {
+        b.rcpt
+            .insert(email.into(), (550, "5.1.1 no such mailbox".into()));
+    });
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.post("/v1/page", &pricing_view(email)).await;
+    let stats = app
+        .wait_for("the mail failed", |s| s["mails_failed"] == 1)
+        .await;
+    assert_eq!(stats["addresses_suppressed"], 1, "{stats}");
+    // The next mail to the address is not even tried.
+    app.post("/v1/track", &download(email, "cloud", "A")).await;
+    app.post("/v1/track", &download(email, "cloud", "B")).await;
+    let stats = app
+        .wait_for("the next mail suppressed", |s| {
+            s["suppressed_by_reason"]["address_suppressed"] == 1
+        })
+        .await;
+    assert_eq!(stats["mails_failed"], 1, "{stats}");
+    let rcpts = sink
+        .log()
+        .iter()
+        .filter(|l| l.as_str() == format!("RCPT {email}"))
+        .count();
+    assert_eq!(rcpts, 1, "tried once");
+    app.stop().await;
+}
