@@ -335,7 +335,6 @@ fn send_window(days: &str, hours: &str, bad: &dyn Fn(&str, String)) -> Option<Se
             "mail.send_window.days",
             format!("`{days}` is not a list of days: write e.g. \"mon-fri\" or \"mon,wed,fri\""),
         );
-        return None;
     }
     let times = hours.split_once('-').and_then(|(a, b)| {
         Some((
@@ -344,11 +343,12 @@ fn send_window(days: &str, hours: &str, bad: &dyn Fn(&str, String)) -> Option<Se
         ))
     });
     match times {
-        Some((from, until)) if from < until => Some(SendWindow {
+        Some((from, until)) if from < until && ok && !list.is_empty() => Some(SendWindow {
             days: list,
             from,
             until,
         }),
+        Some((from, until)) if from < until => None,
         _ => {
             bad(
                 "mail.send_window.hours",

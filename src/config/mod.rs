@@ -551,4 +551,37 @@ mod tests {
         assert!(err.contains("schedules[0].cron"), "{err}");
         assert!(err.contains("schedules[0].half_life"), "{err}");
     }
+
+    #[test]
+    fn mail_and_stream_mistakes_are_explained() {
+        let err = load(
+            "[mail]\nurl = \"imap://x\"\nsecret = \"short\"\nquarantine = [\"sqll\"]\n\
+             [mail.send_window]\ndays = \"mon-fry\"\nhours = \"17:00-09:00\"\n\
+             [[streams]]\nname = \"s\"\nstages = [\"leed\"]\nreentry = \"sometimes\"\n\
+             steps = [{ after = \"soon\", template = \"t\" }]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "`mail.url`: `imap://x` is not a mail URL",
+            "`mail.secret`: must be at least 32 characters",
+            "`mail.quarantine[0]`: unknown stage `sqll`",
+            "`mail.send_window.days`",
+            "`mail.send_window.hours`",
+            "`streams[0].stages[0]`: unknown stage `leed`",
+            "`streams[0].reentry`",
+            "`streams[0].steps[0].after`",
+        ] {
+            assert!(err.contains(needle), "{needle} in:\n{err}");
+        }
+        let err = load("[mail]\nfrom = \"x\"\nurl = \"smtp://h\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`mail.from`"), "{err}");
+        let err = load("[mail]\ntransport = \"smtp\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `transport`"), "{err}");
+    }
 }

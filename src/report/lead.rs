@@ -9,7 +9,9 @@ use serde_json::Value;
 use crate::domain::change::number;
 use crate::domain::{Email, Lead};
 use crate::rules::RuleError;
-use crate::store::{EventRow, HistoryRow, LedgerRow, Store, StoreError};
+use crate::store::{
+    EnrollmentRow, EventRow, HistoryRow, LedgerRow, MailFilter, OutboxRow, Store, StoreError,
+};
 
 /// Everything worth knowing about one lead.
 #[derive(Debug, Serialize)]
@@ -20,6 +22,10 @@ pub struct LeadReport {
     pub stage_history: Vec<HistoryRow>,
     pub score_ledger: Vec<LedgerRow>,
     pub recent_activity: Vec<Activity>,
+    /// Nurture stream memberships, oldest first.
+    pub streams: Vec<EnrollmentRow>,
+    /// Recent mails, newest first.
+    pub mails: Vec<OutboxRow>,
 }
 
 /// One event in the lead's recent activity.
@@ -60,12 +66,22 @@ impl LeadReport {
                 event: e,
             })
             .collect();
+        let streams = store.enrollments_of(lead.id).await?;
+        let mails = store
+            .list_mails(&MailFilter {
+                status: None,
+                lead_id: Some(lead.id),
+                limit: recent as i64,
+            })
+            .await?;
         Ok(Some(Self {
             name: lead.name(),
             lead,
             stage_history,
             score_ledger,
             recent_activity,
+            streams,
+            mails,
         }))
     }
 
@@ -159,6 +175,42 @@ impl LeadReport {
                     format!("{sign}{}", number(s.delta)),
                     s.reason,
                     s.source
+                );
+            }
+        }
+        if !self.streams.is_empty() {
+            let _ = writeln!(out, "\nstreams");
+            for s in &self.streams {
+                let state = match (&s.status[..], s.next_due_at) {
+                    ("active", Some(due)) => format!("next step {} at {}", s.step + 1, when(due)),
+                    ("active", None) => format!("step {} on its way", s.step + 1),
+                    (status, _) => format!(
+                        "{status}{}",
+                        s.end_reason
+                            .as_deref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<14} joined {}  {}",
+                    s.stream,
+                    when(s.entered_at),
+                    state
+                );
+            }
+        }
+        if !self.mails.is_empty() {
+            let _ = writeln!(out, "\nmails (newest first)");
+            for m in &self.mails {
+                let _ = writeln!(
+                    out,
+                    "  {}  {:<10} {:<28} {}",
+                    when(m.finished_at.unwrap_or(m.due_at)),
+                    m.status,
+                    m.template,
+                    m.reason.as_deref().unwrap_or("")
                 );
             }
         }

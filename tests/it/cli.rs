@@ -96,3 +96,63 @@ fn a_wrong_config_key_stops_with_file_key_and_allowed_keys() {
         "{shown}"
     );
 }
+
+#[test]
+fn templates_check_names_file_line_and_column() {
+    let dir = prepare_dir();
+    let out = cli_in(dir.path(), &["templates", "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ok: 13 mails (de, en)"),
+        "{}",
+        text(&out)
+    );
+
+    let t = dir.path().join("templates/de");
+    // An unknown variable (a typo), a syntax error, a mail with a part missing.
+    let use_case = t.join("trigger/use-case.txt");
+    let original = std::fs::read_to_string(&use_case).unwrap();
+    std::fs::write(
+        &use_case,
+        original.replacen("{{ data.topic }}", "{{ lead.firstname }}", 1),
+    )
+    .unwrap();
+    std::fs::write(
+        t.join("stream/lead-guide.subject"),
+        "Ihr Leitfaden {% if lead.name %}\n",
+    )
+    .unwrap();
+    std::fs::remove_file(t.join("stream/mql-roi.html")).unwrap();
+    let out = cli_in(dir.path(), &["templates", "check"]);
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(
+        shown.contains("templates/de/stream/lead-guide.subject:2:1: Unexpected end of input"),
+        "syntax error with position: {shown}"
+    );
+    assert!(
+        shown.contains("templates/de/stream/mql-roi: a mail needs .subject, .txt and .html; missing: stream/mql-roi.html"),
+        "{shown}"
+    );
+    // With the syntax error fixed, the unknown variable shows with its line.
+    std::fs::write(t.join("stream/lead-guide.subject"), "Ihr Leitfaden\n").unwrap();
+    std::fs::remove_file(t.join("stream/mql-roi.txt")).unwrap();
+    std::fs::remove_file(t.join("stream/mql-roi.subject")).unwrap();
+    let out = cli_in(dir.path(), &["templates", "check"]);
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    let line = original
+        .lines()
+        .position(|l| l.contains("{{ data.topic }}"))
+        .unwrap()
+        + 1;
+    assert!(
+        shown.contains(&format!("templates/de/trigger/use-case.txt:{line}:")),
+        "{shown}"
+    );
+    assert!(shown.contains("`firstname` is not defined"), "{shown}");
+    assert!(
+        shown.contains("missing mail template `stream/mql-roi` (used by stream `mql` step 3)"),
+        "{shown}"
+    );
+}

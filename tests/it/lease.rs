@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::helpers::prepare_dir;
 
 /// Starts `nurtured run` in `dir`; returns the child and a channel of its log lines.
-fn run_daemon(dir: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
+pub fn run_daemon(dir: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nurtured"))
         .arg("run")
         .current_dir(dir)
@@ -32,7 +32,7 @@ fn run_daemon(dir: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
 }
 
 /// Waits for a log line containing `text`; returns all lines seen.
-fn wait_for(rx: &mpsc::Receiver<String>, text: &str) -> Result<Vec<String>, Vec<String>> {
+pub fn wait_for(rx: &mpsc::Receiver<String>, text: &str) -> Result<Vec<String>, Vec<String>> {
     let mut seen = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {

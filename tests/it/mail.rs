@@ -386,3 +386,62 @@ async fn a_rejected_recipient_is_suppressed() {
     assert_eq!(rcpts, 1, "tried once");
     app.stop().await;
 }
+
+/// The daemon is killed while it sends (after claiming the mail, before the server
+/// answered); the next daemon sends the mail once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_while_sending_leaves_no_mail_lost_or_doubled() {
+    use crate::helpers::{cli_in, text};
+    use crate::lease::{run_daemon, wait_for};
+
+    let sink = SmtpSink::start().unwrap();
+    sink.behave(|b| b.rcpt_delay = Duration::from_secs(3));
+    let dir = mail_dir(sink.port, "");
+    let email = "crash@kunde.example";
+    let events = [
+        json!({"type": "identify", "userId": email, "messageId": "c-1", "traits": {
+            "email": email, "consent_email": true, "consent_source": "form"}}),
+        json!({"type": "page", "userId": email, "messageId": "c-2", "name": "Preise",
+               "properties": {"url": "https://www.example.com/preise"}}),
+    ];
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(
+        &file,
+        events.iter().map(|e| format!("{e}\n")).collect::<String>(),
+    )
+    .unwrap();
+
+    let (mut first, logs) = run_daemon(dir.path());
+    wait_for(&logs, "nurtured is running").expect("daemon starts");
+    let out = cli_in(dir.path(), &["ingest", "events.jsonl"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The daemon claimed the mail and waits for the server's answer to RCPT: kill it.
+    eventually("the daemon to start sending", 10, || {
+        sink.log()
+            .iter()
+            .any(|l| l == &format!("RCPT {email}"))
+            .then_some(())
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    sink.behave(|b| b.rcpt_delay = Duration::ZERO);
+    assert_eq!(sink.count(), 0);
+
+    let (mut second, logs) = run_daemon(dir.path());
+    let seen = wait_for(&logs, "queued again").expect("the interrupted mail is found");
+    let mail = eventually("the mail, sent by the second daemon", 10, || {
+        mails_to(&sink, email).pop()
+    })
+    .await;
+    // Give a duplicate the chance to show up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mails_to(&sink, email).len(), 1, "{seen:?}");
+    assert!(mail.header("Message-ID").unwrap().starts_with("<mail-1."));
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let out = cli_in(dir.path(), &["mail", "list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).expect(&text(&out));
+    assert_eq!(list[0]["status"], "sent", "{list}");
+    assert_eq!(list[0]["attempts"], 2, "{list}");
+}

@@ -4,7 +4,8 @@
 mod api;
 mod cli;
 mod helpers;
-mod lease;
+pub mod lease;
 mod mail;
 mod rules;
 mod schedules;
+mod streams;
