@@ -441,7 +441,8 @@ async fn a_daemon_killed_while_sending_leaves_no_mail_lost_or_doubled() {
     second.kill().unwrap();
     second.wait().unwrap();
     let out = cli_in(dir.path(), &["mail", "list", "--json"]);
-    let list: Value = serde_json::from_slice(&out.stdout).expect(&text(&out));
+    let list: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
     assert_eq!(list[0]["status"], "sent", "{list}");
     assert_eq!(list[0]["attempts"], 2, "{list}");
 }
