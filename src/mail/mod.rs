@@ -3,7 +3,7 @@
 //! - [`plan`]: which streams a lead belongs in after a change (written with it);
 //! - [`deliver`]: the worker that sends due mails; [`policy`]: may this mail go out now;
 //! - [`templates`]: Tera templates per locale; [`message`]: the RFC 5322 message with
-//!   List-Unsubscribe and DKIM; [`transport`]: SMTP or `.eml` files;
+//!   List-Unsubscribe and DKIM; [`transport`]: SMTP ([`smtp_pool`]) or `.eml` files;
 //! - [`links`] and [`token`]: signed unsubscribe, confirmation and tracking links;
 //! - [`window`]: the send window in the lead's time zone.
 
@@ -12,6 +12,7 @@ pub mod links;
 pub mod message;
 pub mod plan;
 pub mod policy;
+pub mod smtp_pool;
 pub mod templates;
 pub mod token;
 pub mod transport;

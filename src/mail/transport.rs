@@ -1,16 +1,16 @@
-//! Where mail goes: an SMTP server through lettre's pooled async transport, or `.eml`
-//! files in a folder (the embedded default, so the daemon runs with no mail server).
-//! SMTP failures are classified: worth retrying, or final.
+//! Where mail goes: an SMTP server over pooled connections ([`super::smtp_pool`]), or
+//! `.eml` files in a folder (the embedded default, so the daemon runs with no mail
+//! server). SMTP failures are classified: worth retrying, or final.
 
 use std::time::Duration;
 
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::smtp_pool::{PoolError, SmtpPool};
 use crate::config::mail::{MailConfig, TransportConfig};
 
 pub enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpPool),
     File(AsyncFileTransport<Tokio1Executor>),
 }
 
@@ -32,30 +32,29 @@ impl Transport {
                 Ok(Transport::File(AsyncFileTransport::new(dir)))
             }
             TransportConfig::Smtp(url) => {
-                let t = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|e| format!("mail.url: {e}"))?
-                    .pool_config(
-                        PoolConfig::new()
-                            .max_size(config.connections as u32)
-                            .idle_timeout(Duration::from_secs(60)),
-                    )
-                    .timeout(Some(config.timeout))
-                    .build();
-                Ok(Transport::Smtp(t))
+                let hello = config.from.email.domain().to_string();
+                SmtpPool::from_url(url, &hello, config.timeout, config.connections)
+                    .map(Transport::Smtp)
+                    .map_err(|e| format!("mail.url: {e}"))
             }
         }
     }
 
-    /// Sends one message; gives up after `timeout` (lettre limits only the connect).
+    /// Sends one message; gives up after `timeout`.
     pub async fn send(&self, message: Message, timeout: Duration) -> Result<(), SendError> {
         match self {
-            Transport::Smtp(t) => tokio::time::timeout(timeout, t.send(message))
-                .await
-                .map_err(|_| {
-                    SendError::Retry(format!("no answer from the SMTP server within {timeout:?}"))
-                })?
-                .map(|_| ())
-                .map_err(|e| classify(&e)),
+            Transport::Smtp(pool) => {
+                let raw = message.formatted();
+                tokio::time::timeout(timeout, pool.send(message.envelope(), &raw))
+                    .await
+                    .map_err(|_| {
+                        SendError::Retry(format!(
+                            "no answer from the SMTP server within {timeout:?}"
+                        ))
+                    })?
+                    .map(|_| ())
+                    .map_err(|e| classify(&e))
+            }
             Transport::File(t) => t
                 .send(message)
                 .await
@@ -66,7 +65,11 @@ impl Transport {
 }
 
 /// 5xx is final, everything else (4xx, network, timeout) is worth another try.
-fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+fn classify(e: &PoolError) -> SendError {
+    let e = match e {
+        PoolError::Connect(m) => return SendError::Retry(m.clone()),
+        PoolError::Smtp(e) => e,
+    };
     let message = e.to_string();
     if e.is_permanent() {
         let code = e.status().map(u16::from).unwrap_or(0);

@@ -3,9 +3,10 @@
 
 mod api;
 mod cli;
+mod dkim;
 mod helpers;
 pub mod lease;
-mod mail;
+pub mod mail;
 mod rules;
 mod schedules;
 mod streams;

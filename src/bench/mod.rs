@@ -1,7 +1,11 @@
 //! `nurtured bench`: end-to-end throughput. Starts a daemon on a fresh SQLite file in a
 //! temporary folder with the configured rules, posts generated events to the real HTTP
 //! API in batches from several connections, and measures until every event is
-//! processed. Prints rates, request latencies and memory along the way.
+//! processed. Prints rates, request latencies and memory along the way. Mail goes to
+//! a local SMTP server ([`crate::smtp_sink`]); `--mails` measures mail on its own
+//! ([`mail`]).
+
+mod mail;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +32,16 @@ pub struct BenchArgs {
     /// Concurrent HTTP connections
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Measure mail instead: this many trigger mails as fast as they go, then the
+    /// event-to-SMTP latency at --rate events/s for --seconds
+    #[arg(long, default_value_t = 0)]
+    pub mails: usize,
+    /// Events per second in the latency run (each one triggers a mail)
+    #[arg(long, default_value_t = 1000)]
+    pub rate: usize,
+    /// Length of the latency run
+    #[arg(long, default_value_t = 10)]
+    pub seconds: usize,
 }
 
 /// A small deterministic generator, so runs are comparable.
@@ -141,6 +155,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    // Mail goes to a local SMTP server that only counts, never to the data folder.
+    let sink =
+        crate::smtp_sink::SmtpSink::start_on(std::net::TcpListener::bind("127.0.0.1:0")?, false)?;
+    config.mail.transport =
+        crate::config::mail::TransportConfig::Smtp(format!("smtp://127.0.0.1:{}", sink.port));
+    if args.mails > 0 {
+        return mail::run(config, &args, sink).await;
+    }
     anyhow::ensure!(
         args.leads > 0 && args.events >= args.leads,
         "--events must be at least --leads"
@@ -287,6 +309,16 @@ pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<std::pro
     println!(
         "events: {} received, {} processed, {} failed",
         counts.events_received, counts.events_processed, counts.events_failed
+    );
+    let mails = store.mail_counts().await?;
+    println!(
+        "mails: {} sent, {} queued, {} suppressed {:?}, {} failed; {} at the SMTP server",
+        mails.mails_sent,
+        mails.mails_queued,
+        mails.mails_suppressed,
+        mails.suppressed_by_reason,
+        mails.mails_failed,
+        sink.count()
     );
     println!(
         "stages: {}",

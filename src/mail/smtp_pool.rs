@@ -1,0 +1,294 @@
+//! SMTP connections kept open between mails, on lettre's SMTP client.
+//!
+//! lettre 0.11 leaves Nagle's algorithm on. It writes the end of a message (`.`) apart
+//! from the message, so every mail then waits for the server's delayed ACK: 40 ms on
+//! Linux, which limits a connection to about 25 mails per second. Until a lettre
+//! release sets `TCP_NODELAY` itself (lettre PR #1159), this pool opens the TCP
+//! connections, sets `TCP_NODELAY`, and hands them to lettre, which does all of the
+//! SMTP: greeting, EHLO, STARTTLS, AUTH and the mail transaction.
+//!
+//! URLs as lettre reads them: `smtp://host[:port]` (plain, port 25),
+//! `smtp://host?tls=opportunistic` or `?tls=required` (STARTTLS, port 587),
+//! `smtps://host` (TLS from the start, port 465); `user:pass@` for AUTH PLAIN/LOGIN.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::{Error, response::Response};
+
+/// A send that did not work: the connection could not be made (worth another try), or
+/// what lettre reported (the server's answer, or the connection failing on the way).
+#[derive(Debug)]
+pub enum PoolError {
+    Connect(String),
+    Smtp(Error),
+}
+
+impl From<Error> for PoolError {
+    fn from(e: Error) -> Self {
+        PoolError::Smtp(e)
+    }
+}
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// How the connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    None,
+    /// STARTTLS; `required` fails when the server does not offer it.
+    StartTls {
+        required: bool,
+    },
+    /// TLS from the first byte (`smtps://`).
+    Wrapper,
+}
+
+pub struct SmtpPool {
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    wrapper: Option<tokio_rustls::TlsConnector>,
+}
+
+impl SmtpPool {
+    /// Reads an `smtp://` / `smtps://` URL; `hello` names this host in EHLO.
+    pub fn from_url(
+        text: &str,
+        hello: &str,
+        connect_timeout: Duration,
+        max_idle: usize,
+    ) -> Result<Self, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        let tls = url
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.to_string());
+        let security = match (url.scheme(), tls.as_deref()) {
+            ("smtps", None) => Security::Wrapper,
+            ("smtp", None) => Security::None,
+            ("smtp", Some("required")) => Security::StartTls { required: true },
+            ("smtp", Some("opportunistic")) => Security::StartTls { required: false },
+            (scheme, tls) => {
+                return Err(format!(
+                    "`{scheme}://` with tls={} is not supported: use smtp://, \
+                     smtp://...?tls=required, smtp://...?tls=opportunistic or smtps://",
+                    tls.unwrap_or("")
+                ));
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("`{text}` names no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = url.port().unwrap_or(match security {
+            Security::None => 25,
+            Security::StartTls { .. } => 587,
+            Security::Wrapper => 465,
+        });
+        let decode = |s: &str| {
+            percent_decode(s)
+                .ok_or_else(|| format!("`{text}`: bad percent-encoding in the credentials"))
+        };
+        let credentials = match url.password() {
+            Some(p) => Some(Credentials::new(decode(url.username())?, decode(p)?)),
+            None => None,
+        };
+        let wrapper = (security == Security::Wrapper).then(tls_connector);
+        Ok(Self {
+            host,
+            port,
+            security,
+            credentials,
+            hello: ClientId::Domain(hello.to_string()),
+            connect_timeout,
+            idle_timeout: Duration::from_secs(60),
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+            wrapper,
+        })
+    }
+
+    /// Sends one message on a pooled connection (a new one if none is idle, or if the
+    /// idle one turns out to be closed).
+    pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, PoolError> {
+        if let Some(mut conn) = self.take_idle() {
+            match conn.send(envelope, raw).await {
+                Ok(r) => {
+                    self.put_back(conn);
+                    return Ok(r);
+                }
+                // The server closed the idle connection: try once on a fresh one.
+                Err(e) if !e.is_transient() && !e.is_permanent() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut conn = self.connect().await?;
+        let r = conn.send(envelope, raw).await?;
+        self.put_back(conn);
+        Ok(r)
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() < self.idle_timeout && !conn.has_broken() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, conn: AsyncSmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.max_idle && !conn.has_broken() {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, PoolError> {
+        let at = format!("{}:{}", self.host, self.port);
+        let failed =
+            |what: &str, e: &dyn fmt::Display| PoolError::Connect(format!("{what} {at}: {e}"));
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        .map_err(|_| failed("cannot connect to", &"timed out"))?
+        .map_err(|e| failed("cannot connect to", &e))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| failed("cannot set TCP_NODELAY for", &e))?;
+        let mut conn = match &self.wrapper {
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| failed("not a TLS server name:", &e))?;
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| failed("TLS failed with", &e))?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(Tls(tls)), &self.hello).await?
+            }
+            None => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?,
+        };
+        if let Security::StartTls { required } = self.security {
+            if conn.can_starttls() {
+                let params = TlsParameters::new(self.host.clone())?;
+                conn.starttls(params, &self.hello).await?;
+            } else if required {
+                return Err(PoolError::Connect(format!(
+                    "{at} does not offer STARTTLS, and the URL says tls=required"
+                )));
+            }
+        }
+        if let Some(c) = &self.credentials {
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], c).await?;
+        }
+        Ok(conn)
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.to_string())
+}
+
+/// TLS with the Mozilla roots, on ring.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A TLS stream lettre can run SMTP over.
+struct Tls(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+impl AsyncTokioStream for Tls {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl AsyncRead for Tls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(url: &str) -> SmtpPool {
+        SmtpPool::from_url(url, "example.com", Duration::from_secs(5), 4).unwrap()
+    }
+
+    #[test]
+    fn urls_are_read_as_lettre_reads_them() {
+        let p = pool("smtp://mail.example.com");
+        assert_eq!((p.port, p.security), (25, Security::None));
+        let p = pool("smtp://u%40x:p%2Bw@mail.example.com?tls=required");
+        assert_eq!(
+            (p.port, p.security),
+            (587, Security::StartTls { required: true })
+        );
+        assert!(p.credentials.is_some());
+        let p = pool("smtps://mail.example.com:2465");
+        assert_eq!((p.port, p.security), (2465, Security::Wrapper));
+        assert!(SmtpPool::from_url("smtp://h?tls=maybe", "x", Duration::from_secs(1), 1).is_err());
+        assert_eq!(percent_decode("p%2Bw%40").as_deref(), Some("p+w@"));
+    }
+}
