@@ -446,3 +446,75 @@ async fn a_daemon_killed_while_sending_leaves_no_mail_lost_or_doubled() {
     assert_eq!(list[0]["status"], "sent", "{list}");
     assert_eq!(list[0]["attempts"], 2, "{list}");
 }
+
+/// Opens and clicks come back as events, only for leads who allowed tracking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opens_and_clicks_become_events_only_with_tracking_consent() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let (tracked, untracked) = ("tracked@kunde.example", "private@kunde.example");
+    app.post("/v1/identify", &consenting(tracked, true)).await;
+    app.post("/v1/identify", &consenting(untracked, false))
+        .await;
+    app.post("/v1/page", &pricing_view(tracked)).await;
+    app.post("/v1/page", &pricing_view(untracked)).await;
+    let mail = eventually("the tracked mail", 5, || mails_to(&sink, tracked).pop()).await;
+    let plain = eventually("the other mail", 5, || mails_to(&sink, untracked).pop()).await;
+    assert!(!body(&plain).contains("https://mail.example.com/o/"));
+    assert!(!body(&plain).contains("https://mail.example.com/c/"));
+
+    let html = body(&mail);
+    let open = link_token(&html, "https://mail.example.com/o/");
+    let click = link_token(&html, "https://mail.example.com/c/");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/o/{open}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/gif");
+    let r = client
+        .get(format!("{}/c/{click}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let target = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(target.starts_with("https://www.example.com/"), "{target}");
+    // A second open of the same mail is the same event.
+    client
+        .get(format!("{}/o/{open}", app.base))
+        .send()
+        .await
+        .unwrap();
+    app.settle().await;
+    let lead = app.lead(tracked).await;
+    let names: Vec<&str> = lead["recent_activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| **n == "Email Opened").count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        names.iter().filter(|n| **n == "Email Clicked").count(),
+        1,
+        "{names:?}"
+    );
+    // A forged click link is no open redirect.
+    let r = client
+        .get(format!("{}/c/{}x", app.base, &click[..click.len() - 1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
