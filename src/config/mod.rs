@@ -213,7 +213,7 @@ fn validate(
     let problems = std::cell::RefCell::new(Vec::new());
     let bad = |key: &str, message: String| {
         problems.borrow_mut().push(Problem {
-            origin: origin(key.split(['[', '.']).next().unwrap_or(key)),
+            origin: origin(key.split('[').next().unwrap_or(key)),
             key: key.to_string(),
             message,
         })
@@ -583,5 +583,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `transport`"), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_value_from_the_environment_names_the_variable() {
+        let err = load("", &[("NURTURED_MAIL__SECRET", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable NURTURED_MAIL__SECRET: `mail.secret`"),
+            "{err}"
+        );
     }
 }

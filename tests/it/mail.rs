@@ -518,3 +518,64 @@ async fn opens_and_clicks_become_events_only_with_tracking_consent() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     app.stop().await;
 }
+
+/// A mail the server keeps refusing for longer than retry_max_age fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_that_cannot_be_delivered_in_time_fails() {
+    let port = free_port();
+    let app = spawn_in(mail_dir(port, "retry_max_age = \"1s\"")).await;
+    let email = "nobody-listens@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.post("/v1/page", &pricing_view(email)).await;
+    let stats = app
+        .wait_for("the mail to fail", |s| s["mails_failed"] == 1)
+        .await;
+    assert_eq!(stats["mails_sent"], 0);
+    let mails = mail_status(&app, email).await;
+    let reason = mails[0].2.clone().unwrap_or_default();
+    assert!(reason.starts_with("gave up after"), "{reason}");
+    app.stop().await;
+}
+
+/// Templates reload while the daemon runs; a broken change keeps the previous version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_reload_and_a_broken_change_keeps_the_last_good_version() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let subject = app
+        .dir
+        .path()
+        .join("templates/de/trigger/pricing-follow-up.subject");
+    // The watcher starts with the daemon and the reload comes a moment after a write:
+    // write, and send to new leads until the change shows.
+    let start = Instant::now();
+    let mut n = 0;
+    let mail = loop {
+        std::fs::write(&subject, "Neu: Ihre Preisfrage, {{ lead.first_name }}\n").unwrap();
+        n += 1;
+        let email = format!("reload{n}@kunde.example");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.post("/v1/identify", &consenting(&email, false)).await;
+        app.post("/v1/page", &pricing_view(&email)).await;
+        let m = eventually("a mail", 5, || mails_to(&sink, &email).pop()).await;
+        if m.header("Subject").is_some_and(|s| s.starts_with("Neu:")) {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never reloaded");
+    };
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Neu: Ihre Preisfrage, Anna")
+    );
+    std::fs::write(&subject, "Kaputt {{ lead.first_name \n").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let second = "reload-after-broken@kunde.example";
+    app.post("/v1/identify", &consenting(second, false)).await;
+    app.post("/v1/page", &pricing_view(second)).await;
+    let mail = eventually("a mail", 5, || mails_to(&sink, second).pop()).await;
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Neu: Ihre Preisfrage, Anna")
+    );
+    app.stop().await;
+}

@@ -8,7 +8,7 @@ use nurtured::clock::ManualClock;
 use nurtured::smtp_sink::SmtpSink;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, mail_dir, start_in};
+use crate::helpers::{TestApp, eventually, mail_dir, start_in};
 use crate::mail::{consenting, mails_to};
 
 fn berlin(m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
@@ -34,6 +34,25 @@ steps = [
 ]
 "#;
 
+/// Waits until mail `i` (oldest first) of `email` has `status` and `reason`.
+async fn mail_in(app: &TestApp, email: &str, i: usize, status: &str, reason: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let list = mails(app, email).await;
+        if let Some(m) = list.get(i)
+            && m["status"] == status
+            && m["reason"] == reason
+        {
+            return m.clone();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "mail {i} not {status}/{reason}: {list:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn mails(app: &TestApp, email: &str) -> Vec<Value> {
     let (_, body) = app.get(&format!("/v1/mails?lead={email}")).await;
     let mut list = body["mails"].as_array().unwrap().clone();
@@ -58,9 +77,15 @@ async fn steps_follow_their_delays_the_send_window_and_the_frequency_cap() {
     let email = "stream@kunde.example";
     app.post("/v1/identify", &consenting(email, false)).await;
     app.settle().await;
+    // Mails expected by now; the worker in the background may be the one sending.
     let sent = |n: usize| {
-        let got = mails_to(&sink, email).len();
-        assert_eq!(got, n, "mails received");
+        let sink = sink.clone();
+        async move {
+            eventually(&format!("{n} mails"), 5, || {
+                (mails_to(&sink, email).len() == n).then_some(())
+            })
+            .await
+        }
     };
     let at = |when: DateTime<Utc>| {
         clock.set(when);
@@ -70,42 +95,37 @@ async fn steps_follow_their_delays_the_send_window_and_the_frequency_cap() {
 
     // Two hours in: nothing is due.
     at(berlin(3, 2, 12, 0, 0)).await;
-    sent(0);
+    sent(0).await;
     // A day after joining: step 1; a day later: step 2.
     at(berlin(3, 3, 10, 0, 0)).await;
-    sent(1);
+    sent(1).await;
     at(berlin(3, 4, 10, 0, 0)).await;
-    sent(2);
+    sent(2).await;
     // Step 3 is due on Thursday, but two marketing mails went out within 7 days: it
     // waits until the first of them is 7 days old.
-    let pass = at(berlin(3, 5, 10, 0, 0)).await;
-    assert_eq!(pass.later, 1, "{pass:?}");
-    sent(2);
-    let list = mails(&app, email).await;
-    assert_eq!(list[2]["status"], "queued", "{list:?}");
-    assert_eq!(list[2]["reason"], "frequency_cap");
+    at(berlin(3, 5, 10, 0, 0)).await;
+    let third = mail_in(&app, email, 2, "queued", "frequency_cap").await;
+    sent(2).await;
     assert_eq!(
-        list[2]["due_at"].as_i64().unwrap(),
+        third["due_at"].as_i64().unwrap(),
         berlin(3, 10, 10, 0, 0).timestamp_millis() + 1
     );
     at(berlin(3, 10, 9, 59, 59)).await;
-    sent(2);
+    sent(2).await;
     at(berlin(3, 10, 10, 0, 1)).await;
-    sent(3);
+    sent(3).await;
     // Step 4 comes 3 days later, on Friday 13 March at 10:00; at 17:30 the send window
     // (Mon-Fri 09:00-17:00) is closed: it waits for Monday 09:00.
-    let pass = at(berlin(3, 13, 17, 30, 0)).await;
-    assert_eq!(pass.later, 1, "{pass:?}");
-    let list = mails(&app, email).await;
-    assert_eq!(list[3]["reason"], "send_window", "{list:?}");
+    at(berlin(3, 13, 17, 30, 0)).await;
+    let fourth = mail_in(&app, email, 3, "queued", "send_window").await;
     assert_eq!(
-        list[3]["due_at"].as_i64().unwrap(),
+        fourth["due_at"].as_i64().unwrap(),
         berlin(3, 16, 9, 0, 0).timestamp_millis()
     );
     at(berlin(3, 15, 12, 0, 0)).await;
-    sent(3);
+    sent(3).await;
     at(berlin(3, 16, 9, 0, 0)).await;
-    sent(4);
+    sent(4).await;
 
     let got = mails_to(&sink, email);
     let subjects: Vec<String> = got.iter().map(|m| m.header("Subject").unwrap()).collect();
@@ -132,5 +152,118 @@ async fn steps_follow_their_delays_the_send_window_and_the_frequency_cap() {
     // The stream is done.
     let lead = app.lead(email).await;
     assert_eq!(lead["streams"][0]["status"], "completed", "{lead}");
+    app.stop().await;
+}
+
+const MQL_STREAM: &str = r#"
+[[streams]]
+name = "mql"
+stages = ["mql"]
+goals = ["Offer Requested"]
+reentry = "never"
+on_quarantine = "pause"
+steps = [
+  { after = "1h", template = "stream/mql-solution" },
+  { after = "1d", template = "stream/mql-case-study" },
+  { after = "1d", template = "stream/mql-roi" },
+]
+"#;
+
+async fn set_stage(app: &TestApp, email: &str, stage: &str) {
+    let (status, body) = app
+        .post(
+            &format!("/v1/leads/{email}/stage"),
+            &serde_json::json!({"stage": stage, "reason": "test", "by": "sales"}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+}
+
+/// Quarantine pauses the stream, coming back resumes it with the next step, a goal
+/// ends it, and "never" keeps the lead from joining again. Lead data is escaped in
+/// the HTML part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_pauses_and_resumes_a_goal_ends_and_reentry_is_refused() {
+    let sink = SmtpSink::start().unwrap();
+    let dir = mail_dir(sink.port, MQL_STREAM);
+    let clock = Arc::new(ManualClock::new(berlin(3, 2, 10, 0, 0)));
+    let running = start_in(dir.path(), clock.clone()).await;
+    let mailer = running.app.mailer.clone();
+    let app = TestApp {
+        base: format!("http://{}", running.addr),
+        running: Some(running),
+        dir,
+        client: reqwest::Client::new(),
+    };
+    let email = "mql@kunde.example";
+    let mut identify = consenting(email, false);
+    identify["traits"]["first_name"] = "<b>Eva</b>".into();
+    app.post("/v1/identify", &identify).await;
+    app.settle().await;
+    set_stage(&app, email, "mql").await;
+    let at = |when: DateTime<Utc>| {
+        clock.set(when);
+        let mailer = mailer.clone();
+        async move { mailer.run_due().await.expect("mail pass") }
+    };
+    at(berlin(3, 2, 11, 0, 0)).await;
+    let first = eventually("step 1", 5, || {
+        let got = mails_to(&sink, email);
+        (got.len() == 1).then_some(got)
+    })
+    .await;
+    let body = crate::mail::body(&first[0]);
+    let html = body.split("Content-Type: text/html").nth(1).unwrap();
+    assert!(
+        html.contains("&lt;b&gt;Eva&lt;/b&gt;"),
+        "escaped in HTML:\n{html}"
+    );
+    assert!(!html.contains("<b>Eva</b>"), "{html}");
+
+    // Sales qualifies the lead: the stream pauses; nothing goes out while in sql.
+    set_stage(&app, email, "sql").await;
+    let lead = app.lead(email).await;
+    assert_eq!(lead["streams"][0]["status"], "paused", "{lead}");
+    at(berlin(3, 4, 11, 0, 0)).await;
+    at(berlin(3, 6, 11, 0, 0)).await;
+    assert_eq!(mails_to(&sink, email).len(), 1);
+
+    // Back to mql: the stream goes on with step 2.
+    set_stage(&app, email, "mql").await;
+    at(berlin(3, 9, 11, 0, 0)).await;
+    // (The worker in the background may be the one sending it.)
+    eventually("step 2", 5, || {
+        (mails_to(&sink, email).len() == 2).then_some(())
+    })
+    .await;
+    let lead = app.lead(email).await;
+    assert_eq!(lead["streams"][0]["status"], "active", "{lead}");
+    assert_eq!(
+        lead["mails"][0]["template"], "stream/mql-case-study",
+        "{lead}"
+    );
+
+    // The goal: the lead asks for an offer; the stream ends.
+    app.post(
+        "/v1/track",
+        &serde_json::json!({"userId": email, "event": "Offer Requested"}),
+    )
+    .await;
+    app.settle().await;
+    let lead = app.lead(email).await;
+    assert_eq!(lead["streams"][0]["status"], "exited", "{lead}");
+    assert_eq!(
+        lead["streams"][0]["end_reason"], "goal reached: Offer Requested",
+        "{lead}"
+    );
+    at(berlin(3, 12, 11, 0, 0)).await;
+    assert_eq!(mails_to(&sink, email).len(), 2);
+
+    // reentry = "never": back in mql later, the lead does not join again.
+    set_stage(&app, email, "recycled").await;
+    set_stage(&app, email, "mql").await;
+    let lead = app.lead(email).await;
+    let streams = lead["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 1, "{lead}");
     app.stop().await;
 }
