@@ -8,6 +8,7 @@
 //! and that write (a few milliseconds), the next start sends the mail again, with the
 //! same Message-ID.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -202,9 +203,9 @@ impl Mailer {
         let lease = self.processor.held_lease()?;
         let mut tx = self.store().begin_write().await?;
         tx.hold_lease(&lease).await?;
-        tx.enqueue_steps(&steps, to_ms(now)).await?;
+        let queued = tx.enqueue_steps(&steps, to_ms(now)).await?;
         tx.commit().await?;
-        Ok(steps.iter().filter(|s| s.template.is_some()).count())
+        Ok(queued)
     }
 
     /// Decides, sends and records a claimed batch.
@@ -217,13 +218,58 @@ impl Mailer {
         let emails: Vec<String> = claimed.iter().map(|r| r.email.clone()).collect();
         let suppressed = self.store().suppressed_among(&emails).await?;
         let since = to_ms(now) - self.config.cap.per.as_millis() as i64;
-        let mut recent = self.store().marketing_sent_since(&lead_ids, since).await?;
+        let recent = self.store().marketing_sent_since(&lead_ids, since).await?;
         let enrollment_ids: Vec<i64> = claimed.iter().filter_map(|r| r.enrollment_id).collect();
         let enrollments = self.store().enrollment_statuses(&enrollment_ids).await?;
         let seqs: Vec<i64> = claimed.iter().filter_map(|r| r.event_seq).collect();
         let events = self.store().events_by_seq(&seqs).await?;
+        let data = BatchData {
+            leads,
+            suppressed,
+            recent,
+            enrollments,
+            events,
+        };
 
         let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+        // Outcomes are recorded as they come, a few at a time, while later mails are
+        // still being sent: the window in which a mail the server accepted is not yet
+        // marked sent stays a few milliseconds.
+        let record = async {
+            let mut buffer = Vec::new();
+            while let Some(first) = rx.recv().await {
+                buffer.push(first);
+                while let Ok(more) = rx.try_recv() {
+                    buffer.push(more);
+                }
+                self.record(std::mem::take(&mut buffer), pass).await?;
+            }
+            Ok::<(), MailError>(())
+        };
+        let send = async move {
+            self.send_all(claimed, &data, now, tx).await;
+        };
+        let ((), recorded) = tokio::join!(send, record);
+        recorded
+    }
+
+    /// Decides for each claimed mail and sends those that may go, at most
+    /// `mail.connections` at once; every outcome goes to `tx`.
+    async fn send_all(
+        &self,
+        claimed: Vec<OutboxRow>,
+        data: &BatchData,
+        now: DateTime<Utc>,
+        tx: mpsc::UnboundedSender<Outcome>,
+    ) {
+        let BatchData {
+            leads,
+            suppressed,
+            recent,
+            enrollments,
+            events,
+        } = data;
+        let mut recent = recent.clone();
         for row in claimed {
             let lead = leads.get(&row.lead_id);
             let facts = Facts {
@@ -288,18 +334,6 @@ impl Mailer {
                 }
             }
         }
-        drop(tx);
-        // Record outcomes as they come, a few at a time: the window in which a mail the
-        // server accepted is not yet marked sent stays short.
-        let mut buffer = Vec::new();
-        while let Some(first) = rx.recv().await {
-            buffer.push(first);
-            while let Ok(more) = rx.try_recv() {
-                buffer.push(more);
-            }
-            self.record(std::mem::take(&mut buffer), pass).await?;
-        }
-        Ok(())
     }
 
     /// The outcome of a mail that will not be sent again, with what it means for its
@@ -346,6 +380,16 @@ impl Mailer {
             signer: self.signer.clone(),
         }
     }
+}
+
+/// What deciding for a claimed batch needs, read before sending.
+struct BatchData {
+    leads: HashMap<i64, Lead>,
+    suppressed: HashMap<String, String>,
+    /// Marketing mails per lead within the cap period: (count, oldest).
+    recent: HashMap<i64, (i64, i64)>,
+    enrollments: HashMap<i64, String>,
+    events: HashMap<i64, (String, Value)>,
 }
 
 /// What a send task needs from the mailer.

@@ -512,10 +512,32 @@ impl WriteTx {
     }
 
     /// Puts due stream steps in the outbox (or completes streams that have no such
-    /// step); the step waits for its mail's outcome before the next is timed.
-    pub async fn enqueue_steps(&mut self, steps: &[StepMail], now: i64) -> Result<(), StoreError> {
+    /// step); the step waits for its mail's outcome before the next is timed. Returns
+    /// the number of mails queued.
+    pub async fn enqueue_steps(
+        &mut self,
+        steps: &[StepMail],
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let mut queued = 0;
         for s in steps {
             let d = &s.due;
+            // Only if the step is still due (another pass may have queued it since it
+            // was read): taking next_due_at away is the claim on the step.
+            let claimed = sqlx::query(
+                "UPDATE enrollments SET next_due_at = NULL, updated_at = ? WHERE id = ? \
+                 AND status = 'active' AND step = ? AND next_due_at IS NOT NULL AND next_due_at <= ?",
+            )
+            .bind(now)
+            .bind(d.enrollment_id)
+            .bind(d.step)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+            if claimed == 0 {
+                continue;
+            }
             match &s.template {
                 Some(template) => {
                     sqlx::query(
@@ -523,7 +545,10 @@ impl WriteTx {
                          enrollment_id, step, source, created_at, due_at) \
                          VALUES (?, ?, ?, 'marketing', 'stream', ?, ?, ?, ?, ?)",
                     )
-                    .bind(format!("stream:{}:{}", d.enrollment_id, d.step))
+                    // A step held back by quarantine is queued again after the pause,
+                    // so the time is part of the key; the claim above keeps a step from
+                    // being queued twice otherwise.
+                    .bind(format!("stream:{}:{}:{now}", d.enrollment_id, d.step))
                     .bind(d.lead_id)
                     .bind(template)
                     .bind(d.enrollment_id)
@@ -533,13 +558,7 @@ impl WriteTx {
                     .bind(now)
                     .execute(&mut *self.tx)
                     .await?;
-                    sqlx::query(
-                        "UPDATE enrollments SET next_due_at = NULL, updated_at = ? WHERE id = ?",
-                    )
-                    .bind(now)
-                    .bind(d.enrollment_id)
-                    .execute(&mut *self.tx)
-                    .await?;
+                    queued += 1;
                 }
                 None => {
                     sqlx::query(
@@ -554,7 +573,7 @@ impl WriteTx {
                 }
             }
         }
-        Ok(())
+        Ok(queued)
     }
 }
 

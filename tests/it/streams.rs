@@ -267,3 +267,54 @@ async fn quarantine_pauses_and_resumes_a_goal_ends_and_reentry_is_refused() {
     assert_eq!(streams.len(), 1, "{lead}");
     app.stop().await;
 }
+
+/// A step that waited (here: for the frequency cap) when the lead became SQL is held
+/// back, and sent once the lead is back in a stage the stream serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_held_back_by_quarantine_goes_out_after_the_pause() {
+    let sink = SmtpSink::start().unwrap();
+    let extra = format!("[mail.frequency_cap]\nmax = 1\nper = \"7d\"\n{MQL_STREAM}");
+    let dir = mail_dir(sink.port, &extra);
+    let clock = Arc::new(ManualClock::new(berlin(3, 2, 10, 0, 0)));
+    let running = start_in(dir.path(), clock.clone()).await;
+    let mailer = running.app.mailer.clone();
+    let app = TestApp {
+        base: format!("http://{}", running.addr),
+        running: Some(running),
+        dir,
+        client: reqwest::Client::new(),
+    };
+    let email = "held@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.settle().await;
+    set_stage(&app, email, "mql").await;
+    let at = |when: DateTime<Utc>| {
+        clock.set(when);
+        let mailer = mailer.clone();
+        async move { mailer.run_due().await.expect("mail pass") }
+    };
+    at(berlin(3, 2, 11, 0, 0)).await;
+    eventually("step 1", 5, || {
+        (mails_to(&sink, email).len() == 1).then_some(())
+    })
+    .await;
+    // Step 2 is due a day later but waits for the cap (one mail per 7 days).
+    at(berlin(3, 3, 11, 0, 0)).await;
+    mail_in(&app, email, 1, "queued", "frequency_cap").await;
+    // Sales qualifies the lead; when the cap lets the mail go, quarantine holds it.
+    set_stage(&app, email, "sql").await;
+    at(berlin(3, 9, 12, 0, 0)).await;
+    mail_in(&app, email, 1, "suppressed", "quarantine").await;
+    assert_eq!(mails_to(&sink, email).len(), 1);
+    // Back to mql: step 2 goes out, then step 3 a day later.
+    set_stage(&app, email, "mql").await;
+    at(berlin(3, 9, 12, 0, 1)).await;
+    eventually("step 2 after the pause", 5, || {
+        (mails_to(&sink, email).len() == 2).then_some(())
+    })
+    .await;
+    let list = mails(&app, email).await;
+    assert_eq!(list[2]["template"], "stream/mql-case-study", "{list:?}");
+    assert_eq!(list[2]["status"], "sent", "{list:?}");
+    app.stop().await;
+}
