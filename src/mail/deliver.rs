@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -231,7 +231,7 @@ impl Mailer {
             events,
         };
 
-        let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Outcome, Option<Instant>)>();
         // Outcomes are recorded as they come, a few at a time, while later mails are
         // still being sent: the window in which a mail the server accepted is not yet
         // marked sent stays a few milliseconds.
@@ -260,7 +260,7 @@ impl Mailer {
         claimed: Vec<OutboxRow>,
         data: &BatchData,
         now: DateTime<Utc>,
-        tx: mpsc::UnboundedSender<Outcome>,
+        tx: mpsc::UnboundedSender<(Outcome, Option<Instant>)>,
     ) {
         let BatchData {
             leads,
@@ -285,25 +285,31 @@ impl Mailer {
             };
             match policy::decide(&self.config, self.time_zone, &facts, now) {
                 Decision::Suppress(reason) => {
-                    let _ = tx.send(self.outcome(
-                        &row,
-                        Finish::Suppressed {
-                            id: row.id,
-                            reason: reason.to_string(),
-                        },
-                        reason == "quarantine",
+                    let _ = tx.send((
+                        self.outcome(
+                            &row,
+                            Finish::Suppressed {
+                                id: row.id,
+                                reason: reason.to_string(),
+                            },
+                            reason == "quarantine",
+                        ),
+                        None,
                     ));
                 }
                 Decision::Later { until, reason } => {
-                    let _ = tx.send(Outcome {
-                        finish: Finish::Later {
-                            id: row.id,
-                            until: to_ms(until),
-                            reason: reason.to_string(),
+                    let _ = tx.send((
+                        Outcome {
+                            finish: Finish::Later {
+                                id: row.id,
+                                until: to_ms(until),
+                                reason: reason.to_string(),
+                            },
+                            step: None,
+                            suppress: None,
                         },
-                        step: None,
-                        suppress: None,
-                    });
+                        None,
+                    ));
                 }
                 Decision::Send => {
                     let lead = lead.expect("decide sends only to known leads").clone();
@@ -328,8 +334,9 @@ impl Mailer {
                     let tx = tx.clone();
                     tokio::spawn(async move {
                         let outcome = job.run().await;
+                        let answered = Instant::now();
                         drop(permit);
-                        let _ = tx.send(outcome);
+                        let _ = tx.send((outcome, Some(answered)));
                     });
                 }
             }
@@ -346,12 +353,17 @@ impl Mailer {
         }
     }
 
-    async fn record(&self, outcomes: Vec<Outcome>, pass: &mut Pass) -> Result<(), MailError> {
+    async fn record(
+        &self,
+        outcomes: Vec<(Outcome, Option<Instant>)>,
+        pass: &mut Pass,
+    ) -> Result<(), MailError> {
         let now = to_ms(self.clock.now());
         let mut done = Vec::with_capacity(outcomes.len());
         let mut steps = Vec::new();
         let mut suppress = Vec::new();
-        for o in outcomes {
+        let oldest = outcomes.iter().filter_map(|(_, at)| *at).min();
+        for (o, _) in outcomes {
             match &o.finish {
                 Finish::Sent { .. } => pass.sent += 1,
                 Finish::Later { .. } => pass.later += 1,
@@ -367,6 +379,15 @@ impl Mailer {
         tx.hold_lease(&lease).await?;
         tx.finish_mails(&done, &steps, &suppress, now).await?;
         tx.commit().await?;
+        if let Some(at) = oldest {
+            // How long a mail the server had answered waited to be recorded: the window
+            // in which a crash would send it again.
+            tracing::debug!(
+                mails = done.len(),
+                unrecorded_ms = at.elapsed().as_secs_f64() * 1e3,
+                "mail outcomes recorded"
+            );
+        }
         Ok(())
     }
 
