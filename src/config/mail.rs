@@ -198,19 +198,7 @@ pub(super) fn mail(
             "must be at least 32 characters: it signs unsubscribe and confirmation links".into(),
         );
     }
-    if let Some(f) = funnel {
-        for (i, stage) in raw.quarantine.iter().enumerate() {
-            if f.stage(stage).is_none() {
-                bad(
-                    &format!("mail.quarantine[{i}]"),
-                    format!(
-                        "unknown stage `{stage}`; the stages are: {}",
-                        f.names_joined()
-                    ),
-                );
-            }
-        }
-    }
+    super::check_stages(funnel, &raw.quarantine, "mail.quarantine", bad);
     let unsubscribe_mailto = match raw.unsubscribe_mailto.trim() {
         "" => None,
         m if m.contains('@') => Some(m.trim_start_matches("mailto:").to_string()),
@@ -370,19 +358,7 @@ pub(super) fn streams(raw: &[RawStream], funnel: Option<&Funnel>, c: &Checker) -
                 format!("`{}` is used twice", s.name),
             );
         }
-        if let Some(f) = funnel {
-            for (j, stage) in s.stages.iter().enumerate() {
-                if f.stage(stage).is_none() {
-                    bad(
-                        &format!("{key}.stages[{j}]"),
-                        format!(
-                            "unknown stage `{stage}`; the stages are: {}",
-                            f.names_joined()
-                        ),
-                    );
-                }
-            }
-        }
+        super::check_stages(funnel, &s.stages, &format!("{key}.stages"), bad);
         if s.steps.is_empty() {
             bad(
                 &format!("{key}.steps"),

@@ -425,6 +425,27 @@ fn validate(
     })
 }
 
+/// Reports every name in `stages` that is not a stage of `funnel`, as `key[i]`.
+pub(crate) fn check_stages(
+    funnel: Option<&Funnel>,
+    stages: &[String],
+    key: &str,
+    bad: &dyn Fn(&str, String),
+) {
+    let Some(f) = funnel else { return };
+    for (i, stage) in stages.iter().enumerate() {
+        if f.stage(stage).is_none() {
+            bad(
+                &format!("{key}[{i}]"),
+                format!(
+                    "unknown stage `{stage}`; the stages are: {}",
+                    f.names_joined()
+                ),
+            );
+        }
+    }
+}
+
 fn schedule_job(
     s: &RawSchedule,
     funnel: Option<&Funnel>,
@@ -453,19 +474,7 @@ fn schedule_job(
             None
         }
         (None, Some(file), Some(function)) => {
-            if let Some(f) = funnel {
-                for (j, stage) in s.stages.iter().enumerate() {
-                    if f.stage(stage).is_none() {
-                        bad(
-                            &format!("{key}.stages[{j}]"),
-                            format!(
-                                "unknown stage `{stage}`; the stages are: {}",
-                                f.names_joined()
-                            ),
-                        );
-                    }
-                }
-            }
+            check_stages(funnel, &s.stages, &format!("{key}.stages"), bad);
             Some(Job::Rule {
                 file: file.clone(),
                 function: function.clone(),

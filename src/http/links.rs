@@ -78,30 +78,12 @@ pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String
     let Some(claim) = verify(&state, &token, Purpose::Unsubscribe) else {
         return invalid();
     };
-    let source = match claim.mail {
-        Some(m) => format!("unsubscribe link (mail {m})"),
-        None => "unsubscribe link".to_string(),
+    let done = Done {
+        title: "Abgemeldet",
+        body: "<p>Sie erhalten keine Marketing-E-Mails mehr von uns.</p>",
+        failed: "Die Abmeldung",
     };
-    match state
-        .processor
-        .set_consent(claim.lead, &claim.email, ConsentKind::Email, false, &source)
-        .await
-    {
-        Ok(Some(_)) => page(
-            StatusCode::OK,
-            "Abgemeldet",
-            "<p>Sie erhalten keine Marketing-E-Mails mehr von uns.</p>",
-        ),
-        Ok(None) => unknown(),
-        Err(e) => {
-            tracing::error!(error = %e, "unsubscribe failed");
-            page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Bitte später erneut versuchen",
-                "<p>Die Abmeldung konnte gerade nicht gespeichert werden.</p>",
-            )
-        }
-    }
+    record_consent(&state, &claim, false, "unsubscribe link", done).await
 }
 
 /// GET: confirms a newsletter sign-up (double opt-in).
@@ -109,27 +91,56 @@ pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -
     let Some(claim) = verify(&state, &token, Purpose::Confirm) else {
         return invalid();
     };
+    let done = Done {
+        title: "Anmeldung bestätigt",
+        body: "<p>Vielen Dank! Ihre Anmeldung ist bestätigt.</p>",
+        failed: "Die Bestätigung",
+    };
+    record_consent(&state, &claim, true, "double opt-in", done).await
+}
+
+/// The page after a consent change: its title and text, and what failed otherwise.
+struct Done {
+    title: &'static str,
+    body: &'static str,
+    failed: &'static str,
+}
+
+/// Grants or withdraws mail consent for the lead of a link; the source names the link
+/// and the mail it came in.
+async fn record_consent(
+    state: &AppState,
+    claim: &Claim,
+    granted: bool,
+    what: &str,
+    done: Done,
+) -> Response {
     let source = match claim.mail {
-        Some(m) => format!("double opt-in (confirmation mail {m})"),
-        None => "double opt-in".to_string(),
+        Some(m) => format!("{what} (mail {m})"),
+        None => what.to_string(),
     };
     match state
         .processor
-        .set_consent(claim.lead, &claim.email, ConsentKind::Email, true, &source)
+        .set_consent(
+            claim.lead,
+            &claim.email,
+            ConsentKind::Email,
+            granted,
+            &source,
+        )
         .await
     {
-        Ok(Some(_)) => page(
-            StatusCode::OK,
-            "Anmeldung bestätigt",
-            "<p>Vielen Dank! Ihre Anmeldung ist bestätigt.</p>",
-        ),
+        Ok(Some(_)) => page(StatusCode::OK, done.title, done.body),
         Ok(None) => unknown(),
         Err(e) => {
-            tracing::error!(error = %e, "opt-in confirmation failed");
+            tracing::error!(error = %e, what, "consent change failed");
             page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Bitte später erneut versuchen",
-                "<p>Die Bestätigung konnte gerade nicht gespeichert werden.</p>",
+                &format!(
+                    "<p>{} konnte gerade nicht gespeichert werden.</p>",
+                    done.failed
+                ),
             )
         }
     }

@@ -57,24 +57,31 @@ impl Processor {
             if let Some(before) = before {
                 self.plan.follow(&before, &lead.stage, None, &mut changes);
             }
-            let records = [(lead.id, None, &changes)];
-            let statements = build::leads(&[&lead])
-                .and(build::changes(&records))
-                .and(build::mails(&records, &self.plan.params, self.clock.now()));
-            let lease = self.held_lease()?;
-            let mut tx = self.store.begin_write().await?;
-            tx.hold_lease(&lease).await?;
-            tx.execute(statements).await?;
-            if let Err(e) = tx.commit().await {
-                self.forget_leads(Some(&[lead.id]));
-                return Err(e.into());
-            }
-            self.remember([lead.clone()]);
-            if changes.has_mail() {
-                self.mail_wake.notify_one();
-            }
+            self.save_one(&lead, &changes).await?;
         }
         Ok((lead, outcome))
+    }
+
+    /// Writes one lead changed by hand with its records, mails and stream changes, in
+    /// one transaction that checks the lease. Call with the lead lock held.
+    async fn save_one(&self, lead: &Lead, changes: &Changes) -> Result<(), ManualError> {
+        let records = [(lead.id, None, changes)];
+        let statements = build::leads(&[lead])
+            .and(build::changes(&records))
+            .and(build::mails(&records, &self.plan.params, self.clock.now()));
+        let lease = self.held_lease()?;
+        let mut tx = self.store.begin_write().await?;
+        tx.hold_lease(&lease).await?;
+        tx.execute(statements).await?;
+        if let Err(e) = tx.commit().await {
+            self.forget_leads(Some(&[lead.id]));
+            return Err(e.into());
+        }
+        self.remember([lead.clone()]);
+        if changes.has_mail() {
+            self.mail_wake.notify_one();
+        }
+        Ok(())
     }
 }
 
@@ -127,20 +134,7 @@ impl Processor {
                 reason: format!("consent withdrawn ({source})"),
             });
         }
-        let statements = build::leads(&[&lead]).and(build::mails(
-            &[(lead.id, None, &changes)],
-            &self.plan.params,
-            now,
-        ));
-        let lease = self.held_lease()?;
-        let mut tx = self.store.begin_write().await?;
-        tx.hold_lease(&lease).await?;
-        tx.execute(statements).await?;
-        if let Err(e) = tx.commit().await {
-            self.forget_leads(Some(&[lead.id]));
-            return Err(e.into());
-        }
-        self.remember([lead.clone()]);
+        self.save_one(&lead, &changes).await?;
         tracing::info!(lead = lead.id, ?kind, granted, source, "consent recorded");
         Ok(Some(lead))
     }

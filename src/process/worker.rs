@@ -645,6 +645,7 @@ impl Shard<'_> {
         fn stored(what: &'static str) -> impl Fn(String) -> RuleError {
             move |e| RuleError::new("event", format!("stored {what} are not a JSON object: {e}"))
         }
+        let consented = lead.consent_email.granted;
         // Identify traits change the lead before the rules see it.
         let identified;
         let lead = match row.traits.as_deref() {
@@ -679,6 +680,22 @@ impl Shard<'_> {
             Some(&row.name),
             &mut eval.changes,
         );
+        // Consent withdrawn through a form or the CRM ends the streams, as an
+        // unsubscribe link does.
+        if consented && !eval.lead.consent_email.granted {
+            let source = eval
+                .lead
+                .consent_email
+                .source
+                .as_deref()
+                .unwrap_or("identify");
+            eval.changes
+                .streams
+                .push(crate::domain::StreamChange::Exit {
+                    stream: None,
+                    reason: format!("consent withdrawn ({source})"),
+                });
+        }
         Ok((eval.lead, eval.changes))
     }
 }

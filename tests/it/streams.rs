@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use nurtured::clock::ManualClock;
+use nurtured::mail::{Mailer, Pass};
 use nurtured::smtp_sink::SmtpSink;
 use serde_json::Value;
 
@@ -53,6 +54,34 @@ async fn mail_in(app: &TestApp, email: &str, i: usize, status: &str, reason: &st
     }
 }
 
+/// A daemon on a manual clock that starts on Monday 2 March 2026, 10:00 in Berlin,
+/// sending to `sink`, with `extra` config.
+struct Clocked {
+    app: TestApp,
+    clock: Arc<ManualClock>,
+    mailer: Arc<Mailer>,
+}
+
+async fn clocked(sink: &SmtpSink, extra: &str) -> Clocked {
+    let dir = mail_dir(sink.port, extra);
+    let clock = Arc::new(ManualClock::new(berlin(3, 2, 10, 0, 0)));
+    let running = start_in(dir.path(), clock.clone()).await;
+    let mailer = running.app.mailer.clone();
+    let app = TestApp {
+        base: format!("http://{}", running.addr),
+        running: Some(running),
+        dir,
+        client: reqwest::Client::new(),
+    };
+    Clocked { app, clock, mailer }
+}
+
+/// Sets the clock to `when` and runs a mail pass there.
+async fn pass_at(clock: &ManualClock, mailer: &Mailer, when: DateTime<Utc>) -> Pass {
+    clock.set(when);
+    mailer.run_due().await.expect("mail pass")
+}
+
 async fn mails(app: &TestApp, email: &str) -> Vec<Value> {
     let (_, body) = app.get(&format!("/v1/mails?lead={email}")).await;
     let mut list = body["mails"].as_array().unwrap().clone();
@@ -63,17 +92,7 @@ async fn mails(app: &TestApp, email: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_follow_their_delays_the_send_window_and_the_frequency_cap() {
     let sink = SmtpSink::start().unwrap();
-    let dir = mail_dir(sink.port, STREAM);
-    // Monday 2 March 2026, 10:00 in Berlin.
-    let clock = Arc::new(ManualClock::new(berlin(3, 2, 10, 0, 0)));
-    let running = start_in(dir.path(), clock.clone()).await;
-    let mailer = running.app.mailer.clone();
-    let app = TestApp {
-        base: format!("http://{}", running.addr),
-        running: Some(running),
-        dir,
-        client: reqwest::Client::new(),
-    };
+    let Clocked { app, clock, mailer } = clocked(&sink, STREAM).await;
     let email = "stream@kunde.example";
     app.post("/v1/identify", &consenting(email, false)).await;
     app.settle().await;
@@ -87,11 +106,7 @@ async fn steps_follow_their_delays_the_send_window_and_the_frequency_cap() {
             .await
         }
     };
-    let at = |when: DateTime<Utc>| {
-        clock.set(when);
-        let mailer = mailer.clone();
-        async move { mailer.run_due().await.expect("mail pass") }
-    };
+    let at = |when: DateTime<Utc>| pass_at(&clock, &mailer, when);
 
     // Two hours in: nothing is due.
     at(berlin(3, 2, 12, 0, 0)).await;
@@ -185,27 +200,14 @@ async fn set_stage(app: &TestApp, email: &str, stage: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quarantine_pauses_and_resumes_a_goal_ends_and_reentry_is_refused() {
     let sink = SmtpSink::start().unwrap();
-    let dir = mail_dir(sink.port, MQL_STREAM);
-    let clock = Arc::new(ManualClock::new(berlin(3, 2, 10, 0, 0)));
-    let running = start_in(dir.path(), clock.clone()).await;
-    let mailer = running.app.mailer.clone();
-    let app = TestApp {
-        base: format!("http://{}", running.addr),
-        running: Some(running),
-        dir,
-        client: reqwest::Client::new(),
-    };
+    let Clocked { app, clock, mailer } = clocked(&sink, MQL_STREAM).await;
     let email = "mql@kunde.example";
     let mut identify = consenting(email, false);
     identify["traits"]["first_name"] = "<b>Eva</b>".into();
     app.post("/v1/identify", &identify).await;
     app.settle().await;
     set_stage(&app, email, "mql").await;
-    let at = |when: DateTime<Utc>| {
-        clock.set(when);
-        let mailer = mailer.clone();
-        async move { mailer.run_due().await.expect("mail pass") }
-    };
+    let at = |when: DateTime<Utc>| pass_at(&clock, &mailer, when);
     at(berlin(3, 2, 11, 0, 0)).await;
     let first = eventually("step 1", 5, || {
         let got = mails_to(&sink, email);
@@ -274,25 +276,12 @@ async fn quarantine_pauses_and_resumes_a_goal_ends_and_reentry_is_refused() {
 async fn a_step_held_back_by_quarantine_goes_out_after_the_pause() {
     let sink = SmtpSink::start().unwrap();
     let extra = format!("[mail.frequency_cap]\nmax = 1\nper = \"7d\"\n{MQL_STREAM}");
-    let dir = mail_dir(sink.port, &extra);
-    let clock = Arc::new(ManualClock::new(berlin(3, 2, 10, 0, 0)));
-    let running = start_in(dir.path(), clock.clone()).await;
-    let mailer = running.app.mailer.clone();
-    let app = TestApp {
-        base: format!("http://{}", running.addr),
-        running: Some(running),
-        dir,
-        client: reqwest::Client::new(),
-    };
+    let Clocked { app, clock, mailer } = clocked(&sink, &extra).await;
     let email = "held@kunde.example";
     app.post("/v1/identify", &consenting(email, false)).await;
     app.settle().await;
     set_stage(&app, email, "mql").await;
-    let at = |when: DateTime<Utc>| {
-        clock.set(when);
-        let mailer = mailer.clone();
-        async move { mailer.run_due().await.expect("mail pass") }
-    };
+    let at = |when: DateTime<Utc>| pass_at(&clock, &mailer, when);
     at(berlin(3, 2, 11, 0, 0)).await;
     eventually("step 1", 5, || {
         (mails_to(&sink, email).len() == 1).then_some(())
@@ -316,5 +305,30 @@ async fn a_step_held_back_by_quarantine_goes_out_after_the_pause() {
     let list = mails(&app, email).await;
     assert_eq!(list[2]["template"], "stream/mql-case-study", "{list:?}");
     assert_eq!(list[2]["status"], "sent", "{list:?}");
+    app.stop().await;
+}
+
+/// Consent withdrawn through a form ends the streams, like an unsubscribe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_withdrawn_by_identify_ends_the_streams() {
+    let sink = SmtpSink::start().unwrap();
+    let Clocked { app, .. } = clocked(&sink, STREAM).await;
+    let email = "withdraws@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.settle().await;
+    assert_eq!(app.lead(email).await["streams"][0]["status"], "active");
+    app.post(
+        "/v1/identify",
+        &serde_json::json!({"userId": email, "traits": {
+            "consent_email": false, "consent_source": "preference centre"}}),
+    )
+    .await;
+    app.settle().await;
+    let lead = app.lead(email).await;
+    assert_eq!(lead["streams"][0]["status"], "exited", "{lead}");
+    assert_eq!(
+        lead["streams"][0]["end_reason"],
+        "consent withdrawn (preference centre)"
+    );
     app.stop().await;
 }
