@@ -18,7 +18,9 @@ CREATE TABLE outbox (
     status        TEXT    NOT NULL DEFAULT 'queued'
                   CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'suppressed')),
     reason        TEXT,                      -- why suppressed, deferred or failed
-    attempts      INTEGER NOT NULL DEFAULT 0,
+    attempts      INTEGER NOT NULL DEFAULT 0,   -- times claimed
+    tries         INTEGER NOT NULL DEFAULT 0,   -- SMTP tries that failed for a while
+    first_try_at  INTEGER,                      -- the first of them: retry age counts from here
     created_at    INTEGER NOT NULL,
     due_at        INTEGER NOT NULL,
     claimed_by    TEXT,

@@ -45,10 +45,25 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
 }
 
 async fn run(config: Config, clock: SharedClock) -> anyhow::Result<ExitCode> {
+    if config.uses_dev_secret()
+        && matches!(
+            config.mail.transport,
+            crate::config::mail::TransportConfig::Smtp(_)
+        )
+    {
+        // The shipped secret is public: anyone could make unsubscribe and confirmation
+        // links for any lead. Real mail needs a secret of its own.
+        anyhow::bail!(
+            "mail.secret is the shipped development secret, and mail.url sends real mail: \
+             set mail.secret (or NURTURED_MAIL__SECRET) to a long random string, e.g. from \
+             `openssl rand -hex 32`"
+        );
+    }
     if config.uses_dev_secret() {
         tracing::warn!(
             "mail links are signed with the shipped development secret; set mail.secret (or \
-             NURTURED_MAIL__SECRET) to a long random string before sending real mail"
+             NURTURED_MAIL__SECRET) to a long random string before sending real mail (the \
+             daemon refuses to send through SMTP with it)"
         );
     }
     if config.uses_dev_token() {

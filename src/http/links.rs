@@ -1,7 +1,8 @@
 //! The links in mails, served without the API token (the signed token is the
 //! permission): `/u/{token}` unsubscribe (GET shows a page, POST unsubscribes at once,
-//! RFC 8058 one-click), `/confirm/{token}` double opt-in, `/o/{token}` open pixel and
-//! `/c/{token}` click redirect. A token that does not verify gets 400 and changes
+//! RFC 8058 one-click), `/confirm/{token}` double opt-in (GET shows a page, POST
+//! confirms; the link works for 30 days), `/o/{token}` open pixel and `/c/{token}`
+//! click redirect. A token that does not verify gets 400 and changes
 //! nothing; a valid token for a lead that no longer has that address gets 404.
 
 use axum::extract::{Path, State};
@@ -40,6 +41,14 @@ fn invalid() -> Response {
     )
 }
 
+fn expired() -> Response {
+    page(
+        StatusCode::GONE,
+        "Link abgelaufen",
+        "<p>Dieser Bestätigungslink ist abgelaufen. Bitte melden Sie sich erneut an.</p>",
+    )
+}
+
 fn unknown() -> Response {
     page(
         StatusCode::NOT_FOUND,
@@ -64,12 +73,10 @@ pub async fn unsubscribe_page(
     page(
         StatusCode::OK,
         "Abmelden",
-        &format!(
-            "<p>Möchten Sie keine weiteren E-Mails von uns erhalten?</p>\
-             <form method=\"post\" action=\"/u/{token}\">\
-             <button type=\"submit\" name=\"List-Unsubscribe\" value=\"One-Click\">\
-             Ja, abmelden</button></form>"
-        ),
+        "<p>Möchten Sie keine weiteren E-Mails von uns erhalten?</p>\
+         <form method=\"post\">\
+         <button type=\"submit\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+         Ja, abmelden</button></form>",
     )
 }
 
@@ -86,11 +93,31 @@ pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String
     record_consent(&state, &claim, false, "unsubscribe link", done).await
 }
 
-/// GET: confirms a newsletter sign-up (double opt-in).
+/// GET: asks to confirm the newsletter sign-up (mail scanners follow links; they must
+/// not sign anyone up).
+pub async fn confirm_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let Some(claim) = verify(&state, &token, Purpose::Confirm) else {
+        return invalid();
+    };
+    if claim.expired(state.processor.clock.now()) {
+        return expired();
+    }
+    page(
+        StatusCode::OK,
+        "Anmeldung bestätigen",
+        "<p>Bitte bestätigen Sie, dass Sie unseren Newsletter erhalten möchten.</p>\
+         <form method=\"post\"><button type=\"submit\">Ja, Anmeldung bestätigen</button></form>",
+    )
+}
+
+/// POST: confirms the newsletter sign-up (double opt-in).
 pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let Some(claim) = verify(&state, &token, Purpose::Confirm) else {
         return invalid();
     };
+    if claim.expired(state.processor.clock.now()) {
+        return expired();
+    }
     let done = Done {
         title: "Anmeldung bestätigt",
         body: "<p>Vielen Dank! Ihre Anmeldung ist bestätigt.</p>",

@@ -62,7 +62,10 @@ pub fn router(state: AppState) -> Router {
             "/u/{token}",
             get(links::unsubscribe_page).post(links::unsubscribe),
         )
-        .route("/confirm/{token}", get(links::confirm))
+        .route(
+            "/confirm/{token}",
+            get(links::confirm_page).post(links::confirm),
+        )
         .route("/o/{token}", get(links::open))
         .route("/c/{token}", get(links::click))
         .layer(DefaultBodyLimit::max(limit))

@@ -116,14 +116,6 @@ impl Mailer {
     /// Runs passes until `shutdown`: woken when mail is queued, otherwise when the next
     /// mail is due (at most [`MAX_IDLE`] apart).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        match self.store().requeue_interrupted().await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                mails = n,
-                "mails claimed by a process that stopped are queued again"
-            ),
-            Err(e) => tracing::error!(error = %e, "cannot look for interrupted mails"),
-        }
         let mut backoff = Duration::from_millis(500);
         loop {
             if shutdown.is_cancelled() {
@@ -169,14 +161,29 @@ impl Mailer {
             let lease = self.processor.held_lease()?;
             let mut tx = self.store().begin_write().await?;
             tx.hold_lease(&lease).await?;
+            // Mails claimed by a process that stopped (or lost the lease) go again.
+            let requeued = tx.requeue_claims(lease.holder(), &[]).await?;
             let claimed = tx.claim_mails(lease.holder(), to_ms(now), CLAIM).await?;
             tx.commit().await?;
+            if requeued > 0 {
+                tracing::warn!(
+                    mails = requeued,
+                    "mails claimed by a process that stopped are queued again"
+                );
+            }
             if claimed.is_empty() {
                 return Ok(pass);
             }
-            let n = claimed.len() as i64;
-            self.deliver(claimed, &mut pass).await?;
-            if n < CLAIM {
+            let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
+            if let Err(e) = self.deliver(claimed, &mut pass).await {
+                // Whatever has no outcome recorded goes again in a later pass.
+                let mut tx = self.store().begin_write().await?;
+                tx.hold_lease(&lease).await?;
+                tx.requeue_claims(lease.holder(), &ids).await?;
+                tx.commit().await?;
+                return Err(e);
+            }
+            if (ids.len() as i64) < CLAIM {
                 return Ok(pass);
             }
         }
@@ -235,22 +242,57 @@ impl Mailer {
         // Outcomes are recorded as they come, a few at a time, while later mails are
         // still being sent: the window in which a mail the server accepted is not yet
         // marked sent stays a few milliseconds.
+        // If outcomes cannot be recorded (the database fails, the lease is lost),
+        // nothing more is sent: the rest is queued again by the caller.
+        let stop = std::sync::atomic::AtomicBool::new(false);
         let record = async {
             let mut buffer = Vec::new();
+            let mut failed = None;
             while let Some(first) = rx.recv().await {
                 buffer.push(first);
                 while let Ok(more) = rx.try_recv() {
                     buffer.push(more);
                 }
-                self.record(std::mem::take(&mut buffer), pass).await?;
+                if failed.is_some() {
+                    continue; // drain, so that the senders finish
+                }
+                if let Err(e) = self.record_with_retries(&mut buffer, pass).await {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    failed = Some(e);
+                }
             }
-            Ok::<(), MailError>(())
+            failed.map_or(Ok(()), Err)
         };
-        let send = async move {
-            self.send_all(claimed, &data, now, tx).await;
+        let send = async {
+            self.send_all(claimed, &data, now, tx, &stop).await;
         };
         let ((), recorded) = tokio::join!(send, record);
         recorded
+    }
+
+    /// Records outcomes, trying again a few times when the database is busy; the
+    /// outcomes stay in `buffer` until they are written.
+    async fn record_with_retries(
+        &self,
+        buffer: &mut Vec<(Outcome, Option<Instant>)>,
+        pass: &mut Pass,
+    ) -> Result<(), MailError> {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..3 {
+            match self.record(buffer, pass).await {
+                Ok(()) => {
+                    buffer.clear();
+                    return Ok(());
+                }
+                Err(MailError::Store(StoreError::LeaseLost)) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?wait, "cannot record mail outcomes yet");
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
+        self.record(buffer, pass).await.map(|()| buffer.clear())
     }
 
     /// Decides for each claimed mail and sends those that may go, at most
@@ -261,6 +303,7 @@ impl Mailer {
         data: &BatchData,
         now: DateTime<Utc>,
         tx: mpsc::UnboundedSender<(Outcome, Option<Instant>)>,
+        stop: &std::sync::atomic::AtomicBool,
     ) {
         let BatchData {
             leads,
@@ -271,6 +314,9 @@ impl Mailer {
         } = data;
         let mut recent = recent.clone();
         for row in claimed {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let lead = leads.get(&row.lead_id);
             let facts = Facts {
                 class: row.class(),
@@ -284,33 +330,6 @@ impl Mailer {
                 recent_marketing: recent.get(&row.lead_id).copied(),
             };
             match policy::decide(&self.config, self.time_zone, &facts, now) {
-                Decision::Suppress(reason) => {
-                    let _ = tx.send((
-                        self.outcome(
-                            &row,
-                            Finish::Suppressed {
-                                id: row.id,
-                                reason: reason.to_string(),
-                            },
-                            reason == "quarantine",
-                        ),
-                        None,
-                    ));
-                }
-                Decision::Later { until, reason } => {
-                    let _ = tx.send((
-                        Outcome {
-                            finish: Finish::Later {
-                                id: row.id,
-                                until: to_ms(until),
-                                reason: reason.to_string(),
-                            },
-                            step: None,
-                            suppress: None,
-                        },
-                        None,
-                    ));
-                }
                 Decision::Send => {
                     let lead = lead.expect("decide sends only to known leads").clone();
                     if row.class() == MailClass::Marketing {
@@ -332,30 +351,37 @@ impl Mailer {
                         now,
                     };
                     let tx = tx.clone();
+                    let (plan, row) = (self.plan.clone(), job.row.clone());
                     tokio::spawn(async move {
-                        let outcome = job.run().await;
+                        // A send that panics still gets an outcome: try again later.
+                        let outcome = match tokio::spawn(job.run()).await {
+                            Ok(o) => o,
+                            Err(e) => {
+                                tracing::error!(mail = row.id, error = %e, "sending a mail crashed");
+                                let until = now + chrono::Duration::minutes(5);
+                                let later = Decision::Later {
+                                    until,
+                                    reason: "sending crashed",
+                                };
+                                not_sent(&plan, &row, later, now).expect("not a send")
+                            }
+                        };
                         let answered = Instant::now();
                         drop(permit);
                         let _ = tx.send((outcome, Some(answered)));
                     });
                 }
+                decision => {
+                    let outcome = not_sent(&self.plan, &row, decision, now).expect("not a send");
+                    let _ = tx.send((outcome, None));
+                }
             }
-        }
-    }
-
-    /// The outcome of a mail that will not be sent again, with what it means for its
-    /// stream.
-    fn outcome(&self, row: &OutboxRow, finish: Finish, held_by_quarantine: bool) -> Outcome {
-        Outcome {
-            step: step_done(&self.plan, row, held_by_quarantine, self.clock.now()),
-            finish,
-            suppress: None,
         }
     }
 
     async fn record(
         &self,
-        outcomes: Vec<(Outcome, Option<Instant>)>,
+        outcomes: &[(Outcome, Option<Instant>)],
         pass: &mut Pass,
     ) -> Result<(), MailError> {
         let now = to_ms(self.clock.now());
@@ -364,21 +390,23 @@ impl Mailer {
         let mut suppress = Vec::new();
         let oldest = outcomes.iter().filter_map(|(_, at)| *at).min();
         for (o, _) in outcomes {
-            match &o.finish {
-                Finish::Sent { .. } => pass.sent += 1,
-                Finish::Later { .. } => pass.later += 1,
-                Finish::Failed { .. } => pass.failed += 1,
-                Finish::Suppressed { .. } => pass.suppressed += 1,
-            }
-            done.push(o.finish);
+            done.push(o.finish.clone());
             steps.extend(o.step);
-            suppress.extend(o.suppress);
+            suppress.extend(o.suppress.clone());
         }
         let lease = self.processor.held_lease()?;
         let mut tx = self.store().begin_write().await?;
         tx.hold_lease(&lease).await?;
         tx.finish_mails(&done, &steps, &suppress, now).await?;
         tx.commit().await?;
+        for f in &done {
+            match f {
+                Finish::Sent { .. } => pass.sent += 1,
+                Finish::Later { .. } => pass.later += 1,
+                Finish::Failed { .. } => pass.failed += 1,
+                Finish::Suppressed { .. } => pass.suppressed += 1,
+            }
+        }
         if let Some(at) = oldest {
             // How long a mail the server had answered waited to be recorded: the window
             // in which a crash would send it again.
@@ -393,6 +421,8 @@ impl Mailer {
 
     fn parts(&self) -> Shared {
         Shared {
+            store: self.store().clone(),
+            time_zone: self.time_zone,
             config: self.config.clone(),
             plan: self.plan.clone(),
             templates: self.templates.clone(),
@@ -415,6 +445,8 @@ struct BatchData {
 
 /// What a send task needs from the mailer.
 struct Shared {
+    store: Store,
+    time_zone: Tz,
     config: Arc<MailConfig>,
     plan: Arc<StreamPlan>,
     templates: Arc<Templates>,
@@ -433,7 +465,10 @@ struct SendJob {
 }
 
 impl SendJob {
-    async fn run(self) -> Outcome {
+    async fn run(mut self) -> Outcome {
+        if let Some(held) = self.check_again().await {
+            return held;
+        }
         let m = &self.mailer;
         let row = &self.row;
         let marketing = row.class() == MailClass::Marketing;
@@ -443,6 +478,7 @@ impl SendJob {
             lead: self.lead.id,
             email: self.lead.email.as_str(),
             mail: row.id,
+            queued: from_ms(row.created_at),
         };
         let context = template_context(&self.lead, row, self.event.as_ref(), &links, &m.config);
         let finished = |finish: Finish| Outcome {
@@ -516,21 +552,25 @@ impl SendJob {
                 },
             }),
             Err(SendError::Retry(error)) => {
-                let age = to_ms(self.now) - row.created_at;
+                // The retry age counts from the first failed try, not from queuing (a
+                // mail may have waited for the cap or the send window before).
+                let tries = row.tries + 1;
+                let age = to_ms(self.now) - row.first_try_at.unwrap_or(to_ms(self.now));
                 if age >= m.config.retry_max_age.as_millis() as i64 {
-                    tracing::error!(mail = row.id, %error, attempts = row.attempts, "mail failed: the server kept refusing it");
+                    tracing::error!(mail = row.id, %error, tries, "mail failed: the server kept refusing it");
                     return finished(Finish::Failed {
                         id: row.id,
-                        reason: format!("gave up after {} attempts: {error}", row.attempts),
+                        reason: format!("gave up after {tries} tries: {error}"),
                     });
                 }
-                let wait = backoff(m.config.retry_base, row.attempts, row.id);
+                let wait = backoff(m.config.retry_base, tries, row.id);
                 tracing::warn!(mail = row.id, %error, retry_in = ?wait, "mail not sent yet; trying again later");
                 Outcome {
                     finish: Finish::Later {
                         id: row.id,
                         until: to_ms(self.now) + wait.as_millis() as i64,
-                        reason: format!("attempt {} failed: {error}", row.attempts),
+                        reason: format!("try {tries} failed: {error}"),
+                        retry: true,
                     },
                     step: None,
                     suppress: None,
@@ -555,6 +595,42 @@ impl SendJob {
     }
 }
 
+impl SendJob {
+    /// Looks at the lead once more just before sending: an unsubscribe, a move into
+    /// quarantine or a goal reached since the batch was read stops the mail here.
+    async fn check_again(&mut self) -> Option<Outcome> {
+        let m = &self.mailer;
+        let row = &self.row;
+        let gate = match m.store.send_gate(row.lead_id, row.enrollment_id).await {
+            Ok(Some(g)) => g,
+            Ok(None) => {
+                return not_sent(&m.plan, row, Decision::Suppress("lead_deleted"), self.now);
+            }
+            Err(e) => {
+                let later = Decision::Later {
+                    until: self.now + chrono::Duration::seconds(30),
+                    reason: "the database did not answer",
+                };
+                tracing::warn!(mail = row.id, error = %e, "cannot check the lead before sending");
+                return not_sent(&m.plan, row, later, self.now);
+            }
+        };
+        self.lead.consent_email.granted = gate.consent_email;
+        self.lead.stage = gate.stage;
+        let facts = Facts {
+            class: row.class(),
+            stream_step: row.kind == "stream",
+            stream_active: gate.enrollment.as_deref() == Some("active"),
+            lead: Some(&self.lead),
+            suppressed: gate.suppressed.as_deref(),
+            // The cap was counted when the batch was decided.
+            recent_marketing: None,
+        };
+        let decision = policy::decide(&m.config, m.time_zone, &facts, self.now);
+        not_sent(&m.plan, row, decision, self.now)
+    }
+}
+
 /// The wait before try `attempts + 1`: `base`, doubled each time, at most an hour,
 /// spread by up to a fifth either way so many mails do not retry at one instant.
 fn backoff(base: Duration, attempts: i64, id: i64) -> Duration {
@@ -569,6 +645,36 @@ fn backoff(base: Duration, attempts: i64, id: i64) -> Duration {
         >> 54;
     let factor = 0.8 + 0.4 * (spread as f64 / 1024.0);
     wait.mul_f64(factor)
+}
+
+/// The outcome of a mail the policy does not let go now (`None` for a send).
+fn not_sent(
+    plan: &StreamPlan,
+    row: &OutboxRow,
+    decision: Decision,
+    now: DateTime<Utc>,
+) -> Option<Outcome> {
+    match decision {
+        Decision::Send => None,
+        Decision::Suppress(reason) => Some(Outcome {
+            step: step_done(plan, row, reason == "quarantine", now),
+            finish: Finish::Suppressed {
+                id: row.id,
+                reason: reason.to_string(),
+            },
+            suppress: None,
+        }),
+        Decision::Later { until, reason } => Some(Outcome {
+            finish: Finish::Later {
+                id: row.id,
+                until: to_ms(until),
+                reason: reason.to_string(),
+                retry: false,
+            },
+            step: None,
+            suppress: None,
+        }),
+    }
 }
 
 /// For a stream mail that is done with (sent, failed or suppressed): the next step, or
@@ -641,7 +747,8 @@ fn template_context(
         },
         "links": {
             "unsubscribe": links.unsubscribe(),
-            "confirm": links.confirm(),
+            // Only the opt-in mail carries a confirmation link.
+            "confirm": if row.kind == "optin" { links.confirm() } else { String::new() },
         },
         "sender": config.sender,
         "now": from_ms(row.created_at).to_rfc3339(),

@@ -11,16 +11,24 @@ pub struct Links<'a> {
     pub lead: i64,
     pub email: &'a str,
     pub mail: i64,
+    /// When the mail was queued: confirmation links work for [`CONFIRM_DAYS`] after.
+    pub queued: chrono::DateTime<chrono::Utc>,
 }
+
+/// How long a double opt-in link works.
+pub const CONFIRM_DAYS: i64 = 30;
 
 impl Links<'_> {
     fn token(&self, purpose: Purpose, url: Option<&str>) -> String {
+        let expires = (purpose == Purpose::Confirm)
+            .then(|| (self.queued + chrono::Duration::days(CONFIRM_DAYS)).timestamp());
         self.signer.sign(&Claim {
             purpose,
             lead: self.lead,
             email: self.email.to_string(),
             mail: Some(self.mail),
             url: url.map(str::to_string),
+            expires,
         })
     }
 
@@ -59,10 +67,12 @@ impl Links<'_> {
             let url = &after[..end];
             // Attribute values are HTML-escaped; the redirect needs the real URL.
             let real = url.replace("&amp;", "&");
-            if (real.starts_with("http://") || real.starts_with("https://"))
-                && !real.starts_with(self.base)
-            {
-                out.push_str(&self.click(&real));
+            // Only well-formed absolute links, in their normalised (ASCII) form.
+            let parsed = url::Url::parse(&real)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && !real.starts_with(self.base));
+            if let Some(target) = parsed {
+                out.push_str(&self.click(target.as_str()));
             } else {
                 out.push_str(url);
             }
@@ -94,6 +104,7 @@ mod tests {
             lead: 1,
             email: "a@example.com",
             mail: 9,
+            queued: chrono::Utc::now(),
         };
         let html = "<body><a href=\"https://www.example.com/x?a=1&amp;b=2\">x</a> \
                     <a href=\"https://m.example.com/u/T\">abmelden</a></body>";

@@ -11,7 +11,7 @@ use crate::config::MailConfig;
 use crate::domain::{Lead, MailClass};
 
 /// The outcome of the check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Send,
     /// Not at all; the reason is kept and counted (`quarantine`, `no_consent`, ...).

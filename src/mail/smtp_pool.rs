@@ -53,6 +53,9 @@ enum Security {
     Wrapper,
 }
 
+/// An idle connection older than this is checked with NOOP before use.
+const CHECK_AFTER: Duration = Duration::from_secs(2);
+
 pub struct SmtpPool {
     host: String,
     port: u16,
@@ -125,34 +128,32 @@ impl SmtpPool {
         })
     }
 
-    /// Sends one message on a pooled connection (a new one if none is idle, or if the
-    /// idle one turns out to be closed).
+    /// Sends one message on a pooled connection, or a new one if none is idle. A message
+    /// is never sent a second time on another connection: a connection idle for a while
+    /// is checked (NOOP) before it is used instead.
     pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, PoolError> {
-        if let Some(mut conn) = self.take_idle() {
-            match conn.send(envelope, raw).await {
-                Ok(r) => {
-                    self.put_back(conn);
-                    return Ok(r);
-                }
-                // The server closed the idle connection: try once on a fresh one.
-                Err(e) if !e.is_transient() && !e.is_permanent() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let mut conn = self.connect().await?;
+        let mut conn = match self.take_idle().await {
+            Some(conn) => conn,
+            None => self.connect().await?,
+        };
         let r = conn.send(envelope, raw).await?;
         self.put_back(conn);
         Ok(r)
     }
 
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < self.idle_timeout && !conn.has_broken() {
+    /// An idle connection that still works, if there is one.
+    async fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        loop {
+            let (mut conn, since) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if since.elapsed() >= self.idle_timeout || conn.has_broken() {
+                continue;
+            }
+            // Busy connections go straight on; one that waited may have been closed by
+            // the server.
+            if since.elapsed() < CHECK_AFTER || conn.test_connected().await {
                 return Some(conn);
             }
         }
-        None
     }
 
     fn put_back(&self, conn: AsyncSmtpConnection) {
@@ -183,14 +184,21 @@ impl SmtpPool {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| failed("TLS failed with", &e))?;
-                AsyncSmtpConnection::connect_with_transport(Box::new(Tls(tls)), &self.hello).await?
+                AsyncSmtpConnection::connect_with_transport(Box::new(Tls(tls)), &self.hello)
+                    .await
+                    .map_err(|e| failed("no SMTP greeting from", &e))?
             }
-            None => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?,
+            None => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
+                .await
+                .map_err(|e| failed("no SMTP greeting from", &e))?,
         };
         if let Security::StartTls { required } = self.security {
             if conn.can_starttls() {
-                let params = TlsParameters::new(self.host.clone())?;
-                conn.starttls(params, &self.hello).await?;
+                let params = TlsParameters::new(self.host.clone())
+                    .map_err(|e| failed("cannot set up TLS for", &e))?;
+                conn.starttls(params, &self.hello)
+                    .await
+                    .map_err(|e| failed("STARTTLS failed with", &e))?;
             } else if required {
                 return Err(PoolError::Connect(format!(
                     "{at} does not offer STARTTLS, and the URL says tls=required"
@@ -198,7 +206,11 @@ impl SmtpPool {
             }
         }
         if let Some(c) = &self.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], c).await?;
+            // A refused login is a problem of the configuration, not of the mail: the
+            // mail waits (and the log says why) until it is fixed.
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
+                .await
+                .map_err(|e| failed("login refused by", &e))?;
         }
         Ok(conn)
     }

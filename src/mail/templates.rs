@@ -366,12 +366,20 @@ fn date_filter(value: &tera::Value, kwargs: Kwargs, _: &State) -> TeraResult<Str
     } else {
         None
     };
-    at.map(|d| d.format(format).to_string()).ok_or_else(|| {
+    let at = at.ok_or_else(|| {
         tera::Error::message(format!(
             "date: expected Unix milliseconds or an RFC 3339 time, not {}",
             value.name()
         ))
-    })
+    })?;
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    write!(out, "{}", at.format(format)).map_err(|_| {
+        tera::Error::message(format!(
+            "date: `{format}` is not a strftime format (e.g. \"%d.%m.%Y %H:%M\")"
+        ))
+    })?;
+    Ok(out)
 }
 
 /// The context every template gets, filled with a sample lead: the reference for the

@@ -38,6 +38,15 @@ pub struct Claim {
     /// Click links: where to go.
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Until when the link works (Unix seconds); confirmation links expire.
+    #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<i64>,
+}
+
+impl Claim {
+    pub fn expired(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.expires.is_some_and(|x| x < now.timestamp())
+    }
 }
 
 /// Signs and checks tokens with the configured secret.
@@ -101,6 +110,7 @@ mod tests {
             email: "anna@example.com".into(),
             mail: Some(3),
             url: None,
+            expires: None,
         }
     }
 

@@ -64,6 +64,22 @@ impl Transport {
     }
 }
 
+/// True when a permanent error names the recipient's address as the problem: the
+/// enhanced status code 5.1.x (RFC 3463: bad mailbox, unknown user, bad domain), as in
+/// "550 5.1.1 no such user". Other refusals (policy, DMARC, a blocked sender) fail the
+/// mail but say nothing about the address, so it is not suppressed for them.
+fn recipient_rejected(message: &str) -> bool {
+    message.split_whitespace().any(|w| {
+        let mut parts = w.trim_end_matches([',', ';', ':']).split('.');
+        parts.next() == Some("5")
+            && parts.next() == Some("1")
+            && parts
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            && parts.next().is_none()
+    })
+}
+
 /// 5xx is final, everything else (4xx, network, timeout) is worth another try.
 fn classify(e: &PoolError) -> SendError {
     let e = match e {
@@ -72,10 +88,8 @@ fn classify(e: &PoolError) -> SendError {
     };
     let message = e.to_string();
     if e.is_permanent() {
-        let code = e.status().map(u16::from).unwrap_or(0);
-        // 550 mailbox unavailable, 551 user not local, 553 mailbox name not allowed.
         SendError::Final {
-            rejected: matches!(code, 550 | 551 | 553),
+            rejected: recipient_rejected(&message),
             message,
         }
     } else if e.is_client() {
@@ -85,5 +99,29 @@ fn classify(e: &PoolError) -> SendError {
         }
     } else {
         SendError::Retry(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recipient_rejected;
+
+    #[test]
+    fn only_mailbox_problems_suppress_the_address() {
+        assert!(recipient_rejected(
+            "permanent error (550): 5.1.1 no such mailbox"
+        ));
+        assert!(recipient_rejected(
+            "permanent error (553): 5.1.3 bad address syntax"
+        ));
+        assert!(!recipient_rejected(
+            "permanent error (550): 5.7.26 DMARC policy"
+        ));
+        assert!(!recipient_rejected(
+            "permanent error (550): mailbox unavailable"
+        ));
+        assert!(!recipient_rejected(
+            "permanent error (554): 5.7.1 relay denied"
+        ));
     }
 }

@@ -28,8 +28,8 @@ pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
 pub use lease::{Lease, LeaseHeld};
 pub use outbox::{
-    DueStep, EnrollParams, EnrollmentRow, Finish, MailContent, MailCounts, MailFilter, OutboxRow,
-    StepDone, StepMail,
+    DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
+    OutboxRow, StepDone, StepMail,
 };
 pub use rows::{HistoryRow, LedgerRow};
 pub use stats::EventCounts;

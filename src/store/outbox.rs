@@ -4,7 +4,7 @@
 //! caused them. The delivery worker claims due rows (`queued` -> `sending`) in a write
 //! transaction that checks the processing lease, sends with no transaction open, and
 //! records each outcome afterwards. Rows left `sending` by a process that died are
-//! queued again by the next lease holder ([`Store::requeue_interrupted`]).
+//! queued again by the next lease holder ([`WriteTx::requeue_claims`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,6 +42,8 @@ pub struct OutboxRow {
     pub status: String,
     pub reason: Option<String>,
     pub attempts: i64,
+    pub tries: i64,
+    pub first_try_at: Option<i64>,
     pub created_at: i64,
     pub due_at: i64,
     pub finished_at: Option<i64>,
@@ -56,7 +58,7 @@ impl OutboxRow {
 
 const OUTBOX_COLUMNS: &str = "o.id, o.lead_id, l.email, o.template, o.class, o.kind, \
     o.dedupe_key, o.enrollment_id, o.step, o.data, o.source, o.event_seq, o.status, o.reason, \
-    o.attempts, o.created_at, o.due_at, o.finished_at, o.message_id";
+    o.attempts, o.tries, o.first_try_at, o.created_at, o.due_at, o.finished_at, o.message_id";
 
 /// A mail as sent, kept for audit.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -78,10 +80,12 @@ pub enum Finish {
         content: MailContent,
     },
     /// Not now (frequency cap, send window, a temporary SMTP failure): queued again.
+    /// `retry` when the SMTP server was tried (counts towards the retry age).
     Later {
         id: i64,
         until: i64,
         reason: String,
+        retry: bool,
     },
     Failed {
         id: i64,
@@ -123,6 +127,15 @@ pub struct StepMail {
     pub template: Option<String>,
 }
 
+/// See [`Store::send_gate`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Gate {
+    pub consent_email: bool,
+    pub stage: String,
+    pub suppressed: Option<String>,
+    pub enrollment: Option<String>,
+}
+
 /// One of a lead's stream memberships.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EnrollmentRow {
@@ -159,19 +172,24 @@ pub struct MailFilter {
 }
 
 impl Store {
-    /// Queues again the mails a previous holder of the lease claimed but did not
-    /// finish. Call only while holding the lease.
-    pub async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let n = sqlx::query(
-            "UPDATE outbox SET status = 'queued', claimed_by = NULL, \
-             reason = 'interrupted while sending; sent again' WHERE status = 'sending'",
+    /// What the last moment before sending needs to know about a lead (and a stream
+    /// membership): mail consent, stage, why its address is suppressed, the
+    /// membership's state. `None` when the lead is gone.
+    pub async fn send_gate(
+        &self,
+        lead_id: i64,
+        enrollment_id: Option<i64>,
+    ) -> Result<Option<Gate>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT l.consent_email, l.stage, \
+                    (SELECT reason FROM suppressions s WHERE s.email = l.email) AS suppressed, \
+                    (SELECT status FROM enrollments e WHERE e.id = ?) AS enrollment \
+             FROM leads l WHERE l.id = ?",
         )
-        .execute(&mut *tx.tx)
-        .await?
-        .rows_affected();
-        tx.commit().await?;
-        Ok(n)
+        .bind(enrollment_id)
+        .bind(lead_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// The earliest time a queued mail or a stream step is due.
@@ -367,6 +385,35 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Queues again the mails claimed by anyone but `owner` (a process that stopped or
+    /// lost the lease) and, with `ids`, those of `owner`'s that have no outcome (a pass
+    /// that failed). Call only while holding the lease.
+    pub async fn requeue_claims(&mut self, owner: &str, ids: &[i64]) -> Result<u64, StoreError> {
+        let mut n = sqlx::query(
+            "UPDATE outbox SET status = 'queued', claimed_by = NULL, \
+             reason = 'interrupted while sending; sent again' \
+             WHERE status = 'sending' AND claimed_by IS NOT ?",
+        )
+        .bind(owner)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        for chunk in ids.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE outbox SET status = 'queued', claimed_by = NULL, \
+                 reason = 'the delivery pass failed; sent again' \
+                 WHERE status = 'sending' AND id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            n += q.build().execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(n)
+    }
+
     /// Claims up to `limit` mails due at `now` for `owner`.
     pub async fn claim_mails(
         &mut self,
@@ -435,12 +482,21 @@ impl WriteTx {
                     .bind(message_id)
                     .bind(id)
                 }
-                Finish::Later { id, until, reason } => sqlx::query(
-                    "UPDATE outbox SET status = 'queued', due_at = ?, reason = ?, claimed_by = NULL \
-                     WHERE id = ? AND status = 'sending'",
+                Finish::Later {
+                    id,
+                    until,
+                    reason,
+                    retry,
+                } => sqlx::query(
+                    "UPDATE outbox SET status = 'queued', due_at = ?, reason = ?, claimed_by = NULL, \
+                     tries = tries + ?, first_try_at = CASE WHEN ? THEN COALESCE(first_try_at, ?) \
+                     ELSE first_try_at END WHERE id = ? AND status = 'sending'",
                 )
                 .bind(until)
                 .bind(reason)
+                .bind(i64::from(*retry))
+                .bind(*retry)
+                .bind(now)
                 .bind(id),
                 Finish::Failed { id, reason } => sqlx::query(
                     "UPDATE outbox SET status = 'failed', finished_at = ?, reason = ? \
@@ -486,8 +542,10 @@ impl WriteTx {
                 .bind(now)
                 .bind(now)
                 .bind(enrollment_id),
+                // The lead is in quarantine: the membership waits (paused) and sends
+                // this step when the lead is back in a stage the stream serves.
                 StepDone::Repeat { enrollment_id } => sqlx::query(
-                    "UPDATE enrollments SET next_due_at = ?, updated_at = ? \
+                    "UPDATE enrollments SET status = 'paused', next_due_at = ?, updated_at = ? \
                      WHERE id = ? AND status IN ('active', 'paused')",
                 )
                 .bind(now)
@@ -546,9 +604,14 @@ impl WriteTx {
                          VALUES (?, ?, ?, 'marketing', 'stream', ?, ?, ?, ?, ?)",
                     )
                     // A step held back by quarantine is queued again after the pause,
-                    // so the time is part of the key; the claim above keeps a step from
-                    // being queued twice otherwise.
-                    .bind(format!("stream:{}:{}:{now}", d.enrollment_id, d.step))
+                    // so each queuing has a key of its own; the claim above keeps a step
+                    // from being queued twice otherwise.
+                    .bind(format!(
+                        "stream:{}:{}:{}",
+                        d.enrollment_id,
+                        d.step,
+                        uuid::Uuid::new_v4()
+                    ))
                     .bind(d.lead_id)
                     .bind(template)
                     .bind(d.enrollment_id)
