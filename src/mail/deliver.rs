@@ -35,6 +35,8 @@ use crate::store::{
 
 /// Mails claimed per round.
 const CLAIM: i64 = 500;
+/// Lead data read longer ago than this is read again right before a mail is sent.
+const FRESH: Duration = Duration::from_millis(100);
 /// Longest sleep between looks at the outbox (a clock that jumps, mail queued by
 /// another process).
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -218,6 +220,7 @@ impl Mailer {
     /// Decides, sends and records a claimed batch.
     async fn deliver(&self, claimed: Vec<OutboxRow>, pass: &mut Pass) -> Result<(), MailError> {
         let now = self.clock.now();
+        let read_at = Instant::now();
         let mut lead_ids: Vec<i64> = claimed.iter().map(|r| r.lead_id).collect();
         lead_ids.sort_unstable();
         lead_ids.dedup();
@@ -231,6 +234,7 @@ impl Mailer {
         let seqs: Vec<i64> = claimed.iter().filter_map(|r| r.event_seq).collect();
         let events = self.store().events_by_seq(&seqs).await?;
         let data = BatchData {
+            read_at,
             leads,
             suppressed,
             recent,
@@ -306,6 +310,7 @@ impl Mailer {
         stop: &std::sync::atomic::AtomicBool,
     ) {
         let BatchData {
+            read_at: _,
             leads,
             suppressed,
             recent,
@@ -344,6 +349,7 @@ impl Mailer {
                         .await
                         .expect("the semaphore is never closed");
                     let job = SendJob {
+                        read_at: data.read_at,
                         mailer: self.parts(),
                         row,
                         lead,
@@ -435,6 +441,7 @@ impl Mailer {
 
 /// What deciding for a claimed batch needs, read before sending.
 struct BatchData {
+    read_at: Instant,
     leads: HashMap<i64, Lead>,
     suppressed: HashMap<String, String>,
     /// Marketing mails per lead within the cap period: (count, oldest).
@@ -462,11 +469,15 @@ struct SendJob {
     lead: Lead,
     event: Option<(String, Value)>,
     now: DateTime<Utc>,
+    /// When the lead data of the batch was read.
+    read_at: Instant,
 }
 
 impl SendJob {
     async fn run(mut self) -> Outcome {
-        if let Some(held) = self.check_again().await {
+        if self.read_at.elapsed() > FRESH
+            && let Some(held) = self.check_again().await
+        {
             return held;
         }
         let m = &self.mailer;
@@ -596,8 +607,9 @@ impl SendJob {
 }
 
 impl SendJob {
-    /// Looks at the lead once more just before sending: an unsubscribe, a move into
-    /// quarantine or a goal reached since the batch was read stops the mail here.
+    /// Looks at the lead once more just before sending (when the batch's data is more
+    /// than [`FRESH`] old): an unsubscribe, a move into quarantine or a goal reached
+    /// since the batch was read stops the mail here.
     async fn check_again(&mut self) -> Option<Outcome> {
         let m = &self.mailer;
         let row = &self.row;
