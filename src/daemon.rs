@@ -214,6 +214,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         rules: app.rules.clone(),
         duplicates: Arc::new(AtomicU64::new(0)),
         signer: app.mailer.signer.clone(),
+        templates: app.templates.clone(),
     };
     let server = axum::serve(listener, router(state)).with_graceful_shutdown({
         let s = shutdown.clone();

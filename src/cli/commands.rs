@@ -36,7 +36,13 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Mail { command } => super::mail::mail(config, clock, command).await,
         Command::Stats => {
             let app = App::build(config, clock).await?;
-            let stats = Stats::load(app.store(), 0, Some(app.rules.status())).await?;
+            let stats = Stats::load(
+                app.store(),
+                0,
+                Some(app.rules.status()),
+                app.templates.errors(),
+            )
+            .await?;
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Router, middleware};
 
 use crate::config::Config;
-use crate::mail::Signer;
+use crate::mail::{Signer, Templates};
 use crate::process::Processor;
 use crate::rules::Rules;
 
@@ -35,6 +35,7 @@ pub struct AppState {
     pub duplicates: Arc<AtomicU64>,
     /// Checks the tokens of links in mails.
     pub signer: Arc<Signer>,
+    pub templates: Arc<Templates>,
 }
 
 /// The whole API.

@@ -15,6 +15,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
         &state.processor.store,
         state.duplicates.load(Ordering::Relaxed),
         Some(state.rules.status()),
+        state.templates.errors(),
     )
     .await
     .map(Json)

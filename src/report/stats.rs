@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::mail::TemplateError;
 use crate::rules::ruleset::RulesStatus;
 use crate::store::{EventCounts, JobRun, MailCounts, Store, StoreError};
 
@@ -15,6 +16,8 @@ pub struct Stats {
     pub stages: std::collections::BTreeMap<String, i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<RulesStatus>,
+    /// Problems of the last template reload (the previous templates stay in use).
+    pub template_errors: Vec<TemplateError>,
     pub recent_jobs: Vec<JobRun>,
     #[serde(flatten)]
     pub mails: MailCounts,
@@ -25,6 +28,7 @@ impl Stats {
         store: &Store,
         duplicates: u64,
         rules: Option<RulesStatus>,
+        template_errors: Vec<TemplateError>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             events: store.event_counts().await?,
@@ -32,6 +36,7 @@ impl Stats {
             leads: store.lead_count().await?,
             stages: store.stage_counts().await?.into_iter().collect(),
             rules,
+            template_errors,
             recent_jobs: store.recent_job_runs(10).await?,
             mails: store.mail_counts().await?,
         })

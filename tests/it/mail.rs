@@ -579,5 +579,12 @@ async fn templates_reload_and_a_broken_change_keeps_the_last_good_version() {
         mail.header("Subject").as_deref(),
         Some("Neu: Ihre Preisfrage, Anna")
     );
+    // The problem is shown where the rule errors are.
+    let stats = app.stats().await;
+    let errors = stats["template_errors"].to_string();
+    assert!(
+        errors.contains("templates/de/trigger/pricing-follow-up.subject:"),
+        "{errors}"
+    );
     app.stop().await;
 }
