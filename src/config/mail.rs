@@ -87,6 +87,8 @@ pub struct Dkim {
 pub struct Stream {
     pub name: String,
     pub stages: Vec<String>,
+    /// The lead must carry all of these tags as well (none: any lead in the stages).
+    pub tags: Vec<String>,
     /// Events that end the stream (the lead did what the stream was for).
     pub goals: Vec<String>,
     pub reentry: Reentry,
@@ -95,8 +97,9 @@ pub struct Stream {
 }
 
 impl Stream {
-    pub fn serves(&self, stage: &str) -> bool {
-        self.stages.iter().any(|s| s == stage)
+    /// True when a lead in `stage` with `tags` belongs in the stream.
+    pub fn serves(&self, stage: &str, tags: &std::collections::BTreeSet<String>) -> bool {
+        self.stages.iter().any(|s| s == stage) && self.tags.iter().all(|t| tags.contains(t))
     }
 }
 
@@ -409,6 +412,7 @@ pub(super) fn streams(raw: &[RawStream], funnel: Option<&Funnel>, c: &Checker) -
         out.push(Stream {
             name: s.name.clone(),
             stages: s.stages.clone(),
+            tags: s.tags.clone(),
             goals: s.goals.clone(),
             reentry,
             on_quarantine,

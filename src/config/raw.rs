@@ -142,6 +142,8 @@ pub struct RawStream {
     pub name: String,
     pub stages: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub goals: Vec<String>,
     #[serde(default = "d::reentry")]
     pub reentry: String,
@@ -359,6 +361,7 @@ mod d {
             RawStream {
                 name: "new-leads".into(),
                 stages: vec!["subscriber".into(), "lead".into(), "recycled".into()],
+                tags: vec![],
                 goals: vec!["Demo Requested".into(), "Offer Requested".into()],
                 reentry: "90d".into(),
                 on_quarantine: "exit".into(),
@@ -372,6 +375,7 @@ mod d {
             RawStream {
                 name: "mql".into(),
                 stages: vec!["mql".into(), "sal".into()],
+                tags: vec![],
                 goals: vec!["Offer Requested".into()],
                 reentry: "never".into(),
                 on_quarantine: "pause".into(),
@@ -384,6 +388,7 @@ mod d {
             RawStream {
                 name: "customers".into(),
                 stages: vec!["customer".into()],
+                tags: vec![],
                 goals: vec![],
                 reentry: "never".into(),
                 on_quarantine: "pause".into(),

@@ -3,10 +3,10 @@
 //! stream. The result is added to the [`Changes`] of the same unit of work, so it is
 //! written in the same transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::config::{OnQuarantine, Stream};
-use crate::domain::{Changes, StreamChange};
+use crate::domain::{Changes, Lead, StreamChange};
 use crate::store::EnrollParams;
 
 /// The configured streams and quarantine stages.
@@ -48,20 +48,21 @@ impl StreamPlan {
         }
     }
 
-    /// The streams a lead just created in `stage` joins.
+    /// The streams a lead just created in `stage` (with no tags yet) joins.
     pub fn on_create(&self, stage: &str) -> Vec<StreamChange> {
         self.streams
             .iter()
-            .filter(|s| s.serves(stage) && !self.in_quarantine(stage))
+            .filter(|s| s.serves(stage, &BTreeSet::new()) && !self.in_quarantine(stage))
             .map(|s| StreamChange::Enroll {
                 stream: s.name.clone(),
             })
             .collect()
     }
 
-    /// Adds the stream changes that follow from a unit of work: the lead was in
-    /// `before` and is now in `after`; `event` is the name of the event processed.
-    pub fn follow(&self, before: &str, after: &str, event: Option<&str>, changes: &mut Changes) {
+    /// Adds the stream changes that follow from a unit of work that changed the lead
+    /// from `before` to `after` (stage and tags); `event` is the name of the event
+    /// processed.
+    pub fn follow(&self, before: &Lead, after: &Lead, event: Option<&str>, changes: &mut Changes) {
         if let Some(name) = event {
             for s in self
                 .streams
@@ -74,23 +75,33 @@ impl StreamPlan {
                 });
             }
         }
-        if before == after {
+        let moved = before.stage != after.stage;
+        if !moved && before.tags == after.tags {
             return;
         }
-        let quarantined = self.in_quarantine(after);
+        let quarantined = self.in_quarantine(&after.stage);
         for s in &self.streams {
-            let change = if s.serves(after) && !quarantined {
+            let was = s.serves(&before.stage, &before.tags);
+            let is = s.serves(&after.stage, &after.tags);
+            if !moved && was == is {
+                continue;
+            }
+            let change = if is && !quarantined {
                 StreamChange::Enroll {
                     stream: s.name.clone(),
                 }
-            } else if quarantined && s.on_quarantine == OnQuarantine::Pause {
+            } else if moved && quarantined && s.on_quarantine == OnQuarantine::Pause {
                 StreamChange::Pause {
                     stream: s.name.clone(),
                 }
-            } else if s.serves(before) || self.in_quarantine(before) {
+            } else if was || self.in_quarantine(&before.stage) {
                 StreamChange::Exit {
                     stream: Some(s.name.clone()),
-                    reason: format!("moved from {before} to {after}"),
+                    reason: if moved {
+                        format!("moved from {} to {}", before.stage, after.stage)
+                    } else {
+                        "no longer has the stream's tags".to_string()
+                    },
                 }
             } else {
                 continue;
@@ -129,6 +140,7 @@ mod tests {
         Stream {
             name: name.into(),
             stages: stages.iter().map(|s| s.to_string()).collect(),
+            tags: vec![],
             goals: vec!["Demo Requested".into()],
             reentry: Reentry::Never,
             on_quarantine,
@@ -149,9 +161,19 @@ mod tests {
         )
     }
 
+    fn lead(stage: &str) -> Lead {
+        let at = chrono::Utc::now();
+        Lead::new(
+            1,
+            crate::domain::Email::parse("a@example.com").unwrap(),
+            stage,
+            at,
+        )
+    }
+
     fn follow(before: &str, after: &str) -> Vec<StreamChange> {
         let mut c = Changes::default();
-        plan().follow(before, after, None, &mut c);
+        plan().follow(&lead(before), &lead(after), None, &mut c);
         c.streams
     }
 
@@ -197,10 +219,48 @@ mod tests {
     #[test]
     fn a_goal_event_ends_the_stream() {
         let mut c = Changes::default();
-        plan().follow("mql", "mql", Some("Demo Requested"), &mut c);
+        plan().follow(&lead("mql"), &lead("mql"), Some("Demo Requested"), &mut c);
         assert_eq!(c.streams.len(), 2);
         assert!(
             matches!(&c.streams[0], StreamChange::Exit { reason, .. } if reason == "goal reached: Demo Requested")
         );
+    }
+
+    #[test]
+    fn a_tag_brings_the_lead_into_a_stream_and_taking_it_away_ends_it() {
+        let mut webinar = stream("webinar", &["lead", "mql"], OnQuarantine::Exit);
+        webinar.tags = vec!["webinar".into()];
+        let plan = StreamPlan::new(vec![webinar], vec!["sql".into()]);
+        let before = lead("lead");
+        let mut after = before.clone();
+        after.tags.insert("webinar".into());
+        let mut c = Changes::default();
+        plan.follow(&before, &after, None, &mut c);
+        assert_eq!(
+            c.streams,
+            vec![StreamChange::Enroll {
+                stream: "webinar".into()
+            }]
+        );
+        let mut c = Changes::default();
+        plan.follow(&after, &before, None, &mut c);
+        assert!(
+            matches!(&c.streams[..], [StreamChange::Exit { reason, .. }] if reason == "no longer has the stream's tags"),
+            "{:?}",
+            c.streams
+        );
+        // Not for a stage the stream does not serve.
+        let mut c = Changes::default();
+        plan.follow(
+            &lead("subscriber"),
+            &{
+                let mut l = lead("subscriber");
+                l.tags.insert("webinar".into());
+                l
+            },
+            None,
+            &mut c,
+        );
+        assert!(c.streams.is_empty());
     }
 }

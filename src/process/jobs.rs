@@ -46,7 +46,7 @@ impl Processor {
             let mut out: Vec<(i64, RunResult)> = Vec::new();
             for (id, lead) in leads {
                 let r = run_function(&sandbox, &rule, &function, &ctx, &lead, at).map(|mut e| {
-                    plan.follow(&lead.stage, &e.lead.stage, None, &mut e.changes);
+                    plan.follow(&lead, &e.lead, None, &mut e.changes);
                     (e.lead, e.changes)
                 });
                 out.push((id, r));

@@ -42,6 +42,7 @@ impl Processor {
         let source = Source::Api {
             user: user.to_string(),
         };
+        let before = lead.clone();
         let outcome = lead.apply(
             Action::SetStage {
                 stage: stage.to_string(),
@@ -53,10 +54,7 @@ impl Processor {
             &mut changes,
         )?;
         if outcome == Outcome::Applied {
-            let before = changes.moves.first().and_then(|m| m.from.clone());
-            if let Some(before) = before {
-                self.plan.follow(&before, &lead.stage, None, &mut changes);
-            }
+            self.plan.follow(&before, &lead, None, &mut changes);
             self.save_one(&lead, &changes).await?;
         }
         Ok((lead, outcome))

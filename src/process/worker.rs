@@ -645,6 +645,7 @@ impl Shard<'_> {
         fn stored(what: &'static str) -> impl Fn(String) -> RuleError {
             move |e| RuleError::new("event", format!("stored {what} are not a JSON object: {e}"))
         }
+        let before = lead;
         let consented = lead.consent_email.granted;
         // Identify traits change the lead before the rules see it.
         let identified;
@@ -674,12 +675,8 @@ impl Shard<'_> {
             at,
         };
         let mut eval = run_event(self.sandbox, self.rules, self.ctx, lead, &view)?;
-        self.plan.follow(
-            &lead.stage,
-            &eval.lead.stage,
-            Some(&row.name),
-            &mut eval.changes,
-        );
+        self.plan
+            .follow(before, &eval.lead, Some(&row.name), &mut eval.changes);
         // Consent withdrawn through a form or the CRM ends the streams, as an
         // unsubscribe link does.
         if consented && !eval.lead.consent_email.granted {

@@ -332,3 +332,38 @@ async fn consent_withdrawn_by_identify_ends_the_streams() {
     );
     app.stop().await;
 }
+
+/// A stream for leads with a tag: a rule's tag brings the lead in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_set_by_a_rule_enrolls_the_lead() {
+    let sink = SmtpSink::start().unwrap();
+    let extra = r#"
+[[streams]]
+name = "low-priority"
+stages = ["lead"]
+tags = ["low-priority"]
+steps = [{ after = "30d", template = "stream/lead-guide" }]
+"#;
+    let Clocked { app, .. } = clocked(&sink, extra).await;
+    let email = "tagged@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.settle().await;
+    assert!(
+        app.lead(email).await["streams"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // A download makes a lead of it; with no fit, the matrix rule tags it low-priority.
+    app.post(
+        "/v1/track",
+        &crate::mail::download(email, "crm", "CRM-Auswahl"),
+    )
+    .await;
+    app.settle().await;
+    let lead = app.lead(email).await;
+    assert!(lead["tags"].to_string().contains("low-priority"), "{lead}");
+    assert_eq!(lead["streams"][0]["stream"], "low-priority", "{lead}");
+    assert_eq!(lead["streams"][0]["status"], "active", "{lead}");
+    app.stop().await;
+}
