@@ -168,5 +168,8 @@ fn init_tracing(filter: &str, level: Option<&str>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // When stderr is gone (a closed pipe), logging must not take the daemon down:
+        // the subscriber would report the failed write with eprintln!, which panics.
+        .log_internal_errors(false)
         .try_init();
 }

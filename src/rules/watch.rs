@@ -57,15 +57,24 @@ pub async fn watch_folder(
             _ = shutdown.cancelled() => return,
             got = rx.recv() => if got.is_none() { return },
         }
-        // Let a burst of writes finish.
+        // Let a burst of writes finish. (A closed channel means the watcher stopped:
+        // reload once more and end, rather than wait on it in a loop.)
+        let mut stopped = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(SETTLE) => break,
-                _ = rx.recv() => continue,
+                got = rx.recv() => if got.is_none() {
+                    stopped = true;
+                    break;
+                },
             }
         }
         let reload = reload.clone();
         let _ = tokio::task::spawn_blocking(move || reload()).await;
+        if stopped {
+            tracing::warn!("the {what} folder is no longer watched; changes load on restart");
+            return;
+        }
     }
 }

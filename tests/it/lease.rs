@@ -8,8 +8,31 @@ use std::time::Duration;
 
 use crate::helpers::prepare_dir;
 
+/// A daemon process, killed when the test ends (also when it fails).
+pub struct Daemon(Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `nurtured run` in `dir`; returns the child and a channel of its log lines.
-pub fn run_daemon(dir: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
+pub fn run_daemon(dir: &std::path::Path) -> (Daemon, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nurtured"))
         .arg("run")
         .current_dir(dir)
@@ -28,7 +51,7 @@ pub fn run_daemon(dir: &std::path::Path) -> (Child, mpsc::Receiver<String>) {
             }
         }
     });
-    (child, rx)
+    (Daemon(child), rx)
 }
 
 /// Waits for a log line containing `text`; returns all lines seen.
