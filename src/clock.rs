@@ -57,3 +57,23 @@ pub fn to_ms(at: DateTime<Utc>) -> i64 {
 pub fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
+
+/// `day` at `time` in `tz`, as an instant. A time skipped by a clock change counts from
+/// the first valid minute after it; a time that occurs twice counts at its first
+/// occurrence.
+pub fn local_instant(
+    tz: chrono_tz::Tz,
+    day: chrono::NaiveDate,
+    time: chrono::NaiveTime,
+) -> Option<DateTime<Utc>> {
+    use chrono::{LocalResult, TimeZone};
+    let mut naive = day.and_time(time);
+    for _ in 0..180 {
+        match tz.from_local_datetime(&naive) {
+            LocalResult::Single(t) => return Some(t.with_timezone(&Utc)),
+            LocalResult::Ambiguous(a, _) => return Some(a.with_timezone(&Utc)),
+            LocalResult::None => naive += chrono::Duration::minutes(1),
+        }
+    }
+    None
+}

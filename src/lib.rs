@@ -12,6 +12,7 @@
 //! - [`mail`]: the outbox -> policy (consent, quarantine, cap) -> templates -> SMTP,
 //!   and the nurture streams;
 //! - [`schedule`]: cron-driven jobs (interest decay, rule functions over leads);
+//! - [`sla`]: business time for the sales handoff's deadlines;
 //! - [`store`]: all SQL (SQLite);
 //! - [`report`]: read models for the API and the CLI;
 //! - [`config`], [`clock`], [`daemon`] (wiring), [`cli`], [`bench`] (with
@@ -30,6 +31,7 @@ pub mod process;
 pub mod report;
 pub mod rules;
 pub mod schedule;
+pub mod sla;
 pub mod smtp_sink;
 pub mod store;
 

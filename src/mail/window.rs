@@ -1,9 +1,10 @@
 //! The send window: the next instant at which a stream step may go out, in the lead's
 //! time zone (daylight-saving changes included).
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 
+use crate::clock::local_instant;
 use crate::config::mail::SendWindow;
 
 impl SendWindow {
@@ -21,7 +22,7 @@ impl SendWindow {
         // A window is at most a week away.
         for _ in 0..8 {
             if self.days.contains(&day.weekday())
-                && let Some(open) = self.opening(day, tz)
+                && let Some(open) = local_instant(tz, day, self.from)
                 && open > at
             {
                 return open;
@@ -30,25 +31,11 @@ impl SendWindow {
         }
         at
     }
-
-    /// The window's opening on `day` in `tz`; a time skipped by a clock change opens
-    /// at the first valid minute after it.
-    fn opening(&self, day: NaiveDate, tz: Tz) -> Option<DateTime<Utc>> {
-        let mut naive = day.and_time(self.from);
-        for _ in 0..180 {
-            match tz.from_local_datetime(&naive) {
-                LocalResult::Single(t) => return Some(t.with_timezone(&Utc)),
-                LocalResult::Ambiguous(a, _) => return Some(a.with_timezone(&Utc)),
-                LocalResult::None => naive += Duration::minutes(1),
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::{NaiveTime, Weekday};
+    use chrono::{NaiveTime, TimeZone, Weekday};
 
     use super::*;
 
