@@ -669,7 +669,14 @@ fn not_sent(
     match decision {
         Decision::Send => None,
         Decision::Suppress(reason) => Some(Outcome {
-            step: step_done(plan, row, reason == "quarantine", now),
+            // Held back for quarantine or for consent not (yet) given: the stream
+            // waits and sends this step when the lead may receive it.
+            step: step_done(
+                plan,
+                row,
+                matches!(reason, "quarantine" | "no_consent"),
+                now,
+            ),
             finish: Finish::Suppressed {
                 id: row.id,
                 reason: reason.to_string(),
@@ -689,16 +696,17 @@ fn not_sent(
     }
 }
 
-/// For a stream mail that is done with (sent, failed or suppressed): the next step, or
-/// the same step again when quarantine held it back.
+/// For a stream mail that is done with (sent, failed or suppressed): the next step, or,
+/// when it was `held` (quarantine, no consent yet), the same step once the stream
+/// resumes.
 fn step_done(
     plan: &StreamPlan,
     row: &OutboxRow,
-    held_by_quarantine: bool,
+    held: bool,
     now: DateTime<Utc>,
 ) -> Option<StepDone> {
     let (enrollment_id, step) = (row.enrollment_id?, row.step?);
-    if held_by_quarantine {
+    if held {
         return Some(StepDone::Repeat { enrollment_id });
     }
     let stream = row.source.strip_prefix("stream:")?;

@@ -59,6 +59,21 @@ impl StreamPlan {
             .collect()
     }
 
+    /// The streams that resume (or start) when `lead` gives its consent for mail: those
+    /// that serve it, unless it is in quarantine.
+    pub fn on_consent(&self, lead: &Lead) -> Vec<StreamChange> {
+        if self.in_quarantine(&lead.stage) {
+            return Vec::new();
+        }
+        self.streams
+            .iter()
+            .filter(|s| s.serves(&lead.stage, &lead.tags))
+            .map(|s| StreamChange::Enroll {
+                stream: s.name.clone(),
+            })
+            .collect()
+    }
+
     /// Adds the stream changes that follow from a unit of work that changed the lead
     /// from `before` to `after` (stage and tags); `event` is the name of the event
     /// processed.

@@ -126,6 +126,10 @@ impl Processor {
         };
         lead.updated_at = now;
         let mut changes = Changes::default();
+        if kind == ConsentKind::Email && granted {
+            // Streams waiting for consent go on.
+            changes.streams.extend(self.plan.on_consent(&lead));
+        }
         if kind == ConsentKind::Email && !granted {
             changes.streams.push(crate::domain::StreamChange::Exit {
                 stream: None,

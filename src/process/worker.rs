@@ -679,6 +679,11 @@ impl Shard<'_> {
             .follow(before, &eval.lead, Some(&row.name), &mut eval.changes);
         // Consent withdrawn through a form or the CRM ends the streams, as an
         // unsubscribe link does.
+        if !consented && eval.lead.consent_email.granted {
+            // Streams waiting for consent go on.
+            let resume = self.plan.on_consent(&eval.lead);
+            eval.changes.streams.extend(resume);
+        }
         if consented && !eval.lead.consent_email.granted {
             let source = eval
                 .lead

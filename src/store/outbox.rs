@@ -542,8 +542,8 @@ impl WriteTx {
                 .bind(now)
                 .bind(now)
                 .bind(enrollment_id),
-                // The lead is in quarantine: the membership waits (paused) and sends
-                // this step when the lead is back in a stage the stream serves.
+                // The lead is in quarantine or has not consented (yet): the membership
+                // waits (paused) and sends this step when it resumes.
                 StepDone::Repeat { enrollment_id } => sqlx::query(
                     "UPDATE enrollments SET status = 'paused', next_due_at = ?, updated_at = ? \
                      WHERE id = ? AND status IN ('active', 'paused')",

@@ -367,3 +367,55 @@ steps = [{ after = "30d", template = "stream/lead-guide" }]
     assert_eq!(lead["streams"][0]["status"], "active", "{lead}");
     app.stop().await;
 }
+
+/// A newsletter subscriber joins the welcome stream at once, but its first step waits
+/// for the double opt-in; once confirmed, the step goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_waits_for_the_double_opt_in() {
+    let sink = SmtpSink::start().unwrap();
+    let extra = r#"
+[[streams]]
+name = "welcome"
+stages = ["subscriber", "lead"]
+steps = [{ after = "1h", template = "stream/lead-welcome" }]
+"#;
+    let Clocked { app, clock, mailer } = clocked(&sink, extra).await;
+    let at = |when: DateTime<Utc>| pass_at(&clock, &mailer, when);
+    let email = "doi@kunde.example";
+    app.post(
+        "/v1/track",
+        &serde_json::json!({"userId": email, "event": "Newsletter Subscribed",
+                            "context": {"traits": {"email": email}}}),
+    )
+    .await;
+    let confirmation =
+        eventually("the confirmation mail", 5, || mails_to(&sink, email).pop()).await;
+    // An hour later the welcome step is due, but there is no consent yet: it waits.
+    at(berlin(3, 2, 11, 0, 0)).await;
+    mail_in(&app, email, 1, "suppressed", "no_consent").await;
+    assert_eq!(mails_to(&sink, email).len(), 1);
+    let lead = app.lead(email).await;
+    assert_eq!(lead["streams"][0]["status"], "paused", "{lead}");
+
+    let token = crate::mail::link_token(
+        &crate::mail::body(&confirmation),
+        "https://mail.example.com/confirm/",
+    );
+    let r = app
+        .client
+        .post(format!("{}/confirm/{token}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    at(berlin(3, 2, 11, 0, 1)).await;
+    let welcome = eventually("the welcome mail", 5, || {
+        let got = mails_to(&sink, email);
+        (got.len() == 2).then(|| got[1].clone())
+    })
+    .await;
+    assert!(welcome.header("List-Unsubscribe").is_some(), "marketing");
+    let third = mail_in(&app, email, 2, "sent", "").await;
+    assert_eq!(third["template"], "stream/lead-welcome", "{third}");
+    app.stop().await;
+}
