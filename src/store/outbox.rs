@@ -221,22 +221,17 @@ impl Store {
         lead_ids: &[i64],
         since: i64,
     ) -> Result<HashMap<i64, (i64, i64)>, StoreError> {
-        let mut out = HashMap::new();
-        for chunk in lead_ids.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT lead_id, COUNT(*), MIN(finished_at) FROM outbox \
-                 WHERE status = 'sent' AND class = 'marketing' AND finished_at > ",
-            );
-            q.push_bind(since).push(" AND lead_id IN (");
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            q.push(") GROUP BY lead_id");
-            let rows: Vec<(i64, i64, i64)> = q.build_query_as().fetch_all(&self.pool).await?;
-            out.extend(rows.into_iter().map(|(l, n, oldest)| (l, (n, oldest))));
-        }
-        Ok(out)
+        let head = format!(
+            "SELECT lead_id, COUNT(*), MIN(finished_at) FROM outbox \
+             WHERE status = 'sent' AND class = 'marketing' AND finished_at > {since} \
+             AND lead_id IN "
+        );
+        let rows: Vec<(i64, i64, i64)> =
+            self.fetch_in(&head, lead_ids, " GROUP BY lead_id").await?;
+        Ok(rows
+            .into_iter()
+            .map(|(l, n, oldest)| (l, (n, oldest)))
+            .collect())
     }
 
     /// Which of `emails` are on the suppression list, with the reason.
@@ -244,20 +239,9 @@ impl Store {
         &self,
         emails: &[String],
     ) -> Result<HashMap<String, String>, StoreError> {
-        let mut out = HashMap::new();
-        for chunk in emails.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT email, reason FROM suppressions WHERE email IN (",
-            );
-            let mut sep = q.separated(", ");
-            for e in chunk {
-                sep.push_bind(e.clone());
-            }
-            q.push(")");
-            let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&self.pool).await?;
-            out.extend(rows);
-        }
-        Ok(out)
+        let head = "SELECT email, reason FROM suppressions WHERE email IN ";
+        let rows: Vec<(String, String)> = self.fetch_in(head, emails, "").await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Name and properties of the given events (what trigger mails refer to).
@@ -265,23 +249,15 @@ impl Store {
         &self,
         seqs: &[i64],
     ) -> Result<HashMap<i64, (String, serde_json::Value)>, StoreError> {
-        let mut out = HashMap::new();
-        for chunk in seqs.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT seq, name, properties FROM events WHERE seq IN (",
-            );
-            let mut sep = q.separated(", ");
-            for s in chunk {
-                sep.push_bind(*s);
-            }
-            q.push(")");
-            let rows: Vec<(i64, String, String)> = q.build_query_as().fetch_all(&self.pool).await?;
-            for (seq, name, properties) in rows {
+        let head = "SELECT seq, name, properties FROM events WHERE seq IN ";
+        let rows: Vec<(i64, String, String)> = self.fetch_in(head, seqs, "").await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, name, properties)| {
                 let props = serde_json::from_str(&properties).unwrap_or(serde_json::Value::Null);
-                out.insert(seq, (name, props));
-            }
-        }
-        Ok(out)
+                (seq, (name, props))
+            })
+            .collect())
     }
 
     /// Status of the given enrollments.
@@ -289,17 +265,28 @@ impl Store {
         &self,
         ids: &[i64],
     ) -> Result<HashMap<i64, String>, StoreError> {
-        let mut out = HashMap::new();
-        for chunk in ids.chunks(rows_per_statement(1)) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("SELECT id, status FROM enrollments WHERE id IN (");
+        let head = "SELECT id, status FROM enrollments WHERE id IN ";
+        let rows: Vec<(i64, String)> = self.fetch_in(head, ids, "").await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// The rows of `head (k1, k2, ...) tail` for all `keys`, in as many statements as
+    /// the parameter limit needs.
+    async fn fetch_in<K, R>(&self, head: &str, keys: &[K], tail: &str) -> Result<Vec<R>, StoreError>
+    where
+        K: Clone + Send + 'static + for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new(head);
+            q.push("(");
             let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
+            for k in chunk {
+                sep.push_bind(k.clone());
             }
-            q.push(")");
-            let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&self.pool).await?;
-            out.extend(rows);
+            q.push(")").push(tail);
+            out.extend(q.build_query_as::<R>().fetch_all(&self.pool).await?);
         }
         Ok(out)
     }
