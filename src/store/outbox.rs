@@ -56,7 +56,7 @@ impl OutboxRow {
     }
 }
 
-const OUTBOX_COLUMNS: &str = "o.id, o.lead_id, l.email, o.template, o.class, o.kind, \
+const OUTBOX_COLUMNS: &str = "o.id, o.lead_id, COALESCE(o.recipient, l.email) AS email, o.template, o.class, o.kind, \
     o.dedupe_key, o.enrollment_id, o.step, o.data, o.source, o.event_seq, o.status, o.reason, \
     o.attempts, o.tries, o.first_try_at, o.created_at, o.due_at, o.finished_at, o.message_id";
 
