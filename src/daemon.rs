@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::handoff::{Desk, WebhookSender};
 use crate::http::{AppState, router};
 use crate::mail::message::DkimSigner;
 use crate::mail::transport::Transport;
@@ -49,6 +50,9 @@ pub struct App {
     pub sandbox: Arc<Sandbox>,
     pub templates: Arc<Templates>,
     pub mailer: Arc<Mailer>,
+    /// Assigns handoffs to sales and escalates them.
+    pub desk: Arc<Desk>,
+    pub webhooks: Arc<WebhookSender>,
 }
 
 impl App {
@@ -71,7 +75,8 @@ impl App {
             )
             .map_err(StartError::Templates)?,
         );
-        let plan = StreamPlan::new(config.streams.clone(), config.mail.quarantine.clone());
+        let plan = StreamPlan::new(config.streams.clone(), config.mail.quarantine.clone())
+            .with_sales(config.sales.team_names(), config.sales.on_stage.clone());
         let processor = Arc::new(
             Processor::new(
                 store,
@@ -101,8 +106,10 @@ impl App {
             transport,
             dkim,
             config.time_zone,
-            clock,
+            clock.clone(),
         ));
+        let desk = Arc::new(Desk::new(config.clone(), processor.clone(), clock));
+        let webhooks = Arc::new(WebhookSender::new(desk.clone()));
         Ok(Self {
             config,
             processor,
@@ -110,6 +117,8 @@ impl App {
             sandbox,
             templates,
             mailer,
+            desk,
+            webhooks,
         })
     }
 
@@ -173,6 +182,8 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         shutdown.clone(),
     ));
     tasks.spawn(app.mailer.clone().run(shutdown.clone()));
+    tasks.spawn(app.desk.clone().run(shutdown.clone()));
+    tasks.spawn(app.webhooks.clone().run(shutdown.clone()));
     {
         let templates = app.templates.clone();
         let dir = templates.dir().to_path_buf();
@@ -215,6 +226,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         duplicates: Arc::new(AtomicU64::new(0)),
         signer: app.mailer.signer.clone(),
         templates: app.templates.clone(),
+        desk: app.desk.clone(),
     };
     let server = axum::serve(listener, router(state)).with_graceful_shutdown({
         let s = shutdown.clone();

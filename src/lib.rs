@@ -24,6 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod handoff;
 pub mod http;
 pub mod ingest;
 pub mod mail;

@@ -123,7 +123,5 @@ CREATE TABLE webhooks (
 );
 CREATE INDEX webhooks_due ON webhooks (due_at) WHERE status = 'queued';
 
-INSERT INTO counters (name, value) VALUES ('handoffs_created', 0);
-
 COMMIT;
 PRAGMA foreign_keys = ON;

@@ -234,7 +234,13 @@ pub(super) fn mail(
         );
         0
     };
-    let window = send_window(&raw.send_window.days, &raw.send_window.hours, bad);
+    let window = working_time(
+        &raw.send_window.days,
+        &raw.send_window.hours,
+        "mail.send_window",
+        bad,
+    )
+    .map(|(days, from, until)| SendWindow { days, from, until });
     let dkim = dkim(raw, c);
     Some(MailConfig {
         transport,
@@ -298,8 +304,13 @@ fn dkim(raw: &RawMail, c: &Checker) -> Option<Dkim> {
     }
 }
 
-/// Parses `mon-fri` / `mon,wed,fri` and `09:00-17:00`.
-fn send_window(days: &str, hours: &str, bad: &dyn Fn(&str, String)) -> Option<SendWindow> {
+/// Parses `mon-fri` / `mon,wed,fri` and `09:00-17:00` (keys `{key}.days`, `{key}.hours`).
+pub(super) fn working_time(
+    days: &str,
+    hours: &str,
+    key: &str,
+    bad: &dyn Fn(&str, String),
+) -> Option<(Vec<Weekday>, NaiveTime, NaiveTime)> {
     let day = |t: &str| t.trim().parse::<Weekday>().ok();
     let mut list = Vec::new();
     let mut ok = true;
@@ -323,7 +334,7 @@ fn send_window(days: &str, hours: &str, bad: &dyn Fn(&str, String)) -> Option<Se
     }
     if !ok || list.is_empty() {
         bad(
-            "mail.send_window.days",
+            &format!("{key}.days"),
             format!("`{days}` is not a list of days: write e.g. \"mon-fri\" or \"mon,wed,fri\""),
         );
     }
@@ -334,15 +345,11 @@ fn send_window(days: &str, hours: &str, bad: &dyn Fn(&str, String)) -> Option<Se
         ))
     });
     match times {
-        Some((from, until)) if from < until && ok && !list.is_empty() => Some(SendWindow {
-            days: list,
-            from,
-            until,
-        }),
+        Some((from, until)) if from < until && ok && !list.is_empty() => Some((list, from, until)),
         Some((from, until)) if from < until => None,
         _ => {
             bad(
-                "mail.send_window.hours",
+                &format!("{key}.hours"),
                 format!("`{hours}` is not a time range: write e.g. \"09:00-17:00\""),
             );
             None

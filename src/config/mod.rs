@@ -6,6 +6,7 @@
 pub mod env;
 pub mod mail;
 pub mod raw;
+pub mod sales;
 
 use std::{
     collections::BTreeMap,
@@ -21,6 +22,7 @@ use crate::domain::{Funnel, Side, StageDef};
 use crate::schedule::crontab;
 pub use mail::{MailConfig, OnQuarantine, Reentry, Stream};
 use raw::{RawConfig, RawSchedule};
+pub use sales::SalesConfig;
 
 /// The file read when `--config` is not given.
 pub const DEFAULT_FILE: &str = "nurtured.toml";
@@ -49,6 +51,7 @@ pub struct Config {
     pub schedules: Vec<Schedule>,
     pub mail: MailConfig,
     pub streams: Vec<Stream>,
+    pub sales: SalesConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -385,6 +388,7 @@ fn validate(
     };
     let mail = mail::mail(&raw.mail, &data_dir, funnel.as_ref(), &checker);
     let streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
+    let sales = sales::sales(&raw.sales, funnel.as_ref(), time_zone, &checker);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -422,6 +426,7 @@ fn validate(
         schedules,
         mail: mail.expect("checked above"),
         streams,
+        sales,
     })
 }
 

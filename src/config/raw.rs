@@ -48,6 +48,101 @@ pub struct RawConfig {
     pub mail: RawMail,
     #[serde(default = "d::streams")]
     pub streams: Vec<RawStream>,
+    #[serde(default)]
+    pub sales: RawSales,
+}
+
+/// The sales handoff: who gets ready leads, how fast they must react, what happens
+/// when nobody does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSales {
+    #[serde(default = "d::accept_stage")]
+    pub accept_stage: String,
+    #[serde(default = "d::reject_stage")]
+    pub reject_stage: String,
+    #[serde(default = "d::link_valid")]
+    pub link_valid: String,
+    /// Stage -> team: entering the stage hands the lead to the team.
+    #[serde(default = "d::on_stage")]
+    pub on_stage: BTreeMap<String, String>,
+    #[serde(default = "d::owners")]
+    pub owners: Vec<RawOwner>,
+    #[serde(default = "d::teams")]
+    pub teams: Vec<RawTeam>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwner {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    /// Own working time; empty: the team's.
+    #[serde(default)]
+    pub time_zone: String,
+    #[serde(default)]
+    pub days: String,
+    #[serde(default)]
+    pub hours: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeam {
+    pub name: String,
+    pub owners: Vec<String>,
+    #[serde(default = "d::assign")]
+    pub assign: String,
+    #[serde(default)]
+    pub escalate_to: String,
+    #[serde(default = "d::reaction")]
+    pub reaction: String,
+    #[serde(default = "d::calendar")]
+    pub calendar: String,
+    #[serde(default = "d::time_zone")]
+    pub time_zone: String,
+    #[serde(default = "d::window_days")]
+    pub days: String,
+    #[serde(default = "d::window_hours")]
+    pub hours: String,
+    #[serde(default)]
+    pub holidays: Vec<String>,
+    #[serde(default)]
+    pub escalation: Vec<RawEscalation>,
+    #[serde(default)]
+    pub webhook: RawWebhook,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEscalation {
+    pub at: String,
+    #[serde(rename = "do")]
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default = "d::webhook_format")]
+    pub format: String,
+}
+
+impl Default for RawSales {
+    fn default() -> Self {
+        toml::from_str("").expect("every sales key has a default")
+    }
+}
+
+impl Default for RawWebhook {
+    fn default() -> Self {
+        toml::from_str("").expect("every webhook key has a default")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,7 +375,9 @@ impl Default for RawConfig {
 mod d {
     use std::collections::BTreeMap;
 
-    use super::{RawSchedule, RawStage, RawStep, RawStream};
+    use super::{
+        RawEscalation, RawOwner, RawSchedule, RawStage, RawStep, RawStream, RawTeam, RawWebhook,
+    };
 
     pub fn from() -> String {
         "Beispiel GmbH <marketing@example.com>".into()
@@ -360,7 +457,7 @@ mod d {
         vec![
             RawStream {
                 name: "new-leads".into(),
-                stages: vec!["subscriber".into(), "lead".into(), "recycled".into()],
+                stages: vec!["subscriber".into(), "lead".into()],
                 tags: vec![],
                 goals: vec!["Demo Requested".into(), "Offer Requested".into()],
                 reentry: "90d".into(),
@@ -370,6 +467,18 @@ mod d {
                     ("3d", "stream/lead-guide"),
                     ("7d", "stream/lead-checklist"),
                     ("14d", "stream/lead-webinar"),
+                ]),
+            },
+            RawStream {
+                name: "recycled".into(),
+                stages: vec!["recycled".into()],
+                tags: vec![],
+                goals: vec!["Demo Requested".into(), "Offer Requested".into()],
+                reentry: "30d".into(),
+                on_quarantine: "exit".into(),
+                steps: steps(&[
+                    ("7d", "stream/recycled-update"),
+                    ("30d", "stream/recycled-planning"),
                 ]),
             },
             RawStream {
@@ -400,6 +509,86 @@ mod d {
         ]
     }
 
+    pub fn accept_stage() -> String {
+        "sal".into()
+    }
+    pub fn reject_stage() -> String {
+        "recycled".into()
+    }
+    pub fn link_valid() -> String {
+        "14d".into()
+    }
+    pub fn on_stage() -> BTreeMap<String, String> {
+        [("mql".to_string(), "inbound".to_string())].into()
+    }
+    pub fn owners() -> Vec<RawOwner> {
+        [
+            ("anna", "Anna Berger", "anna.berger@example.com"),
+            ("ben", "Ben Okafor", "ben.okafor@example.com"),
+        ]
+        .into_iter()
+        .map(|(id, name, email)| RawOwner {
+            id: id.into(),
+            name: name.into(),
+            email: email.into(),
+            time_zone: String::new(),
+            days: String::new(),
+            hours: String::new(),
+        })
+        .collect()
+    }
+    pub fn teams() -> Vec<RawTeam> {
+        vec![RawTeam {
+            name: "inbound".into(),
+            owners: vec!["anna".into(), "ben".into()],
+            assign: assign(),
+            escalate_to: "Vertriebsleitung <vertrieb@example.com>".into(),
+            reaction: reaction(),
+            calendar: calendar(),
+            time_zone: time_zone(),
+            days: window_days(),
+            hours: window_hours(),
+            holidays: [
+                "2026-12-25",
+                "2026-12-26",
+                "2027-01-01",
+                "2027-03-26",
+                "2027-03-29",
+                "2027-05-01",
+                "2027-05-06",
+                "2027-05-17",
+                "2027-10-03",
+                "2027-12-25",
+                "2027-12-26",
+            ]
+            .map(String::from)
+            .to_vec(),
+            escalation: [
+                ("50%", "remind"),
+                ("100%", "escalate"),
+                ("150%", "reassign"),
+            ]
+            .into_iter()
+            .map(|(at, action)| RawEscalation {
+                at: at.into(),
+                action: action.into(),
+            })
+            .collect(),
+            webhook: RawWebhook::default(),
+        }]
+    }
+    pub fn assign() -> String {
+        "round-robin".into()
+    }
+    pub fn reaction() -> String {
+        "2h".into()
+    }
+    pub fn calendar() -> String {
+        "business".into()
+    }
+    pub fn webhook_format() -> String {
+        "json".into()
+    }
     pub fn data_dir() -> String {
         "data".into()
     }

@@ -104,6 +104,11 @@ pub enum Action {
     Enroll(String),
     /// Leave a nurture stream.
     Unenroll(String),
+    /// Hand the lead to a sales team.
+    Handoff {
+        team: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for Action {
@@ -127,6 +132,7 @@ impl fmt::Display for Action {
             Action::SendMail(m) => write!(f, "send_mail {m}"),
             Action::Enroll(s) => write!(f, "enroll {s}"),
             Action::Unenroll(s) => write!(f, "unenroll {s}"),
+            Action::Handoff { team, .. } => write!(f, "handoff {team}"),
         }
     }
 }
@@ -191,6 +197,8 @@ pub struct Changes {
     pub mails: Vec<(MailRequest, Source)>,
     /// Stream memberships to change.
     pub streams: Vec<StreamChange>,
+    /// Handoffs to sales asked for.
+    pub handoffs: Vec<HandoffRequest>,
 }
 
 impl Changes {
@@ -198,6 +206,15 @@ impl Changes {
     pub fn has_mail(&self) -> bool {
         !self.mails.is_empty() || !self.streams.is_empty()
     }
+}
+
+/// A lead to be handed to a sales team (by a rule, or by entering a stage that hands
+/// over). The owner and deadline are set when the handoff is assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffRequest {
+    pub team: String,
+    pub reason: String,
+    pub source: Source,
 }
 
 /// An action that cannot be applied: a mistake in the rule or request that asked for it.

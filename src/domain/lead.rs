@@ -298,6 +298,19 @@ impl Lead {
                 });
                 Outcome::Applied
             }
+            Action::Handoff { team, reason } => {
+                check_text(team, "the team name", MAX_KEY)?;
+                if reason.trim().is_empty() {
+                    return Err(ChangeError::MissingReason { what: "a handoff" });
+                }
+                check_text(reason, "the reason", MAX_REASON)?;
+                changes.handoffs.push(crate::domain::HandoffRequest {
+                    team: team.clone(),
+                    reason: reason.clone(),
+                    source: source.clone(),
+                });
+                Outcome::Applied
+            }
             Action::Unenroll(stream) => {
                 check_text(stream, "the stream name", MAX_KEY)?;
                 changes.streams.push(StreamChange::Exit {
@@ -309,7 +322,7 @@ impl Lead {
         };
         let lead_changed = !matches!(
             action,
-            Action::SendMail(_) | Action::Enroll(_) | Action::Unenroll(_)
+            Action::SendMail(_) | Action::Enroll(_) | Action::Unenroll(_) | Action::Handoff { .. }
         );
         if outcome != Outcome::Unchanged {
             if outcome == Outcome::Applied && lead_changed {

@@ -9,10 +9,13 @@ use serde_json::{Map, Value};
 
 /// Marketing mail needs consent and respects quarantine and the frequency cap;
 /// transactional mail (an opt-in confirmation, a requested download) does not.
+/// Internal mail goes to the company's own people (a handoff notification to sales),
+/// not to the lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MailClass {
     Marketing,
     Transactional,
+    Internal,
 }
 
 impl MailClass {
@@ -20,6 +23,7 @@ impl MailClass {
         match self {
             MailClass::Marketing => "marketing",
             MailClass::Transactional => "transactional",
+            MailClass::Internal => "internal",
         }
     }
 
@@ -27,6 +31,7 @@ impl MailClass {
         match text {
             "marketing" => Some(MailClass::Marketing),
             "transactional" => Some(MailClass::Transactional),
+            "internal" => Some(MailClass::Internal),
             _ => None,
         }
     }

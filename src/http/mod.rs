@@ -1,10 +1,12 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
-//! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), counters
-//! (`/v1/stats`) and `/healthz`. Everything under `/v1` needs the API token; the links
-//! in mails (`/u/`, `/confirm/`, `/o/`, `/c/`) carry their own signed token.
+//! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), handoffs to sales
+//! (`/v1/handoffs`), counters (`/v1/stats`) and `/healthz`. Everything under `/v1`
+//! needs the API token; the links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`)
+//! carry their own signed token.
 
 mod auth;
 mod error;
+mod handoffs;
 mod ingest;
 mod leads;
 mod links;
@@ -19,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{Router, middleware};
 
 use crate::config::Config;
+use crate::handoff::Desk;
 use crate::mail::{Signer, Templates};
 use crate::process::Processor;
 use crate::rules::Rules;
@@ -36,6 +39,7 @@ pub struct AppState {
     /// Checks the tokens of links in mails.
     pub signer: Arc<Signer>,
     pub templates: Arc<Templates>,
+    pub desk: Arc<Desk>,
 }
 
 /// The whole API.
@@ -52,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(stats::stats))
         .route("/mails", get(mails::list))
         .route("/mails/{id}", get(mails::show))
+        .route("/handoffs", get(handoffs::list))
+        .route("/handoffs/{id}", get(handoffs::show))
+        .route("/handoffs/{id}/accept", post(handoffs::accept))
+        .route("/handoffs/{id}/reject", post(handoffs::reject))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -69,6 +77,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/o/{token}", get(links::open))
         .route("/c/{token}", get(links::click))
+        .route(
+            "/h/{token}",
+            get(handoffs::link_page).post(handoffs::link_answer),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -475,7 +475,10 @@ struct SendJob {
 
 impl SendJob {
     async fn run(mut self) -> Outcome {
-        if self.read_at.elapsed() > FRESH
+        // Internal mail ignores the lead's consent and quarantine: nothing to check again.
+        let internal = self.row.class() == MailClass::Internal;
+        if !internal
+            && self.read_at.elapsed() > FRESH
             && let Some(held) = self.check_again().await
         {
             return held;
@@ -497,11 +500,13 @@ impl SendJob {
             finish,
             suppress: None,
         };
-        let rendered = match m.templates.render(
-            &row.template,
-            self.lead.locale.as_deref(),
-            &context,
-        ) {
+        // Internal mail is read by colleagues: in the default locale.
+        let locale = if internal {
+            None
+        } else {
+            self.lead.locale.as_deref()
+        };
+        let rendered = match m.templates.render(&row.template, locale, &context) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(mail = row.id, error = %e, "mail not sent: the template does not render");
@@ -523,14 +528,18 @@ impl SendJob {
                 unsubscribe.push(format!("mailto:{to}?subject=unsubscribe"));
             }
         }
-        let name = self.lead.name();
+        let name = if internal {
+            String::new()
+        } else {
+            self.lead.name()
+        };
         let built = message::build(
             Parts {
                 outbox_id: row.id,
                 created_at: row.created_at,
                 from: &m.config.from,
                 reply_to: m.config.reply_to.as_ref(),
-                to: self.lead.email.as_str(),
+                to: row.email.as_str(),
                 to_name: &name,
                 subject: &rendered.subject,
                 text: rendered.text.clone(),
@@ -555,7 +564,7 @@ impl SendJob {
                 id: row.id,
                 message_id,
                 content: MailContent {
-                    recipient: self.lead.email.as_str().to_string(),
+                    recipient: row.email.clone(),
                     subject: rendered.subject,
                     text_body: rendered.text,
                     html_body: html,
@@ -594,11 +603,7 @@ impl SendJob {
                     reason: message.clone(),
                 });
                 if rejected {
-                    o.suppress = Some((
-                        self.lead.email.as_str().to_string(),
-                        "rejected".to_string(),
-                        message,
-                    ));
+                    o.suppress = Some((row.email.clone(), "rejected".to_string(), message));
                 }
                 o
             }
@@ -645,7 +650,7 @@ impl SendJob {
 
 /// The wait before try `attempts + 1`: `base`, doubled each time, at most an hour,
 /// spread by up to a fifth either way so many mails do not retry at one instant.
-fn backoff(base: Duration, attempts: i64, id: i64) -> Duration {
+pub(crate) fn backoff(base: Duration, attempts: i64, id: i64) -> Duration {
     let exp = attempts.clamp(1, 20) as u32 - 1;
     let wait = base
         .saturating_mul(2u32.saturating_pow(exp))

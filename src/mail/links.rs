@@ -29,6 +29,7 @@ impl Links<'_> {
             mail: Some(self.mail),
             url: url.map(str::to_string),
             expires,
+            round: None,
         })
     }
 

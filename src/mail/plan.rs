@@ -1,12 +1,13 @@
 //! Which streams a lead belongs in: a stage change moves it into the streams of its new
 //! stage and out of the others (or pauses them in quarantine), a goal event ends a
-//! stream. The result is added to the [`Changes`] of the same unit of work, so it is
-//! written in the same transaction.
+//! stream. Entering a stage that hands over to sales asks for a handoff. The result is
+//! added to the [`Changes`] of the same unit of work, so it is written in the same
+//! transaction.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::config::{OnQuarantine, Stream};
-use crate::domain::{Changes, Lead, StreamChange};
+use crate::domain::{Changes, HandoffRequest, Lead, Source, StreamChange};
 use crate::store::EnrollParams;
 
 /// The configured streams and quarantine stages.
@@ -16,6 +17,10 @@ pub struct StreamPlan {
     pub quarantine: Vec<String>,
     /// What the store needs to enroll a lead in each stream.
     pub params: HashMap<String, EnrollParams>,
+    /// Stage -> the sales team a lead entering it is handed to.
+    pub handoff_on: BTreeMap<String, String>,
+    /// The sales teams rules may hand leads to.
+    pub teams: Vec<String>,
 }
 
 impl StreamPlan {
@@ -25,7 +30,16 @@ impl StreamPlan {
             streams,
             quarantine,
             params,
+            handoff_on: BTreeMap::new(),
+            teams: Vec::new(),
         }
+    }
+
+    /// Sets the sales teams and the stages that hand leads to them.
+    pub fn with_sales(mut self, teams: Vec<String>, handoff_on: BTreeMap<String, String>) -> Self {
+        self.teams = teams;
+        self.handoff_on = handoff_on;
+        self
     }
 
     pub fn stream(&self, name: &str) -> Option<&Stream> {
@@ -93,6 +107,19 @@ impl StreamPlan {
         let moved = before.stage != after.stage;
         if !moved && before.tags == after.tags {
             return;
+        }
+        if moved && let Some(team) = self.handoff_on.get(&after.stage) {
+            let why = changes
+                .moves
+                .iter()
+                .rev()
+                .find(|m| m.to == after.stage)
+                .map_or_else(String::new, |m| format!(": {}", m.reason));
+            changes.handoffs.push(HandoffRequest {
+                team: team.clone(),
+                reason: format!("entered {}{why}", after.stage),
+                source: Source::System(format!("stage:{}", after.stage)),
+            });
         }
         let quarantined = self.in_quarantine(&after.stage);
         for s in &self.streams {

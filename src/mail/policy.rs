@@ -45,7 +45,7 @@ pub fn decide(config: &MailConfig, default_tz: Tz, facts: &Facts, now: DateTime<
     if facts.suppressed.is_some() {
         return Decision::Suppress("address_suppressed");
     }
-    if facts.class == MailClass::Transactional {
+    if facts.class != MailClass::Marketing {
         return Decision::Send;
     }
     if !lead.consent_email.granted {

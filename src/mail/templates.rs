@@ -188,9 +188,17 @@ impl Templates {
             }
         }
         let sample = sample_context();
+        let mut handoff = sample_context();
+        handoff["data"] = crate::handoff::brief::sample_notification();
+        handoff["mail"]["marketing"] = json!(false);
         for (locale, names) in &c.mails {
             for name in names {
-                if let Err(e) = self.render(name, Some(locale), &sample) {
+                let sample = if name.starts_with("handoff/") {
+                    &handoff
+                } else {
+                    &sample
+                };
+                if let Err(e) = self.render(name, Some(locale), sample) {
                     problems.push(e);
                 }
             }
@@ -426,6 +434,20 @@ pub fn sample_context() -> Value {
 /// stream step, and each `send_mail("...")` / `send_opt_in()` in the rule files.
 pub fn required(config: &crate::config::Config) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    for t in &config.sales.teams {
+        let by = format!("sales team `{}`", t.name);
+        out.push(("handoff/new".to_string(), by.clone()));
+        for e in &t.ladder {
+            use crate::config::sales::Step;
+            let name = match e.action {
+                Step::Remind => "handoff/reminder",
+                Step::Escalate => "handoff/escalation",
+                Step::Reassign => "handoff/new",
+                Step::Return => continue,
+            };
+            out.push((name.to_string(), by.clone()));
+        }
+    }
     for s in &config.streams {
         for (i, step) in s.steps.iter().enumerate() {
             out.push((

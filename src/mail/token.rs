@@ -1,4 +1,5 @@
-//! Signed links: unsubscribe, opt-in confirmation, open pixel and click redirect.
+//! Signed links: unsubscribe, opt-in confirmation, open pixel and click redirect, and
+//! sales' accept / reject links in handoff notifications.
 //!
 //! A token is `base64url(payload) "." base64url(HMAC-SHA256(secret, payload))`; the
 //! payload names what the link does, for which lead (and mail). A token that was
@@ -18,6 +19,10 @@ pub enum Purpose {
     Confirm,
     Open,
     Click,
+    /// Sales accepts a handoff.
+    Accept,
+    /// Sales rejects a handoff.
+    Reject,
 }
 
 /// The signed content of a link.
@@ -41,6 +46,10 @@ pub struct Claim {
     /// Until when the link works (Unix seconds); confirmation links expire.
     #[serde(rename = "x", default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<i64>,
+    /// Handoff links: the assignment round the link was made for (a link of an owner
+    /// who no longer has the handoff does not work).
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<i64>,
 }
 
 impl Claim {
@@ -111,6 +120,7 @@ mod tests {
             mail: Some(3),
             url: None,
             expires: None,
+            round: None,
         }
     }
 

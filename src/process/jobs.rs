@@ -73,7 +73,8 @@ impl Processor {
             .collect();
         let statements = build::leads(&saved)
             .and(build::changes(&records))
-            .and(build::mails(&records, &self.plan.params, at));
+            .and(build::mails(&records, &self.plan.params, at))
+            .and(build::handoffs(&records, at));
         let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
         tx.hold_lease(&lease).await?;
@@ -83,9 +84,7 @@ impl Processor {
             return Err(e.into());
         }
         self.remember(saved.into_iter().cloned());
-        if records.iter().any(|(_, _, c)| c.has_mail()) {
-            self.mail_wake.notify_one();
-        }
+        self.wake(records.iter().map(|(_, _, c)| *c));
         Ok(results
             .into_iter()
             .map(|(id, r)| (id, r.map(|(_, c)| c)))
@@ -110,5 +109,39 @@ impl Processor {
         self.forget_leads(None);
         done?;
         Ok(n)
+    }
+}
+
+impl Processor {
+    /// Asks `function(lead)` of rule file `file` for an answer (the owner a team's
+    /// assignment rule picks). Nothing the function asks to change is kept.
+    pub async fn ask_rule(
+        &self,
+        file: &str,
+        function: &str,
+        lead: &Lead,
+    ) -> Result<String, RuleError> {
+        let set = self.rules.current();
+        let Some(rule) = set.file(file).cloned() else {
+            return Err(RuleError::new(
+                &format!("{}/{file}", self.rules.shown_dir()),
+                "this rule file (named in [[sales.teams]] assign) is not loaded",
+            ));
+        };
+        if !rule.has_function(function, 1) {
+            return Err(RuleError::new(
+                &rule.shown,
+                format!(
+                    "there is no function {function}(lead) in this file (named in [[sales.teams]] assign)"
+                ),
+            ));
+        }
+        let (ctx, sandbox, lead) = (self.context(), self.sandbox.clone(), lead.clone());
+        let (function, at) = (function.to_string(), self.clock.now());
+        tokio::task::spawn_blocking(move || {
+            crate::rules::run::ask_function(&sandbox, &rule, &function, &ctx, &lead, at)
+        })
+        .await
+        .unwrap_or_else(|e| Err(RuleError::new(file, format!("the rule call crashed: {e}"))))
     }
 }

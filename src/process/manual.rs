@@ -66,7 +66,8 @@ impl Processor {
         let records = [(lead.id, None, changes)];
         let statements = build::leads(&[lead])
             .and(build::changes(&records))
-            .and(build::mails(&records, &self.plan.params, self.clock.now()));
+            .and(build::mails(&records, &self.plan.params, self.clock.now()))
+            .and(build::handoffs(&records, self.clock.now()));
         let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
         tx.hold_lease(&lease).await?;
@@ -76,9 +77,7 @@ impl Processor {
             return Err(e.into());
         }
         self.remember([lead.clone()]);
-        if changes.has_mail() {
-            self.mail_wake.notify_one();
-        }
+        self.wake([changes]);
         Ok(())
     }
 }

@@ -7,11 +7,15 @@
 //! - [`history`]: the event history rules count on, held in memory (bounded) with the
 //!   store behind it;
 //! - [`manual`]: changes made through the API (sales, CRM), under the same lead lock;
+//! - [`edit`]: one lead's change written together with the caller's own rows (a
+//!   handoff answered);
 //! - [`jobs`]: scheduled work on many leads (rule functions, interest decay).
 
+pub mod edit;
 pub mod history;
 pub mod jobs;
 pub mod manual;
 pub mod worker;
 
+pub use edit::LeadEdit;
 pub use worker::{BatchOutcome, EventOutcome, Processor};

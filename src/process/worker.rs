@@ -46,6 +46,8 @@ pub struct Processor {
     pub wake: Arc<Notify>,
     /// Signalled when mail was queued or stream memberships changed.
     pub mail_wake: Arc<Notify>,
+    /// Woken when a handoff was asked for (the sales desk assigns it).
+    pub handoff_wake: Arc<Notify>,
     /// The nurture streams, for moving leads between them.
     pub plan: Arc<StreamPlan>,
     /// Lead state as last written; guarded by `lead_lock`.
@@ -116,6 +118,7 @@ impl Processor {
             lead_lock: Arc::new(Mutex::new(())),
             wake: Arc::new(Notify::new()),
             mail_wake: Arc::new(Notify::new()),
+            handoff_wake: Arc::new(Notify::new()),
             plan: Arc::new(StreamPlan::default()),
             cache: std::sync::Mutex::new(LruCache::new(
                 NonZeroUsize::new(CACHE_LEADS).expect("non-zero"),
@@ -140,12 +143,28 @@ impl Processor {
         }
     }
 
+    /// Wakes the mailer and the sales desk when written changes give them work.
+    pub(super) fn wake<'a>(&self, written: impl IntoIterator<Item = &'a Changes>) {
+        let (mut mail, mut sales) = (false, false);
+        for c in written {
+            mail |= c.has_mail();
+            sales |= !c.handoffs.is_empty();
+        }
+        if mail {
+            self.mail_wake.notify_one();
+        }
+        if sales {
+            self.handoff_wake.notify_one();
+        }
+    }
+
     /// What a rule run needs besides the lead.
     pub(super) fn context(&self) -> Context {
         Context {
             funnel: self.funnel.clone(),
             history: Arc::new(StoreHistory::new(self.store.clone(), self.history.clone())),
             streams: Arc::new(self.plan.names()),
+            teams: Arc::new(self.plan.teams.clone()),
         }
     }
 
@@ -342,13 +361,7 @@ impl Processor {
             self.forget_leads(None);
             return Err(e.into());
         }
-        if batch
-            .outcomes
-            .iter()
-            .any(|o| o.result.as_ref().is_ok_and(Changes::has_mail))
-        {
-            self.mail_wake.notify_one();
-        }
+        self.wake(batch.outcomes.iter().filter_map(|o| o.result.as_ref().ok()));
         for o in &batch.outcomes {
             match &o.result {
                 Err(e) => {
@@ -560,7 +573,8 @@ async fn write(
     let statements = build::leads(&full)
         .and(build::lead_states(&states))
         .and(build::changes(&records))
-        .and(build::mails(&records, &plan.params, now));
+        .and(build::mails(&records, &plan.params, now))
+        .and(build::handoffs(&records, now));
     let finished = build::finished(&processed, &failed, now);
     let waited = Instant::now();
     let mut tx = store.begin_write().await?;

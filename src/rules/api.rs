@@ -41,6 +41,8 @@ pub struct Session {
     pub history: Arc<dyn History>,
     /// Names of the configured nurture streams.
     pub streams: Arc<Vec<String>>,
+    /// Names of the sales teams.
+    pub teams: Arc<Vec<String>>,
     /// "Now" for the rules: the event's time, or the job's run time.
     pub at: DateTime<Utc>,
     /// Counting sees events up to this one (the current event included).
@@ -80,6 +82,7 @@ impl LeadHandle {
                     funnel: guard.funnel.clone(),
                     history: guard.history.clone(),
                     streams: guard.streams.clone(),
+                    teams: guard.teams.clone(),
                     at: guard.at,
                     upto_seq: guard.upto_seq,
                     file: guard.file.clone(),
@@ -140,6 +143,7 @@ pub fn register(engine: &mut Engine, thresholds: Arc<BTreeMap<String, f64>>) {
     engine.register_type_with_name::<LeadHandle>("Lead");
     engine.register_type_with_name::<Span>("Duration");
     super::mail_api::register(engine);
+    super::sales_api::register(engine);
 
     // Read-only fields. Unknown text is "" and unknown numbers are 0, so comparisons
     // never fail on a missing value; `lead.has("phone")` tells known from unknown.

@@ -14,6 +14,7 @@ pub mod fixture;
 pub mod mail_api;
 pub mod ruleset;
 pub mod run;
+pub mod sales_api;
 pub mod sandbox;
 pub mod watch;
 

@@ -20,6 +20,8 @@ pub struct Context {
     pub history: Arc<dyn History>,
     /// Names of the configured nurture streams.
     pub streams: Arc<Vec<String>>,
+    /// Names of the sales teams.
+    pub teams: Arc<Vec<String>>,
 }
 
 impl Context {
@@ -31,6 +33,7 @@ impl Context {
             funnel: self.funnel.clone(),
             history: self.history.clone(),
             streams: self.streams.clone(),
+            teams: self.teams.clone(),
             at,
             upto_seq,
             file,
@@ -120,13 +123,12 @@ fn call(
     file: &RuleFile,
     function: &str,
     args: Vec<Dynamic>,
-) -> Result<(), RuleError> {
+) -> Result<Dynamic, RuleError> {
     let mut scope = Scope::new();
     let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
     with_deadline(sandbox.timeout, || {
         engine
             .call_fn_with_options::<Dynamic>(options, &mut scope, &file.ast, function, args)
-            .map(|_| ())
             .map_err(|e| RuleError::from_eval(&file.shown, &e, sandbox.limits))
     })
 }
@@ -167,7 +169,7 @@ pub fn run_event(
         let handle = ctx.session(lead, event.1, event.2, Arc::from(""));
         for file in rules.files.iter().filter(|f| f.has_on_event) {
             handle.set_file(&file.shown);
-            call(
+            let _ = call(
                 sandbox,
                 engine,
                 file,
@@ -199,7 +201,7 @@ pub fn run_function(
 ) -> Result<Evaluation, RuleError> {
     with_position(sandbox, |engine| {
         let handle = ctx.session(lead, at, i64::MAX, Arc::clone(&file.shown));
-        call(
+        let _ = call(
             sandbox,
             engine,
             file,
@@ -211,5 +213,33 @@ pub fn run_function(
             lead: s.lead,
             changes: s.changes,
         })
+    })
+}
+
+/// Calls `function(lead)` of one file for its answer (e.g. the owner a team's
+/// assignment rule picks) and returns it as text; changes it asks for are dropped.
+pub fn ask_function(
+    sandbox: &Sandbox,
+    file: &RuleFile,
+    function: &str,
+    ctx: &Context,
+    lead: &Lead,
+    at: DateTime<Utc>,
+) -> Result<String, RuleError> {
+    with_position(sandbox, |engine| {
+        let handle = ctx.session(lead, at, i64::MAX, Arc::clone(&file.shown));
+        let answer = call(sandbox, engine, file, function, vec![Dynamic::from(handle)])?;
+        if answer.is_unit() {
+            return Ok(String::new());
+        }
+        answer
+            .into_immutable_string()
+            .map(|s| s.to_string())
+            .map_err(|t| {
+                RuleError::new(
+                    &file.shown,
+                    format!("{function}(lead) must return a text (an owner id, or \"\"), not {t}"),
+                )
+            })
     })
 }

@@ -6,6 +6,7 @@
 //! module, so a PostgreSQL backend can be added beside it.
 
 mod events;
+mod handoffs;
 mod jobs;
 mod leads;
 pub mod lease;
@@ -24,6 +25,10 @@ use sqlx::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use events::{CountQuery, EventRow, FailedEvent, NewEvent, PastEvent, PendingEvent};
+pub use handoffs::{
+    DuplicateRow, HandoffFilter, HandoffLogRow, HandoffRow, HandoffUpdate, InternalMail,
+    NewWebhook, WebhookDone, WebhookRow,
+};
 pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
 pub use lease::{Lease, LeaseHeld};
@@ -153,6 +158,7 @@ impl Statements {
 /// Builders of write statements, by table.
 pub mod build {
     pub use super::events::build::{events, finished};
+    pub use super::handoffs::build::handoffs;
     pub use super::leads::build::{changes, lead_states, leads};
     pub use super::outbox::build::mails;
 }

@@ -310,7 +310,10 @@ impl Store {
             q.push(" AND o.status = ").push_bind(s.clone());
         }
         if let Some(l) = filter.lead_id {
-            q.push(" AND o.lead_id = ").push_bind(l);
+            // The mails to the lead; notifications about it are listed with its handoffs.
+            q.push(" AND o.lead_id = ")
+                .push_bind(l)
+                .push(" AND o.class <> 'internal'");
         }
         q.push(" ORDER BY o.id DESC LIMIT ")
             .push_bind(filter.limit.max(1));

@@ -103,7 +103,7 @@ fn templates_check_names_file_line_and_column() {
     let out = cli_in(dir.path(), &["templates", "check"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("ok: 13 mails (de, en)"),
+        text(&out).contains("ok: 18 mails (de, en)"),
         "{}",
         text(&out)
     );

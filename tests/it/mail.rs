@@ -272,6 +272,7 @@ async fn double_opt_in_confirms_consent_and_refuses_forged_tokens() {
                 mail: None,
                 url: None,
                 expires: None,
+                round: None,
             },
         ),
         "not-a-token".to_string(),

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod dkim;
+mod handoff;
 mod helpers;
 pub mod lease;
 pub mod mail;

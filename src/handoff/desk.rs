@@ -1,0 +1,747 @@
+//! The sales desk: gives each new handoff an owner and a deadline and tells them, then
+//! fires the escalation steps at their minute (remind, breach, escalate, reassign,
+//! return). Every step is one write transaction holding the processing lease, guarded
+//! by the handoff's round and step, so a step happens once even if two passes race;
+//! notifications go through the mail outbox and the webhook outbox of the same
+//! transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::brief::{self, Facts, local_time};
+use super::ladder::{Point, deadline, point_at};
+use super::webhook;
+use crate::clock::{SharedClock, from_ms, to_ms};
+use crate::config::Config;
+use crate::config::sales::{Assign, Owner, Step, Team};
+use crate::domain::change::Action;
+use crate::domain::{Lead, Side, Source};
+use crate::mail::token::{Claim, Purpose, Signer};
+use crate::process::Processor;
+use crate::store::{
+    HandoffRow, HandoffUpdate, InternalMail, NewWebhook, Store, StoreError, WriteTx,
+};
+
+/// The longest the desk sleeps when nothing is due.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+/// Handoffs handled per read.
+const PAGE: i64 = 100;
+
+/// Errors of a desk pass.
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeskPass {
+    pub assigned: usize,
+    pub steps: usize,
+}
+
+pub struct Desk {
+    pub(super) config: Arc<Config>,
+    pub(super) processor: Arc<Processor>,
+    pub(super) signer: Signer,
+    pub(super) clock: SharedClock,
+    wake: Arc<Notify>,
+    /// Woken when webhook calls were queued.
+    pub webhook_wake: Arc<Notify>,
+}
+
+impl Desk {
+    pub fn new(config: Arc<Config>, processor: Arc<Processor>, clock: SharedClock) -> Self {
+        Self {
+            signer: Signer::new(&config.mail.secret),
+            wake: processor.handoff_wake.clone(),
+            webhook_wake: Arc::new(Notify::new()),
+            config,
+            processor,
+            clock,
+        }
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.processor.store
+    }
+
+    /// Runs passes until `shutdown`: woken when a handoff is asked for, otherwise when
+    /// the next step is due (at most [`MAX_IDLE`] apart).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if let Err(e) = self.run_due().await {
+                tracing::error!(error = %e, "sales desk pass failed; trying again");
+            }
+            let idle = match self.store().next_handoff_due().await {
+                Ok(Some(due)) => Duration::from_millis(
+                    (due - to_ms(self.clock.now())).clamp(0, MAX_IDLE.as_millis() as i64) as u64,
+                ),
+                _ => MAX_IDLE,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(idle.max(Duration::from_millis(10))) => {}
+            }
+        }
+    }
+
+    /// Assigns new handoffs and fires the steps due now.
+    pub async fn run_due(&self) -> Result<DeskPass, DeskError> {
+        let mut pass = DeskPass::default();
+        if self.processor.held_lease().is_err() {
+            return Ok(pass); // another process does the work
+        }
+        loop {
+            let new = self.store().new_handoffs(PAGE).await?;
+            let n = new.len();
+            for h in new {
+                if self.assign(h).await? {
+                    pass.assigned += 1;
+                }
+            }
+            if (n as i64) < PAGE {
+                break;
+            }
+        }
+        // One step per handoff and read; steps that are due at once follow in turn.
+        for _ in 0..50 {
+            let due = self
+                .store()
+                .due_handoffs(to_ms(self.clock.now()), PAGE)
+                .await?;
+            if due.is_empty() {
+                break;
+            }
+            for h in due {
+                if self.fire(h).await? {
+                    pass.steps += 1;
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Gives a new handoff its owner; false when it was not (any more) new.
+    async fn assign(&self, h: HandoffRow) -> Result<bool, DeskError> {
+        let now = self.clock.now();
+        let Some(team) = self.config.sales.team(&h.team) else {
+            tracing::warn!(handoff = h.id, team = %h.team, "handoff to a team that is not configured; it ends");
+            return self
+                .close_unassigned(&h, &format!("team `{}` is not configured", h.team))
+                .await;
+        };
+        let Some(lead) = self
+            .store()
+            .leads_by_ids(&[h.lead_id])
+            .await?
+            .remove(&h.lead_id)
+        else {
+            return self.close_unassigned(&h, "the lead no longer exists").await;
+        };
+        let picked = self.pick_by_rule(team, &lead).await;
+        let duplicates = self.duplicates(&lead).await?;
+        let mut tx = self.begin().await?;
+        let owner_id = match picked {
+            Some(id) => id,
+            None => {
+                let turn = tx.next_turn(&team.name).await?;
+                team.owners[((turn - 1) as usize) % team.owners.len()].clone()
+            }
+        };
+        let update = HandoffUpdate {
+            id: h.id,
+            expect_state: &["new"],
+            expect_round: h.round,
+            expect_step: h.step,
+            state: "open".into(),
+            owner: Some(owner_id.clone()),
+            owners_had: vec![owner_id.clone()],
+            round: h.round + 1,
+            duplicates: Some(serde_json::to_string(&duplicates).unwrap_or_default()),
+            assigned_at: Some(to_ms(now)),
+            due_at: Some(to_ms(deadline(team, &owner_id, now))),
+            step: 0,
+            next_at: point_at(team, &owner_id, now, 0).map(|(at, _)| to_ms(at)),
+            breached_at: None,
+        };
+        if !tx.update_handoff(&update, to_ms(now)).await? {
+            return Ok(false);
+        }
+        let owner = self.owner(&owner_id);
+        tx.log_handoff(h.id, h.created_at, "created", None, Some(&h.reason))
+            .await?;
+        let due = from_ms(update.due_at.unwrap_or_default());
+        let due_text = local_time(due, team.time_zone(&owner_id));
+        tx.log_handoff(
+            h.id,
+            to_ms(now),
+            "assigned",
+            Some(&owner_id),
+            Some(&format!("due {due_text}")),
+        )
+        .await?;
+        let assigned = HandoffRow {
+            state: update.state.clone(),
+            owner: update.owner.clone(),
+            owners_had: serde_json::to_string(&update.owners_had).unwrap_or_default(),
+            round: update.round,
+            duplicates: update.duplicates.clone().unwrap_or_default(),
+            assigned_at: update.assigned_at,
+            due_at: update.due_at,
+            step: 0,
+            next_at: update.next_at,
+            ..h
+        };
+        let data = self
+            .notification(&assigned, team, &lead, &duplicates, None)
+            .await?;
+        self.notify(&mut tx, &assigned, owner.as_ref(), "new", &data, now)
+            .await?;
+        self.hook(&mut tx, &assigned, team, "handoff.assigned", &data, now)
+            .await?;
+        tx.commit().await?;
+        self.processor.mail_wake.notify_one();
+        self.webhook_wake.notify_one();
+        tracing::info!(handoff = h.id, lead = h.lead_id, owner = %owner_id, due = %due_text, "lead handed to sales");
+        Ok(true)
+    }
+
+    /// Fires the next point of an open handoff if it is due; false when it moved on.
+    async fn fire(&self, h: HandoffRow) -> Result<bool, DeskError> {
+        let now = self.clock.now();
+        let (Some(team), Some(owner_id), Some(assigned_at)) = (
+            self.config.sales.team(&h.team),
+            h.owner.clone(),
+            h.assigned_at,
+        ) else {
+            return self.stop_steps(&h).await;
+        };
+        let Some((at, point)) = point_at(team, &owner_id, from_ms(assigned_at), h.step as usize)
+        else {
+            return self.stop_steps(&h).await;
+        };
+        if at > now {
+            return Ok(false);
+        }
+        let mut update = self.next_point(&h, team, &owner_id, from_ms(assigned_at));
+        let owner = self.owner(&owner_id);
+        let Some(lead) = self
+            .store()
+            .leads_by_ids(&[h.lead_id])
+            .await?
+            .remove(&h.lead_id)
+        else {
+            return self.stop_steps(&h).await;
+        };
+        let step = match point {
+            Point::Breach => None,
+            Point::Step(s) => Some(s),
+        };
+        if step == Some(Step::Reassign) {
+            let had = h.owners_had();
+            let start = team.owners.iter().position(|o| o == &owner_id).unwrap_or(0);
+            let next = (1..=team.owners.len())
+                .map(|i| &team.owners[(start + i) % team.owners.len()])
+                .find(|o| !had.contains(o));
+            match next {
+                Some(next) => return self.reassign(h, team, &lead, next, now).await,
+                None => {
+                    return self
+                        .give_back(h, team, now, "every owner of the team had it")
+                        .await;
+                }
+            }
+        }
+        if step == Some(Step::Return) {
+            return self
+                .give_back(h, team, now, "the last escalation step returns it")
+                .await;
+        }
+        let mut tx = self.begin().await?;
+        let (what, event) = match point {
+            Point::Breach => {
+                update.breached_at = h.breached_at.or(Some(to_ms(at)));
+                ("breached", "handoff.breached")
+            }
+            Point::Step(Step::Remind) => ("reminded", "handoff.reminded"),
+            Point::Step(_) => {
+                update.state = "escalated".into();
+                ("escalated", "handoff.escalated")
+            }
+        };
+        if !tx.update_handoff(&update, to_ms(now)).await? {
+            return Ok(false);
+        }
+        let due_text = local_time(
+            from_ms(h.due_at.unwrap_or_default()),
+            team.time_zone(&owner_id),
+        );
+        tx.log_handoff(
+            h.id,
+            to_ms(at),
+            what,
+            Some(&owner_id),
+            Some(&format!("due {due_text}")),
+        )
+        .await?;
+        let fired = HandoffRow {
+            state: update.state.clone(),
+            breached_at: update.breached_at,
+            ..h
+        };
+        let duplicates: Vec<Value> = serde_json::from_str(&fired.duplicates).unwrap_or_default();
+        let data = self
+            .notification(&fired, team, &lead, &duplicates, Some(what))
+            .await?;
+        match point {
+            Point::Step(Step::Remind) => {
+                self.notify(&mut tx, &fired, owner.as_ref(), "reminder", &data, now)
+                    .await?;
+            }
+            Point::Step(Step::Escalate) => {
+                if let Some(to) = &team.escalate_to {
+                    self.queue_mail(
+                        &mut tx,
+                        &fired,
+                        to.email.to_string(),
+                        "escalation",
+                        &data,
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            _ => {}
+        }
+        self.hook(&mut tx, &fired, team, event, &data, now).await?;
+        tx.commit().await?;
+        self.processor.mail_wake.notify_one();
+        self.webhook_wake.notify_one();
+        tracing::info!(handoff = fired.id, owner = %owner_id, step = what, "handoff step");
+        Ok(true)
+    }
+
+    /// The handoff moved on to its next point (same owner).
+    fn next_point(
+        &self,
+        h: &HandoffRow,
+        team: &Team,
+        owner: &str,
+        assigned: DateTime<Utc>,
+    ) -> HandoffUpdate {
+        HandoffUpdate {
+            id: h.id,
+            expect_state: &["open", "escalated"],
+            expect_round: h.round,
+            expect_step: h.step,
+            state: h.state.clone(),
+            owner: h.owner.clone(),
+            owners_had: h.owners_had(),
+            round: h.round,
+            duplicates: None,
+            assigned_at: h.assigned_at,
+            due_at: h.due_at,
+            step: h.step + 1,
+            next_at: point_at(team, owner, assigned, h.step as usize + 1).map(|(at, _)| to_ms(at)),
+            breached_at: h.breached_at,
+        }
+    }
+
+    /// Gives the handoff to `next`, with a fresh deadline and ladder.
+    async fn reassign(
+        &self,
+        h: HandoffRow,
+        team: &Team,
+        lead: &Lead,
+        next: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DeskError> {
+        let mut had = h.owners_had();
+        had.push(next.to_string());
+        let update = HandoffUpdate {
+            id: h.id,
+            expect_state: &["open", "escalated"],
+            expect_round: h.round,
+            expect_step: h.step,
+            state: "open".into(),
+            owner: Some(next.to_string()),
+            owners_had: had,
+            round: h.round + 1,
+            duplicates: None,
+            assigned_at: Some(to_ms(now)),
+            due_at: Some(to_ms(deadline(team, next, now))),
+            step: 0,
+            next_at: point_at(team, next, now, 0).map(|(at, _)| to_ms(at)),
+            breached_at: h.breached_at,
+        };
+        let mut tx = self.begin().await?;
+        if !tx.update_handoff(&update, to_ms(now)).await? {
+            return Ok(false);
+        }
+        let previous = h.owner.clone().unwrap_or_default();
+        tx.log_handoff(
+            h.id,
+            to_ms(now),
+            "reassigned",
+            Some(next),
+            Some(&format!("from {previous}")),
+        )
+        .await?;
+        let moved = HandoffRow {
+            state: update.state.clone(),
+            owner: update.owner.clone(),
+            owners_had: serde_json::to_string(&update.owners_had).unwrap_or_default(),
+            round: update.round,
+            assigned_at: update.assigned_at,
+            due_at: update.due_at,
+            step: 0,
+            next_at: update.next_at,
+            ..h
+        };
+        let duplicates: Vec<Value> = serde_json::from_str(&moved.duplicates).unwrap_or_default();
+        let mut data = self
+            .notification(&moved, team, lead, &duplicates, Some("reassigned"))
+            .await?;
+        data["handoff"]["reassigned_from"] =
+            json!(self.owner(&previous).map_or(previous.clone(), |o| o.name));
+        let owner = self.owner(next);
+        self.notify(&mut tx, &moved, owner.as_ref(), "new", &data, now)
+            .await?;
+        self.hook(&mut tx, &moved, team, "handoff.reassigned", &data, now)
+            .await?;
+        tx.commit().await?;
+        self.processor.mail_wake.notify_one();
+        self.webhook_wake.notify_one();
+        tracing::info!(handoff = moved.id, from = %previous, to = %next, "handoff reassigned");
+        Ok(true)
+    }
+
+    /// Nobody answered: the handoff expires and the lead goes back to marketing.
+    async fn give_back(
+        &self,
+        h: HandoffRow,
+        team: &Team,
+        now: DateTime<Utc>,
+        why: &str,
+    ) -> Result<bool, DeskError> {
+        let Some(mut edit) = self.processor.edit_lead(h.lead_id).await? else {
+            return self.stop_steps(&h).await;
+        };
+        let stage = self.config.sales.reject_stage.clone();
+        let reason = format!(
+            "no answer from sales in time (handoff {}, {why}); back to marketing",
+            h.id
+        );
+        let source = Source::System(format!("handoff:{}", h.id));
+        if let Err(e) = edit.apply(
+            Action::SetStage {
+                stage,
+                reason: reason.clone(),
+            },
+            &source,
+        ) {
+            tracing::warn!(handoff = h.id, error = %e, "cannot return the lead to marketing");
+        }
+        let update = HandoffUpdate {
+            state: "expired".into(),
+            next_at: None,
+            ..self.next_point(&h, team, h.owner.as_deref().unwrap_or_default(), now)
+        };
+        let mut tx = edit.begin().await?;
+        if !tx.update_handoff(&update, to_ms(now)).await? {
+            return Ok(false);
+        }
+        tx.log_handoff(
+            h.id,
+            to_ms(now),
+            "expired",
+            h.owner.as_deref(),
+            Some(&reason),
+        )
+        .await?;
+        let ended = HandoffRow {
+            state: "expired".into(),
+            next_at: None,
+            ..h
+        };
+        let lead = edit.lead().clone();
+        let duplicates: Vec<Value> = serde_json::from_str(&ended.duplicates).unwrap_or_default();
+        let data = self
+            .notification(&ended, team, &lead, &duplicates, Some("expired"))
+            .await?;
+        self.hook(&mut tx, &ended, team, "handoff.expired", &data, now)
+            .await?;
+        edit.commit(tx).await?;
+        self.webhook_wake.notify_one();
+        tracing::warn!(
+            handoff = ended.id,
+            lead = ended.lead_id,
+            "handoff expired: {reason}"
+        );
+        Ok(true)
+    }
+
+    /// A handoff that cannot be assigned (its team or lead is gone) ends.
+    async fn close_unassigned(&self, h: &HandoffRow, why: &str) -> Result<bool, DeskError> {
+        let now = to_ms(self.clock.now());
+        let mut tx = self.begin().await?;
+        let update = HandoffUpdate {
+            id: h.id,
+            expect_state: &["new", "open", "escalated"],
+            expect_round: h.round,
+            expect_step: h.step,
+            state: "expired".into(),
+            owner: h.owner.clone(),
+            owners_had: h.owners_had(),
+            round: h.round,
+            duplicates: None,
+            assigned_at: h.assigned_at,
+            due_at: h.due_at,
+            step: h.step,
+            next_at: None,
+            breached_at: h.breached_at,
+        };
+        if !tx.update_handoff(&update, now).await? {
+            return Ok(false);
+        }
+        tx.log_handoff(h.id, now, "expired", h.owner.as_deref(), Some(why))
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// An open handoff whose team, owner or lead is gone stops escalating.
+    async fn stop_steps(&self, h: &HandoffRow) -> Result<bool, DeskError> {
+        self.close_unassigned(h, "its team, owner or lead is no longer there")
+            .await
+    }
+
+    pub(super) async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let lease = self.processor.held_lease()?;
+        let mut tx = self.store().begin_write().await?;
+        tx.hold_lease(&lease).await?;
+        Ok(tx)
+    }
+
+    pub(super) fn owner(&self, id: &str) -> Option<Owner> {
+        self.config.sales.owner(id).cloned()
+    }
+
+    /// The owner a team's assignment rule picks, if it has one and it names an owner
+    /// of the team.
+    async fn pick_by_rule(&self, team: &Team, lead: &Lead) -> Option<String> {
+        let Assign::Rule { file, function } = &team.assign else {
+            return None;
+        };
+        match self.processor.ask_rule(file, function, lead).await {
+            Ok(id) if id.is_empty() => None,
+            Ok(id) if team.owners.contains(&id) => Some(id),
+            Ok(id) => {
+                tracing::warn!(team = %team.name, owner = %id, "the assignment rule named no owner of the team; taking the next in turn");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(team = %team.name, error = %e, "the assignment rule failed; taking the next in turn");
+                None
+            }
+        }
+    }
+
+    /// Other leads of the same company already with sales.
+    async fn duplicates(&self, lead: &Lead) -> Result<Vec<Value>, StoreError> {
+        let sales: Vec<String> = self
+            .config
+            .funnel
+            .stages()
+            .iter()
+            .filter(|s| s.side == Side::Sales && !s.closed)
+            .map(|s| s.name.clone())
+            .collect();
+        let domain = lead.email.as_str().rsplit_once('@').map(|(_, d)| d);
+        let domain = domain.filter(|d| !FREEMAIL.contains(d));
+        let rows = self
+            .store()
+            .same_company_with_sales(
+                lead.id,
+                lead.company.as_deref().unwrap_or_default(),
+                domain,
+                &sales,
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .collect())
+    }
+
+    /// The data of a notification: the handoff with its deadline and links, and the
+    /// brief on the lead.
+    async fn notification(
+        &self,
+        h: &HandoffRow,
+        team: &Team,
+        lead: &Lead,
+        duplicates: &[Value],
+        step: Option<&str>,
+    ) -> Result<Value, StoreError> {
+        let store = self.store();
+        let events = store.recent_events(lead.id, 200).await?;
+        let ledger = store.score_ledger(lead.id, 100).await?;
+        let history = store.stage_history(lead.id).await?;
+        let brief = brief::brief(&Facts {
+            lead,
+            events: &events,
+            ledger: &ledger,
+            history: &history,
+            duplicates,
+            fit_threshold: self.config.thresholds.get("mql_fit").copied(),
+            interest_threshold: self.config.thresholds.get("mql_interest").copied(),
+        });
+        let owner_id = h.owner.clone().unwrap_or_default();
+        let owner = self.owner(&owner_id);
+        let tz = team.time_zone(&owner_id);
+        let due = h.due_at.map(from_ms);
+        let links = self.links(h, lead, owner.as_ref());
+        Ok(json!({
+            "handoff": {
+                "id": h.id,
+                "team": h.team,
+                "reason": h.reason,
+                "source": h.source,
+                "state": h.state,
+                "round": h.round,
+                "step": step.unwrap_or("assigned"),
+                "owner": owner.as_ref().map(|o| json!({
+                    "id": o.id, "name": o.name, "email": o.email.email.to_string(),
+                })),
+                "escalate_to": team.escalate_to.as_ref().map(ToString::to_string),
+                "created_at": from_ms(h.created_at).to_rfc3339(),
+                "due_at": due.map(|d| d.to_rfc3339()),
+                "due_local": due.map(|d| local_time(d, tz)),
+                "time_zone": tz.name(),
+                "reaction": humantime::format_duration(team.reaction).to_string(),
+                "reassigned_from": "",
+                "accept_url": links.0,
+                "reject_url": links.1,
+            },
+            "brief": brief,
+        }))
+    }
+
+    /// The signed accept and reject links of the current round.
+    fn links(&self, h: &HandoffRow, lead: &Lead, owner: Option<&Owner>) -> (String, String) {
+        let expires = (self.clock.now()
+            + chrono::Duration::from_std(self.config.sales.link_valid).unwrap_or_default())
+        .timestamp();
+        let claim = |purpose| Claim {
+            purpose,
+            lead: lead.id,
+            email: owner.map(|o| o.email.email.to_string()).unwrap_or_default(),
+            mail: Some(h.id),
+            url: None,
+            expires: Some(expires),
+            round: Some(h.round),
+        };
+        let base = &self.config.mail.public_url;
+        (
+            format!("{base}/h/{}", self.signer.sign(&claim(Purpose::Accept))),
+            format!("{base}/h/{}", self.signer.sign(&claim(Purpose::Reject))),
+        )
+    }
+
+    /// Queues `handoff/<template>` to the handoff's owner.
+    async fn notify(
+        &self,
+        tx: &mut WriteTx,
+        h: &HandoffRow,
+        owner: Option<&Owner>,
+        template: &str,
+        data: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(owner) = owner else {
+            return Ok(());
+        };
+        self.queue_mail(tx, h, owner.email.email.to_string(), template, data, now)
+            .await
+    }
+
+    async fn queue_mail(
+        &self,
+        tx: &mut WriteTx,
+        h: &HandoffRow,
+        recipient: String,
+        template: &str,
+        data: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        tx.queue_internal_mail(
+            &InternalMail {
+                idem_key: format!("handoff:{}:{}:{}:{template}", h.id, h.round, h.step),
+                lead_id: h.lead_id,
+                recipient,
+                template: format!("handoff/{template}"),
+                data: data.clone(),
+                source: format!("handoff:{}", h.id),
+            },
+            to_ms(now),
+        )
+        .await
+    }
+
+    /// Queues the team's webhook call for `event`, if the team has a webhook.
+    pub(super) async fn hook(
+        &self,
+        tx: &mut WriteTx,
+        h: &HandoffRow,
+        team: &Team,
+        event: &str,
+        data: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let Some(hook) = &team.webhook else {
+            return Ok(());
+        };
+        let body = webhook::body(hook.format, event, data, now);
+        tx.queue_webhook(
+            &NewWebhook {
+                idem_key: format!("{event}:{}:{}:{}", h.id, h.round, h.step),
+                handoff_id: h.id,
+                team: team.name.clone(),
+                event: event.to_string(),
+                body,
+            },
+            to_ms(now),
+        )
+        .await
+    }
+}
+
+/// Public mail providers: the same domain says nothing about the company.
+const FREEMAIL: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "gmx.de",
+    "gmx.net",
+    "web.de",
+    "t-online.de",
+    "outlook.com",
+    "hotmail.com",
+    "yahoo.com",
+    "yahoo.de",
+    "icloud.com",
+    "posteo.de",
+    "mail.de",
+    "freenet.de",
+];

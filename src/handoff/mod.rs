@@ -1,0 +1,20 @@
+//! Handing leads to sales: a handoff is asked for by a rule (`lead.handoff(team,
+//! reason)`) or by entering a stage (`[sales] on_stage`), written with the change that
+//! caused it, and then worked by the [`desk::Desk`]:
+//!
+//! - [`desk`]: assigns an owner (in turn or by a rule), sets the deadline in the owner's
+//!   business time, notifies, and fires the escalation steps at their minute;
+//! - [`ladder`]: when each step of an assignment falls;
+//! - [`brief`]: what sales is told about the lead;
+//! - [`answer`]: accept (-> `sal`) or reject with a reason (-> back to marketing);
+//! - [`webhook`]: signed JSON or Slack calls for each step, with retries.
+
+pub mod answer;
+pub mod brief;
+pub mod desk;
+pub mod ladder;
+pub mod webhook;
+
+pub use answer::{Answer, AnswerError};
+pub use desk::{Desk, DeskError, DeskPass};
+pub use webhook::WebhookSender;

@@ -1,0 +1,571 @@
+//! Handoffs to sales, their log, and the webhook outbox.
+//!
+//! A handoff is asked for in the transaction of the change that caused it
+//! ([`build::handoffs`], state `new`); the sales desk assigns an owner and queues the
+//! notification in one write transaction, and fires escalation steps the same way. Each
+//! desk write is guarded by the state it read (`round`, `step`), so a step is never
+//! applied twice, even by two passes at once.
+
+use serde::Serialize;
+use sqlx::{QueryBuilder, Sqlite};
+
+use super::rows::ms_as_rfc3339;
+use super::{Statements, Store, StoreError, WriteTx};
+use crate::domain::Changes;
+
+/// One handoff.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct HandoffRow {
+    pub id: i64,
+    pub lead_id: i64,
+    pub email: String,
+    pub team: String,
+    pub reason: String,
+    pub source: String,
+    pub state: String,
+    pub owner: Option<String>,
+    #[serde(skip)]
+    pub owners_had: String,
+    pub round: i64,
+    #[serde(skip)]
+    pub duplicates: String,
+    #[serde(serialize_with = "ms_as_rfc3339")]
+    pub created_at: i64,
+    #[serde(serialize_with = "opt_ms")]
+    pub assigned_at: Option<i64>,
+    #[serde(serialize_with = "opt_ms")]
+    pub due_at: Option<i64>,
+    #[serde(skip)]
+    pub step: i64,
+    #[serde(serialize_with = "opt_ms")]
+    pub next_at: Option<i64>,
+    #[serde(serialize_with = "opt_ms")]
+    pub breached_at: Option<i64>,
+    #[serde(serialize_with = "opt_ms")]
+    pub answered_at: Option<i64>,
+    pub answered_by: Option<String>,
+    pub answer_note: Option<String>,
+    pub business_ms: Option<i64>,
+}
+
+impl HandoffRow {
+    /// Still waiting for sales.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state.as_str(), "open" | "escalated")
+    }
+
+    /// The owners it was assigned to, in order.
+    pub fn owners_had(&self) -> Vec<String> {
+        serde_json::from_str(&self.owners_had).unwrap_or_default()
+    }
+}
+
+fn opt_ms<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => ms_as_rfc3339(ms, s),
+        None => s.serialize_none(),
+    }
+}
+
+const HANDOFF_COLUMNS: &str = "h.id, h.lead_id, l.email, h.team, h.reason, h.source, h.state, \
+    h.owner, h.owners_had, h.round, h.duplicates, h.created_at, h.assigned_at, h.due_at, h.step, \
+    h.next_at, h.breached_at, h.answered_at, h.answered_by, h.answer_note, h.business_ms";
+
+/// One line of a handoff's log.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct HandoffLogRow {
+    #[serde(serialize_with = "ms_as_rfc3339")]
+    pub at: i64,
+    pub what: String,
+    pub owner: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Another lead of the same company that is with sales.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DuplicateRow {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    pub company: Option<String>,
+    pub stage: String,
+    pub owner: Option<String>,
+}
+
+/// A webhook call to make.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: i64,
+    pub handoff_id: i64,
+    pub team: String,
+    pub event: String,
+    pub body: String,
+    pub attempts: i64,
+    pub first_try_at: Option<i64>,
+}
+
+/// What became of a webhook call.
+#[derive(Debug, Clone)]
+pub enum WebhookDone {
+    Sent { id: i64 },
+    Later { id: i64, until: i64, reason: String },
+    Failed { id: i64, reason: String },
+}
+
+/// A handoff's new assignment or escalation state, written only if the handoff is
+/// still at `expect_round` / `expect_step` (and open).
+#[derive(Debug, Clone)]
+pub struct HandoffUpdate {
+    pub id: i64,
+    pub expect_state: &'static [&'static str],
+    pub expect_round: i64,
+    pub expect_step: i64,
+    pub state: String,
+    pub owner: Option<String>,
+    pub owners_had: Vec<String>,
+    pub round: i64,
+    pub duplicates: Option<String>,
+    pub assigned_at: Option<i64>,
+    pub due_at: Option<i64>,
+    pub step: i64,
+    pub next_at: Option<i64>,
+    pub breached_at: Option<i64>,
+}
+
+/// An internal mail (to sales) to queue.
+#[derive(Debug, Clone)]
+pub struct InternalMail {
+    /// Makes queuing the same notification twice a no-op.
+    pub idem_key: String,
+    pub lead_id: i64,
+    pub recipient: String,
+    pub template: String,
+    pub data: serde_json::Value,
+    pub source: String,
+}
+
+/// A webhook call to queue.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub idem_key: String,
+    pub handoff_id: i64,
+    pub team: String,
+    pub event: String,
+    pub body: String,
+}
+
+/// Which handoffs to list.
+#[derive(Debug, Clone, Default)]
+pub struct HandoffFilter {
+    /// `open` means waiting for sales (open or escalated).
+    pub state: Option<String>,
+    pub lead_id: Option<i64>,
+    pub owner: Option<String>,
+    pub limit: i64,
+}
+
+impl Store {
+    pub async fn handoff(&self, id: i64) -> Result<Option<HandoffRow>, StoreError> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id \
+             WHERE h.id = ?"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Handoffs by filter, newest first.
+    pub async fn handoffs(&self, f: &HandoffFilter) -> Result<Vec<HandoffRow>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id WHERE 1 = 1"
+        ));
+        match f.state.as_deref() {
+            Some("open") => {
+                q.push(" AND h.state IN ('open', 'escalated')");
+            }
+            Some(s) => {
+                q.push(" AND h.state = ").push_bind(s.to_string());
+            }
+            None => {}
+        }
+        if let Some(id) = f.lead_id {
+            q.push(" AND h.lead_id = ").push_bind(id);
+        }
+        if let Some(o) = &f.owner {
+            q.push(" AND h.owner = ").push_bind(o.clone());
+        }
+        q.push(" ORDER BY h.id DESC LIMIT ")
+            .push_bind(f.limit.max(1));
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Handoffs waiting for an owner.
+    pub async fn new_handoffs(&self, limit: i64) -> Result<Vec<HandoffRow>, StoreError> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id \
+             WHERE h.state = 'new' ORDER BY h.id LIMIT ?"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Open handoffs whose next escalation step is due at `now`.
+    pub async fn due_handoffs(&self, now: i64, limit: i64) -> Result<Vec<HandoffRow>, StoreError> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id \
+             WHERE h.state IN ('open', 'escalated') AND h.next_at <= ? ORDER BY h.next_at LIMIT ?"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// When the desk has work next: a new handoff now, else the earliest step.
+    pub async fn next_handoff_due(&self) -> Result<Option<i64>, StoreError> {
+        let (new, next): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM handoffs WHERE state = 'new'), \
+             (SELECT MIN(next_at) FROM handoffs WHERE state IN ('open', 'escalated'))",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(if new > 0 { Some(0) } else { next })
+    }
+
+    pub async fn handoff_log(&self, id: i64) -> Result<Vec<HandoffLogRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT at, what, owner, detail FROM handoff_log WHERE handoff_id = ? ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Other leads of the same company (same company name, or the same mail domain
+    /// unless it is a public mail provider's) that are in one of `sales_stages` or have
+    /// an open handoff.
+    pub async fn same_company_with_sales(
+        &self,
+        lead_id: i64,
+        company: &str,
+        domain: Option<&str>,
+        sales_stages: &[String],
+    ) -> Result<Vec<DuplicateRow>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT l.id, l.email, TRIM(COALESCE(l.first_name, '') || ' ' || \
+             COALESCE(l.last_name, '')) AS name, l.company, l.stage, l.owner FROM leads l \
+             WHERE l.id <> ",
+        );
+        q.push_bind(lead_id).push(" AND (l.stage IN (");
+        let mut sep = q.separated(", ");
+        sep.push_bind("");
+        for s in sales_stages {
+            sep.push_bind(s.clone());
+        }
+        q.push(
+            ") OR EXISTS (SELECT 1 FROM handoffs h WHERE h.lead_id = l.id \
+             AND h.state IN ('new', 'open', 'escalated'))) AND (",
+        );
+        let company = company.trim();
+        if company.is_empty() {
+            q.push("0");
+        } else {
+            q.push("lower(trim(l.company)) = lower(")
+                .push_bind(company.to_string())
+                .push(")");
+        }
+        if let Some(d) = domain {
+            q.push(" OR l.email LIKE ")
+                .push_bind(format!("%@{}", d.replace(['%', '_'], "")));
+        }
+        q.push(") ORDER BY l.id LIMIT 10");
+        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+    }
+
+    /// Webhook calls due at `now`, claimed by nobody.
+    pub async fn next_webhook_due(&self) -> Result<Option<i64>, StoreError> {
+        let (next,): (Option<i64>,) =
+            sqlx::query_as("SELECT MIN(due_at) FROM webhooks WHERE status = 'queued'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(next)
+    }
+
+    /// Webhook calls by status, for tests and the API: (event, status, attempts, reason).
+    pub async fn webhooks_of(
+        &self,
+        handoff_id: i64,
+    ) -> Result<Vec<(String, String, i64, Option<String>)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT event, status, attempts, reason FROM webhooks WHERE handoff_id = ? ORDER BY id",
+        )
+        .bind(handoff_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+impl WriteTx {
+    /// Applies `u` if the handoff is still where it was read; false when it moved on
+    /// (answered, or another pass got there first).
+    pub async fn update_handoff(
+        &mut self,
+        u: &HandoffUpdate,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new("UPDATE handoffs SET state = ");
+        q.push_bind(u.state.clone())
+            .push(", owner = ")
+            .push_bind(u.owner.clone())
+            .push(", owners_had = ")
+            .push_bind(serde_json::to_string(&u.owners_had).unwrap_or_default())
+            .push(", round = ")
+            .push_bind(u.round)
+            .push(", assigned_at = ")
+            .push_bind(u.assigned_at)
+            .push(", due_at = ")
+            .push_bind(u.due_at)
+            .push(", step = ")
+            .push_bind(u.step)
+            .push(", next_at = ")
+            .push_bind(u.next_at)
+            .push(", breached_at = ")
+            .push_bind(u.breached_at)
+            .push(", updated_at = ")
+            .push_bind(now);
+        if let Some(d) = &u.duplicates {
+            q.push(", duplicates = ").push_bind(d.clone());
+        }
+        q.push(" WHERE id = ")
+            .push_bind(u.id)
+            .push(" AND round = ")
+            .push_bind(u.expect_round)
+            .push(" AND step = ")
+            .push_bind(u.expect_step)
+            .push(" AND state IN (");
+        let mut sep = q.separated(", ");
+        for s in u.expect_state {
+            sep.push_bind(*s);
+        }
+        q.push(")");
+        Ok(q.build().execute(&mut *self.tx).await?.rows_affected() == 1)
+    }
+
+    /// The next turn of `team`'s round-robin (1, 2, 3, ...).
+    pub async fn next_turn(&mut self, team: &str) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "INSERT INTO counters (name, value) VALUES (?, 1) \
+             ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+        )
+        .bind(format!("round-robin:{team}"))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(n)
+    }
+
+    pub async fn log_handoff(
+        &mut self,
+        id: i64,
+        at: i64,
+        what: &str,
+        owner: Option<&str>,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO handoff_log (handoff_id, at, what, owner, detail) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(what)
+        .bind(owner)
+        .bind(detail)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Queues a mail to sales (internal: not marketing, not the lead's address).
+    pub async fn queue_internal_mail(
+        &mut self,
+        m: &InternalMail,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO outbox (idem_key, lead_id, recipient, template, class, kind, \
+             data, source, created_at, due_at) VALUES (?, ?, ?, ?, 'internal', 'handoff', ?, ?, ?, ?)",
+        )
+        .bind(&m.idem_key)
+        .bind(m.lead_id)
+        .bind(&m.recipient)
+        .bind(&m.template)
+        .bind(m.data.to_string())
+        .bind(&m.source)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn queue_webhook(&mut self, w: &NewWebhook, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO webhooks (idem_key, handoff_id, team, event, body, created_at, \
+             due_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&w.idem_key)
+        .bind(w.handoff_id)
+        .bind(&w.team)
+        .bind(&w.event)
+        .bind(&w.body)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records sales' answer if the handoff is still open in `round`; false otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn answer_handoff(
+        &mut self,
+        id: i64,
+        round: i64,
+        state: &str,
+        by: &str,
+        note: Option<&str>,
+        business_ms: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE handoffs SET state = ?, answered_at = ?, answered_by = ?, answer_note = ?, \
+             business_ms = ?, next_at = NULL, updated_at = ? \
+             WHERE id = ? AND round = ? AND state IN ('open', 'escalated')",
+        )
+        .bind(state)
+        .bind(now)
+        .bind(by)
+        .bind(note)
+        .bind(business_ms)
+        .bind(now)
+        .bind(id)
+        .bind(round)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Claims up to `limit` webhook calls due at `now` for `owner`, first queuing again
+    /// those left `sending` by anyone else (a process that stopped).
+    pub async fn claim_webhooks(
+        &mut self,
+        owner: &str,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<WebhookRow>, StoreError> {
+        sqlx::query(
+            "UPDATE webhooks SET status = 'queued', claimed_by = NULL \
+             WHERE status = 'sending' AND claimed_by IS NOT ?",
+        )
+        .bind(owner)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(sqlx::query_as(
+            "UPDATE webhooks SET status = 'sending', claimed_by = ?, attempts = attempts + 1, \
+             first_try_at = COALESCE(first_try_at, ?) \
+             WHERE id IN (SELECT id FROM webhooks WHERE status = 'queued' AND due_at <= ? \
+             ORDER BY due_at, id LIMIT ?) \
+             RETURNING id, handoff_id, team, event, body, attempts, first_try_at",
+        )
+        .bind(owner)
+        .bind(now)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *self.tx)
+        .await?)
+    }
+
+    pub async fn finish_webhooks(
+        &mut self,
+        done: &[WebhookDone],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for d in done {
+            match d {
+                WebhookDone::Sent { id } => {
+                    sqlx::query(
+                        "UPDATE webhooks SET status = 'sent', finished_at = ?, reason = NULL \
+                         WHERE id = ? AND status = 'sending'",
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                }
+                WebhookDone::Later { id, until, reason } => {
+                    sqlx::query(
+                        "UPDATE webhooks SET status = 'queued', claimed_by = NULL, due_at = ?, \
+                         reason = ? WHERE id = ? AND status = 'sending'",
+                    )
+                    .bind(until)
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                }
+                WebhookDone::Failed { id, reason } => {
+                    sqlx::query(
+                        "UPDATE webhooks SET status = 'failed', finished_at = ?, reason = ? \
+                         WHERE id = ? AND status = 'sending'",
+                    )
+                    .bind(now)
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *self.tx)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Statements that ask for handoffs.
+pub mod build {
+    use super::*;
+
+    /// The handoffs asked for by several units of work: `(lead id, event seq, changes)`.
+    /// A lead with a handoff still open is not handed over again.
+    pub fn handoffs(
+        items: &[(i64, Option<i64>, &Changes)],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Statements {
+        let now = crate::clock::to_ms(now);
+        let mut out = Statements::default();
+        for (lead, seq, changes) in items {
+            for h in &changes.handoffs {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT OR IGNORE INTO handoffs (lead_id, team, reason, source, event_seq, \
+                     state, created_at, updated_at) VALUES (",
+                );
+                let mut sep = q.separated(", ");
+                sep.push_bind(*lead)
+                    .push_bind(h.team.clone())
+                    .push_bind(h.reason.clone())
+                    .push_bind(h.source.to_string())
+                    .push_bind(*seq)
+                    .push_bind("new")
+                    .push_bind(now)
+                    .push_bind(now);
+                q.push(")");
+                out.push(q);
+            }
+        }
+        out
+    }
+}
