@@ -1,7 +1,8 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
 //! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), counters
-//! (`/v1/stats`) and `/healthz`. Everything under `/v1` needs the API token; the links
-//! in mails (`/u/`, `/confirm/`, `/o/`, `/c/`) carry their own signed token.
+//! (`/v1/stats`), reports (`/v1/reports/funnel`, `/v1/reports/sla`) and `/healthz`.
+//! Everything under `/v1` needs the API token; the links in mails (`/u/`, `/confirm/`,
+//! `/o/`, `/c/`) carry their own signed token.
 
 mod auth;
 mod error;
@@ -9,6 +10,7 @@ mod ingest;
 mod leads;
 mod links;
 mod mails;
+mod reports;
 mod stats;
 
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(stats::stats))
         .route("/mails", get(mails::list))
         .route("/mails/{id}", get(mails::show))
+        .route("/reports/funnel", get(reports::funnel))
+        .route("/reports/sla", get(reports::sla))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
