@@ -7,6 +7,7 @@ mod dkim;
 mod helpers;
 pub mod lease;
 pub mod mail;
+mod reports;
 mod rules;
 mod schedules;
 mod streams;
