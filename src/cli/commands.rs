@@ -46,6 +46,7 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Report { command } => super::report::report(config, clock, command).await,
         Command::Bench(args) => crate::bench::run(config, args).await,
     }
 }

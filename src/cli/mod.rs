@@ -1,8 +1,9 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
-//! `rules check|test`, `stats`, `bench`.
+//! `rules check|test`, `stats`, `report funnel|sla`, `bench`.
 
 mod commands;
 mod mail;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +11,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+
+pub use report::{PeriodArgs, ReportCommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,6 +61,11 @@ pub enum Command {
     },
     /// Print the counters (same as GET /v1/stats) as JSON
     Stats,
+    /// Reports over a period: the funnel, and the sales handoff's SLA
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Measure end-to-end throughput over the HTTP API with the configured rules
     Bench(crate::bench::BenchArgs),
 }

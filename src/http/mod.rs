@@ -1,8 +1,8 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
 //! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), handoffs to sales
-//! (`/v1/handoffs`), counters (`/v1/stats`) and `/healthz`. Everything under `/v1`
-//! needs the API token; the links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`)
-//! carry their own signed token.
+//! (`/v1/handoffs`), counters (`/v1/stats`), reports (`/v1/reports/funnel`,
+//! `/v1/reports/sla`) and `/healthz`. Everything under `/v1` needs the API token; the
+//! links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token.
 
 mod auth;
 mod error;
@@ -11,6 +11,7 @@ mod ingest;
 mod leads;
 mod links;
 mod mails;
+mod reports;
 mod stats;
 
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub fn router(state: AppState) -> Router {
         .route("/handoffs/{id}", get(handoffs::show))
         .route("/handoffs/{id}/accept", post(handoffs::accept))
         .route("/handoffs/{id}/reject", post(handoffs::reject))
+        .route("/reports/funnel", get(reports::funnel))
+        .route("/reports/sla", get(reports::sla))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

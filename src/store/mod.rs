@@ -11,6 +11,7 @@ mod jobs;
 mod leads;
 pub mod lease;
 mod outbox;
+mod reports;
 mod rows;
 mod stats;
 
@@ -35,6 +36,10 @@ pub use lease::{Lease, LeaseHeld};
 pub use outbox::{
     DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
     OutboxRow, StepDone, StepMail,
+};
+pub use reports::{
+    BreachCountRow, EnteredRow, HandoffReportRow, LeadStageRow, MoveCountRow, NewLeadRow,
+    ReachedRow, StayRow, WaitingHandoffRow,
 };
 pub use rows::{HistoryRow, LedgerRow};
 pub use stats::EventCounts;

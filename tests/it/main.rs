@@ -8,6 +8,7 @@ mod handoff;
 mod helpers;
 pub mod lease;
 pub mod mail;
+mod reports;
 mod rules;
 mod schedules;
 mod streams;
