@@ -76,7 +76,17 @@ impl App {
             .map_err(StartError::Templates)?,
         );
         let plan = StreamPlan::new(config.streams.clone(), config.mail.quarantine.clone())
-            .with_sales(config.sales.team_names(), config.sales.on_stage.clone());
+            .with_sales(
+                config.sales.team_names(),
+                config.sales.on_stage.clone(),
+                config
+                    .funnel
+                    .stages()
+                    .iter()
+                    .filter(|s| s.side == crate::domain::Side::Sales)
+                    .map(|s| s.name.clone())
+                    .collect(),
+            );
         let processor = Arc::new(
             Processor::new(
                 store,

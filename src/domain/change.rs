@@ -199,6 +199,19 @@ pub struct Changes {
     pub streams: Vec<StreamChange>,
     /// Handoffs to sales asked for.
     pub handoffs: Vec<HandoffRequest>,
+    /// The lead moved on before sales answered its open handoff (to a stage that does
+    /// not hand over): the handoff ends.
+    pub handoff_settled: Option<SettledHandoff>,
+}
+
+/// How an open handoff ends when the lead moves on without an answer from sales.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledHandoff {
+    pub stage: String,
+    /// The new stage is worked by sales (the handoff counts as accepted), or not (it
+    /// expires).
+    pub by_sales: bool,
+    pub source: Source,
 }
 
 impl Changes {

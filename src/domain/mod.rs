@@ -10,7 +10,7 @@ pub mod lead;
 pub mod mail;
 pub mod traits;
 
-pub use change::{Axis, Changes, HandoffRequest, ScoreChange, Source, StageMove};
+pub use change::{Axis, Changes, HandoffRequest, ScoreChange, SettledHandoff, Source, StageMove};
 pub use email::Email;
 pub use funnel::{Funnel, Side, StageDef};
 pub use lead::{Consent, Lead};

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::config::{OnQuarantine, Stream};
-use crate::domain::{Changes, HandoffRequest, Lead, Source, StreamChange};
+use crate::domain::{Changes, HandoffRequest, Lead, SettledHandoff, Source, StreamChange};
 use crate::store::EnrollParams;
 
 /// The configured streams and quarantine stages.
@@ -21,6 +21,8 @@ pub struct StreamPlan {
     pub handoff_on: BTreeMap<String, String>,
     /// The sales teams rules may hand leads to.
     pub teams: Vec<String>,
+    /// Stages worked by sales.
+    pub sales_stages: BTreeSet<String>,
 }
 
 impl StreamPlan {
@@ -32,13 +34,21 @@ impl StreamPlan {
             params,
             handoff_on: BTreeMap::new(),
             teams: Vec::new(),
+            sales_stages: BTreeSet::new(),
         }
     }
 
-    /// Sets the sales teams and the stages that hand leads to them.
-    pub fn with_sales(mut self, teams: Vec<String>, handoff_on: BTreeMap<String, String>) -> Self {
+    /// Sets the sales teams, the stages that hand leads to them and the stages sales
+    /// works.
+    pub fn with_sales(
+        mut self,
+        teams: Vec<String>,
+        handoff_on: BTreeMap<String, String>,
+        sales_stages: BTreeSet<String>,
+    ) -> Self {
         self.teams = teams;
         self.handoff_on = handoff_on;
+        self.sales_stages = sales_stages;
         self
     }
 
@@ -107,6 +117,20 @@ impl StreamPlan {
         let moved = before.stage != after.stage;
         if !moved && before.tags == after.tags {
             return;
+        }
+        if moved && !self.handoff_on.contains_key(&after.stage) {
+            // A handoff still open ends: sales took the lead another way (the CRM moved
+            // it on), or it went elsewhere.
+            changes.handoff_settled = Some(SettledHandoff {
+                stage: after.stage.clone(),
+                by_sales: self.sales_stages.contains(&after.stage),
+                source: changes
+                    .moves
+                    .iter()
+                    .rev()
+                    .find(|m| m.to == after.stage)
+                    .map_or_else(|| Source::System("stage".into()), |m| m.source.clone()),
+            });
         }
         if moved && let Some(team) = self.handoff_on.get(&after.stage) {
             let why = changes

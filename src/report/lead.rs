@@ -10,7 +10,8 @@ use crate::domain::change::number;
 use crate::domain::{Email, Lead};
 use crate::rules::RuleError;
 use crate::store::{
-    EnrollmentRow, EventRow, HistoryRow, LedgerRow, MailFilter, OutboxRow, Store, StoreError,
+    EnrollmentRow, EventRow, HandoffFilter, HandoffRow, HistoryRow, LedgerRow, MailFilter,
+    OutboxRow, Store, StoreError,
 };
 
 /// Everything worth knowing about one lead.
@@ -24,8 +25,10 @@ pub struct LeadReport {
     pub recent_activity: Vec<Activity>,
     /// Nurture stream memberships, oldest first.
     pub streams: Vec<EnrollmentRow>,
-    /// Recent mails, newest first.
+    /// Recent mails to the lead, newest first.
     pub mails: Vec<OutboxRow>,
+    /// Handoffs to sales, newest first, with sales' answers.
+    pub handoffs: Vec<HandoffRow>,
 }
 
 /// One event in the lead's recent activity.
@@ -74,6 +77,14 @@ impl LeadReport {
                 limit: recent as i64,
             })
             .await?;
+        let handoffs = store
+            .handoffs(&HandoffFilter {
+                state: None,
+                lead_id: Some(lead.id),
+                owner: None,
+                limit: recent as i64,
+            })
+            .await?;
         Ok(Some(Self {
             name: lead.name(),
             lead,
@@ -82,6 +93,7 @@ impl LeadReport {
             recent_activity,
             streams,
             mails,
+            handoffs,
         }))
     }
 
@@ -211,6 +223,27 @@ impl LeadReport {
                     m.status,
                     m.template,
                     m.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+        if !self.handoffs.is_empty() {
+            let _ = writeln!(out, "\nhandoffs to sales (newest first)");
+            for h in &self.handoffs {
+                let answer = match (&h.answered_by, &h.answer_note) {
+                    (Some(by), Some(note)) => format!("by {by}: {note}"),
+                    (Some(by), None) => format!("by {by}"),
+                    _ => h
+                        .due_at
+                        .map_or_else(String::new, |d| format!("due {}", when(d))),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {}  #{:<4} {:<9} {:<8} {}",
+                    when(h.created_at),
+                    h.id,
+                    h.state,
+                    h.owner.as_deref().unwrap_or("-"),
+                    answer
                 );
             }
         }

@@ -548,6 +548,40 @@ pub mod build {
         let now = crate::clock::to_ms(now);
         let mut out = Statements::default();
         for (lead, seq, changes) in items {
+            if let Some(s) = &changes.handoff_settled {
+                let (state, what) = if s.by_sales {
+                    ("accepted", "taken over")
+                } else {
+                    ("expired", "moved on")
+                };
+                let note = format!("{what}: the lead moved to {} before an answer", s.stage);
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT INTO handoff_log (handoff_id, at, what, owner, detail) SELECT id, ",
+                );
+                q.push_bind(now)
+                    .push(", ")
+                    .push_bind(state)
+                    .push(", owner, ")
+                    .push_bind(note.clone())
+                    .push(" FROM handoffs WHERE lead_id = ")
+                    .push_bind(*lead)
+                    .push(" AND state IN ('new', 'open', 'escalated')");
+                out.push(q);
+                let mut q = QueryBuilder::<Sqlite>::new("UPDATE handoffs SET state = ");
+                q.push_bind(state)
+                    .push(", answered_at = ")
+                    .push_bind(now)
+                    .push(", answered_by = ")
+                    .push_bind(s.source.to_string())
+                    .push(", answer_note = ")
+                    .push_bind(note)
+                    .push(", next_at = NULL, updated_at = ")
+                    .push_bind(now)
+                    .push(" WHERE lead_id = ")
+                    .push_bind(*lead)
+                    .push(" AND state IN ('new', 'open', 'escalated')");
+                out.push(q);
+            }
             for h in &changes.handoffs {
                 let mut q = QueryBuilder::<Sqlite>::new(
                     "INSERT OR IGNORE INTO handoffs (lead_id, team, reason, source, event_seq, \

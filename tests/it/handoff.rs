@@ -524,3 +524,123 @@ async fn the_sla_counts_business_hours_and_escalates_on_time_across_the_clock_ch
     let lead = app.lead(email).await;
     assert_eq!(lead["stage"], "recycled", "{lead:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_hand_over_and_pick_owners_and_a_crm_move_ends_the_handoff() {
+    let sink = SmtpSink::start().unwrap();
+    // The team's owner is picked by a rule: northern companies go to Ben.
+    let extra = r#"
+[[sales.owners]]
+id = "anna"
+name = "Anna Berger"
+email = "anna.berger@example.com"
+
+[[sales.owners]]
+id = "ben"
+name = "Ben Okafor"
+email = "ben.okafor@example.com"
+
+[[sales.teams]]
+name = "inbound"
+owners = ["anna", "ben"]
+assign = "60-sales.rhai:owner_for"
+reaction = "4h"
+calendar = "always"
+"#;
+    let dir = mail_dir(sink.port, extra);
+    std::fs::write(
+        dir.path().join("rules/60-sales.rhai"),
+        r#"
+fn on_event(lead, event) {
+    if event.name == "Demo Requested" {
+        lead.handoff("inbound", "asked for a demo");
+    }
+    if event.name == "Callback Requested" {
+        lead.handoff("outbound", "wants a call");
+    }
+}
+
+fn owner_for(lead) {
+    if lead.company.contains("Nord") { "ben" } else { "" }
+}
+"#,
+    )
+    .unwrap();
+    let app = spawn_in(dir).await;
+    let email = "kai@nordwerk.example";
+    let (status, _) = app
+        .post(
+            "/v1/identify",
+            &json!({"userId": email, "traits": {"email": email, "name": "Kai Lund", "company": "Nordwerk GmbH"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.post(
+        "/v1/track",
+        &json!({"userId": email, "event": "Demo Requested"}),
+    )
+    .await;
+    let h = eventually_handoff(&app, email).await;
+    assert_eq!(h["owner"], "ben", "{h:#}");
+    assert_eq!(h["reason"], "asked for a demo");
+    assert!(
+        h["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("rules/60-sales.rhai:"),
+        "{h:#}"
+    );
+
+    // An unknown team is a rule error naming the teams; the event is kept as failed.
+    app.post(
+        "/v1/track",
+        &json!({"userId": email, "event": "Callback Requested"}),
+    )
+    .await;
+    app.wait_for("the failed event", |s| s["events_failed"] == 1)
+        .await;
+    let lead = app.lead(email).await;
+    let error = &lead["recent_activity"][0]["error"];
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("unknown team `outbound`") && message.contains("inbound"),
+        "{error}"
+    );
+    assert!(
+        error["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("rules/60-sales.rhai"),
+        "{error}"
+    );
+    assert_eq!(error["line"], 7, "{error}");
+
+    // The CRM moves the lead on before anyone answered: the handoff ends as taken over.
+    let (status, body) = app
+        .post(
+            &format!("/v1/leads/{email}/stage"),
+            &json!({"stage": "sql", "reason": "called back", "by": "crm"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let h = handoffs_of(&app, email).await.remove(0);
+    assert_eq!(h["state"], "accepted", "{h:#}");
+    assert_eq!(h["answered_by"], "api:crm");
+    assert!(h["next_at"].is_null());
+}
+
+async fn eventually_handoff(app: &TestApp, email: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        if let Some(h) = handoffs_of(app, email).await.into_iter().next()
+            && h["state"] == "open"
+        {
+            return h;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no open handoff for {email}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
