@@ -567,6 +567,40 @@ mod tests {
     }
 
     #[test]
+    fn sales_mistakes_are_explained() {
+        let err = load(
+            "[sales]\naccept_stage = \"sall\"\non_stage = { mql = \"outbound\" }\n\
+             [[sales.owners]]\nid = \"anna\"\nname = \"Anna\"\nemail = \"not-an-address\"\n\
+             time_zone = \"Berlin\"\n\
+             [[sales.teams]]\nname = \"inbound\"\nowners = [\"anna\", \"carl\"]\n\
+             assign = \"by-territory\"\nreaction = \"soon\"\ncalendar = \"office\"\n\
+             holidays = [\"25.12.2026\"]\n\
+             escalation = [{ at = \"half\", do = \"notify\" }, { at = \"100%\", do = \"escalate\" }]\n\
+             webhook = { url = \"ftp://x\", secret = \"short\", format = \"xml\" }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "`sales.accept_stage[0]`: unknown stage `sall`",
+            "`sales.on_stage.mql`: no team `outbound`; the teams are: inbound",
+            "`sales.owners[0].email`: `not-an-address` is not an e-mail address",
+            "`sales.teams[0].owners[1]`: no owner `carl`; the owners are: anna",
+            "`sales.teams[0].assign`: `by-territory` is not an assignment",
+            "`sales.teams[0].reaction`: `soon` is not a duration",
+            "`sales.teams[0].calendar`: `office` is not a calendar",
+            "`sales.teams[0].holidays[0]`: `25.12.2026` is not a date",
+            "`sales.teams[0].escalation[0].at`: `half` is not a point in time",
+            "`sales.teams[0].escalation[0].do`: `notify` is not a step",
+            "`sales.teams[0].escalation[1].do`: escalate needs the team's escalate_to address",
+            "`sales.teams[0].webhook.url`: `ftp://x` is not an http(s) URL",
+            "`sales.teams[0].webhook.format`: `xml` is not a format",
+        ] {
+            assert!(err.contains(needle), "{needle} in:\n{err}");
+        }
+    }
+
+    #[test]
     fn mail_and_stream_mistakes_are_explained() {
         let err = load(
             "[mail]\nurl = \"imap://x\"\nsecret = \"short\"\nquarantine = [\"sqll\"]\n\
