@@ -79,6 +79,7 @@ CREATE TABLE handoffs (
     answered_by  TEXT,
     answer_note  TEXT,                 -- the reason of a rejection
     business_ms  INTEGER,              -- business time from handoff to answer
+    hook_pending TEXT,                 -- a webhook event the desk still has to queue
     updated_at   INTEGER NOT NULL
 );
 CREATE UNIQUE INDEX handoffs_one_open ON handoffs (lead_id)
@@ -87,6 +88,7 @@ CREATE INDEX handoffs_new ON handoffs (id) WHERE state = 'new';
 CREATE INDEX handoffs_next ON handoffs (next_at) WHERE state IN ('open', 'escalated');
 CREATE INDEX handoffs_lead ON handoffs (lead_id, id);
 CREATE INDEX handoffs_created ON handoffs (created_at);
+CREATE INDEX handoffs_hook_pending ON handoffs (id) WHERE hook_pending IS NOT NULL;
 
 -- What happened to a handoff: created, assigned, reminded, escalated, breached,
 -- reassigned, accepted, rejected, expired.

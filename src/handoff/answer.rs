@@ -12,6 +12,10 @@ use crate::domain::Source;
 use crate::domain::change::{Action, ChangeError};
 use crate::store::{HandoffRow, StoreError};
 
+/// The longest reason a rejection may give (the stage history adds who and which
+/// handoff).
+pub const MAX_REASON: usize = 400;
+
 /// What sales says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -30,6 +34,10 @@ pub enum AnswerError {
     Reassigned,
     #[error("a rejection needs a reason: say why, marketing sees it in the lead's history")]
     MissingReason,
+    #[error("the reason is too long ({0} characters, at most {MAX_REASON})")]
+    ReasonTooLong(usize),
+    #[error("this handoff is not assigned yet; try again in a moment")]
+    NotAssigned,
     #[error("the lead of this handoff no longer exists")]
     NoLead,
     #[error(transparent)]
@@ -48,11 +56,31 @@ impl Desk {
         answer: Answer,
         by: &str,
     ) -> Result<HandoffRow, AnswerError> {
+        match self.answer_once(id, round, answer.clone(), by).await {
+            // A CRM answers whoever has the handoff: if it was reassigned just now, the
+            // answer counts for the new round.
+            Err(AnswerError::Closed(s)) if round.is_none() && s == "answered" => {
+                self.answer_once(id, None, answer, by).await
+            }
+            other => other,
+        }
+    }
+
+    async fn answer_once(
+        &self,
+        id: i64,
+        round: Option<i64>,
+        answer: Answer,
+        by: &str,
+    ) -> Result<HandoffRow, AnswerError> {
         let h = self
             .store()
             .handoff(id)
             .await?
             .ok_or(AnswerError::NotFound(id))?;
+        if h.state == "new" {
+            return Err(AnswerError::NotAssigned);
+        }
         if !h.is_open() {
             return Err(AnswerError::Closed(h.state));
         }
@@ -72,6 +100,10 @@ impl Desk {
                 if reason.is_empty() {
                     return Err(AnswerError::MissingReason);
                 }
+                let len = reason.chars().count();
+                if len > MAX_REASON {
+                    return Err(AnswerError::ReasonTooLong(len));
+                }
                 (
                     "rejected",
                     sales.reject_stage.clone(),
@@ -87,13 +119,17 @@ impl Desk {
             user: by.to_string(),
         };
         edit.apply(Action::SetStage { stage, reason }, &source)?;
-        let owner = h.owner.as_deref().and_then(|o| self.owner(o));
-        edit.set_owner(match &answer {
-            Answer::Accept => owner.as_ref().map(|o| o.email.email.to_string()),
-            Answer::Reject { .. } => None,
-        });
-        let now = self.clock.now();
+        // The one who accepts owns the lead: the answering owner if `by` names one of
+        // the team (a colleague took it), else the assigned owner.
         let team = sales.team(&h.team);
+        let taker = team
+            .filter(|t| t.owners.iter().any(|o| o == by))
+            .and_then(|_| self.owner(by));
+        let owner = taker.or_else(|| h.owner.as_deref().and_then(|o| self.owner(o)));
+        if answer == Answer::Accept {
+            edit.set_owner(owner.as_ref().map(|o| o.email.email.to_string()));
+        }
+        let now = self.clock.now();
         let business = team.map_or(now - from_ms(h.created_at), |t| {
             t.calendar(h.owner.as_deref().unwrap_or_default())
                 .between(from_ms(h.created_at), now)
@@ -115,27 +151,22 @@ impl Desk {
         }
         tx.log_handoff(id, to_ms(now), state, h.owner.as_deref(), note.as_deref())
             .await?;
-        if let Some(team) = team {
-            let data = json!({
-                "handoff": {
-                    "id": h.id,
-                    "team": h.team,
-                    "state": state,
-                    "reason": h.reason,
-                    "owner": owner.as_ref().map(|o| json!({
-                        "id": o.id, "name": o.name, "email": o.email.email.to_string(),
-                    })),
-                    "answered_by": by,
-                    "answer_note": note,
-                    "answered_at": now.to_rfc3339(),
-                },
-                "brief": {"contact": {"email": h.email, "name": edit.lead().name()}},
-            });
-            let event = format!("handoff.{state}");
+        if let Some(team) = team.filter(|t| t.webhook.is_some()) {
             let answered = HandoffRow {
                 state: state.to_string(),
+                answered_by: Some(by.to_string()),
+                answer_note: note.clone(),
                 ..h.clone()
             };
+            let duplicates: Vec<Value> = serde_json::from_str(&h.duplicates).unwrap_or_default();
+            let lead = edit.lead().clone();
+            let mut data = self
+                .notification(&answered, team, &lead, &duplicates, Some(state))
+                .await?;
+            data["handoff"]["answered_by"] = json!(by);
+            data["handoff"]["answer_note"] = json!(note);
+            data["handoff"]["answered_at"] = json!(now.to_rfc3339());
+            let event = format!("handoff.{state}");
             self.hook(&mut tx, &answered, team, &event, &data, now)
                 .await?;
         }

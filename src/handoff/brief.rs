@@ -27,7 +27,7 @@ const CONVERSIONS: &[&str] = &[
     "Offer Requested",
 ];
 /// Events that exist only because of tracking.
-const TRACKED: &[&str] = &["Email Opened", "Email Clicked", "Page Viewed"];
+pub const TRACKED: &[&str] = &["Email Opened", "Email Clicked", "Page Viewed"];
 
 /// Everything the brief is made from.
 pub struct Facts<'a> {
@@ -37,6 +37,9 @@ pub struct Facts<'a> {
     /// Recent score changes, newest first.
     pub ledger: &'a [LedgerRow],
     pub history: &'a [HistoryRow],
+    /// Events behind the ledger's score changes that exist only through tracking
+    /// (page views, opens, clicks): their reasons are shown only with consent.
+    pub tracked_seqs: &'a std::collections::HashSet<i64>,
     /// Other leads of the same company with sales.
     pub duplicates: &'a [Value],
     /// `mql_fit` and `mql_interest`, when configured.
@@ -141,12 +144,7 @@ pub fn brief(f: &Facts) -> Value {
     if let Some(m) = f.history.iter().rev().find(|h| h.to_stage == lead.stage) {
         why.push(json!({"source": m.source, "reason": m.reason, "points": Value::Null}));
     }
-    let tracked_seqs: std::collections::HashSet<i64> = f
-        .events
-        .iter()
-        .filter(|e| e.kind == "page" || TRACKED.contains(&e.name.as_str()))
-        .map(|e| e.seq)
-        .collect();
+    let tracked_seqs = f.tracked_seqs;
     let mut gains: Vec<&LedgerRow> = f
         .ledger
         .iter()

@@ -114,6 +114,7 @@ impl Desk {
                 break;
             }
         }
+        pass.steps += self.pending_hooks().await?;
         // One step per handoff and read; steps that are due at once follow in turn.
         for _ in 0..50 {
             let due = self
@@ -136,10 +137,8 @@ impl Desk {
     async fn assign(&self, h: HandoffRow) -> Result<bool, DeskError> {
         let now = self.clock.now();
         let Some(team) = self.config.sales.team(&h.team) else {
-            tracing::warn!(handoff = h.id, team = %h.team, "handoff to a team that is not configured; it ends");
-            return self
-                .close_unassigned(&h, &format!("team `{}` is not configured", h.team))
-                .await;
+            let why = format!("team `{}` is not configured", h.team);
+            return self.give_back(h, None, now, &why).await;
         };
         let Some(lead) = self
             .store()
@@ -225,13 +224,35 @@ impl Desk {
             h.owner.clone(),
             h.assigned_at,
         ) else {
-            return self.stop_steps(&h).await;
+            let why = format!("team `{}` is not configured", h.team);
+            return self.give_back(h, None, now, &why).await;
         };
         let Some((at, point)) = point_at(team, &owner_id, from_ms(assigned_at), h.step as usize)
         else {
-            return self.stop_steps(&h).await;
+            // The ladder got shorter since: nothing more to fire; the handoff waits
+            // (overdue) for an answer.
+            let mut tx = self.begin().await?;
+            let done = HandoffUpdate {
+                step: h.step,
+                next_at: None,
+                ..self.next_point(&h, team, &owner_id, from_ms(assigned_at))
+            };
+            tx.update_handoff(&done, to_ms(now)).await?;
+            tx.commit().await?;
+            return Ok(false);
         };
         if at > now {
+            // The configuration changed (a holiday, another ladder) since next_at was
+            // written: the step is later now. Keep next_at true, so the handoff is not
+            // read again and again.
+            let mut tx = self.begin().await?;
+            let later = HandoffUpdate {
+                step: h.step,
+                next_at: Some(to_ms(at)),
+                ..self.next_point(&h, team, &owner_id, from_ms(assigned_at))
+            };
+            tx.update_handoff(&later, to_ms(now)).await?;
+            tx.commit().await?;
             return Ok(false);
         }
         let mut update = self.next_point(&h, team, &owner_id, from_ms(assigned_at));
@@ -242,7 +263,7 @@ impl Desk {
             .await?
             .remove(&h.lead_id)
         else {
-            return self.stop_steps(&h).await;
+            return self.close_unassigned(&h, "the lead no longer exists").await;
         };
         let step = match point {
             Point::Breach => None,
@@ -258,14 +279,14 @@ impl Desk {
                 Some(next) => return self.reassign(h, team, &lead, next, now).await,
                 None => {
                     return self
-                        .give_back(h, team, now, "every owner of the team had it")
+                        .give_back(h, Some(team), now, "every owner of the team had it")
                         .await;
                 }
             }
         }
         if step == Some(Step::Return) {
             return self
-                .give_back(h, team, now, "the last escalation step returns it")
+                .give_back(h, Some(team), now, "the escalation ladder returns it")
                 .await;
         }
         let mut tx = self.begin().await?;
@@ -427,16 +448,17 @@ impl Desk {
         Ok(true)
     }
 
-    /// Nobody answered: the handoff expires and the lead goes back to marketing.
+    /// Nobody answered (or the team is gone): the handoff expires and the lead goes
+    /// back to marketing.
     async fn give_back(
         &self,
         h: HandoffRow,
-        team: &Team,
+        team: Option<&Team>,
         now: DateTime<Utc>,
         why: &str,
     ) -> Result<bool, DeskError> {
         let Some(mut edit) = self.processor.edit_lead(h.lead_id).await? else {
-            return self.stop_steps(&h).await;
+            return self.close_unassigned(&h, "the lead no longer exists").await;
         };
         let stage = self.config.sales.reject_stage.clone();
         let reason = format!(
@@ -453,11 +475,7 @@ impl Desk {
         ) {
             tracing::warn!(handoff = h.id, error = %e, "cannot return the lead to marketing");
         }
-        let update = HandoffUpdate {
-            state: "expired".into(),
-            next_at: None,
-            ..self.next_point(&h, team, h.owner.as_deref().unwrap_or_default(), now)
-        };
+        let update = ended(&h);
         let mut tx = edit.begin().await?;
         if !tx.update_handoff(&update, to_ms(now)).await? {
             return Ok(false);
@@ -475,13 +493,16 @@ impl Desk {
             next_at: None,
             ..h
         };
-        let lead = edit.lead().clone();
-        let duplicates: Vec<Value> = serde_json::from_str(&ended.duplicates).unwrap_or_default();
-        let data = self
-            .notification(&ended, team, &lead, &duplicates, Some("expired"))
-            .await?;
-        self.hook(&mut tx, &ended, team, "handoff.expired", &data, now)
-            .await?;
+        if let Some(team) = team {
+            let lead = edit.lead().clone();
+            let duplicates: Vec<Value> =
+                serde_json::from_str(&ended.duplicates).unwrap_or_default();
+            let data = self
+                .notification(&ended, team, &lead, &duplicates, Some("expired"))
+                .await?;
+            self.hook(&mut tx, &ended, team, "handoff.expired", &data, now)
+                .await?;
+        }
         edit.commit(tx).await?;
         self.webhook_wake.notify_one();
         tracing::warn!(
@@ -492,27 +513,11 @@ impl Desk {
         Ok(true)
     }
 
-    /// A handoff that cannot be assigned (its team or lead is gone) ends.
+    /// A handoff whose lead is gone ends.
     async fn close_unassigned(&self, h: &HandoffRow, why: &str) -> Result<bool, DeskError> {
         let now = to_ms(self.clock.now());
         let mut tx = self.begin().await?;
-        let update = HandoffUpdate {
-            id: h.id,
-            expect_state: &["new", "open", "escalated"],
-            expect_round: h.round,
-            expect_step: h.step,
-            state: "expired".into(),
-            owner: h.owner.clone(),
-            owners_had: h.owners_had(),
-            round: h.round,
-            duplicates: None,
-            assigned_at: h.assigned_at,
-            due_at: h.due_at,
-            step: h.step,
-            next_at: None,
-            breached_at: h.breached_at,
-        };
-        if !tx.update_handoff(&update, now).await? {
+        if !tx.update_handoff(&ended(h), now).await? {
             return Ok(false);
         }
         tx.log_handoff(h.id, now, "expired", h.owner.as_deref(), Some(why))
@@ -521,10 +526,43 @@ impl Desk {
         Ok(true)
     }
 
-    /// An open handoff whose team, owner or lead is gone stops escalating.
-    async fn stop_steps(&self, h: &HandoffRow) -> Result<bool, DeskError> {
-        self.close_unassigned(h, "its team, owner or lead is no longer there")
-            .await
+    /// Queues the webhook calls of handoffs that ended by a stage change (written with
+    /// that change, without the team's configuration at hand).
+    async fn pending_hooks(&self) -> Result<usize, DeskError> {
+        let mut n = 0;
+        for (h, event) in self.store().handoffs_with_pending_hook(PAGE).await? {
+            let now = self.clock.now();
+            let team = self.config.sales.team(&h.team);
+            let lead = self
+                .store()
+                .leads_by_ids(&[h.lead_id])
+                .await?
+                .remove(&h.lead_id);
+            let data = match (team, &lead) {
+                (Some(team), Some(lead)) if team.webhook.is_some() => {
+                    let duplicates: Vec<Value> =
+                        serde_json::from_str(&h.duplicates).unwrap_or_default();
+                    Some(
+                        self.notification(&h, team, lead, &duplicates, Some(&h.state))
+                            .await?,
+                    )
+                }
+                _ => None,
+            };
+            let mut tx = self.begin().await?;
+            if !tx.take_pending_hook(h.id, &event).await? {
+                continue;
+            }
+            if let (Some(team), Some(data)) = (team, data) {
+                self.hook(&mut tx, &h, team, &event, &data, now).await?;
+            }
+            tx.commit().await?;
+            n += 1;
+        }
+        if n > 0 {
+            self.webhook_wake.notify_one();
+        }
+        Ok(n)
     }
 
     pub(super) async fn begin(&self) -> Result<WriteTx, StoreError> {
@@ -587,7 +625,7 @@ impl Desk {
 
     /// The data of a notification: the handoff with its deadline and links, and the
     /// brief on the lead.
-    async fn notification(
+    pub(super) async fn notification(
         &self,
         h: &HandoffRow,
         team: &Team,
@@ -599,11 +637,20 @@ impl Desk {
         let events = store.recent_events(lead.id, 200).await?;
         let ledger = store.score_ledger(lead.id, 100).await?;
         let history = store.stage_history(lead.id).await?;
+        let seqs: Vec<i64> = ledger.iter().filter_map(|l| l.event_seq).collect();
+        let tracked_seqs: std::collections::HashSet<i64> = store
+            .events_by_seq(&seqs)
+            .await?
+            .into_iter()
+            .filter(|(_, (name, _))| brief::TRACKED.contains(&name.as_str()))
+            .map(|(seq, _)| seq)
+            .collect();
         let brief = brief::brief(&Facts {
             lead,
             events: &events,
             ledger: &ledger,
             history: &history,
+            tracked_seqs: &tracked_seqs,
             duplicates,
             fit_threshold: self.config.thresholds.get("mql_fit").copied(),
             interest_threshold: self.config.thresholds.get("mql_interest").copied(),
@@ -622,9 +669,11 @@ impl Desk {
                 "state": h.state,
                 "round": h.round,
                 "step": step.unwrap_or("assigned"),
-                "owner": owner.as_ref().map(|o| json!({
-                    "id": o.id, "name": o.name, "email": o.email.email.to_string(),
-                })),
+                // An owner removed from the configuration still has a name here.
+                "owner": owner.as_ref().map_or_else(
+                    || json!({"id": owner_id, "name": owner_id, "email": ""}),
+                    |o| json!({"id": o.id, "name": o.name, "email": o.email.email.to_string()}),
+                ),
                 "escalate_to": team.escalate_to.as_ref().map(ToString::to_string),
                 "created_at": from_ms(h.created_at).to_rfc3339(),
                 "due_at": due.map(|d| d.to_rfc3339()),
@@ -725,6 +774,26 @@ impl Desk {
             to_ms(now),
         )
         .await
+    }
+}
+
+/// The update that ends an open (or new) handoff as expired.
+fn ended(h: &HandoffRow) -> HandoffUpdate {
+    HandoffUpdate {
+        id: h.id,
+        expect_state: &["new", "open", "escalated"],
+        expect_round: h.round,
+        expect_step: h.step,
+        state: "expired".into(),
+        owner: h.owner.clone(),
+        owners_had: h.owners_had(),
+        round: h.round,
+        duplicates: None,
+        assigned_at: h.assigned_at,
+        due_at: h.due_at,
+        step: h.step,
+        next_at: None,
+        breached_at: h.breached_at,
     }
 }
 

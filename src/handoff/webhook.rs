@@ -30,24 +30,39 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const PAGE: i64 = 50;
 
 /// The body of a call for `event` with the notification `data` (`handoff`, `brief`).
+/// The owner's accept / reject links stay out: they act in the owner's name, and a
+/// receiver (a channel, a CRM log) is read by others. A CRM answers through the API.
 pub fn body(format: WebhookFormat, event: &str, data: &Value, at: DateTime<Utc>) -> String {
+    let mut handoff = data["handoff"].clone();
+    if let Some(h) = handoff.as_object_mut() {
+        h.remove("accept_url");
+        h.remove("reject_url");
+    }
     match format {
         WebhookFormat::Json => json!({
             "event": event,
             "at": at.to_rfc3339(),
-            "handoff": data["handoff"],
+            "handoff": handoff,
             "lead": data["brief"],
         })
         .to_string(),
-        WebhookFormat::Slack => slack(event, data).to_string(),
+        WebhookFormat::Slack => slack(event, &handoff, &data["brief"]).to_string(),
     }
 }
 
-/// A Slack message: what happened, the essentials and the two links.
-fn slack(event: &str, data: &Value) -> Value {
-    let h = &data["handoff"];
-    let b = &data["brief"];
-    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+/// A Slack message: what happened and the essentials. Text from leads is escaped, so
+/// a name cannot become a link or a mention.
+fn slack(event: &str, h: &Value, b: &Value) -> Value {
+    let s = |v: &Value| {
+        let text = match v {
+            Value::String(t) => t.clone(),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let owner = s(&h["owner"]["name"]);
     let headline = match event {
         "handoff.assigned" => format!("Neuer Lead für {owner}"),
@@ -70,23 +85,12 @@ fn slack(event: &str, data: &Value) -> Value {
         s(&c["email"])
     );
     let due = s(&h["due_local"]);
-    let links = if matches!(
-        event,
-        "handoff.accepted" | "handoff.rejected" | "handoff.expired"
-    ) {
-        String::new()
-    } else {
-        format!(
-            "\n<{}|Annehmen> · <{}|Ablehnen>",
-            s(&h["accept_url"]),
-            s(&h["reject_url"])
-        )
-    };
     let text = format!(
-        "*{headline}*\n{who}\nGrund: {}\nFit {} · Interesse {} · fällig {due}{links}",
+        "*{headline}*\n{who}\nGrund: {}\nFit {} · Interesse {} · fällig {due} · Übergabe {}",
         s(&h["reason"]),
         s(&b["scores"]["fit"]),
         s(&b["scores"]["interest"]),
+        s(&h["id"]),
     );
     json!({
         "text": format!("{headline}: {}", s(&c["name"])),
@@ -233,5 +237,45 @@ async fn send(
         id: row.id,
         until: to_ms(now) + wait.as_millis() as i64,
         reason: format!("{reason} (try {})", row.attempts),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> Value {
+        let mut d = crate::handoff::brief::sample_notification();
+        d["brief"]["contact"]["name"] = json!("<https://evil.example|Annehmen> & Co");
+        d
+    }
+
+    #[test]
+    fn bodies_leave_out_the_owner_links_and_slack_text_is_escaped() {
+        let at = chrono::DateTime::from_timestamp(1_774_000_000, 0).unwrap();
+        let json_body = body(WebhookFormat::Json, "handoff.assigned", &data(), at);
+        let v: Value = serde_json::from_str(&json_body).unwrap();
+        assert_eq!(v["event"], "handoff.assigned");
+        assert_eq!(v["handoff"]["id"], 12);
+        assert!(v["handoff"].get("accept_url").is_none());
+        assert!(!json_body.contains("/h/TOKEN"));
+        let slack_body = body(WebhookFormat::Slack, "handoff.assigned", &data(), at);
+        let v: Value = serde_json::from_str(&slack_body).unwrap();
+        let text = v["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(
+            text.contains("&lt;https://evil.example|Annehmen&gt; &amp; Co"),
+            "{text}"
+        );
+        assert!(text.starts_with("*Neuer Lead für Anna Berger*"), "{text}");
+        assert!(!slack_body.contains("/h/TOKEN"));
+    }
+
+    #[test]
+    fn the_signature_is_the_hmac_of_timestamp_and_body() {
+        // HMAC-SHA256("key", "1.{}"), computed independently with openssl.
+        assert_eq!(
+            signature("key", 1, "{}"),
+            "sha256=1ba6b8171186efc613e8bcc0cbdab2748f24984d7c5a84faa2637afa0e40d224"
+        );
     }
 }

@@ -143,16 +143,20 @@ async fn answer_api(
     match state.desk.answer(id, None, answer, &by).await {
         Ok(h) => Ok(Json(serde_json::to_value(h).unwrap_or_default())),
         Err(AnswerError::NotFound(_)) => Err(ApiError::not_found(format!("no handoff {id}"))),
-        Err(e @ (AnswerError::Closed(_) | AnswerError::Reassigned)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "conflict",
-            e.to_string(),
-        )),
-        Err(e @ AnswerError::MissingReason) => Err(ApiError::input(vec![InputError {
-            index: None,
-            path: "reason".into(),
-            message: e.to_string(),
-        }])),
+        Err(e @ (AnswerError::Closed(_) | AnswerError::Reassigned | AnswerError::NotAssigned)) => {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                e.to_string(),
+            ))
+        }
+        Err(e @ (AnswerError::MissingReason | AnswerError::ReasonTooLong(_))) => {
+            Err(ApiError::input(vec![InputError {
+                index: None,
+                path: "reason".into(),
+                message: e.to_string(),
+            }]))
+        }
         Err(e @ (AnswerError::Change(_) | AnswerError::NoLead)) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "conflict",
@@ -338,6 +342,20 @@ pub async fn link_answer(
             "Begründung fehlt",
             "<p>Bitte geben Sie einen Grund für die Ablehnung an. Gehen Sie zurück und \
              versuchen Sie es noch einmal.</p>",
+        ),
+        Err(AnswerError::ReasonTooLong(len)) => page(
+            StatusCode::BAD_REQUEST,
+            "Begründung zu lang",
+            &format!(
+                "<p>Die Begründung hat {len} Zeichen, höchstens {} sind möglich. Gehen Sie \
+                 zurück und kürzen Sie sie.</p>",
+                crate::handoff::answer::MAX_REASON
+            ),
+        ),
+        Err(e @ AnswerError::Change(_)) => page(
+            StatusCode::BAD_REQUEST,
+            "Nicht möglich",
+            &format!("<p>{}. Es wurde nichts geändert.</p>", esc(&e.to_string())),
         ),
         Err(AnswerError::Closed(_) | AnswerError::Reassigned) => {
             let fresh = state.processor.store.handoff(h.id).await.ok().flatten();

@@ -602,7 +602,8 @@ impl SendJob {
                     id: row.id,
                     reason: message.clone(),
                 });
-                if rejected {
+                // A colleague's address that bounced is not put on the leads' list.
+                if rejected && !internal {
                     o.suppress = Some((row.email.clone(), "rejected".to_string(), message));
                 }
                 o

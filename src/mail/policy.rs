@@ -42,10 +42,14 @@ pub fn decide(config: &MailConfig, default_tz: Tz, facts: &Facts, now: DateTime<
     let Some(lead) = facts.lead else {
         return Decision::Suppress("lead_deleted");
     };
+    // Internal mail goes to colleagues: the suppression list is about leads' addresses.
+    if facts.class == MailClass::Internal {
+        return Decision::Send;
+    }
     if facts.suppressed.is_some() {
         return Decision::Suppress("address_suppressed");
     }
-    if facts.class != MailClass::Marketing {
+    if facts.class == MailClass::Transactional {
         return Decision::Send;
     }
     if !lead.consent_email.granted {

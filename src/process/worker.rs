@@ -148,7 +148,7 @@ impl Processor {
         let (mut mail, mut sales) = (false, false);
         for c in written {
             mail |= c.has_mail();
-            sales |= !c.handoffs.is_empty();
+            sales |= !c.handoffs.is_empty() || c.handoff_settled.is_some();
         }
         if mail {
             self.mail_wake.notify_one();

@@ -71,6 +71,13 @@ const HANDOFF_COLUMNS: &str = "h.id, h.lead_id, l.email, h.team, h.reason, h.sou
     h.owner, h.owners_had, h.round, h.duplicates, h.created_at, h.assigned_at, h.due_at, h.step, \
     h.next_at, h.breached_at, h.answered_at, h.answered_by, h.answer_note, h.business_ms";
 
+#[derive(sqlx::FromRow)]
+struct PendingHook {
+    #[sqlx(flatten)]
+    row: HandoffRow,
+    hook_pending: String,
+}
+
 /// One line of a handoff's log.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct HandoffLogRow {
@@ -226,15 +233,33 @@ impl Store {
             .await?)
     }
 
-    /// When the desk has work next: a new handoff now, else the earliest step.
+    /// When the desk has work next: a new handoff or a pending webhook now, else the
+    /// earliest step.
     pub async fn next_handoff_due(&self) -> Result<Option<i64>, StoreError> {
         let (new, next): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM handoffs WHERE state = 'new'), \
+            "SELECT (SELECT COUNT(*) FROM handoffs WHERE state = 'new' OR hook_pending IS NOT NULL), \
              (SELECT MIN(next_at) FROM handoffs WHERE state IN ('open', 'escalated'))",
         )
         .fetch_one(&self.pool)
         .await?;
         Ok(if new > 0 { Some(0) } else { next })
+    }
+
+    /// Handoffs that ended by a stage change and whose webhook call is still to be
+    /// queued: (handoff, event).
+    pub async fn handoffs_with_pending_hook(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(HandoffRow, String)>, StoreError> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS}, h.hook_pending FROM handoffs h \
+             JOIN leads l ON l.id = h.lead_id WHERE h.hook_pending IS NOT NULL ORDER BY h.id LIMIT ?"
+        );
+        let rows: Vec<PendingHook> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.row, r.hook_pending)).collect())
     }
 
     pub async fn handoff_log(&self, id: i64) -> Result<Vec<HandoffLogRow>, StoreError> {
@@ -354,6 +379,19 @@ impl WriteTx {
         }
         q.push(")");
         Ok(q.build().execute(&mut *self.tx).await?.rows_affected() == 1)
+    }
+
+    /// Clears the pending webhook event of a handoff; false when another pass did.
+    pub async fn take_pending_hook(&mut self, id: i64, event: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            "UPDATE handoffs SET hook_pending = NULL WHERE id = ? AND hook_pending = ?",
+        )
+        .bind(id)
+        .bind(event)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     /// The next turn of `team`'s round-robin (1, 2, 3, ...).
@@ -575,6 +613,8 @@ pub mod build {
                     .push_bind(s.source.to_string())
                     .push(", answer_note = ")
                     .push_bind(note)
+                    .push(", hook_pending = ")
+                    .push_bind(format!("handoff.{state}"))
                     .push(", next_at = NULL, updated_at = ")
                     .push_bind(now)
                     .push(" WHERE lead_id = ")

@@ -218,6 +218,12 @@ async fn an_mql_reaches_sales_at_once_and_is_accepted_or_rejected_by_its_owner()
     assert_eq!(payload["handoff"]["owner"]["id"], "anna");
     assert_eq!(payload["lead"]["contact"]["phone"], "+49 30 1234567");
     assert_eq!(payload["lead"]["tracking"], Value::Null, "{payload:#}");
+    // The owner's links act in her name: they are not given to the receiver.
+    assert!(
+        payload["handoff"].get("accept_url").is_none(),
+        "{payload:#}"
+    );
+    assert!(!assigned[0].1.contains("/h/"), "{payload:#}");
     assert!(!assigned[0].1.contains("/pricing"));
     let (_, shown) = app.get(&format!("/v1/handoffs/{id}")).await;
     assert_eq!(shown["webhooks"][0]["status"], "sent", "{shown:#}");
@@ -367,6 +373,32 @@ async fn an_mql_reaches_sales_at_once_and_is_accepted_or_rejected_by_its_owner()
     .await;
     let h = handoffs_of(&app, third).await.remove(0);
     assert_eq!(h["owner"], "anna");
+
+    // 7. The CRM moves her to sql before Anna answers: the handoff ends as taken over,
+    // and the receiver hears of it.
+    let (status, _) = app
+        .post(
+            &format!("/v1/leads/{third}/stage"),
+            &json!({"stage": "sql", "reason": "called in herself", "by": "crm"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let h = handoffs_of(&app, third).await.remove(0);
+    assert_eq!(h["state"], "accepted");
+    assert_eq!(h["answered_by"], "api:crm");
+    let taken = eventually("the webhook of the ended handoff", 10, || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(headers, text)| {
+                headers["x-nurtured-event"] == "handoff.accepted" && text.contains(third)
+            })
+            .cloned()
+    })
+    .await;
+    let payload: Value = serde_json::from_str(&taken.1).unwrap();
+    assert_eq!(payload["handoff"]["state"], "accepted", "{payload:#}");
 }
 
 /// A handoff with its log, as the API shows it.
