@@ -147,6 +147,7 @@ async fn an_mql_reaches_sales_at_once_and_is_accepted_or_rejected_by_its_owner()
     })
     .await;
     let took = mail.at.duration_since(started);
+    eprintln!("handoff notification at the SMTP server {took:?} after the events were sent");
     assert!(took < Duration::from_secs(1), "notification took {took:?}");
     let text = body(&mail);
     for essential in [
