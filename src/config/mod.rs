@@ -582,7 +582,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         for needle in [
-            "`sales.accept_stage[0]`: unknown stage `sall`",
+            "`sales.accept_stage`: unknown stage `sall`",
             "`sales.on_stage.mql`: no team `outbound`; the teams are: inbound",
             "`sales.owners[0].email`: `not-an-address` is not an e-mail address",
             "`sales.teams[0].owners[1]`: no owner `carl`; the owners are: anna",

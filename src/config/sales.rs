@@ -165,7 +165,14 @@ pub(super) fn sales(
 ) -> SalesConfig {
     let bad = c.bad;
     let stage = |key: &str, s: &String| {
-        super::check_stages(funnel, std::slice::from_ref(s), key, bad);
+        if let Some(f) = funnel
+            && f.stage(s).is_none()
+        {
+            bad(
+                key,
+                format!("unknown stage `{s}`; the stages are: {}", f.names_joined()),
+            );
+        }
     };
     stage("sales.accept_stage", &raw.accept_stage);
     stage("sales.reject_stage", &raw.reject_stage);
