@@ -190,18 +190,7 @@ impl Desk {
             Some(&format!("due {due_text}")),
         )
         .await?;
-        let assigned = HandoffRow {
-            state: update.state.clone(),
-            owner: update.owner.clone(),
-            owners_had: serde_json::to_string(&update.owners_had).unwrap_or_default(),
-            round: update.round,
-            duplicates: update.duplicates.clone().unwrap_or_default(),
-            assigned_at: update.assigned_at,
-            due_at: update.due_at,
-            step: 0,
-            next_at: update.next_at,
-            ..h
-        };
+        let assigned = update.applied_to(h);
         let data = self
             .notification(&assigned, team, &lead, &duplicates, None)
             .await?;
@@ -212,7 +201,7 @@ impl Desk {
         tx.commit().await?;
         self.processor.mail_wake.notify_one();
         self.webhook_wake.notify_one();
-        tracing::info!(handoff = h.id, lead = h.lead_id, owner = %owner_id, due = %due_text, "lead handed to sales");
+        tracing::info!(handoff = assigned.id, lead = assigned.lead_id, owner = %owner_id, due = %due_text, "lead handed to sales");
         Ok(true)
     }
 
@@ -419,17 +408,7 @@ impl Desk {
             Some(&format!("from {previous}")),
         )
         .await?;
-        let moved = HandoffRow {
-            state: update.state.clone(),
-            owner: update.owner.clone(),
-            owners_had: serde_json::to_string(&update.owners_had).unwrap_or_default(),
-            round: update.round,
-            assigned_at: update.assigned_at,
-            due_at: update.due_at,
-            step: 0,
-            next_at: update.next_at,
-            ..h
-        };
+        let moved = update.applied_to(h);
         let duplicates: Vec<Value> = serde_json::from_str(&moved.duplicates).unwrap_or_default();
         let mut data = self
             .notification(&moved, team, lead, &duplicates, Some("reassigned"))

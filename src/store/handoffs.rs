@@ -139,6 +139,25 @@ pub struct HandoffUpdate {
     pub breached_at: Option<i64>,
 }
 
+impl HandoffUpdate {
+    /// The handoff as it is once this update is written.
+    pub fn applied_to(&self, h: HandoffRow) -> HandoffRow {
+        HandoffRow {
+            state: self.state.clone(),
+            owner: self.owner.clone(),
+            owners_had: serde_json::to_string(&self.owners_had).unwrap_or_default(),
+            round: self.round,
+            duplicates: self.duplicates.clone().unwrap_or(h.duplicates),
+            assigned_at: self.assigned_at,
+            due_at: self.due_at,
+            step: self.step,
+            next_at: self.next_at,
+            breached_at: self.breached_at,
+            ..h
+        }
+    }
+}
+
 /// An internal mail (to sales) to queue.
 #[derive(Debug, Clone)]
 pub struct InternalMail {

@@ -52,10 +52,9 @@ async fn receiver(fail: usize) -> (String, Calls) {
 
 const HOOK_SECRET: &str = "hook-secret-0123456789";
 
-/// The shipped team, with a webhook to `url`.
-fn team_with_hook(url: &str) -> String {
-    format!(
-        r#"
+/// The two salespeople of the shipped configuration (a test that sets its own team
+/// names them again).
+const OWNERS: &str = r#"
 [[sales.owners]]
 id = "anna"
 name = "Anna Berger"
@@ -65,7 +64,12 @@ email = "anna.berger@example.com"
 id = "ben"
 name = "Ben Okafor"
 email = "ben.okafor@example.com"
+"#;
 
+/// The shipped team, with a webhook to `url`.
+fn team_with_hook(url: &str) -> String {
+    format!(
+        r#"{OWNERS}
 [[sales.teams]]
 name = "inbound"
 owners = ["anna", "ben"]
@@ -562,25 +566,17 @@ async fn the_sla_counts_business_hours_and_escalates_on_time_across_the_clock_ch
 async fn rules_hand_over_and_pick_owners_and_a_crm_move_ends_the_handoff() {
     let sink = SmtpSink::start().unwrap();
     // The team's owner is picked by a rule: northern companies go to Ben.
-    let extra = r#"
-[[sales.owners]]
-id = "anna"
-name = "Anna Berger"
-email = "anna.berger@example.com"
-
-[[sales.owners]]
-id = "ben"
-name = "Ben Okafor"
-email = "ben.okafor@example.com"
-
+    let extra = format!(
+        r#"{OWNERS}
 [[sales.teams]]
 name = "inbound"
 owners = ["anna", "ben"]
 assign = "60-sales.rhai:owner_for"
 reaction = "4h"
 calendar = "always"
-"#;
-    let dir = mail_dir(sink.port, extra);
+"#
+    );
+    let dir = mail_dir(sink.port, &extra);
     std::fs::write(
         dir.path().join("rules/60-sales.rhai"),
         r#"
