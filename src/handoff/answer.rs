@@ -158,10 +158,9 @@ impl Desk {
                 answer_note: note.clone(),
                 ..h.clone()
             };
-            let duplicates: Vec<Value> = serde_json::from_str(&h.duplicates).unwrap_or_default();
             let lead = edit.lead().clone();
             let mut data = self
-                .notification(&answered, team, &lead, &duplicates, Some(state))
+                .notification(&answered, team, &lead, Some(state))
                 .await?;
             data["handoff"]["answered_by"] = json!(by);
             data["handoff"]["answer_note"] = json!(note);
@@ -190,7 +189,7 @@ impl Desk {
         let webhooks = self.store().webhooks_of(id).await?;
         let mut v = serde_json::to_value(&h).unwrap_or_default();
         v["owners_had"] = json!(h.owners_had());
-        v["duplicates"] = serde_json::from_str(&h.duplicates).unwrap_or(json!([]));
+        v["duplicates"] = json!(h.duplicates());
         v["log"] = json!(log);
         v["webhooks"] = json!(
             webhooks

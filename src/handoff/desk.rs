@@ -140,12 +140,7 @@ impl Desk {
             let why = format!("team `{}` is not configured", h.team);
             return self.give_back(h, None, now, &why).await;
         };
-        let Some(lead) = self
-            .store()
-            .leads_by_ids(&[h.lead_id])
-            .await?
-            .remove(&h.lead_id)
-        else {
+        let Some(lead) = self.lead_of(h.lead_id).await? else {
             return self.close_unassigned(&h, "the lead no longer exists").await;
         };
         let picked = self.pick_by_rule(team, &lead).await;
@@ -191,9 +186,7 @@ impl Desk {
         )
         .await?;
         let assigned = update.applied_to(h);
-        let data = self
-            .notification(&assigned, team, &lead, &duplicates, None)
-            .await?;
+        let data = self.notification(&assigned, team, &lead, None).await?;
         self.notify(&mut tx, &assigned, owner.as_ref(), "new", &data, now)
             .await?;
         self.hook(&mut tx, &assigned, team, "handoff.assigned", &data, now)
@@ -246,12 +239,7 @@ impl Desk {
         }
         let mut update = self.next_point(&h, team, &owner_id, from_ms(assigned_at));
         let owner = self.owner(&owner_id);
-        let Some(lead) = self
-            .store()
-            .leads_by_ids(&[h.lead_id])
-            .await?
-            .remove(&h.lead_id)
-        else {
+        let Some(lead) = self.lead_of(h.lead_id).await? else {
             return self.close_unassigned(&h, "the lead no longer exists").await;
         };
         let step = match point {
@@ -310,10 +298,7 @@ impl Desk {
             breached_at: update.breached_at,
             ..h
         };
-        let duplicates: Vec<Value> = serde_json::from_str(&fired.duplicates).unwrap_or_default();
-        let data = self
-            .notification(&fired, team, &lead, &duplicates, Some(what))
-            .await?;
+        let data = self.notification(&fired, team, &lead, Some(what)).await?;
         match point {
             Point::Step(Step::Remind) => {
                 self.notify(&mut tx, &fired, owner.as_ref(), "reminder", &data, now)
@@ -409,9 +394,8 @@ impl Desk {
         )
         .await?;
         let moved = update.applied_to(h);
-        let duplicates: Vec<Value> = serde_json::from_str(&moved.duplicates).unwrap_or_default();
         let mut data = self
-            .notification(&moved, team, lead, &duplicates, Some("reassigned"))
+            .notification(&moved, team, lead, Some("reassigned"))
             .await?;
         data["handoff"]["reassigned_from"] =
             json!(self.owner(&previous).map_or(previous.clone(), |o| o.name));
@@ -474,10 +458,8 @@ impl Desk {
         };
         if let Some(team) = team {
             let lead = edit.lead().clone();
-            let duplicates: Vec<Value> =
-                serde_json::from_str(&ended.duplicates).unwrap_or_default();
             let data = self
-                .notification(&ended, team, &lead, &duplicates, Some("expired"))
+                .notification(&ended, team, &lead, Some("expired"))
                 .await?;
             self.hook(&mut tx, &ended, team, "handoff.expired", &data, now)
                 .await?;
@@ -512,19 +494,10 @@ impl Desk {
         for (h, event) in self.store().handoffs_with_pending_hook(PAGE).await? {
             let now = self.clock.now();
             let team = self.config.sales.team(&h.team);
-            let lead = self
-                .store()
-                .leads_by_ids(&[h.lead_id])
-                .await?
-                .remove(&h.lead_id);
+            let lead = self.lead_of(h.lead_id).await?;
             let data = match (team, &lead) {
                 (Some(team), Some(lead)) if team.webhook.is_some() => {
-                    let duplicates: Vec<Value> =
-                        serde_json::from_str(&h.duplicates).unwrap_or_default();
-                    Some(
-                        self.notification(&h, team, lead, &duplicates, Some(&h.state))
-                            .await?,
-                    )
+                    Some(self.notification(&h, team, lead, Some(&h.state)).await?)
                 }
                 _ => None,
             };
@@ -549,6 +522,10 @@ impl Desk {
         let mut tx = self.store().begin_write().await?;
         tx.hold_lease(&lease).await?;
         Ok(tx)
+    }
+
+    pub(super) async fn lead_of(&self, id: i64) -> Result<Option<Lead>, StoreError> {
+        Ok(self.store().leads_by_ids(&[id]).await?.remove(&id))
     }
 
     pub(super) fn owner(&self, id: &str) -> Option<Owner> {
@@ -609,7 +586,6 @@ impl Desk {
         h: &HandoffRow,
         team: &Team,
         lead: &Lead,
-        duplicates: &[Value],
         step: Option<&str>,
     ) -> Result<Value, StoreError> {
         let store = self.store();
@@ -624,13 +600,14 @@ impl Desk {
             .filter(|(_, (name, _))| brief::TRACKED.contains(&name.as_str()))
             .map(|(seq, _)| seq)
             .collect();
+        let duplicates = h.duplicates();
         let brief = brief::brief(&Facts {
             lead,
             events: &events,
             ledger: &ledger,
             history: &history,
             tracked_seqs: &tracked_seqs,
-            duplicates,
+            duplicates: &duplicates,
             fit_threshold: self.config.thresholds.get("mql_fit").copied(),
             interest_threshold: self.config.thresholds.get("mql_interest").copied(),
         });

@@ -58,6 +58,11 @@ impl HandoffRow {
     pub fn owners_had(&self) -> Vec<String> {
         serde_json::from_str(&self.owners_had).unwrap_or_default()
     }
+
+    /// Other leads of the same company with sales when it was assigned.
+    pub fn duplicates(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.duplicates).unwrap_or_default()
+    }
 }
 
 fn opt_ms<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {

@@ -123,6 +123,25 @@ async fn handoffs_of(app: &TestApp, email: &str) -> Vec<Value> {
         .collect()
 }
 
+/// POSTs a handoff link (the button on its page); the answer's status.
+async fn press(app: &TestApp, token: &str) -> StatusCode {
+    app.client
+        .post(format!("{}/h/{token}", app.base))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The reason of the lead's latest stage move.
+fn last_reason(lead: &Value) -> String {
+    let history = lead["stage_history"].as_array().unwrap();
+    history.last().unwrap()["reason"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn sign(ts: &str, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
     mac.update(format!("{ts}.{body}").as_bytes());
@@ -242,13 +261,7 @@ async fn an_mql_reaches_sales_at_once_and_is_accepted_or_rejected_by_its_owner()
         sig.replace(sig.chars().next().unwrap(), "x")
     );
     for bad in [altered.as_str(), "forged.token"] {
-        let r = app
-            .client
-            .post(format!("{}/h/{bad}", app.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(press(&app, bad).await, StatusCode::BAD_REQUEST);
     }
     assert_eq!(handoffs_of(&app, email).await[0]["state"], "open");
 
@@ -263,36 +276,13 @@ async fn an_mql_reaches_sales_at_once_and_is_accepted_or_rejected_by_its_owner()
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("Annehmen"));
     assert_eq!(app.lead(email).await["stage"], "mql", "GET changes nothing");
-    let r = app
-        .client
-        .post(format!("{}/h/{accept}", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(press(&app, &accept).await, StatusCode::OK);
     let lead = app.lead(email).await;
     assert_eq!(lead["stage"], "sal", "{lead:#}");
     assert_eq!(lead["owner"], "anna.berger@example.com");
-    let last = lead["stage_history"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap()
-            .contains("accepted by anna"),
-        "{last}"
-    );
-    let again = app
-        .client
-        .post(format!("{}/h/{accept}", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let last = last_reason(&lead);
+    assert!(last.contains("accepted by anna"), "{last}");
+    assert_eq!(press(&app, &accept).await, StatusCode::CONFLICT);
     let h = handoffs_of(&app, email).await.remove(0);
     assert_eq!(h["state"], "accepted");
     assert_eq!(h["answered_by"], "anna");
@@ -339,19 +329,8 @@ async fn an_mql_reaches_sales_at_once_and_is_accepted_or_rejected_by_its_owner()
     assert_eq!(body_json["answer_note"], "kein Budget vor Q3");
     let lead = app.lead(colleague).await;
     assert_eq!(lead["stage"], "recycled", "{lead:#}");
-    let last = lead["stage_history"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .clone();
-    assert!(
-        last["reason"]
-            .as_str()
-            .unwrap()
-            .contains("kein Budget vor Q3"),
-        "{last}"
-    );
+    let last = last_reason(&lead);
+    assert!(last.contains("kein Budget vor Q3"), "{last}");
     let streams = lead["streams"].as_array().unwrap();
     assert!(
         streams
@@ -513,13 +492,7 @@ async fn the_sla_counts_business_hours_and_escalates_on_time_across_the_clock_ch
         ben_text.contains("Anna Berger hat nicht rechtzeitig reagiert"),
         "{ben_text}"
     );
-    let r = app
-        .client
-        .post(format!("{}/h/{anna_accept}", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(press(&app, &anna_accept).await, StatusCode::CONFLICT);
     assert_eq!(app.lead(email).await["stage"], "mql");
 
     // Ben does not react either: reminder 12:30, escalation 13:30, and at 14:30 every
