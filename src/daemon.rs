@@ -58,7 +58,14 @@ pub struct App {
 impl App {
     pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         let config = Arc::new(config);
-        let store = Store::open(&config.database_url).await?;
+        let store = Store::open_with(
+            &config.database_url,
+            config
+                .processing
+                .memory
+                .page_cache_kib(crate::store::CONNECTIONS),
+        )
+        .await?;
         let sandbox = Arc::new(Sandbox::new(
             &config.limits,
             Arc::new(config.thresholds.clone()),
@@ -96,7 +103,7 @@ impl App {
                 clock.clone(),
                 config.processing.batch_size,
                 config.processing.poll_interval,
-                config.processing.history_events,
+                config.processing.memory,
             )
             .with_streams(plan),
         );
@@ -146,7 +153,7 @@ pub struct Running {
 }
 
 /// How long shutdown waits for work in progress.
-const DRAIN: Duration = Duration::from_secs(15);
+const DRAIN: Duration = Duration::from_secs(4);
 
 impl Running {
     /// Stops accepting requests, lets running work finish, releases the lease.

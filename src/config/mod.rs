@@ -57,10 +57,34 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct Processing {
     pub batch_size: usize,
-    /// Events of recent history kept in memory for counting.
-    pub history_events: usize,
+    /// What the caches may take in all (leads, histories, SQLite pages), in bytes.
+    pub memory: Memory,
     pub poll_interval: Duration,
     pub recent_activity: usize,
+}
+
+/// The memory budget of `processing.memory` and how it is shared out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory(pub u64);
+
+impl Memory {
+    /// The smallest budget accepted.
+    pub const MIN: u64 = 32 << 20;
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// Leads and their event histories (the lead cache): five eighths.
+    pub fn lead_cache(self) -> usize {
+        (self.0 / 8 * 5) as usize
+    }
+
+    /// SQLite's page cache, per pooled connection, in KiB: an eighth of the budget
+    /// shared by `connections`.
+    pub fn page_cache_kib(self, connections: u32) -> u64 {
+        (self.0 / 8 / 1024 / u64::from(connections.max(1))).max(1024)
+    }
 }
 
 /// Sandbox limits for one rule call.
@@ -323,8 +347,34 @@ fn validate(
             format!("{batch_size} is too large: at most 10000 events per batch"),
         );
     }
-    let history_events =
-        positive("processing.history_events", raw.processing.history_events) as usize;
+    if raw.processing.history_events.is_some() {
+        bad(
+            "processing.history_events",
+            "is no longer used: processing.memory (e.g. \"256 MiB\") bounds every cache \
+             together, histories included; remove the key"
+                .to_string(),
+        );
+    }
+    let memory = match raw.processing.memory.trim().parse::<bytesize::ByteSize>() {
+        Ok(size) if size.as_u64() >= Memory::MIN => Memory(size.as_u64()),
+        Ok(size) => {
+            bad(
+                "processing.memory",
+                format!("{size} is too little: at least 32 MiB"),
+            );
+            Memory(Memory::MIN)
+        }
+        Err(_) => {
+            bad(
+                "processing.memory",
+                format!(
+                    "`{}` is not a size: write it like \"256 MiB\", \"1 GiB\" or \"512MB\"",
+                    raw.processing.memory
+                ),
+            );
+            Memory(Memory::MIN)
+        }
+    };
     let recent_activity =
         positive("processing.recent_activity", raw.processing.recent_activity) as usize;
     let max_operations = positive("limits.max_operations", raw.limits.max_operations);
@@ -410,7 +460,7 @@ fn validate(
         thresholds: raw.thresholds,
         processing: Processing {
             batch_size,
-            history_events,
+            memory,
             poll_interval,
             recent_activity,
         },

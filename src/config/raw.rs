@@ -285,8 +285,11 @@ pub struct RawProcessing {
     pub batch_size: i64,
     #[serde(default = "d::poll_interval")]
     pub poll_interval: String,
-    #[serde(default = "d::history_events")]
-    pub history_events: i64,
+    #[serde(default = "d::memory")]
+    pub memory: String,
+    /// Replaced by `memory`; kept to say so when an older file still has it.
+    #[serde(default, skip_serializing)]
+    pub history_events: Option<i64>,
     #[serde(default = "d::recent_activity")]
     pub recent_activity: i64,
 }
@@ -345,7 +348,8 @@ impl Default for RawProcessing {
         Self {
             batch_size: d::batch_size(),
             poll_interval: d::poll_interval(),
-            history_events: d::history_events(),
+            memory: d::memory(),
+            history_events: None,
             recent_activity: d::recent_activity(),
         }
     }
@@ -619,8 +623,8 @@ mod d {
     pub fn poll_interval() -> String {
         "250ms".into()
     }
-    pub fn history_events() -> i64 {
-        1_000_000
+    pub fn memory() -> String {
+        "256 MiB".into()
     }
     pub fn recent_activity() -> i64 {
         20

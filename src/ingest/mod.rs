@@ -113,9 +113,8 @@ pub async fn accept(
             .into_iter()
             .map(|i| (known.find(&i.key).expect("checked above"), i.event))
             .collect();
-        let statements = build::events(resolved, now);
         let mut tx = store.begin_write().await?;
-        let accepted = tx.execute(statements).await?;
+        let accepted = tx.insert_events(resolved, now).await?;
         tx.count_received(accepted).await?;
         tx.commit().await?;
         return Ok(Accepted {
@@ -197,7 +196,7 @@ pub async fn accept(
     if !errors.is_empty() {
         return Err(AcceptError::Input(errors));
     }
-    let accepted = tx.execute(build::events(resolved, now)).await?;
+    let accepted = tx.insert_events(resolved, now).await?;
     tx.count_received(accepted).await?;
     tx.commit().await?;
     Ok(Accepted {

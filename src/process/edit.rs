@@ -2,22 +2,22 @@
 //! accepting or rejecting a handoff moves the lead and closes the handoff at once, or
 //! neither happens.
 //!
-//! [`Processor::edit_lead`] takes the lead lock and loads the lead; the caller applies
+//! [`Processor::edit_lead`] takes the lead's lock and loads the lead; the caller applies
 //! actions, opens the write transaction with [`LeadEdit::begin`] (which checks the
 //! lease), writes its own rows, and hands the transaction to [`LeadEdit::commit`],
 //! which adds the lead, its records and what follows (streams, mails) and commits.
 
-use tokio::sync::MutexGuard;
-
 use super::Processor;
+use super::locks::{LeadGuard, Shared};
 use crate::domain::change::{Action, ChangeError, Outcome};
 use crate::domain::{Changes, Lead, Source};
 use crate::store::{StoreError, WriteTx, build};
 
-/// One lead being changed under the lead lock.
+/// One lead being changed under its lock.
 pub struct LeadEdit<'p> {
     processor: &'p Processor,
-    _lock: MutexGuard<'p, ()>,
+    _gate: Shared,
+    _lock: LeadGuard,
     before: Lead,
     lead: Lead,
     changes: Changes,
@@ -26,12 +26,14 @@ pub struct LeadEdit<'p> {
 impl Processor {
     /// Locks and loads lead `lead_id`; `None` when there is no such lead.
     pub async fn edit_lead(&self, lead_id: i64) -> Result<Option<LeadEdit<'_>>, StoreError> {
-        let lock = self.lead_lock.lock().await;
-        let Some(lead) = self.load_leads(&[lead_id]).await?.remove(&lead_id) else {
+        let gate = self.gate.shared().await;
+        let lock = self.locks.lock(lead_id).await;
+        let Some(lead) = self.locked_lead(&lock).await? else {
             return Ok(None);
         };
         Ok(Some(LeadEdit {
             processor: self,
+            _gate: gate,
             _lock: lock,
             before: lead.clone(),
             lead,
@@ -75,16 +77,16 @@ impl LeadEdit<'_> {
         p.plan
             .follow(&self.before, &self.lead, None, &mut self.changes);
         let records = [(self.lead.id, None, &self.changes)];
-        let statements = build::leads(&[&self.lead])
+        let statements = build::leads(&[(&self.lead, 0)])
             .and(build::changes(&records))
             .and(build::mails(&records, &p.plan.params, now))
             .and(build::handoffs(&records, now));
         tx.execute(statements).await?;
         if let Err(e) = tx.commit().await {
-            p.forget_leads(Some(&[self.lead.id]));
+            p.cache.forget(self.lead.id);
             return Err(e);
         }
-        p.remember([self.lead.clone()]);
+        p.remember([&self.lead]);
         p.wake([&self.changes]);
         Ok(self.lead)
     }

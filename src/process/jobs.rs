@@ -1,9 +1,11 @@
-//! Work on many leads at once for scheduled jobs: a rule function over a page of leads,
-//! and interest decay. Both take the lead lock and write in one transaction per page.
+//! Work on many leads at once for scheduled jobs: a rule function over a page of leads
+//! (under those leads' locks, one transaction per page), and interest decay (every lead
+//! at once: it waits until the work in flight is written and holds new work back while
+//! it runs).
 
 use chrono::{DateTime, Utc};
 
-use super::worker::{ProcessError, Processor};
+use super::processor::{ProcessError, Processor};
 use crate::domain::{Changes, Lead, Source};
 use crate::rules::{RuleError, run::run_function};
 use crate::store::build;
@@ -36,8 +38,21 @@ impl Processor {
             );
             return Ok(ids.iter().map(|id| (*id, Err(e.clone()))).collect());
         }
-        let _lock = self.lead_lock.lock().await;
-        let leads = self.load_leads(ids).await?;
+        let _gate = self.gate.shared().await;
+        let guards = self.locks.lock_all(ids).await;
+        let mut leads = std::collections::HashMap::with_capacity(guards.len());
+        let mut missing = Vec::new();
+        for g in &guards {
+            match self.cache.lead(g.lead_id()) {
+                Some(l) => {
+                    leads.insert(l.id, l);
+                }
+                None => missing.push(g.lead_id()),
+            }
+        }
+        if !missing.is_empty() {
+            leads.extend(self.store.leads_by_ids(&missing).await?);
+        }
         let ctx = self.context();
         let plan = self.plan.clone();
         let sandbox = self.sandbox.clone();
@@ -71,7 +86,8 @@ impl Processor {
             .iter()
             .filter_map(|(id, r)| r.as_ref().ok().map(|(_, c)| (*id, None, c)))
             .collect();
-        let statements = build::leads(&saved)
+        let rows: Vec<(&Lead, i64)> = saved.iter().map(|l| (*l, 0)).collect();
+        let statements = build::leads(&rows)
             .and(build::changes(&records))
             .and(build::mails(&records, &self.plan.params, at))
             .and(build::handoffs(&records, at));
@@ -80,10 +96,12 @@ impl Processor {
         tx.hold_lease(&lease).await?;
         tx.execute(statements).await?;
         if let Err(e) = tx.commit().await {
-            self.forget_leads(None);
+            for id in ids {
+                self.cache.forget(*id);
+            }
             return Err(e.into());
         }
-        self.remember(saved.into_iter().cloned());
+        self.remember(saved);
         self.wake(records.iter().map(|(_, _, c)| *c));
         Ok(results
             .into_iter()
@@ -99,14 +117,14 @@ impl Processor {
         source: &Source,
         reason: &str,
     ) -> Result<u64, ProcessError> {
-        let _lock = self.lead_lock.lock().await;
+        let _all = self.gate.exclusive().await;
         let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
         tx.hold_lease(&lease).await?;
         let n = tx.decay_interest(factor, at, source, reason).await?;
         let done = tx.commit().await;
         // Interest changed in the store for every lead.
-        self.forget_leads(None);
+        self.cache.forget_states();
         done?;
         Ok(n)
     }

@@ -1,5 +1,6 @@
-//! Changes made by people through the API: a salesperson or CRM moves a lead.
-//! They take the same lead lock as event processing and are recorded the same way.
+//! Changes made by people through the API: a salesperson or CRM moves a lead, a lead
+//! gives or withdraws consent. They take the lead's lock, as event processing does,
+//! and are recorded the same way; other leads are not held up.
 
 use crate::domain::change::{Action, ChangeError, Outcome};
 use crate::domain::{Changes, Email, Lead, Source};
@@ -27,17 +28,17 @@ impl Processor {
         reason: &str,
         user: &str,
     ) -> Result<(Lead, Outcome), ManualError> {
-        let _lock = self.lead_lock.lock().await;
-        let mut lead = self
+        let id = self
             .store
-            .lead_by_email(email)
+            .lead_id_by_email(email)
             .await?
             .ok_or_else(|| ManualError::NotFound(email.to_string()))?;
-        // The cache may be newer than the store only within a batch, and batches hold
-        // the same lock; take the cached state if there is one.
-        if let Some(cached) = self.load_leads(&[lead.id]).await?.remove(&lead.id) {
-            lead = cached;
-        }
+        let _gate = self.gate.shared().await;
+        let guard = self.locks.lock(id).await;
+        let mut lead = self
+            .locked_lead(&guard)
+            .await?
+            .ok_or_else(|| ManualError::NotFound(email.to_string()))?;
         let mut changes = Changes::default();
         let source = Source::Api {
             user: user.to_string(),
@@ -61,10 +62,10 @@ impl Processor {
     }
 
     /// Writes one lead changed by hand with its records, mails and stream changes, in
-    /// one transaction that checks the lease. Call with the lead lock held.
+    /// one transaction that checks the lease. Call with the lead's lock held.
     async fn save_one(&self, lead: &Lead, changes: &Changes) -> Result<(), ManualError> {
         let records = [(lead.id, None, changes)];
-        let statements = build::leads(&[lead])
+        let statements = build::leads(&[(lead, 0)])
             .and(build::changes(&records))
             .and(build::mails(&records, &self.plan.params, self.clock.now()))
             .and(build::handoffs(&records, self.clock.now()));
@@ -73,10 +74,10 @@ impl Processor {
         tx.hold_lease(&lease).await?;
         tx.execute(statements).await?;
         if let Err(e) = tx.commit().await {
-            self.forget_leads(Some(&[lead.id]));
+            self.cache.forget(lead.id);
             return Err(e.into());
         }
-        self.remember([lead.clone()]);
+        self.remember([lead]);
         self.wake([changes]);
         Ok(())
     }
@@ -103,8 +104,9 @@ impl Processor {
         granted: bool,
         source: &str,
     ) -> Result<Option<Lead>, ManualError> {
-        let _lock = self.lead_lock.lock().await;
-        let Some(mut lead) = self.load_leads(&[lead_id]).await?.remove(&lead_id) else {
+        let _gate = self.gate.shared().await;
+        let guard = self.locks.lock(lead_id).await;
+        let Some(mut lead) = self.locked_lead(&guard).await? else {
             return Ok(None);
         };
         if lead.email.as_str() != email {

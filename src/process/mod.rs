@@ -1,21 +1,34 @@
-//! Event processing: pending events are taken in batches, in arrival order, the rules
-//! run for each (off the async reactor), and each batch's results are written in one
-//! transaction. An event whose rules fail is kept as failed with the error; its effects
-//! are dropped as a whole and the other events go on.
+//! Event processing. Pending events are read in arrival order; each lead's events run
+//! one after the other through the rules (off the async reactor), while different
+//! leads run side by side; results are written in shared transactions. An event whose
+//! rules fail is kept as failed with the error; its effects are dropped as a whole and
+//! the other events go on.
 //!
-//! - [`worker`]: one batch ([`worker::Processor::run_once`]) and the loop around it;
-//! - [`history`]: the event history rules count on, held in memory (bounded) with the
-//!   store behind it;
-//! - [`manual`]: changes made through the API (sales, CRM), under the same lead lock;
+//! - [`processor`]: the shared parts, the lease, and a single batch
+//!   ([`processor::Processor::run_once`]) for the command line and rule fixtures;
+//! - [`pipeline`]: the daemon's continuous processing, per-lead queues; [`lanes`]: the
+//!   rule threads; [`evaluate`]: one lead's events through the rules; [`commit`]:
+//!   group commit of the results;
+//! - [`locks`]: per-lead locks; [`cache`]: leads ([`compact`]) and their histories
+//!   ([`history`]) in memory under one byte budget;
+//! - [`manual`]: changes made through the API (sales, CRM), under the lead's lock;
 //! - [`edit`]: one lead's change written together with the caller's own rows (a
 //!   handoff answered);
 //! - [`jobs`]: scheduled work on many leads (rule functions, interest decay).
 
+pub mod cache;
+pub mod commit;
+pub mod compact;
 pub mod edit;
+pub mod evaluate;
 pub mod history;
 pub mod jobs;
+pub mod lanes;
+pub mod locks;
 pub mod manual;
-pub mod worker;
+pub mod pipeline;
+pub mod processor;
 
 pub use edit::LeadEdit;
-pub use worker::{BatchOutcome, EventOutcome, Processor};
+pub use evaluate::EventOutcome;
+pub use processor::{BatchOutcome, ProcessError, Processor};

@@ -1,8 +1,8 @@
 //! Events (lead activity): the durable intake queue and the history rules count on.
 //!
-//! A row's content never changes after insert; processing only sets `status`,
-//! `attempts`, `error` and `processed_at`. `message_id` is unique, so a retried request
-//! never adds an event twice.
+//! An event row never changes after insert. `event_queue` lists the events not yet
+//! processed and `event_failures` those whose rules failed; an event in neither is
+//! processed. `message_id` is unique, so a retried request never adds an event twice.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -64,6 +64,8 @@ pub struct PendingEvent {
     pub traits: Option<String>,
     pub context: Option<String>,
     pub occurred_at: i64,
+    /// Times it failed before (a retried event), 0 for a new one.
+    pub attempts: i64,
 }
 
 /// A past event as counting needs it.
@@ -102,8 +104,17 @@ pub struct CountQuery<'a> {
     pub upto_seq: i64,
 }
 
-const EVENT_COLUMNS: &str = "seq, message_id, lead_id, kind, name, properties, traits, context, \
-    occurred_at, received_at, status, attempts, error";
+/// An event with its state, from `events e` joined with the queue `q` and the
+/// failures `f`.
+const EVENT_COLUMNS: &str = "e.seq, e.message_id, e.lead_id, e.kind, e.name, e.properties, \
+    e.traits, e.context, e.occurred_at, e.received_at, \
+    CASE WHEN q.seq IS NOT NULL THEN 'pending' WHEN f.seq IS NOT NULL THEN 'failed' \
+         ELSE 'processed' END AS status, \
+    COALESCE(f.attempts, 0) + CASE WHEN q.seq IS NULL AND f.seq IS NULL THEN 1 ELSE 0 END \
+         AS attempts, \
+    f.error";
+const EVENT_JOINS: &str = "events e LEFT JOIN event_queue q ON q.seq = e.seq \
+    LEFT JOIN event_failures f ON f.seq = e.seq";
 
 impl Store {
     /// The oldest pending events, in arrival order.
@@ -115,8 +126,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<PendingEvent>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT seq, message_id, lead_id, kind, name, properties, traits, context, occurred_at \
-             FROM events WHERE status = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT e.seq, e.message_id, e.lead_id, e.kind, e.name, e.properties, e.traits, \
+                    e.context, e.occurred_at, COALESCE(f.attempts, 0) AS attempts \
+             FROM event_queue q JOIN events e ON e.seq = q.seq \
+             LEFT JOIN event_failures f ON f.seq = q.seq \
+             WHERE q.seq > ? ORDER BY q.seq LIMIT ?",
         )
         .bind(after.unwrap_or(0))
         .bind(limit as i64)
@@ -124,51 +138,33 @@ impl Store {
         .await?)
     }
 
-    /// Events of the given leads that happened at or after `since`, in any state: the
-    /// history the processor keeps in memory (counting picks by sequence number).
-    ///
-    /// Rows come in lead-id order. With `limit`, at most that many rows are read; the
-    /// caller can tell which leads came complete (all but the last one seen).
-    pub async fn past_events(
-        &self,
-        lead_ids: &[i64],
-        since: DateTime<Utc>,
-        limit: Option<usize>,
-    ) -> Result<Vec<PastEvent>, StoreError> {
+    /// Every stored event of the given leads (in any state), in no particular order:
+    /// the histories the processor holds in memory.
+    pub async fn histories(&self, lead_ids: &[i64]) -> Result<Vec<PastEvent>, StoreError> {
         let mut out = Vec::new();
-        for chunk in lead_ids.chunks(rows_per_statement(1) - 2) {
+        for chunk in lead_ids.chunks(rows_per_statement(1)) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT lead_id, seq, name, occurred_at, properties FROM events \
-                 WHERE occurred_at >= ",
+                "SELECT lead_id, seq, name, occurred_at, properties FROM events WHERE lead_id IN (",
             );
-            q.push_bind(to_ms(since)).push(" AND lead_id IN (");
             let mut sep = q.separated(", ");
             for id in chunk {
                 sep.push_bind(*id);
             }
-            q.push(") ORDER BY lead_id");
-            if let Some(limit) = limit {
-                q.push(" LIMIT ")
-                    .push_bind((limit - out.len().min(limit)) as i64);
-            }
+            q.push(")");
             out.extend(
                 q.build_query_as::<PastEvent>()
                     .fetch_all(&self.pool)
                     .await?,
             );
-            if limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
         }
         Ok(out)
     }
 
     /// True when at least one event waits.
     pub async fn has_pending(&self) -> Result<bool, StoreError> {
-        let row: Option<(i64,)> =
-            sqlx::query_as("SELECT seq FROM events WHERE status = 'pending' LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM event_queue LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.is_some())
     }
 
@@ -179,7 +175,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
         let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE lead_id = ? ORDER BY seq DESC LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM {EVENT_JOINS} WHERE e.lead_id = ? ORDER BY e.seq DESC LIMIT ?"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(lead_id)
@@ -190,9 +186,11 @@ impl Store {
 
     pub async fn failed_events(&self, limit: usize) -> Result<Vec<FailedEvent>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT e.seq, e.message_id, l.email, e.kind, e.name, e.occurred_at, e.attempts, e.error \
-             FROM events e JOIN leads l ON l.id = e.lead_id \
-             WHERE e.status = 'failed' ORDER BY e.seq LIMIT ?",
+            "SELECT e.seq, e.message_id, l.email, e.kind, e.name, e.occurred_at, f.attempts, \
+                    f.error \
+             FROM event_failures f JOIN events e ON e.seq = f.seq \
+             JOIN leads l ON l.id = e.lead_id \
+             WHERE f.seq NOT IN (SELECT seq FROM event_queue) ORDER BY f.seq LIMIT ?",
         )
         .bind(limit as i64)
         .fetch_all(&self.pool)
@@ -204,21 +202,25 @@ impl Store {
     pub async fn retry_failed(&self, seqs: Option<&[i64]>) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let n = match seqs {
-            None => sqlx::query("UPDATE events SET status = 'pending' WHERE status = 'failed'")
-                .execute(&mut *tx.tx)
-                .await?
-                .rows_affected(),
+            None => sqlx::query(
+                "INSERT INTO event_queue (seq) SELECT seq FROM event_failures WHERE true \
+                 ON CONFLICT (seq) DO NOTHING",
+            )
+            .execute(&mut *tx.tx)
+            .await?
+            .rows_affected(),
             Some(seqs) => {
                 let mut n = 0;
                 for chunk in seqs.chunks(rows_per_statement(1)) {
                     let mut q = QueryBuilder::<Sqlite>::new(
-                        "UPDATE events SET status = 'pending' WHERE status = 'failed' AND seq IN (",
+                        "INSERT INTO event_queue (seq) SELECT seq FROM event_failures \
+                         WHERE seq IN (",
                     );
                     let mut sep = q.separated(", ");
                     for s in chunk {
                         sep.push_bind(*s);
                     }
-                    q.push(")");
+                    q.push(") ON CONFLICT (seq) DO NOTHING");
                     n += q.build().execute(&mut *tx.tx).await?.rows_affected();
                 }
                 n
@@ -263,6 +265,82 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Stores events for their leads and queues them; an event whose `message_id` is
+    /// already stored (or repeats within the list) is skipped. Returns how many were
+    /// new.
+    pub async fn insert_events(
+        &mut self,
+        events: Vec<(i64, NewEvent)>,
+        received_at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        // The writer lock is held: the events inserted now are the ones after this.
+        let (before,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let n = self.execute(build::events(events, received_at)).await?;
+        if n > 0 {
+            sqlx::query("INSERT INTO event_queue (seq) SELECT seq FROM events WHERE seq > ?")
+                .bind(before)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(n)
+    }
+
+    /// Takes processed and failed events off the queue, records the failures (with the
+    /// error JSON) and forgets the earlier failures of retried events that now
+    /// succeeded. Returns how many events were still queued.
+    pub async fn finish_events(
+        &mut self,
+        processed: &[i64],
+        failed: &[(i64, String)],
+        retried_ok: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let all: Vec<i64> = processed
+            .iter()
+            .copied()
+            .chain(failed.iter().map(|(s, _)| *s))
+            .collect();
+        let mut queued = 0;
+        for chunk in all.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM event_queue WHERE seq IN (");
+            let mut sep = q.separated(", ");
+            for s in chunk {
+                sep.push_bind(*s);
+            }
+            q.push(")");
+            queued += q.build().execute(&mut *self.tx).await?.rows_affected();
+        }
+        let ms = to_ms(at);
+        for chunk in failed.chunks(rows_per_statement(4)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO event_failures (seq, attempts, error, failed_at) ",
+            );
+            q.push_values(chunk, |mut b, (seq, error)| {
+                b.push_bind(*seq)
+                    .push_bind(1i64)
+                    .push_bind(error.clone())
+                    .push_bind(ms);
+            });
+            q.push(
+                " ON CONFLICT (seq) DO UPDATE SET attempts = event_failures.attempts + 1, \
+                 error = excluded.error, failed_at = excluded.failed_at",
+            );
+            q.build().execute(&mut *self.tx).await?;
+        }
+        for chunk in retried_ok.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM event_failures WHERE seq IN (");
+            let mut sep = q.separated(", ");
+            for s in chunk {
+                sep.push_bind(*s);
+            }
+            q.push(")");
+            q.build().execute(&mut *self.tx).await?;
+        }
+        Ok(queued)
+    }
+
     /// Adds `n` newly stored events to the received counter.
     pub async fn count_received(&mut self, n: u64) -> Result<(), StoreError> {
         sqlx::query("UPDATE counters SET value = value + ? WHERE name = 'events_received'")
@@ -274,7 +352,7 @@ impl WriteTx {
 }
 
 /// Statements for the event queue; run them with [`WriteTx::execute`].
-pub mod build {
+mod build {
     use super::*;
 
     /// Inserts events for their leads; an event whose `message_id` is already stored
@@ -301,38 +379,6 @@ pub mod build {
                     .push_bind(received);
             });
             q.push(" ON CONFLICT (message_id) DO NOTHING");
-            out.push(q);
-        }
-        out
-    }
-
-    /// Marks processed and failed events; `failed` carries the error JSON.
-    pub fn finished(processed: &[i64], failed: &[(i64, String)], at: DateTime<Utc>) -> Statements {
-        let ms = to_ms(at);
-        let mut out = Statements::default();
-        for chunk in processed.chunks(rows_per_statement(1) - 1) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "UPDATE events SET status = 'processed', attempts = attempts + 1, error = NULL, \
-                 processed_at = ",
-            );
-            q.push_bind(ms)
-                .push(" WHERE status = 'pending' AND seq IN (");
-            let mut sep = q.separated(", ");
-            for s in chunk {
-                sep.push_bind(*s);
-            }
-            q.push(")");
-            out.push(q);
-        }
-        for (seq, error) in failed {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "UPDATE events SET status = 'failed', attempts = attempts + 1, error = ",
-            );
-            q.push_bind(error.clone())
-                .push(", processed_at = ")
-                .push_bind(ms)
-                .push(" WHERE status = 'pending' AND seq = ")
-                .push_bind(*seq);
             out.push(q);
         }
         out

@@ -29,6 +29,31 @@ impl Store {
         row.map(Lead::try_from).transpose()
     }
 
+    pub async fn lead_id_by_email(&self, email: &Email) -> Result<Option<i64>, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM leads WHERE email = ?")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// Events processed so far for each of the given leads (how long their histories
+    /// are).
+    pub async fn history_lengths(&self, ids: &[i64]) -> Result<HashMap<i64, i64>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new("SELECT id, events FROM leads WHERE id IN (");
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            let rows: Vec<(i64, i64)> = q.build_query_as().fetch_all(&self.pool).await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// Loads the given leads; ids that do not exist are left out.
     pub async fn leads_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Lead>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
@@ -259,13 +284,15 @@ fn json<T: serde::Serialize>(value: &T) -> String {
 pub mod build {
     use super::*;
 
-    /// Writes the full state of each lead (one statement per few hundred leads).
-    pub fn leads(leads: &[&Lead]) -> Statements {
-        const COLUMNS: usize = 30;
+    /// Writes the full state of each lead (one statement per few hundred leads), and
+    /// adds the number of events processed for it.
+    pub fn leads(leads: &[(&Lead, i64)]) -> Statements {
+        const COLUMNS: usize = 31;
         let mut out = Statements::default();
         for chunk in leads.chunks(rows_per_statement(COLUMNS)) {
-            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO leads ({LEAD_COLUMNS}) "));
-            q.push_values(chunk, |mut b, l| {
+            let mut q =
+                QueryBuilder::<Sqlite>::new(format!("INSERT INTO leads ({LEAD_COLUMNS}, events) "));
+            q.push_values(chunk, |mut b, (l, events)| {
                 b.push_bind(l.id)
                     .push_bind(l.email.as_str().to_string())
                     .push_bind(l.external_id.clone())
@@ -295,7 +322,8 @@ pub mod build {
                     .push_bind(l.owner.clone())
                     .push_bind(json(&l.attributes))
                     .push_bind(to_ms(l.created_at))
-                    .push_bind(to_ms(l.updated_at));
+                    .push_bind(to_ms(l.updated_at))
+                    .push_bind(*events);
             });
             // external_id is left alone: ingest owns it.
             q.push(
@@ -314,7 +342,7 @@ pub mod build {
                  stage = excluded.stage, stage_since = excluded.stage_since, fit = excluded.fit, \
                  fit_parts = excluded.fit_parts, interest = excluded.interest, \
                  tags = excluded.tags, owner = excluded.owner, attributes = excluded.attributes, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, events = leads.events + excluded.events",
             );
             out.push(q);
         }
@@ -322,16 +350,18 @@ pub mod build {
     }
 
     /// Writes only the columns rules change on every event (stage, scores, tags,
-    /// attributes): for leads whose contact data is unchanged.
-    pub fn lead_states(leads: &[&Lead]) -> Statements {
+    /// attributes): for leads whose contact data is unchanged. Adds the number of
+    /// events processed for each.
+    pub fn lead_states(leads: &[(&Lead, i64)]) -> Statements {
         let mut out = Statements::default();
-        for chunk in leads.chunks(rows_per_statement(10)) {
+        for chunk in leads.chunks(rows_per_statement(11)) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "UPDATE leads SET stage = v.column2, stage_since = v.column3, fit = v.column4, \
                  fit_parts = v.column5, interest = v.column6, tags = v.column7, \
-                 attributes = v.column8, owner = v.column9, updated_at = v.column10 FROM (",
+                 attributes = v.column8, owner = v.column9, updated_at = v.column10, \
+                 events = leads.events + v.column11 FROM (",
             );
-            q.push_values(chunk, |mut b, l| {
+            q.push_values(chunk, |mut b, (l, events)| {
                 b.push_bind(l.id)
                     .push_bind(l.stage.clone())
                     .push_bind(to_ms(l.stage_since))
@@ -341,7 +371,8 @@ pub mod build {
                     .push_bind(json(&l.tags))
                     .push_bind(json(&l.attributes))
                     .push_bind(l.owner.clone())
-                    .push_bind(to_ms(l.updated_at));
+                    .push_bind(to_ms(l.updated_at))
+                    .push_bind(*events);
             });
             q.push(") AS v WHERE leads.id = v.column1");
             out.push(q);

@@ -72,13 +72,23 @@ pub struct Store {
     writer: Arc<Mutex<()>>,
 }
 
+/// Pooled connections.
+pub const CONNECTIONS: u32 = 4;
+/// The page cache of a connection when nothing else is said, in KiB.
+const DEFAULT_PAGE_CACHE_KIB: u64 = 8 * 1024;
+
 /// How long a write waits for another process (the CLI) to finish its write.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Opens (creating if needed) the database at a `sqlite://PATH` URL and runs the
-    /// embedded migrations.
+    /// embedded migrations, with SQLite's default page cache.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, DEFAULT_PAGE_CACHE_KIB).await
+    }
+
+    /// Like [`Store::open`], with a page cache of `page_cache_kib` per connection.
+    pub async fn open_with(url: &str, page_cache_kib: u64) -> Result<Self, StoreError> {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if let Some(dir) = Path::new(path)
             .parent()
@@ -96,9 +106,9 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-16384");
+            .pragma("cache_size", format!("-{page_cache_kib}"));
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(CONNECTIONS)
             .min_connections(1)
             .connect_with(options)
             .await?;
@@ -162,7 +172,6 @@ impl Statements {
 
 /// Builders of write statements, by table.
 pub mod build {
-    pub use super::events::build::{events, finished};
     pub use super::handoffs::build::handoffs;
     pub use super::leads::build::{changes, lead_states, leads};
     pub use super::outbox::build::mails;

@@ -17,8 +17,9 @@ impl Store {
     pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
         let (received, pending, failed): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT value FROM counters WHERE name = 'events_received'), \
-                    (SELECT COUNT(*) FROM events WHERE status = 'pending'), \
-                    (SELECT COUNT(*) FROM events WHERE status = 'failed')",
+                    (SELECT COUNT(*) FROM event_queue), \
+                    (SELECT COUNT(*) FROM event_failures \
+                     WHERE seq NOT IN (SELECT seq FROM event_queue))",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -127,7 +127,7 @@ async fn a_processor_without_the_lease_writes_nothing() {
     assert!(
         matches!(
             err,
-            nurtured::process::worker::ProcessError::Store(StoreError::LeaseLost)
+            nurtured::process::ProcessError::Store(StoreError::LeaseLost)
         ),
         "{err}"
     );
