@@ -55,6 +55,9 @@ struct State {
     cursor: i64,
     slow: HashMap<i64, Instant>,
     paused_until: Option<Instant>,
+    /// While a look for events read past runs: the events written meanwhile (its
+    /// answer may still show them as pending).
+    written_meanwhile: Option<HashSet<i64>>,
     jobs_in_flight: usize,
 }
 
@@ -109,15 +112,26 @@ impl Queues {
         self.state().paused_until = Some(Instant::now() + wait);
     }
 
-    /// Takes events in; those held already are skipped. Returns how many were new.
-    fn add(&self, rows: Vec<PendingEvent>, advance: bool) -> usize {
+    /// Starts a look for pending events read past (see [`Queues::add`]).
+    fn begin_rescan(&self) {
+        self.state().written_meanwhile = Some(HashSet::new());
+    }
+
+    /// Takes events in; those held already, or written since a look for events read
+    /// past began (`rescan`), are skipped. Returns how many were new.
+    fn add(&self, rows: Vec<PendingEvent>, rescan: bool) -> usize {
         let mut s = self.state();
+        let written = if rescan {
+            s.written_meanwhile.take().unwrap_or_default()
+        } else {
+            HashSet::new()
+        };
         let mut n = 0;
         for e in rows {
-            if advance {
+            if !rescan {
                 s.cursor = s.cursor.max(e.seq);
             }
-            if !s.seqs.insert(e.seq) {
+            if written.contains(&e.seq) || !s.seqs.insert(e.seq) {
                 continue;
             }
             n += 1;
@@ -211,6 +225,9 @@ impl Queues {
             for o in &outcomes {
                 s.seqs.remove(&o.seq);
             }
+            if let Some(w) = &mut s.written_meanwhile {
+                w.extend(outcomes.iter().map(|o| o.seq));
+            }
         } else {
             // What could not be written is done again. Events known only by their
             // outcome are left to the next look at the store.
@@ -278,15 +295,19 @@ async fn dispatch(p: Arc<Processor>, queues: Arc<Queues>, lanes: Lanes, stop: Ca
                 Ok(rows) => {
                     read_failures = 0;
                     let complete = rows.len() < ask;
-                    progressed |= queues.add(rows, true) > 0;
+                    progressed |= queues.add(rows, false) > 0;
                     // Events put back in the queue after the cursor passed them (a retry
                     // of failed events).
                     let idle = queues.usage().events_queued == 0;
                     let every = if idle { p.poll_interval } else { RESCAN_BUSY };
                     if complete && rescanned.elapsed() >= every {
                         let held = MAX_QUEUED - queues.room();
-                        if let Ok(rows) = p.store.pending_events(None, held + 1_000).await {
-                            progressed |= queues.add(rows, false) > 0;
+                        queues.begin_rescan();
+                        match p.store.pending_events(None, held + 1_000).await {
+                            Ok(rows) => progressed |= queues.add(rows, true) > 0,
+                            Err(_) => {
+                                queues.add(Vec::new(), true);
+                            }
                         }
                         rescanned = Instant::now();
                     }

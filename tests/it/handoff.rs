@@ -256,9 +256,12 @@ async fn an_mql_reaches_sales_at_once_and_is_accepted_or_rejected_by_its_owner()
     // 2. A forged or altered link is refused and changes nothing.
     let accept = link_token(&text, "https://mail.example.com/h/");
     let (payload_part, sig) = accept.split_once('.').unwrap();
+    // Another first character of the signature (the replacement must differ from it).
+    let first = sig.chars().next().unwrap();
     let altered = format!(
-        "{payload_part}.{}",
-        sig.replace(sig.chars().next().unwrap(), "x")
+        "{payload_part}.{}{}",
+        if first == 'x' { 'y' } else { 'x' },
+        &sig[first.len_utf8()..]
     );
     for bad in [altered.as_str(), "forged.token"] {
         assert_eq!(press(&app, bad).await, StatusCode::BAD_REQUEST);
