@@ -236,6 +236,17 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
             }
         });
     }
+    // The intake writer ends after the server (which holds its last handle).
+    let (intake, writer) = crate::ingest::group::Intake::start(crate::ingest::group::Writer {
+        store: app.store().clone(),
+        stage: app.processor.funnel.initial().to_string(),
+        plan: app.processor.plan.clone(),
+        clock: app.processor.clock.clone(),
+        wake: app.processor.wake.clone(),
+    });
+    tasks.spawn(async move {
+        let _ = writer.await;
+    });
     let state = AppState {
         config: app.config.clone(),
         processor: app.processor.clone(),
@@ -244,6 +255,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         signer: app.mailer.signer.clone(),
         templates: app.templates.clone(),
         desk: app.desk.clone(),
+        intake,
     };
     let server = axum::serve(listener, router(state)).with_graceful_shutdown({
         let s = shutdown.clone();

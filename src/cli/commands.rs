@@ -184,6 +184,7 @@ async fn ingest_file(
                 return Ok(ExitCode::FAILURE);
             }
             Err(AcceptError::Store(e)) => return Err(e.into()),
+            Err(AcceptError::Failed(e)) => anyhow::bail!(e),
         }
     }
     println!("stored {accepted} event(s), skipped {duplicates} already stored");

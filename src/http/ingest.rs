@@ -1,5 +1,6 @@
 //! Intake handlers. The body is checked completely before anything is stored; the
-//! answer comes after the events are committed.
+//! answer comes after the events are committed (with other requests' events, see
+//! [`crate::ingest::group`]).
 
 use std::sync::atomic::Ordering;
 
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::ingest::segment::{self, At};
-use crate::ingest::{AcceptError, Item, accept};
+use crate::ingest::{AcceptError, Item};
 
 fn body(bytes: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = bytes.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
@@ -23,19 +24,8 @@ fn new_id(_: &Value) -> String {
 }
 
 async fn store(state: &AppState, items: Vec<Item>, batch: bool) -> Result<Json<Value>, ApiError> {
-    let p = &state.processor;
-    let paths = |i: usize| {
-        if batch {
-            (Some(i), format!("batch[{i}]"))
-        } else {
-            (None, String::new())
-        }
-    };
-    match accept(&p.store, items, &paths, &p.new_leads(), p.clock.now()).await {
+    match state.intake.submit(items, batch).await {
         Ok(done) => {
-            if done.accepted > 0 {
-                p.wake.notify_one();
-            }
             state
                 .duplicates
                 .fetch_add(done.duplicates as u64, Ordering::Relaxed);
@@ -48,6 +38,7 @@ async fn store(state: &AppState, items: Vec<Item>, batch: bool) -> Result<Json<V
         }
         Err(AcceptError::Input(errors)) => Err(ApiError::input(errors)),
         Err(AcceptError::Store(e)) => Err(ApiError::internal(e)),
+        Err(AcceptError::Failed(e)) => Err(ApiError::internal(e)),
     }
 }
 

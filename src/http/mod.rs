@@ -41,6 +41,8 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     pub templates: Arc<Templates>,
     pub desk: Arc<Desk>,
+    /// Stores checked events, several requests per transaction.
+    pub intake: crate::ingest::group::Intake,
 }
 
 /// The whole API.

@@ -1,8 +1,10 @@
 //! Events in: Segment-style payloads from HTTP or a JSONL file are checked
 //! ([`segment`]), tied to leads (creating a lead for a new e-mail address) and stored
-//! durably in one transaction. Either the whole request is stored or none of it.
+//! durably in one transaction. Either the whole request is stored or none of it;
+//! concurrent requests share a transaction ([`group`]).
 
 pub mod file;
+pub mod group;
 pub mod segment;
 
 use std::collections::HashMap;
@@ -10,6 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::domain::Email;
 use crate::mail::StreamPlan;
 use crate::store::{Store, StoreError, build};
 pub use segment::{InputError, Item, LeadKey};
@@ -32,6 +35,9 @@ pub enum AcceptError {
     Input(Vec<InputError>),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The shared write of several requests failed (the first one got the cause).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Where a lead seen for the first time starts.
@@ -52,6 +58,14 @@ struct Known {
 }
 
 impl Known {
+    /// Notes a lead about to be created (id 0: not known yet).
+    fn plan(&mut self, email: &Email, user: Option<&str>) {
+        self.by_email.insert(email.as_str().to_string(), 0);
+        if let Some(u) = user {
+            self.by_user.insert(u.to_string(), 0);
+        }
+    }
+
     fn add(&mut self, rows: Vec<crate::store::LeadKeyRow>) {
         for row in rows {
             self.by_email.insert(row.email, row.id);
@@ -83,127 +97,209 @@ impl Known {
     }
 }
 
+/// Where an item's errors point: its index and JSON path prefix.
+pub type Paths<'a> = dyn Fn(usize) -> (Option<usize>, String) + Send + Sync + 'a;
+
+/// One request's checked items.
+pub struct Request<'a> {
+    pub items: Vec<Item>,
+    pub paths: &'a Paths<'a>,
+}
+
 /// Stores checked items: finds or creates their leads and inserts the events, all in
 /// one transaction. `paths` gives each item's JSON path prefix for error messages.
-///
-/// Leads are looked up before the writer lock is taken; only new e-mail addresses and
-/// new user ids need work inside the transaction.
 pub async fn accept(
     store: &Store,
     items: Vec<Item>,
-    paths: &(dyn Fn(usize) -> (Option<usize>, String) + Sync),
+    paths: &Paths<'_>,
     new_leads: &NewLeads<'_>,
     now: DateTime<Utc>,
 ) -> Result<Accepted, AcceptError> {
-    if items.is_empty() {
-        return Ok(Accepted::default());
+    let mut results = accept_all(store, vec![Request { items, paths }], new_leads, now).await;
+    results.pop().unwrap_or_else(|| Ok(Accepted::default()))
+}
+
+/// Stores the items of several requests in one transaction; each request is stored
+/// whole or (when one of its items cannot be tied to a lead) not at all, and gets its
+/// own answer. A failed write fails them all.
+///
+/// Leads are looked up before the writer lock is taken; only new e-mail addresses and
+/// new user ids need work inside the transaction.
+pub async fn accept_all(
+    store: &Store,
+    requests: Vec<Request<'_>>,
+    new_leads: &NewLeads<'_>,
+    now: DateTime<Utc>,
+) -> Vec<Result<Accepted, AcceptError>> {
+    let n = requests.len();
+    match store_all(store, requests, new_leads, now).await {
+        Ok(results) => results,
+        Err(e) => {
+            let message = e.to_string();
+            let mut out = Vec::with_capacity(n);
+            out.push(Err(AcceptError::Store(e)));
+            out.extend((1..n).map(|_| Err(AcceptError::Failed(message.clone()))));
+            out
+        }
     }
-    let total = items.len();
-    let (emails, user_ids) = keys_of(items.iter().map(|i| &i.key));
+}
+
+async fn store_all(
+    store: &Store,
+    requests: Vec<Request<'_>>,
+    new_leads: &NewLeads<'_>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
+    let (emails, user_ids) = keys_of(requests.iter().flat_map(|r| &r.items).map(|i| &i.key));
     let mut known = Known::default();
     known.add(store.lead_keys(&emails, &user_ids).await?);
-    let all_known = items.iter().all(|i| {
-        known
-            .find(&i.key)
-            .is_some_and(|id| known.new_user_id(id, &i.key).is_none())
-    });
-
-    if all_known {
-        let resolved = items
-            .into_iter()
-            .map(|i| (known.find(&i.key).expect("checked above"), i.event))
-            .collect();
-        let mut tx = store.begin_write().await?;
-        let accepted = tx.insert_events(resolved, now).await?;
-        tx.count_received(accepted).await?;
-        tx.commit().await?;
-        return Ok(Accepted {
-            accepted: accepted as usize,
-            duplicates: total - accepted as usize,
-            leads_created: 0,
-        });
-    }
-
     let mut tx = store.begin_write().await?;
     // Someone may have created some of the missing leads since the lookup.
     let (emails, user_ids) = keys_of(
-        items
+        requests
             .iter()
-            .filter(|i| known.find(&i.key).is_none())
+            .flat_map(|r| &r.items)
+            .filter(|i| {
+                known
+                    .find(&i.key)
+                    .is_none_or(|id| known.new_user_id(id, &i.key).is_some())
+            })
             .map(|i| &i.key),
     );
-    known.add(tx.find_lead_keys(&emails, &user_ids).await?);
-    let mut errors = Vec::new();
-    let mut resolved = Vec::with_capacity(total);
-    let mut created = 0;
-    for (n, item) in items.into_iter().enumerate() {
-        let id = match (known.find(&item.key), &item.key.email) {
-            (Some(id), _) => id,
-            (None, Some(email)) => {
-                let user = item
-                    .key
-                    .user_id
-                    .as_deref()
-                    .filter(|u| !known.by_user.contains_key(*u));
-                let reason = format!("first seen ({} event)", item.event.kind);
-                let id = tx
-                    .create_lead(email, user, new_leads.stage, now, &reason)
-                    .await?;
-                if let Some(plan) = new_leads.streams {
-                    let joins = plan.created(new_leads.stage);
-                    tx.execute(build::mails(&[(id, None, &joins)], &plan.params, now))
-                        .await?;
+    if !emails.is_empty() || !user_ids.is_empty() {
+        known.add(tx.find_lead_keys(&emails, &user_ids).await?);
+    }
+
+    // Which requests can be stored, and the leads they create.
+    let mut results: Vec<Result<Accepted, AcceptError>> = Vec::with_capacity(requests.len());
+    let mut creating: Vec<(Email, Option<String>, String)> = Vec::new();
+    let mut planned = Known::default();
+    for r in &requests {
+        let mut errors = Vec::new();
+        let mut mine: Vec<(Email, Option<String>, String)> = Vec::new();
+        let mut overlay = Known::default();
+        for (n, item) in r.items.iter().enumerate() {
+            let found = known
+                .find(&item.key)
+                .or_else(|| planned.find(&item.key))
+                .or_else(|| overlay.find(&item.key));
+            match (found, &item.key.email) {
+                (Some(_), _) => {}
+                (None, Some(email)) => {
+                    let user = item.key.user_id.clone().filter(|u| {
+                        !known.by_user.contains_key(u)
+                            && !planned.by_user.contains_key(u)
+                            && !overlay.by_user.contains_key(u)
+                    });
+                    overlay.plan(email, user.as_deref());
+                    let reason = format!("first seen ({} event)", item.event.kind);
+                    mine.push((email.clone(), user, reason));
                 }
-                known.add(vec![crate::store::LeadKeyRow {
-                    id,
-                    email: email.as_str().to_string(),
-                    external_id: user.map(str::to_string),
-                }]);
-                created += 1;
-                id
+                (None, None) => {
+                    let (index, prefix) = (r.paths)(n);
+                    errors.push(unknown_user(item, index, &prefix));
+                }
             }
-            (None, None) => {
-                let (index, prefix) = paths(n);
-                let uid = item.key.user_id.as_deref().unwrap_or_default();
-                errors.push(InputError {
-                    index,
-                    path: if prefix.is_empty() {
-                        "userId".into()
-                    } else {
-                        format!("{prefix}.userId")
-                    },
-                    message: format!(
-                        "no lead is known with userId `{uid}`; send an identify with \
-                         traits.email first, or put the address in {}",
-                        if item.event.kind == "identify" {
-                            "traits.email"
-                        } else {
-                            "context.traits.email"
-                        }
-                    ),
-                });
-                continue;
-            }
-        };
-        // Remember the sender's id for this lead the first time we see one.
-        if let Some(u) = known.new_user_id(id, &item.key) {
-            tx.set_external_id(id, u).await?;
-            known.by_user.insert(u.to_string(), id);
-            known.has_user.insert(id, true);
         }
-        resolved.push((id, item.event));
+        if errors.is_empty() {
+            for (email, user, _) in &mine {
+                planned.plan(email, user.as_deref());
+            }
+            results.push(Ok(Accepted {
+                leads_created: mine.len(),
+                ..Accepted::default()
+            }));
+            creating.extend(mine);
+        } else {
+            results.push(Err(AcceptError::Input(errors)));
+        }
     }
-    if !errors.is_empty() {
-        return Err(AcceptError::Input(errors));
+
+    // Create the new leads, with the streams their stage joins.
+    if !creating.is_empty() {
+        let ids = tx.create_leads(&creating, new_leads.stage, now).await?;
+        if let Some(plan) = new_leads.streams {
+            let joins = plan.created(new_leads.stage);
+            if !joins.streams.is_empty() {
+                let records: Vec<(i64, Option<i64>, &crate::domain::Changes)> =
+                    ids.iter().map(|id| (*id, None, &joins)).collect();
+                tx.execute(build::mails(&records, &plan.params, now))
+                    .await?;
+            }
+        }
+        known.add(
+            creating
+                .iter()
+                .zip(&ids)
+                .map(|((email, user, _), id)| crate::store::LeadKeyRow {
+                    id: *id,
+                    email: email.as_str().to_string(),
+                    external_id: user.clone(),
+                })
+                .collect(),
+        );
     }
-    let accepted = tx.insert_events(resolved, now).await?;
-    tx.count_received(accepted).await?;
+
+    // The events, and the user ids first seen for known leads.
+    let mut events = Vec::new();
+    let mut counted: Vec<(usize, String)> = Vec::new();
+    for (r_index, r) in requests.into_iter().enumerate() {
+        if results[r_index].is_err() {
+            continue;
+        }
+        for item in r.items {
+            let id = known.find(&item.key).ok_or_else(|| StoreError::Corrupt {
+                what: "intake",
+                detail: "a lead planned for an event was not created".into(),
+            })?;
+            // Remember the sender's id for this lead the first time we see one.
+            if let Some(u) = known.new_user_id(id, &item.key) {
+                let u = u.to_string();
+                tx.set_external_id(id, &u).await?;
+                known.by_user.insert(u, id);
+                known.has_user.insert(id, true);
+            }
+            counted.push((r_index, item.event.message_id.clone()));
+            events.push((id, item.event));
+        }
+    }
+    let new = tx.insert_events_returning(events, now).await?;
+    tx.count_received(new.len() as u64).await?;
     tx.commit().await?;
-    Ok(Accepted {
-        accepted: accepted as usize,
-        duplicates: total - accepted as usize,
-        leads_created: created,
-    })
+
+    // Each new message id counts for the first request that brought it.
+    let mut claimed = std::collections::HashSet::with_capacity(new.len());
+    for (r_index, message_id) in counted {
+        if let Ok(a) = &mut results[r_index] {
+            if new.contains(&message_id) && claimed.insert(message_id) {
+                a.accepted += 1;
+            } else {
+                a.duplicates += 1;
+            }
+        }
+    }
+    Ok(results)
+}
+
+fn unknown_user(item: &Item, index: Option<usize>, prefix: &str) -> InputError {
+    let uid = item.key.user_id.as_deref().unwrap_or_default();
+    InputError {
+        index,
+        path: if prefix.is_empty() {
+            "userId".into()
+        } else {
+            format!("{prefix}.userId")
+        },
+        message: format!(
+            "no lead is known with userId `{uid}`; send an identify with \
+             traits.email first, or put the address in {}",
+            if item.event.kind == "identify" {
+                "traits.email"
+            } else {
+                "context.traits.email"
+            }
+        ),
+    }
 }
 
 /// The distinct e-mails and user ids of some keys.

@@ -287,6 +287,31 @@ impl WriteTx {
         Ok(n)
     }
 
+    /// Like [`WriteTx::insert_events`], for the events of several requests at once:
+    /// returns the message ids of the events that were new.
+    pub async fn insert_events_returning(
+        &mut self,
+        events: Vec<(i64, NewEvent)>,
+        received_at: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let (before,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let mut new = std::collections::HashSet::with_capacity(events.len());
+        for mut q in build::events(events, received_at).0 {
+            q.push(" RETURNING message_id");
+            let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+            new.extend(rows.into_iter().map(|(m,)| m));
+        }
+        if !new.is_empty() {
+            sqlx::query("INSERT INTO event_queue (seq) SELECT seq FROM events WHERE seq > ?")
+                .bind(before)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(new)
+    }
+
     /// Takes processed and failed events off the queue, records the failures (with the
     /// error JSON) and forgets the earlier failures of retried events that now
     /// succeeded. Returns how many events were still queued.

@@ -191,6 +191,62 @@ impl WriteTx {
         fetch_keys(&mut self.tx, emails, external_ids).await
     }
 
+    /// Creates leads in `stage` (e-mail, the sender's user id, the reason for the
+    /// history) and records their first history entries. Returns the new ids in order.
+    pub async fn create_leads(
+        &mut self,
+        new: &[(Email, Option<String>, String)],
+        stage: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let ms = to_ms(at);
+        let mut ids = Vec::with_capacity(new.len());
+        for chunk in new.chunks(rows_per_statement(6)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO leads (email, external_id, stage, stage_since, created_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, (email, user, _)| {
+                b.push_bind(email.as_str().to_string())
+                    .push_bind(user.clone())
+                    .push_bind(stage.to_string())
+                    .push_bind(ms)
+                    .push_bind(ms)
+                    .push_bind(ms);
+            });
+            q.push(" RETURNING id, email");
+            let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+            // RETURNING gives no order guarantee: match by address.
+            let by_email: HashMap<String, i64> = rows.into_iter().map(|(i, e)| (e, i)).collect();
+            for (email, _, _) in chunk {
+                ids.push(
+                    *by_email
+                        .get(email.as_str())
+                        .ok_or_else(|| StoreError::Corrupt {
+                            what: "new lead",
+                            detail: format!("{email} was not created"),
+                        })?,
+                );
+            }
+        }
+        let moves: Vec<StageMove> = new
+            .iter()
+            .map(|(_, _, reason)| StageMove {
+                from: None,
+                to: stage.to_string(),
+                at,
+                source: Source::System("ingest".into()),
+                reason: reason.clone(),
+            })
+            .collect();
+        let rows: Vec<(i64, Option<i64>, &StageMove)> = ids
+            .iter()
+            .zip(&moves)
+            .map(|(id, m)| (*id, None, m))
+            .collect();
+        self.execute(build::moves_rows(&rows)).await?;
+        Ok(ids)
+    }
+
     /// Creates a lead in `stage` and records its first history entry.
     pub async fn create_lead(
         &mut self,

@@ -292,3 +292,59 @@ async fn sales_moves_a_lead_through_the_api() {
     let (status, _) = app.get("/v1/leads/nobody@example.com").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Many single-event requests at once share write transactions; each still gets its
+/// own answer: stored, a duplicate, or refused without touching the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_each_get_their_own_answer() {
+    let app = spawn_app().await;
+    let mut calls = Vec::new();
+    for n in 0..200 {
+        let body = match n % 50 {
+            // An unknown user id without an address: refused.
+            7 => {
+                json!({"userId": "nobody-known", "event": "Email Clicked", "messageId": format!("c-{n}")})
+            }
+            // The same message twice: one stored, one duplicate.
+            13 | 14 => {
+                json!({"userId": "twice@example.com", "event": "Email Clicked", "messageId": format!("twice-{}", n / 50)})
+            }
+            _ => {
+                json!({"userId": format!("c{}@example.com", n % 20), "event": "Email Clicked", "messageId": format!("c-{n}")})
+            }
+        };
+        let app_client = app.client.clone();
+        let url = format!("{}/v1/track", app.base);
+        calls.push(tokio::spawn(async move {
+            let resp = app_client
+                .post(url)
+                .bearer_auth(crate::helpers::TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (n, resp.status(), resp.json::<Value>().await.unwrap())
+        }));
+    }
+    let (mut stored, mut duplicates, mut refused) = (0, 0, 0);
+    for c in calls {
+        let (n, status, body) = c.await.unwrap();
+        match n % 50 {
+            7 => {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+                assert_eq!(body["details"][0]["path"], "userId", "{body}");
+                refused += 1;
+            }
+            _ => {
+                assert_eq!(status, StatusCode::OK, "{body}");
+                stored += body["accepted"].as_i64().unwrap();
+                duplicates += body["duplicates"].as_i64().unwrap();
+            }
+        }
+    }
+    assert_eq!((stored, duplicates, refused), (192, 4, 4));
+    let stats = app.settle().await;
+    assert_eq!(stats["events_received"], 192, "{stats}");
+    assert_eq!(stats["events_processed"], 192, "{stats}");
+    assert_eq!(stats["leads"], 21, "{stats}");
+}

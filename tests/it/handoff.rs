@@ -249,7 +249,15 @@ async fn an_mql_reaches_sales_at_once_and_is_accepted_or_rejected_by_its_owner()
     );
     assert!(!assigned[0].1.contains("/h/"), "{payload:#}");
     assert!(!assigned[0].1.contains("/pricing"));
-    let (_, shown) = app.get(&format!("/v1/handoffs/{id}")).await;
+    // The receiver has the third call; the sender records it right after the answer.
+    let started = Instant::now();
+    let shown = loop {
+        let (_, shown) = app.get(&format!("/v1/handoffs/{id}")).await;
+        if shown["webhooks"][0]["status"] == "sent" || started.elapsed() > Duration::from_secs(5) {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(shown["webhooks"][0]["status"], "sent", "{shown:#}");
     assert_eq!(shown["webhooks"][0]["attempts"], 3, "{shown:#}");
 
