@@ -159,14 +159,22 @@ pub fn main(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::dispatch(args.command, config)) {
+    let code = match runtime.block_on(commands::dispatch(args.command, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Work still running after the daemon's bounded drain (a rule at its time limit, a
+    // mail waiting for the server) is dropped: what it had not written stays pending
+    // in the database and is done after the next start.
+    runtime.shutdown_timeout(SHUTDOWN_LEFTOVERS);
+    code
 }
+
+/// How long the runtime waits for tasks still running after a command finished.
+const SHUTDOWN_LEFTOVERS: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Logs to stderr. `RUST_LOG` wins over the config's `log` and over `level`.
 fn init_tracing(filter: &str, level: Option<&str>) {

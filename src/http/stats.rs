@@ -18,7 +18,10 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
         state.templates.errors(),
     )
     .await
-    .map(Json)
+    .map(|mut s| {
+        s.processing = Some(crate::report::stats::Processing::of(&state.processor));
+        Json(s)
+    })
     .map_err(ApiError::internal)
 }
 

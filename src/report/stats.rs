@@ -21,6 +21,41 @@ pub struct Stats {
     pub recent_jobs: Vec<JobRun>,
     #[serde(flatten)]
     pub mails: MailCounts,
+    /// What the processor holds in memory now (the daemon only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processing: Option<Processing>,
+}
+
+/// The processor's queues and cache, for operators.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Processing {
+    /// Events read from the store and not yet written back.
+    pub events_queued: usize,
+    /// Leads with events queued or in flight.
+    pub leads_queued: usize,
+    /// Leads whose events are being run through the rules or written now.
+    pub jobs_in_flight: usize,
+    /// Leads in the slow lane (their rules recently ran into a limit).
+    pub slow_leads: usize,
+    /// Leads (with their histories) held in the cache.
+    pub cached_leads: usize,
+    pub cache_bytes: usize,
+    pub cache_limit_bytes: usize,
+}
+
+impl Processing {
+    pub fn of(p: &crate::process::Processor) -> Self {
+        let (q, c) = p.usage();
+        Self {
+            events_queued: q.events_queued,
+            leads_queued: q.leads_queued,
+            jobs_in_flight: q.jobs_in_flight,
+            slow_leads: q.slow_leads,
+            cached_leads: c.leads,
+            cache_bytes: c.bytes,
+            cache_limit_bytes: c.limit,
+        }
+    }
 }
 
 impl Stats {
@@ -39,6 +74,7 @@ impl Stats {
             template_errors,
             recent_jobs: store.recent_job_runs(10).await?,
             mails: store.mail_counts().await?,
+            processing: None,
         })
     }
 }
