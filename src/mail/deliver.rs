@@ -7,9 +7,13 @@
 //! after the server accepted it. If the process dies between the server's acceptance
 //! and that write (usually under a millisecond, up to about 200 ms under full load),
 //! the next start sends the mail again, with the same Message-ID.
+//!
+//! A sending task that panics (whatever a lead's data did to it) still gets an
+//! outcome: it counts as a failed try with the panic's message, like a refusal by the
+//! server, and the mail fails once its tries span `mail.retry_max_age`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -27,6 +31,7 @@ use super::token::Signer;
 use super::transport::{SendError, Transport};
 use crate::clock::{SharedClock, from_ms, to_ms};
 use crate::config::MailConfig;
+use crate::domain::text::{cut, one_line};
 use crate::domain::{Lead, MailClass};
 use crate::process::Processor;
 use crate::store::{
@@ -60,8 +65,14 @@ pub enum MailError {
     Store(#[from] StoreError),
 }
 
+/// A test's hook into sending: called in the sending task right before a mail is
+/// handed to the transport, with the outbox row. See [`Mailer::inject_send_fault`].
+#[doc(hidden)]
+pub type SendHook = Box<dyn Fn(&OutboxRow) + Send + Sync>;
+
 pub struct Mailer {
     pub processor: Arc<Processor>,
+
     pub config: Arc<MailConfig>,
     pub plan: Arc<StreamPlan>,
     pub templates: Arc<Templates>,
@@ -73,6 +84,8 @@ pub struct Mailer {
     pub clock: SharedClock,
     pub wake: Arc<Notify>,
     sending: Arc<Semaphore>,
+    /// Unset in production; only [`Mailer::inject_send_fault`] sets it.
+    send_hook: Arc<OnceLock<SendHook>>,
 }
 
 /// The outcome of one mail, on its way to the store.
@@ -108,6 +121,18 @@ impl Mailer {
             dkim: dkim.map(Arc::new),
             time_zone,
             clock,
+            send_hook: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Fault injection for tests: `hook` runs in every sending task right before the
+    /// mail goes to the transport (and may panic, to show what a crashing send does).
+    /// Only code can set it, once, before the daemon starts; nothing in the
+    /// configuration reaches it, and while it is unset a send pays one atomic load.
+    #[doc(hidden)]
+    pub fn inject_send_fault(&self, hook: impl Fn(&OutboxRow) + Send + Sync + 'static) {
+        if self.send_hook.set(Box::new(hook)).is_err() {
+            panic!("a send fault is injected once, before the daemon starts");
         }
     }
 
@@ -357,19 +382,16 @@ impl Mailer {
                         now,
                     };
                     let tx = tx.clone();
-                    let (plan, row) = (self.plan.clone(), job.row.clone());
+                    let (plan, config, row) =
+                        (self.plan.clone(), self.config.clone(), job.row.clone());
                     tokio::spawn(async move {
-                        // A send that panics still gets an outcome: try again later.
+                        // A send that panics still gets an outcome: a failed try.
                         let outcome = match tokio::spawn(job.run()).await {
                             Ok(o) => o,
                             Err(e) => {
-                                tracing::error!(mail = row.id, error = %e, "sending a mail crashed");
-                                let until = now + chrono::Duration::minutes(5);
-                                let later = Decision::Later {
-                                    until,
-                                    reason: "sending crashed",
-                                };
-                                not_sent(&plan, &row, later, now).expect("not a send")
+                                let error = crash_message(e);
+                                tracing::error!(mail = row.id, error, "sending a mail crashed");
+                                failed_try(&config, &plan, &row, now, &error)
                             }
                         };
                         let answered = Instant::now();
@@ -435,6 +457,7 @@ impl Mailer {
             transport: self.transport.clone(),
             dkim: self.dkim.clone(),
             signer: self.signer.clone(),
+            send_hook: self.send_hook.clone(),
         }
     }
 }
@@ -460,6 +483,7 @@ struct Shared {
     transport: Arc<Transport>,
     dkim: Option<Arc<DkimSigner>>,
     signer: Arc<Signer>,
+    send_hook: Arc<OnceLock<SendHook>>,
 }
 
 /// One mail to render and send.
@@ -559,6 +583,9 @@ impl SendJob {
         };
         let message_id = built.message_id.clone();
         let headers = serde_json::to_string(&built.headers).unwrap_or_default();
+        if let Some(hook) = m.send_hook.get() {
+            hook(row);
+        }
         match m.transport.send(built.message, m.config.timeout).await {
             Ok(()) => finished(Finish::Sent {
                 id: row.id,
@@ -571,31 +598,7 @@ impl SendJob {
                     headers,
                 },
             }),
-            Err(SendError::Retry(error)) => {
-                // The retry age counts from the first failed try, not from queuing (a
-                // mail may have waited for the cap or the send window before).
-                let tries = row.tries + 1;
-                let age = to_ms(self.now) - row.first_try_at.unwrap_or(to_ms(self.now));
-                if age >= m.config.retry_max_age.as_millis() as i64 {
-                    tracing::error!(mail = row.id, %error, tries, "mail failed: the server kept refusing it");
-                    return finished(Finish::Failed {
-                        id: row.id,
-                        reason: format!("gave up after {tries} tries: {error}"),
-                    });
-                }
-                let wait = backoff(m.config.retry_base, tries, row.id);
-                tracing::warn!(mail = row.id, %error, retry_in = ?wait, "mail not sent yet; trying again later");
-                Outcome {
-                    finish: Finish::Later {
-                        id: row.id,
-                        until: to_ms(self.now) + wait.as_millis() as i64,
-                        reason: format!("try {tries} failed: {error}"),
-                        retry: true,
-                    },
-                    step: None,
-                    suppress: None,
-                }
-            }
+            Err(SendError::Retry(error)) => failed_try(&m.config, &m.plan, row, self.now, &error),
             Err(SendError::Final { message, rejected }) => {
                 tracing::error!(mail = row.id, error = %message, "mail refused by the server");
                 let mut o = finished(Finish::Failed {
@@ -663,6 +666,65 @@ pub(crate) fn backoff(base: Duration, attempts: i64, id: i64) -> Duration {
         >> 54;
     let factor = 0.8 + 0.4 * (spread as f64 / 1024.0);
     wait.mul_f64(factor)
+}
+
+/// The outcome of a try that did not work but may work later (a temporary refusal, a
+/// connection that failed, a crashed send): tried again after [`backoff`], or failed
+/// once the tries span `retry_max_age`. The age counts from the first failed try, not
+/// from queuing (a mail may have waited for the cap or the send window before).
+fn failed_try(
+    config: &MailConfig,
+    plan: &StreamPlan,
+    row: &OutboxRow,
+    now: DateTime<Utc>,
+    error: &str,
+) -> Outcome {
+    let tries = row.tries + 1;
+    let age = to_ms(now) - row.first_try_at.unwrap_or(to_ms(now));
+    if age >= config.retry_max_age.as_millis() as i64 {
+        tracing::error!(
+            mail = row.id,
+            error,
+            tries,
+            "mail failed: every try failed until the retry age"
+        );
+        return Outcome {
+            step: step_done(plan, row, false, now),
+            finish: Finish::Failed {
+                id: row.id,
+                reason: format!("gave up after {tries} tries: {error}"),
+            },
+            suppress: None,
+        };
+    }
+    let wait = backoff(config.retry_base, tries, row.id);
+    tracing::warn!(mail = row.id, error, retry_in = ?wait, "mail not sent yet; trying again later");
+    Outcome {
+        finish: Finish::Later {
+            id: row.id,
+            until: to_ms(now) + wait.as_millis() as i64,
+            reason: format!("try {tries} failed: {error}"),
+            retry: true,
+        },
+        step: None,
+        suppress: None,
+    }
+}
+
+/// What a crashed sending task leaves as the reason: the panic's message, on one line
+/// and at most 300 characters.
+fn crash_message(e: tokio::task::JoinError) -> String {
+    let what = if e.is_panic() {
+        let payload = e.into_panic();
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    } else {
+        "the task was cancelled".to_string()
+    };
+    format!("sending crashed: {}", cut(&one_line(&what), 300))
 }
 
 /// The outcome of a mail the policy does not let go now (`None` for a send).

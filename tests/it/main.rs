@@ -6,6 +6,7 @@ mod cli;
 mod dkim;
 mod handoff;
 mod helpers;
+mod hostile_input;
 pub mod lease;
 pub mod mail;
 mod reports;
