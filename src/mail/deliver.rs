@@ -3,10 +3,15 @@
 //! it, and records the outcome.
 //!
 //! Claims and outcomes are written in short transactions that check the processing
-//! lease; no transaction is open during an SMTP call. A mail is marked sent right
-//! after the server accepted it. If the process dies between the server's acceptance
-//! and that write (usually under a millisecond, up to about 200 ms under full load),
-//! the next start sends the mail again, with the same Message-ID.
+//! lease; no transaction is open during an SMTP call. Each sending task hands its
+//! outcome to one recorder and waits until the transaction that holds it is committed
+//! before it takes the next mail; outcomes that arrive while a commit runs share the
+//! next one (group commit). A sender slot holds its SMTP connection only while it
+//! sends, but it takes its next mail (on that connection or another) only after the
+//! commit, so at any moment at most `mail.connections` mails have been accepted by the
+//! server without their outcome committed: a crash of the process (SIGKILL, abort)
+//! sends at most that many mails again on the next start, with the same Message-ID,
+//! never a claimed batch's worth.
 //!
 //! A sending task that panics (whatever a lead's data did to it) still gets an
 //! outcome: it counts as a failed try with the panic's message, like a refusal by the
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::links::Links;
@@ -72,7 +77,6 @@ pub type SendHook = Box<dyn Fn(&OutboxRow) + Send + Sync>;
 
 pub struct Mailer {
     pub processor: Arc<Processor>,
-
     pub config: Arc<MailConfig>,
     pub plan: Arc<StreamPlan>,
     pub templates: Arc<Templates>,
@@ -93,6 +97,16 @@ struct Outcome {
     finish: Finish,
     step: Option<StepDone>,
     suppress: Option<(String, String, String)>,
+}
+
+/// An outcome handed to the recorder.
+struct ToRecord {
+    outcome: Outcome,
+    /// When the server answered (for mails that were sent or tried).
+    answered: Option<Instant>,
+    /// Told once the outcome is committed; the sender waits for it before it takes
+    /// its next mail. Dropped unsent when the outcome could not be recorded.
+    recorded: Option<oneshot::Sender<()>>,
 }
 
 impl Mailer {
@@ -267,10 +281,11 @@ impl Mailer {
             events,
         };
 
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Outcome, Option<Instant>)>();
-        // Outcomes are recorded as they come, a few at a time, while later mails are
-        // still being sent: the window in which a mail the server accepted is not yet
-        // marked sent stays a few milliseconds.
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToRecord>();
+        // Group commit: the outcomes that arrived while the previous commit ran go into
+        // one transaction; each sender waits for the commit of its outcome before it
+        // takes its next mail, so no more than `mail.connections` accepted mails are
+        // ever unrecorded.
         // If outcomes cannot be recorded (the database fails, the lease is lost),
         // nothing more is sent: the rest is queued again by the caller.
         let stop = std::sync::atomic::AtomicBool::new(false);
@@ -283,11 +298,22 @@ impl Mailer {
                     buffer.push(more);
                 }
                 if failed.is_some() {
-                    continue; // drain, so that the senders finish
+                    buffer.clear(); // drain, so that the senders finish
+                    continue;
                 }
-                if let Err(e) = self.record_with_retries(&mut buffer, pass).await {
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                    failed = Some(e);
+                match self.record_with_retries(&buffer, pass).await {
+                    Ok(()) => {
+                        for r in buffer.drain(..) {
+                            if let Some(done) = r.recorded {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        failed = Some(e);
+                        buffer.clear();
+                    }
                 }
             }
             failed.map_or(Ok(()), Err)
@@ -299,20 +325,16 @@ impl Mailer {
         recorded
     }
 
-    /// Records outcomes, trying again a few times when the database is busy; the
-    /// outcomes stay in `buffer` until they are written.
+    /// Records outcomes, trying again a few times when the database is busy.
     async fn record_with_retries(
         &self,
-        buffer: &mut Vec<(Outcome, Option<Instant>)>,
+        buffer: &[ToRecord],
         pass: &mut Pass,
     ) -> Result<(), MailError> {
         let mut wait = Duration::from_millis(100);
         for _ in 0..3 {
             match self.record(buffer, pass).await {
-                Ok(()) => {
-                    buffer.clear();
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(MailError::Store(StoreError::LeaseLost)) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?wait, "cannot record mail outcomes yet");
@@ -321,7 +343,7 @@ impl Mailer {
                 }
             }
         }
-        self.record(buffer, pass).await.map(|()| buffer.clear())
+        self.record(buffer, pass).await
     }
 
     /// Decides for each claimed mail and sends those that may go, at most
@@ -331,7 +353,7 @@ impl Mailer {
         claimed: Vec<OutboxRow>,
         data: &BatchData,
         now: DateTime<Utc>,
-        tx: mpsc::UnboundedSender<(Outcome, Option<Instant>)>,
+        tx: mpsc::UnboundedSender<ToRecord>,
         stop: &std::sync::atomic::AtomicBool,
     ) {
         let BatchData {
@@ -394,30 +416,37 @@ impl Mailer {
                                 failed_try(&config, &plan, &row, now, &error)
                             }
                         };
-                        let answered = Instant::now();
+                        let (recorded, committed) = oneshot::channel();
+                        let _ = tx.send(ToRecord {
+                            outcome,
+                            answered: Some(Instant::now()),
+                            recorded: Some(recorded),
+                        });
+                        // This sender slot (and so the SMTP connection it used) takes
+                        // the next mail only once this outcome is on disk.
+                        let _ = committed.await;
                         drop(permit);
-                        let _ = tx.send((outcome, Some(answered)));
                     });
                 }
                 decision => {
                     let outcome = not_sent(&self.plan, &row, decision, now).expect("not a send");
-                    let _ = tx.send((outcome, None));
+                    let _ = tx.send(ToRecord {
+                        outcome,
+                        answered: None,
+                        recorded: None,
+                    });
                 }
             }
         }
     }
 
-    async fn record(
-        &self,
-        outcomes: &[(Outcome, Option<Instant>)],
-        pass: &mut Pass,
-    ) -> Result<(), MailError> {
+    async fn record(&self, outcomes: &[ToRecord], pass: &mut Pass) -> Result<(), MailError> {
         let now = to_ms(self.clock.now());
         let mut done = Vec::with_capacity(outcomes.len());
         let mut steps = Vec::new();
         let mut suppress = Vec::new();
-        let oldest = outcomes.iter().filter_map(|(_, at)| *at).min();
-        for (o, _) in outcomes {
+        let oldest = outcomes.iter().filter_map(|r| r.answered).min();
+        for ToRecord { outcome: o, .. } in outcomes {
             done.push(o.finish.clone());
             steps.extend(o.step);
             suppress.extend(o.suppress.clone());

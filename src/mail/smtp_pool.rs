@@ -7,6 +7,11 @@
 //! connections, sets `TCP_NODELAY`, and hands them to lettre, which does all of the
 //! SMTP: greeting, EHLO, STARTTLS, AUTH and the mail transaction.
 //!
+//! A connection goes back to the pool as soon as the server answered. How many mails
+//! are on their way at once, and so how many a crash can leave accepted but unrecorded,
+//! is bounded by the delivery worker's sender slots ([`super::deliver`]), one mail per
+//! slot until its outcome is committed.
+//!
 //! URLs as lettre reads them: `smtp://host[:port]` (plain, port 25),
 //! `smtp://host?tls=opportunistic` or `?tls=required` (STARTTLS, port 587),
 //! `smtps://host` (TLS from the start, port 465); `user:pass@` for AUTH PLAIN/LOGIN.
