@@ -3,15 +3,17 @@
 //! it, and records the outcome.
 //!
 //! Claims and outcomes are written in short transactions that check the processing
-//! lease; no transaction is open during an SMTP call. Each sending task hands its
-//! outcome to one recorder and waits until the transaction that holds it is committed
-//! before it takes the next mail; outcomes that arrive while a commit runs share the
-//! next one (group commit). A sender slot holds its SMTP connection only while it
-//! sends, but it takes its next mail (on that connection or another) only after the
-//! commit, so at any moment at most `mail.connections` mails have been accepted by the
-//! server without their outcome committed: a crash of the process (SIGKILL, abort)
-//! sends at most that many mails again on the next start, with the same Message-ID,
-//! never a claimed batch's worth.
+//! lease; no transaction is open during an SMTP call. Up to `mail.connections` mails
+//! are sent at once. A send passes a gate of `mail.connections` permits right before
+//! the step that makes the server accept the mail (the end of the message), and keeps
+//! its permit until its outcome is committed: each sending task hands its outcome to
+//! one recorder and waits for the transaction that holds it, and outcomes that arrive
+//! while a commit runs share the next one (group commit). So at any moment at most
+//! `mail.connections` mails have been accepted by the server without their outcome
+//! committed: a crash of the process (SIGKILL, abort) sends at most that many mails
+//! again on the next start, with the same Message-ID, never a claimed batch's worth.
+//! While an outcome commits, its connection already starts the next mail (MAIL, RCPT,
+//! DATA) up to the gate.
 //!
 //! A sending task that panics (whatever a lead's data did to it) still gets an
 //! outcome: it counts as a failed try with the panic's message, like a refusal by the
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::links::Links;
@@ -289,6 +291,8 @@ impl Mailer {
         // If outcomes cannot be recorded (the database fails, the lease is lost),
         // nothing more is sent: the rest is queued again by the caller.
         let stop = std::sync::atomic::AtomicBool::new(false);
+        // Permits for mails that may be accepted and not yet recorded.
+        let gate = Arc::new(Semaphore::new(self.config.connections));
         let record = async {
             let mut buffer = Vec::new();
             let mut failed = None;
@@ -310,7 +314,9 @@ impl Mailer {
                         }
                     }
                     Err(e) => {
+                        // Sends waiting at the gate stop before the server has the mail.
                         stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        gate.close();
                         failed = Some(e);
                         buffer.clear();
                     }
@@ -319,7 +325,7 @@ impl Mailer {
             failed.map_or(Ok(()), Err)
         };
         let send = async {
-            self.send_all(claimed, &data, now, tx, &stop).await;
+            self.send_all(claimed, &data, now, tx, &stop, &gate).await;
         };
         let ((), recorded) = tokio::join!(send, record);
         recorded
@@ -355,6 +361,7 @@ impl Mailer {
         now: DateTime<Utc>,
         tx: mpsc::UnboundedSender<ToRecord>,
         stop: &std::sync::atomic::AtomicBool,
+        gate: &Arc<Semaphore>,
     ) {
         let BatchData {
             read_at: _,
@@ -396,6 +403,7 @@ impl Mailer {
                         .await
                         .expect("the semaphore is never closed");
                     let job = SendJob {
+                        gate: gate.clone(),
                         read_at: data.read_at,
                         mailer: self.parts(),
                         row,
@@ -408,24 +416,26 @@ impl Mailer {
                         (self.plan.clone(), self.config.clone(), job.row.clone());
                     tokio::spawn(async move {
                         // A send that panics still gets an outcome: a failed try.
-                        let outcome = match tokio::spawn(job.run()).await {
-                            Ok(o) => o,
+                        let (outcome, accepted) = match tokio::spawn(job.run()).await {
+                            Ok(sent) => sent,
                             Err(e) => {
                                 let error = crash_message(e);
                                 tracing::error!(mail = row.id, error, "sending a mail crashed");
-                                failed_try(&config, &plan, &row, now, &error)
+                                (failed_try(&config, &plan, &row, now, &error), None)
                             }
                         };
+                        // The server answered: the connection is free for the next mail.
+                        drop(permit);
                         let (recorded, committed) = oneshot::channel();
                         let _ = tx.send(ToRecord {
                             outcome,
                             answered: Some(Instant::now()),
                             recorded: Some(recorded),
                         });
-                        // This sender slot (and so the SMTP connection it used) takes
-                        // the next mail only once this outcome is on disk.
+                        // The gate's permit goes back only once this outcome is
+                        // committed.
                         let _ = committed.await;
-                        drop(permit);
+                        drop(accepted);
                     });
                 }
                 decision => {
@@ -452,10 +462,13 @@ impl Mailer {
             suppress.extend(o.suppress.clone());
         }
         let lease = self.processor.held_lease()?;
+        let waited = Instant::now();
         let mut tx = self.store().begin_write().await?;
+        let held = Instant::now();
         tx.hold_lease(&lease).await?;
         tx.finish_mails(&done, &steps, &suppress, now).await?;
         tx.commit().await?;
+        let held_ms = held.elapsed().as_secs_f64() * 1e3;
         for f in &done {
             match f {
                 Finish::Sent { .. } => pass.sent += 1,
@@ -470,6 +483,8 @@ impl Mailer {
             tracing::debug!(
                 mails = done.len(),
                 unrecorded_ms = at.elapsed().as_secs_f64() * 1e3,
+                wait_ms = (held - waited).as_secs_f64() * 1e3,
+                held_ms,
                 "mail outcomes recorded"
             );
         }
@@ -524,10 +539,20 @@ struct SendJob {
     now: DateTime<Utc>,
     /// When the lead data of the batch was read.
     read_at: Instant,
+    /// Passed right before the server can accept the mail (see the module doc).
+    gate: Arc<Semaphore>,
 }
 
 impl SendJob {
-    async fn run(mut self) -> Outcome {
+    /// Sends the mail; returns its outcome and, when the server may have accepted it,
+    /// the gate's permit, to be held until the outcome is recorded.
+    async fn run(mut self) -> (Outcome, Option<OwnedSemaphorePermit>) {
+        let mut accepted = None;
+        let outcome = self.attempt(&mut accepted).await;
+        (outcome, accepted)
+    }
+
+    async fn attempt(&mut self, accepted: &mut Option<OwnedSemaphorePermit>) -> Outcome {
         // Internal mail ignores the lead's consent and quarantine: nothing to check again.
         let internal = self.row.class() == MailClass::Internal;
         if !internal
@@ -615,7 +640,12 @@ impl SendJob {
         if let Some(hook) = m.send_hook.get() {
             hook(row);
         }
-        match m.transport.send(built.message, m.config.timeout).await {
+        let (sent, permit) = m
+            .transport
+            .send(built.message, m.config.timeout, &self.gate)
+            .await;
+        *accepted = permit;
+        match sent {
             Ok(()) => finished(Finish::Sent {
                 id: row.id,
                 message_id,
