@@ -6,6 +6,8 @@
 //! tabs become a space, every other control character (NUL, the rest of C0, DEL, C1)
 //! is removed, runs of white space collapse into one space, and the ends are trimmed.
 //! [`cut`] shortens a text to a number of characters, ending it with an ellipsis.
+//! [`printable`] escapes control characters (but line breaks) in a text page for a
+//! terminal, so stored data cannot move the cursor or rewrite what is shown.
 
 use std::borrow::Cow;
 
@@ -71,6 +73,23 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
+/// `text` for a terminal: line feeds stay, every other control character (ESC, CR,
+/// NUL, ...) is written escaped (`\u{1b}`, `\r`). Borrows when there is none.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +139,15 @@ mod tests {
         // A cut right after a word does not leave a space before the ellipsis.
         assert_eq!(cut("abc def", 5), "abc…");
         assert_eq!(cut("abcdef", 1), "…");
+    }
+
+    #[test]
+    fn printable_text_keeps_its_lines_and_escapes_the_rest() {
+        assert!(matches!(printable("a\nb"), Cow::Borrowed("a\nb")));
+        assert_eq!(
+            printable("Eve\u{1b}[2J\r\nX\0\tY\n"),
+            "Eve\\u{1b}[2J\\r\nX\\u{0}\\tY\n"
+        );
     }
 
     #[test]
