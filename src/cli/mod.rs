@@ -169,13 +169,13 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-/// Logs to stderr, one line per event ([`log::OneLineFields`]). `RUST_LOG` wins over
-/// the config's `log` and over `level`.
+/// Logs to stderr. `RUST_LOG` wins over the config's `log` and over `level`.
 fn init_tracing(filter: &str, level: Option<&str>) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .unwrap_or_else(|| level.unwrap_or(filter).to_string());
     let _ = tracing_subscriber::fmt()
+        // One line per event, whatever a lead's data holds.
         .fmt_fields(log::OneLineFields::default())
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

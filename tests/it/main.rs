@@ -2,11 +2,11 @@
 //! binary, and real SQLite files in temporary folders.
 
 mod api;
+mod bad_data;
 mod cli;
 mod dkim;
 mod handoff;
 mod helpers;
-mod hostile_input;
 pub mod lease;
 pub mod mail;
 mod reports;
