@@ -8,6 +8,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, Job};
 use crate::daemon::{self, App};
 use crate::domain::Email;
+use crate::domain::text::printable;
 use crate::ingest::{self, AcceptError, file};
 use crate::report::{LeadReport, Stats};
 use crate::rules::{RuleError, Rules, Sandbox, fixture, ruleset};
@@ -203,7 +204,7 @@ async fn lead_show(
     let app = App::build(config, clock).await?;
     match LeadReport::load(app.store(), &email, recent).await? {
         Some(report) if json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Some(report) => print!("{}", report.to_text()),
+        Some(report) => print!("{}", printable(&report.to_text())),
         None => {
             eprintln!("no lead with e-mail {email}");
             return Ok(ExitCode::FAILURE);
@@ -247,7 +248,7 @@ async fn events(
                         .as_deref()
                         .and_then(|e| serde_json::from_str::<RuleError>(e).ok())
                         .map_or_else(|| "unknown error".to_string(), |e| e.to_string());
-                    println!(
+                    let line = format!(
                         "#{} {} {} \"{}\" at {} (tried {}x)\n    {error}",
                         f.seq,
                         f.email,
@@ -256,6 +257,7 @@ async fn events(
                         crate::clock::from_ms(f.occurred_at).format("%Y-%m-%d %H:%M:%S"),
                         f.attempts
                     );
+                    println!("{}", printable(&line));
                 }
                 println!(
                     "{} failed event(s). Fix the rule, then run `nurtured events retry`.",

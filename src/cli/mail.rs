@@ -7,6 +7,7 @@ use crate::clock::{SharedClock, from_ms};
 use crate::config::Config;
 use crate::daemon::App;
 use crate::domain::Email;
+use crate::domain::text::printable;
 use crate::mail::Templates;
 use crate::mail::templates::required;
 use crate::store::{MailFilter, OutboxRow};
@@ -86,7 +87,7 @@ pub async fn mail(
                     "id", "status", "when", "to", "template"
                 );
                 for r in &rows {
-                    println!("{}", line(r));
+                    println!("{}", printable(&line(r)));
                 }
             }
         }
@@ -100,27 +101,32 @@ pub async fn mail(
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!(
-                "mail {}: {} ({} mail, {})",
+            // The page shows stored data (subject, body, reasons): written for a terminal.
+            let mut page = format!(
+                "mail {}: {} ({} mail, {})\n",
                 row.id, row.status, row.class, row.kind
             );
-            println!("  to:        {}", row.email);
-            println!("  template:  {}", row.template);
-            println!("  asked by:  {}", row.source);
-            println!("  queued:    {}", time(row.created_at));
-            println!("  due:       {}", time(row.due_at));
-            println!("  attempts:  {}", row.attempts);
+            let mut field = |name: &str, value: &dyn std::fmt::Display| {
+                page.push_str(&format!("  {name:<10} {value}\n"));
+            };
+            field("to:", &row.email);
+            field("template:", &row.template);
+            field("asked by:", &row.source);
+            field("queued:", &time(row.created_at));
+            field("due:", &time(row.due_at));
+            field("attempts:", &row.attempts);
             if let Some(r) = &row.reason {
-                println!("  why:       {r}");
+                field("why:", r);
             }
             if let Some(m) = &row.message_id {
-                println!("  message:   {m}");
+                field("message:", m);
             }
             if let Some(c) = content {
-                println!("  subject:   {}", c.subject);
-                println!("  headers:   {}", c.headers);
-                println!("\n{}", c.text_body);
+                field("subject:", &c.subject);
+                field("headers:", &c.headers);
+                page.push_str(&format!("\n{}\n", c.text_body));
             }
+            print!("{}", printable(&page));
         }
     }
     Ok(ExitCode::SUCCESS)

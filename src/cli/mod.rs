@@ -2,6 +2,7 @@
 //! `rules check|test`, `stats`, `report funnel|sla`, `bench`.
 
 mod commands;
+mod log;
 mod mail;
 mod report;
 
@@ -182,6 +183,8 @@ fn init_tracing(filter: &str, level: Option<&str>) {
         .ok()
         .unwrap_or_else(|| level.unwrap_or(filter).to_string());
     let _ = tracing_subscriber::fmt()
+        // One line per event, whatever a lead's data holds.
+        .fmt_fields(log::OneLineFields::default())
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         // When stderr is gone (a closed pipe), logging must not take the daemon down:

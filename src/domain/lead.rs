@@ -1,4 +1,10 @@
 //! The lead as the rules see it and the store keeps it, and how an [`Action`] changes it.
+//!
+//! Reasons and mail keys often carry event data (an asset's name, a topic). A reason
+//! from a rule or the daemon that is longer than [`MAX_REASON`] characters is cut with
+//! an ellipsis and put on one line, and a mail key that long is shortened to a prefix
+//! and a hash of the whole key ([`mail_key`]): event data never fails an event. Reasons
+//! given through the API are checked instead, so the caller can shorten them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +18,7 @@ use super::change::{
 use super::email::Email;
 use super::funnel::Funnel;
 use super::mail::StreamChange;
+use super::text::{cut, one_line};
 use super::traits::Traits;
 
 /// A consent flag with when and where it was given or withdrawn.
@@ -55,8 +62,13 @@ pub struct Lead {
 }
 
 const MAX_TAG: usize = 64;
-const MAX_REASON: usize = 500;
+/// The longest reason kept, in characters.
+pub const MAX_REASON: usize = 500;
 const MAX_KEY: usize = 64;
+/// The longest mail key kept as it is, in characters ([`mail_key`]).
+pub const MAX_MAIL_KEY: usize = 500;
+/// The characters of a long mail key kept before its hash.
+const MAIL_KEY_PREFIX: usize = 100;
 
 impl Lead {
     /// A lead just seen for the first time, in the funnel's initial stage.
@@ -173,6 +185,7 @@ impl Lead {
         funnel: &Funnel,
         changes: &mut Changes,
     ) -> Result<Outcome, ChangeError> {
+        let action = fit_to_size(action, source);
         let outcome = match &action {
             Action::AddScore {
                 axis,
@@ -281,13 +294,6 @@ impl Lead {
             }
             Action::SendMail(m) => {
                 check_text(&m.template, "the template name", MAX_KEY * 2)?;
-                if m.key.chars().count() > MAX_REASON {
-                    return Err(ChangeError::TooLong {
-                        what: "the mail key",
-                        len: m.key.chars().count(),
-                        max: MAX_REASON,
-                    });
-                }
                 changes.mails.push((m.clone(), source.clone()));
                 Outcome::Applied
             }
@@ -343,6 +349,50 @@ impl Lead {
             Axis::Interest => &mut self.interest,
         }
     }
+}
+
+/// The action with its reason cut to [`MAX_REASON`] characters on one line (unless an
+/// API user gave it: they get an error and can shorten it) and its mail key shortened
+/// by [`mail_key`].
+fn fit_to_size(mut action: Action, source: &Source) -> Action {
+    let from_api = matches!(source, Source::Api { .. });
+    match &mut action {
+        Action::AddScore { reason, .. }
+        | Action::SetFit { reason, .. }
+        | Action::SetStage { reason, .. }
+        | Action::Handoff { reason, .. }
+            if !from_api =>
+        {
+            let line = one_line(reason);
+            let fitted = cut(&line, MAX_REASON);
+            if *reason != *fitted {
+                *reason = fitted.into_owned();
+            }
+        }
+        Action::SendMail(m) => {
+            if let std::borrow::Cow::Owned(k) = mail_key(&m.key) {
+                m.key = k;
+            }
+        }
+        _ => {}
+    }
+    action
+}
+
+/// A trigger mail's key as it is kept: as given when it has at most [`MAX_MAIL_KEY`]
+/// characters; otherwise its first 100 characters, `…#` and the SHA-256 of the whole
+/// key in hex, so two long keys stay apart when their beginnings are the same.
+pub fn mail_key(key: &str) -> std::borrow::Cow<'_, str> {
+    use sha2::{Digest, Sha256};
+    if key.chars().nth(MAX_MAIL_KEY).is_none() {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let end = key
+        .char_indices()
+        .nth(MAIL_KEY_PREFIX)
+        .map_or(key.len(), |(i, _)| i);
+    let hash = hex::encode(Sha256::digest(key.as_bytes()));
+    std::borrow::Cow::Owned(format!("{}…#{hash}", &key[..end]))
 }
 
 fn check_points(points: f64) -> Result<(), ChangeError> {
@@ -445,6 +495,95 @@ mod tests {
         l.apply(to("mql"), &api, Utc::now(), &f, &mut c).unwrap();
         assert_eq!(l.stage, "mql");
         assert_eq!(c.moves.len(), 2);
+    }
+
+    #[test]
+    fn long_reasons_from_rules_are_cut_and_from_the_api_refused() {
+        let (mut l, f, mut c) = (lead(), funnel(), Changes::default());
+        let asset = "A".repeat(600);
+        let add = |reason: String| Action::AddScore {
+            axis: Axis::Interest,
+            points: 5.0,
+            reason,
+        };
+        l.apply(
+            add(format!("downloaded {asset}")),
+            &rule(),
+            Utc::now(),
+            &f,
+            &mut c,
+        )
+        .unwrap();
+        let kept = &c.scores[0].reason;
+        assert_eq!(kept.chars().count(), MAX_REASON);
+        assert!(kept.starts_with("downloaded AAA"), "{kept}");
+        assert!(kept.ends_with('…'), "{kept}");
+        // The record of the action holds the cut reason too.
+        assert!(matches!(
+            &c.actions[0].action,
+            Action::AddScore { reason, .. } if reason == kept
+        ));
+        // A reason on several lines is put on one.
+        l.apply(
+            add("downloaded\r\nX\0".into()),
+            &rule(),
+            Utc::now(),
+            &f,
+            &mut c,
+        )
+        .unwrap();
+        assert_eq!(c.scores[1].reason, "downloaded X");
+        // Stage moves and handoffs alike.
+        let to = Action::SetStage {
+            stage: "mql".into(),
+            reason: "x".repeat(10_000),
+        };
+        l.apply(to, &rule(), Utc::now(), &f, &mut c).unwrap();
+        assert_eq!(c.moves[0].reason.chars().count(), MAX_REASON);
+        let handoff = Action::Handoff {
+            team: "sales".into(),
+            reason: "y".repeat(501),
+        };
+        l.apply(handoff, &rule(), Utc::now(), &f, &mut c).unwrap();
+        assert_eq!(c.handoffs[0].reason.chars().count(), MAX_REASON);
+        // The API gets an error it can act on.
+        let api = Source::Api { user: "crm".into() };
+        let err = l
+            .apply(add("z".repeat(501)), &api, Utc::now(), &f, &mut c)
+            .unwrap_err();
+        assert!(
+            matches!(err, ChangeError::TooLong { len: 501, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn long_mail_keys_become_a_prefix_and_a_hash() {
+        let short = "security";
+        assert!(matches!(
+            mail_key(short),
+            std::borrow::Cow::Borrowed("security")
+        ));
+        let exact = "k".repeat(MAX_MAIL_KEY);
+        assert_eq!(mail_key(&exact), exact);
+        let a = format!("{}a", "t".repeat(600));
+        let b = format!("{}b", "t".repeat(600));
+        let (ka, kb) = (mail_key(&a), mail_key(&b));
+        assert_ne!(ka, kb, "the hash keeps keys with the same start apart");
+        assert_eq!(ka, mail_key(&a), "the same key gives the same result");
+        assert!(ka.starts_with(&"t".repeat(100)), "{ka}");
+        assert_eq!(ka.chars().count(), 100 + 2 + 64);
+        let (mut l, f, mut c) = (lead(), funnel(), Changes::default());
+        let send = Action::SendMail(crate::domain::MailRequest {
+            template: "trigger/use-case".into(),
+            class: crate::domain::MailClass::Marketing,
+            key: a.clone(),
+            repeat: crate::domain::Repeat::Once,
+            data: Map::new(),
+            opt_in: false,
+        });
+        l.apply(send, &rule(), Utc::now(), &f, &mut c).unwrap();
+        assert_eq!(c.mails[0].0.key, ka);
     }
 
     #[test]

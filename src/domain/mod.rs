@@ -8,6 +8,7 @@ pub mod email;
 pub mod funnel;
 pub mod lead;
 pub mod mail;
+pub mod text;
 pub mod traits;
 
 pub use change::{Axis, Changes, HandoffRequest, ScoreChange, SettledHandoff, Source, StageMove};

@@ -1,9 +1,16 @@
 //! Identify traits: what a form, CRM or tracking tool tells us about a person,
 //! parsed once at the edge into typed patches for the lead.
+//!
+//! The typed text traits (names, phone, company, title, industry, country, time zone,
+//! locale, owner, consent source) are single lines: they go into mail headers and
+//! display names, so they are cleaned here with [`one_line`] (line breaks and tabs
+//! become a space, other control characters are removed). Free attributes are kept
+//! as sent.
 
 use serde_json::{Map, Value};
 
 use super::email::Email;
+use super::text::one_line;
 
 /// A change to one lead field: leave it, set it, or clear it (`null` in the payload).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -183,8 +190,10 @@ impl<'a> Parser<'a> {
     fn text_value(&mut self, path: String, v: &Value) -> Patch<String> {
         match v {
             Value::Null => Patch::Clear,
-            Value::String(s) if s.trim().is_empty() => Patch::Clear,
-            Value::String(s) => Patch::Set(s.trim().to_string()),
+            Value::String(s) => match one_line(s) {
+                line if line.is_empty() => Patch::Clear,
+                line => Patch::Set(line.into_owned()),
+            },
             Value::Number(n) => Patch::Set(n.to_string()),
             Value::Bool(b) => Patch::Set(b.to_string()),
             _ => {
@@ -416,6 +425,42 @@ mod tests {
         assert_eq!(t.employees, Patch::Set(51));
         assert_eq!(t.phone, Patch::Clear);
         assert_eq!(t.revenue, Patch::Clear);
+    }
+
+    #[test]
+    fn text_traits_are_single_lines() {
+        let t = parse(&json!({
+            "firstName": "Eve\r\nBcc: evil@x.example",
+            "lastName": "Ev\u{0}il\u{7f}",
+            "company": {"name": "ACME\tGmbH\n", "industry": "\u{1}Software"},
+            "title": "\r\n",
+            "phone": "+49\u{0}30 1234",
+            "country": " D\u{1b}E ",
+            "locale": "de\n",
+            "timezone": "Europe/Berlin\r\n",
+            "owner": "lena\u{0}",
+            "consent_source": "form\r\nX-Injected: 1",
+            "notes": "kept\nas sent"
+        }))
+        .unwrap();
+        assert_eq!(t.first_name, Patch::Set("Eve Bcc: evil@x.example".into()));
+        assert_eq!(t.last_name, Patch::Set("Evil".into()));
+        assert_eq!(t.company, Patch::Set("ACME GmbH".into()));
+        assert_eq!(t.industry, Patch::Set("Software".into()));
+        assert_eq!(t.title, Patch::Clear, "nothing but line breaks is nothing");
+        assert_eq!(t.phone, Patch::Set("+4930 1234".into()));
+        assert_eq!(t.country, Patch::Set("DE".into()));
+        assert_eq!(t.locale, Patch::Set("de".into()));
+        assert_eq!(t.time_zone, Patch::Set("Europe/Berlin".into()));
+        assert_eq!(t.owner, Patch::Set("lena".into()));
+        assert_eq!(t.consent_source.as_deref(), Some("form X-Injected: 1"));
+        assert_eq!(
+            t.attributes,
+            vec![("notes".into(), Some(json!("kept\nas sent")))]
+        );
+        let t = parse(&json!({"name": "Anna\r\nMaria\u{0} Schmidt\n"})).unwrap();
+        assert_eq!(t.first_name, Patch::Set("Anna Maria".into()));
+        assert_eq!(t.last_name, Patch::Set("Schmidt".into()));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::desk::{Desk, DeskError};
 use crate::clock::to_ms;
 use crate::config::Config;
 use crate::config::sales::WebhookFormat;
+use crate::domain::text::one_line;
 use crate::mail::deliver::backoff;
 use crate::store::{WebhookDone, WebhookRow};
 
@@ -51,7 +52,8 @@ pub fn body(format: WebhookFormat, event: &str, data: &Value, at: DateTime<Utc>)
 }
 
 /// A Slack message: what happened and the essentials. Text from leads is escaped, so
-/// a name cannot become a link or a mention.
+/// a name cannot become a link or a mention, and put on one line, so it cannot add a
+/// line that looks like another field.
 fn slack(event: &str, h: &Value, b: &Value) -> Value {
     let s = |v: &Value| {
         let text = match v {
@@ -59,7 +61,8 @@ fn slack(event: &str, h: &Value, b: &Value) -> Value {
             Value::Null => String::new(),
             other => other.to_string(),
         };
-        text.replace('&', "&amp;")
+        one_line(&text)
+            .replace('&', "&amp;")
             .replace('<', "&lt;")
             .replace('>', "&gt;")
     };
@@ -247,6 +250,7 @@ mod tests {
     fn data() -> Value {
         let mut d = crate::handoff::brief::sample_notification();
         d["brief"]["contact"]["name"] = json!("<https://evil.example|Annehmen> & Co");
+        d["handoff"]["reason"] = json!("MQL\nFit 99 · Interesse 99 · fällig sofort\u{0}");
         d
     }
 
@@ -267,6 +271,17 @@ mod tests {
             "{text}"
         );
         assert!(text.starts_with("*Neuer Lead für Anna Berger*"), "{text}");
+        // Four lines, whatever the lead's data: a reason cannot add one.
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(
+            text.contains("Grund: MQL Fit 99 · Interesse 99 · fällig sofort\n"),
+            "{text}"
+        );
+        let json: Value = serde_json::from_str(&json_body).unwrap();
+        assert_eq!(
+            json["lead"]["contact"]["name"],
+            data()["brief"]["contact"]["name"]
+        );
         assert!(!slack_body.contains("/h/TOKEN"));
     }
 

@@ -166,12 +166,13 @@ async fn answer_api(
     }
 }
 
-/// Escapes text for HTML.
+/// Escapes text for HTML, in text and in attribute values of either quote.
 fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -378,5 +379,20 @@ pub async fn link_answer(
                  einmal.</p>",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::esc;
+
+    #[test]
+    fn html_from_lead_data_is_shown_as_text() {
+        assert_eq!(
+            esc(r#"<script>alert('x')</script> & "Co" <a href='#'>"#),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;Co&quot; \
+             &lt;a href=&#39;#&#39;&gt;"
+        );
+        assert_eq!(esc("Müller GmbH"), "Müller GmbH");
     }
 }

@@ -3,19 +3,30 @@
 //! it, and records the outcome.
 //!
 //! Claims and outcomes are written in short transactions that check the processing
-//! lease; no transaction is open during an SMTP call. A mail is marked sent right
-//! after the server accepted it. If the process dies between the server's acceptance
-//! and that write (usually under a millisecond, up to about 200 ms under full load),
-//! the next start sends the mail again, with the same Message-ID.
+//! lease; no transaction is open during an SMTP call. Up to `mail.connections` mails
+//! are sent at once. A send passes a gate of `mail.connections` permits right before
+//! the step that makes the server accept the mail (the end of the message), and keeps
+//! its permit until its outcome is committed: each sending task hands its outcome to
+//! one recorder and waits for the transaction that holds it, and outcomes that arrive
+//! while a commit runs share the next one (group commit). So at any moment at most
+//! `mail.connections` mails have been accepted by the server without their outcome
+//! committed: a crash of the process (SIGKILL, abort) sends at most that many mails
+//! again on the next start, with the same Message-ID, never a claimed batch's worth.
+//! While an outcome commits, its connection already starts the next mail (MAIL, RCPT,
+//! DATA) up to the gate.
+//!
+//! A sending task that panics (whatever a lead's data did to it) still gets an
+//! outcome: it counts as a failed try with the panic's message, like a refusal by the
+//! server, and the mail fails once its tries span `mail.retry_max_age`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::links::Links;
@@ -27,6 +38,7 @@ use super::token::Signer;
 use super::transport::{SendError, Transport};
 use crate::clock::{SharedClock, from_ms, to_ms};
 use crate::config::MailConfig;
+use crate::domain::text::{cut, one_line};
 use crate::domain::{Lead, MailClass};
 use crate::process::Processor;
 use crate::store::{
@@ -60,6 +72,11 @@ pub enum MailError {
     Store(#[from] StoreError),
 }
 
+/// A test's hook into sending: called in the sending task right before a mail is
+/// handed to the transport, with the outbox row. See [`Mailer::inject_send_fault`].
+#[doc(hidden)]
+pub type SendHook = Box<dyn Fn(&OutboxRow) + Send + Sync>;
+
 pub struct Mailer {
     pub processor: Arc<Processor>,
     pub config: Arc<MailConfig>,
@@ -73,6 +90,8 @@ pub struct Mailer {
     pub clock: SharedClock,
     pub wake: Arc<Notify>,
     sending: Arc<Semaphore>,
+    /// Unset in production; only [`Mailer::inject_send_fault`] sets it.
+    send_hook: Arc<OnceLock<SendHook>>,
 }
 
 /// The outcome of one mail, on its way to the store.
@@ -80,6 +99,16 @@ struct Outcome {
     finish: Finish,
     step: Option<StepDone>,
     suppress: Option<(String, String, String)>,
+}
+
+/// An outcome handed to the recorder.
+struct ToRecord {
+    outcome: Outcome,
+    /// When the server answered (for mails that were sent or tried).
+    answered: Option<Instant>,
+    /// Told once the outcome is committed; the sender waits for it before it takes
+    /// its next mail. Dropped unsent when the outcome could not be recorded.
+    recorded: Option<oneshot::Sender<()>>,
 }
 
 impl Mailer {
@@ -108,6 +137,18 @@ impl Mailer {
             dkim: dkim.map(Arc::new),
             time_zone,
             clock,
+            send_hook: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Fault injection for tests: `hook` runs in every sending task right before the
+    /// mail goes to the transport (and may panic, to show what a crashing send does).
+    /// Only code can set it, once, before the daemon starts; nothing in the
+    /// configuration reaches it, and while it is unset a send pays one atomic load.
+    #[doc(hidden)]
+    pub fn inject_send_fault(&self, hook: impl Fn(&OutboxRow) + Send + Sync + 'static) {
+        if self.send_hook.set(Box::new(hook)).is_err() {
+            panic!("a send fault is injected once, before the daemon starts");
         }
     }
 
@@ -242,13 +283,16 @@ impl Mailer {
             events,
         };
 
-        let (tx, mut rx) = mpsc::unbounded_channel::<(Outcome, Option<Instant>)>();
-        // Outcomes are recorded as they come, a few at a time, while later mails are
-        // still being sent: the window in which a mail the server accepted is not yet
-        // marked sent stays a few milliseconds.
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToRecord>();
+        // Group commit: the outcomes that arrived while the previous commit ran go into
+        // one transaction; each sender waits for the commit of its outcome before it
+        // takes its next mail, so no more than `mail.connections` accepted mails are
+        // ever unrecorded.
         // If outcomes cannot be recorded (the database fails, the lease is lost),
         // nothing more is sent: the rest is queued again by the caller.
         let stop = std::sync::atomic::AtomicBool::new(false);
+        // Permits for mails that may be accepted and not yet recorded.
+        let gate = Arc::new(Semaphore::new(self.config.connections));
         let record = async {
             let mut buffer = Vec::new();
             let mut failed = None;
@@ -258,36 +302,45 @@ impl Mailer {
                     buffer.push(more);
                 }
                 if failed.is_some() {
-                    continue; // drain, so that the senders finish
+                    buffer.clear(); // drain, so that the senders finish
+                    continue;
                 }
-                if let Err(e) = self.record_with_retries(&mut buffer, pass).await {
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                    failed = Some(e);
+                match self.record_with_retries(&buffer, pass).await {
+                    Ok(()) => {
+                        for r in buffer.drain(..) {
+                            if let Some(done) = r.recorded {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        // Sends waiting at the gate stop before the server has the mail.
+                        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                        gate.close();
+                        failed = Some(e);
+                        buffer.clear();
+                    }
                 }
             }
             failed.map_or(Ok(()), Err)
         };
         let send = async {
-            self.send_all(claimed, &data, now, tx, &stop).await;
+            self.send_all(claimed, &data, now, tx, &stop, &gate).await;
         };
         let ((), recorded) = tokio::join!(send, record);
         recorded
     }
 
-    /// Records outcomes, trying again a few times when the database is busy; the
-    /// outcomes stay in `buffer` until they are written.
+    /// Records outcomes, trying again a few times when the database is busy.
     async fn record_with_retries(
         &self,
-        buffer: &mut Vec<(Outcome, Option<Instant>)>,
+        buffer: &[ToRecord],
         pass: &mut Pass,
     ) -> Result<(), MailError> {
         let mut wait = Duration::from_millis(100);
         for _ in 0..3 {
             match self.record(buffer, pass).await {
-                Ok(()) => {
-                    buffer.clear();
-                    return Ok(());
-                }
+                Ok(()) => return Ok(()),
                 Err(MailError::Store(StoreError::LeaseLost)) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?wait, "cannot record mail outcomes yet");
@@ -296,7 +349,7 @@ impl Mailer {
                 }
             }
         }
-        self.record(buffer, pass).await.map(|()| buffer.clear())
+        self.record(buffer, pass).await
     }
 
     /// Decides for each claimed mail and sends those that may go, at most
@@ -306,8 +359,9 @@ impl Mailer {
         claimed: Vec<OutboxRow>,
         data: &BatchData,
         now: DateTime<Utc>,
-        tx: mpsc::UnboundedSender<(Outcome, Option<Instant>)>,
+        tx: mpsc::UnboundedSender<ToRecord>,
         stop: &std::sync::atomic::AtomicBool,
+        gate: &Arc<Semaphore>,
     ) {
         let BatchData {
             read_at: _,
@@ -349,6 +403,7 @@ impl Mailer {
                         .await
                         .expect("the semaphore is never closed");
                     let job = SendJob {
+                        gate: gate.clone(),
                         read_at: data.read_at,
                         mailer: self.parts(),
                         row,
@@ -357,54 +412,63 @@ impl Mailer {
                         now,
                     };
                     let tx = tx.clone();
-                    let (plan, row) = (self.plan.clone(), job.row.clone());
+                    let (plan, config, row) =
+                        (self.plan.clone(), self.config.clone(), job.row.clone());
                     tokio::spawn(async move {
-                        // A send that panics still gets an outcome: try again later.
-                        let outcome = match tokio::spawn(job.run()).await {
-                            Ok(o) => o,
+                        // A send that panics still gets an outcome: a failed try.
+                        let (outcome, accepted) = match tokio::spawn(job.run()).await {
+                            Ok(sent) => sent,
                             Err(e) => {
-                                tracing::error!(mail = row.id, error = %e, "sending a mail crashed");
-                                let until = now + chrono::Duration::minutes(5);
-                                let later = Decision::Later {
-                                    until,
-                                    reason: "sending crashed",
-                                };
-                                not_sent(&plan, &row, later, now).expect("not a send")
+                                let error = crash_message(e);
+                                tracing::error!(mail = row.id, error, "sending a mail crashed");
+                                (failed_try(&config, &plan, &row, now, &error), None)
                             }
                         };
-                        let answered = Instant::now();
+                        // The server answered: the connection is free for the next mail.
                         drop(permit);
-                        let _ = tx.send((outcome, Some(answered)));
+                        let (recorded, committed) = oneshot::channel();
+                        let _ = tx.send(ToRecord {
+                            outcome,
+                            answered: Some(Instant::now()),
+                            recorded: Some(recorded),
+                        });
+                        // The gate's permit goes back only once this outcome is
+                        // committed.
+                        let _ = committed.await;
+                        drop(accepted);
                     });
                 }
                 decision => {
                     let outcome = not_sent(&self.plan, &row, decision, now).expect("not a send");
-                    let _ = tx.send((outcome, None));
+                    let _ = tx.send(ToRecord {
+                        outcome,
+                        answered: None,
+                        recorded: None,
+                    });
                 }
             }
         }
     }
 
-    async fn record(
-        &self,
-        outcomes: &[(Outcome, Option<Instant>)],
-        pass: &mut Pass,
-    ) -> Result<(), MailError> {
+    async fn record(&self, outcomes: &[ToRecord], pass: &mut Pass) -> Result<(), MailError> {
         let now = to_ms(self.clock.now());
         let mut done = Vec::with_capacity(outcomes.len());
         let mut steps = Vec::new();
         let mut suppress = Vec::new();
-        let oldest = outcomes.iter().filter_map(|(_, at)| *at).min();
-        for (o, _) in outcomes {
+        let oldest = outcomes.iter().filter_map(|r| r.answered).min();
+        for ToRecord { outcome: o, .. } in outcomes {
             done.push(o.finish.clone());
             steps.extend(o.step);
             suppress.extend(o.suppress.clone());
         }
         let lease = self.processor.held_lease()?;
+        let waited = Instant::now();
         let mut tx = self.store().begin_write().await?;
+        let held = Instant::now();
         tx.hold_lease(&lease).await?;
         tx.finish_mails(&done, &steps, &suppress, now).await?;
         tx.commit().await?;
+        let held_ms = held.elapsed().as_secs_f64() * 1e3;
         for f in &done {
             match f {
                 Finish::Sent { .. } => pass.sent += 1,
@@ -419,6 +483,8 @@ impl Mailer {
             tracing::debug!(
                 mails = done.len(),
                 unrecorded_ms = at.elapsed().as_secs_f64() * 1e3,
+                wait_ms = (held - waited).as_secs_f64() * 1e3,
+                held_ms,
                 "mail outcomes recorded"
             );
         }
@@ -435,6 +501,7 @@ impl Mailer {
             transport: self.transport.clone(),
             dkim: self.dkim.clone(),
             signer: self.signer.clone(),
+            send_hook: self.send_hook.clone(),
         }
     }
 }
@@ -460,6 +527,7 @@ struct Shared {
     transport: Arc<Transport>,
     dkim: Option<Arc<DkimSigner>>,
     signer: Arc<Signer>,
+    send_hook: Arc<OnceLock<SendHook>>,
 }
 
 /// One mail to render and send.
@@ -471,10 +539,20 @@ struct SendJob {
     now: DateTime<Utc>,
     /// When the lead data of the batch was read.
     read_at: Instant,
+    /// Passed right before the server can accept the mail (see the module doc).
+    gate: Arc<Semaphore>,
 }
 
 impl SendJob {
-    async fn run(mut self) -> Outcome {
+    /// Sends the mail; returns its outcome and, when the server may have accepted it,
+    /// the gate's permit, to be held until the outcome is recorded.
+    async fn run(mut self) -> (Outcome, Option<OwnedSemaphorePermit>) {
+        let mut accepted = None;
+        let outcome = self.attempt(&mut accepted).await;
+        (outcome, accepted)
+    }
+
+    async fn attempt(&mut self, accepted: &mut Option<OwnedSemaphorePermit>) -> Outcome {
         // Internal mail ignores the lead's consent and quarantine: nothing to check again.
         let internal = self.row.class() == MailClass::Internal;
         if !internal
@@ -559,7 +637,15 @@ impl SendJob {
         };
         let message_id = built.message_id.clone();
         let headers = serde_json::to_string(&built.headers).unwrap_or_default();
-        match m.transport.send(built.message, m.config.timeout).await {
+        if let Some(hook) = m.send_hook.get() {
+            hook(row);
+        }
+        let (sent, permit) = m
+            .transport
+            .send(built.message, m.config.timeout, &self.gate)
+            .await;
+        *accepted = permit;
+        match sent {
             Ok(()) => finished(Finish::Sent {
                 id: row.id,
                 message_id,
@@ -571,31 +657,7 @@ impl SendJob {
                     headers,
                 },
             }),
-            Err(SendError::Retry(error)) => {
-                // The retry age counts from the first failed try, not from queuing (a
-                // mail may have waited for the cap or the send window before).
-                let tries = row.tries + 1;
-                let age = to_ms(self.now) - row.first_try_at.unwrap_or(to_ms(self.now));
-                if age >= m.config.retry_max_age.as_millis() as i64 {
-                    tracing::error!(mail = row.id, %error, tries, "mail failed: the server kept refusing it");
-                    return finished(Finish::Failed {
-                        id: row.id,
-                        reason: format!("gave up after {tries} tries: {error}"),
-                    });
-                }
-                let wait = backoff(m.config.retry_base, tries, row.id);
-                tracing::warn!(mail = row.id, %error, retry_in = ?wait, "mail not sent yet; trying again later");
-                Outcome {
-                    finish: Finish::Later {
-                        id: row.id,
-                        until: to_ms(self.now) + wait.as_millis() as i64,
-                        reason: format!("try {tries} failed: {error}"),
-                        retry: true,
-                    },
-                    step: None,
-                    suppress: None,
-                }
-            }
+            Err(SendError::Retry(error)) => failed_try(&m.config, &m.plan, row, self.now, &error),
             Err(SendError::Final { message, rejected }) => {
                 tracing::error!(mail = row.id, error = %message, "mail refused by the server");
                 let mut o = finished(Finish::Failed {
@@ -663,6 +725,65 @@ pub(crate) fn backoff(base: Duration, attempts: i64, id: i64) -> Duration {
         >> 54;
     let factor = 0.8 + 0.4 * (spread as f64 / 1024.0);
     wait.mul_f64(factor)
+}
+
+/// The outcome of a try that did not work but may work later (a temporary refusal, a
+/// connection that failed, a crashed send): tried again after [`backoff`], or failed
+/// once the tries span `retry_max_age`. The age counts from the first failed try, not
+/// from queuing (a mail may have waited for the cap or the send window before).
+fn failed_try(
+    config: &MailConfig,
+    plan: &StreamPlan,
+    row: &OutboxRow,
+    now: DateTime<Utc>,
+    error: &str,
+) -> Outcome {
+    let tries = row.tries + 1;
+    let age = to_ms(now) - row.first_try_at.unwrap_or(to_ms(now));
+    if age >= config.retry_max_age.as_millis() as i64 {
+        tracing::error!(
+            mail = row.id,
+            error,
+            tries,
+            "mail failed: every try failed until the retry age"
+        );
+        return Outcome {
+            step: step_done(plan, row, false, now),
+            finish: Finish::Failed {
+                id: row.id,
+                reason: format!("gave up after {tries} tries: {error}"),
+            },
+            suppress: None,
+        };
+    }
+    let wait = backoff(config.retry_base, tries, row.id);
+    tracing::warn!(mail = row.id, error, retry_in = ?wait, "mail not sent yet; trying again later");
+    Outcome {
+        finish: Finish::Later {
+            id: row.id,
+            until: to_ms(now) + wait.as_millis() as i64,
+            reason: format!("try {tries} failed: {error}"),
+            retry: true,
+        },
+        step: None,
+        suppress: None,
+    }
+}
+
+/// What a crashed sending task leaves as the reason: the panic's message, on one line
+/// and at most 300 characters.
+fn crash_message(e: tokio::task::JoinError) -> String {
+    let what = if e.is_panic() {
+        let payload = e.into_panic();
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    } else {
+        "the task was cancelled".to_string()
+    };
+    format!("sending crashed: {}", cut(&one_line(&what), 300))
 }
 
 /// The outcome of a mail the policy does not let go now (`None` for a send).

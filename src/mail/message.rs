@@ -2,6 +2,11 @@
 //! from the outbox id (so a mail sent twice carries the same id), the List-Unsubscribe
 //! headers for marketing mail (RFC 8058 one-click), and a DKIM signature when a key is
 //! configured.
+//!
+//! Every value that comes from a lead or a template (the recipient's display name, the
+//! subject, header values) is put on one line first ([`one_line`]: line breaks and tabs
+//! become a space, other control characters are removed), so nothing a lead sent can
+//! add a header or break the message, whenever it was stored.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +19,10 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
 use crate::config::mail::Dkim;
+use crate::domain::text::{cut, one_line};
+
+/// The longest display name of the recipient, in characters; longer ones are cut.
+const MAX_NAME: usize = 200;
 
 /// What goes into one message.
 pub struct Parts<'a> {
@@ -106,12 +115,13 @@ pub fn build(parts: Parts, dkim: Option<&DkimSigner>) -> Result<Built, BuildErro
         .to
         .parse()
         .map_err(|_| BuildError::Recipient(parts.to.to_string()))?;
-    let name = (!parts.to_name.is_empty()).then(|| parts.to_name.to_string());
+    let name = one_line(parts.to_name);
+    let name = (!name.is_empty()).then(|| cut(&name, MAX_NAME).into_owned());
     let mut headers = BTreeMap::new();
     let mut b = Message::builder()
         .from(parts.from.clone())
         .to(Mailbox::new(name, address))
-        .subject(parts.subject)
+        .subject(one_line(parts.subject))
         .message_id(Some(message_id.clone()));
     if let Some(r) = parts.reply_to {
         b = b.reply_to(r.clone());
@@ -120,7 +130,7 @@ pub fn build(parts: Parts, dkim: Option<&DkimSigner>) -> Result<Built, BuildErro
         let value = parts
             .unsubscribe
             .iter()
-            .map(|u| format!("<{u}>"))
+            .map(|u| format!("<{}>", one_line(u)))
             .collect::<Vec<_>>()
             .join(", ");
         headers.insert("List-Unsubscribe".to_string(), value.clone());
@@ -149,4 +159,99 @@ pub fn build(parts: Parts, dkim: Option<&DkimSigner>) -> Result<Built, BuildErro
         message_id,
         headers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(to_name: &str, subject: &str) -> String {
+        let from: Mailbox = "Vertrieb <news@firma.example>".parse().unwrap();
+        let b = build(
+            Parts {
+                outbox_id: 7,
+                created_at: 1,
+                from: &from,
+                reply_to: None,
+                to: "eve@kunde.example",
+                to_name,
+                subject,
+                text: format!("Hallo {to_name}"),
+                html: format!("<p>Hallo {to_name}</p>"),
+                unsubscribe: vec!["https://mail.example.com/u/abc\r\nBcc: x@y.example".into()],
+            },
+            None,
+        )
+        .expect("builds");
+        String::from_utf8(b.message.formatted()).unwrap()
+    }
+
+    /// The header lines of a formatted message, unfolded.
+    fn header_lines(raw: &str) -> Vec<String> {
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        head.replace("\r\n ", " ")
+            .replace("\r\n\t", " ")
+            .split("\r\n")
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn lead_data_cannot_add_headers_or_break_the_message() {
+        let hostile = [
+            "Eve\r\nBcc: evil@x.example",
+            "Eve\nBcc: evil@x.example",
+            "Eve\0Null",
+            "\u{1}\u{7f}\u{1b}[31mEve\u{85}",
+            "\"Eve\" <evil@x.example>, mallory@x.example",
+            "Back\\slash; (comment) =?utf-8?q?x?=",
+            "Ünïcödé 😀 \u{202e}reversed",
+            "\r\n",
+        ];
+        for name in hostile {
+            let subject = format!("Hallo {name}\r\nX-Injected: yes");
+            let raw = built(name, &subject);
+            let lines = header_lines(&raw);
+            for l in &lines {
+                assert!(
+                    !l.to_ascii_lowercase().starts_with("bcc:")
+                        && !l.to_ascii_lowercase().starts_with("x-injected:"),
+                    "{name:?} added a header:\n{raw}"
+                );
+                assert!(
+                    !l.chars().any(|c| c.is_control()),
+                    "{name:?}: control character in {l:?}"
+                );
+            }
+            let to: Vec<_> = lines.iter().filter(|l| l.starts_with("To: ")).collect();
+            assert_eq!(to.len(), 1, "{raw}");
+            assert!(
+                to[0].ends_with("<eve@kunde.example>") || to[0] == "To: eve@kunde.example",
+                "{}",
+                to[0]
+            );
+            assert_eq!(
+                lines
+                    .iter()
+                    .filter(|l| l.starts_with("List-Unsubscribe: "))
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn huge_names_and_subjects_build() {
+        let name = "N\u{0}ame ".repeat(20_000);
+        let raw = built(&name, &"Betreff ".repeat(20_000));
+        let to = header_lines(&raw)
+            .into_iter()
+            .find(|l| l.starts_with("To: "))
+            .unwrap();
+        assert!(
+            to.len() < 1000,
+            "the display name is cut: {} bytes",
+            to.len()
+        );
+    }
 }

@@ -7,6 +7,14 @@
 //! connections, sets `TCP_NODELAY`, and hands them to lettre, which does all of the
 //! SMTP: greeting, EHLO, STARTTLS, AUTH and the mail transaction.
 //!
+//! A mail goes out in two steps: [`SmtpPool::open`] gives the server the sender and the
+//! recipients (MAIL, RCPT, DATA), [`SmtpPool::finish`] the message; only its answer to
+//! the end of the message makes the server take the mail. The delivery worker
+//! ([`super::deliver`]) waits between the two until fewer than `mail.connections`
+//! accepted mails are still unrecorded, so the first step of the next mail overlaps
+//! with the commit of the previous one. A connection goes back to the pool as soon as
+//! the server answered the message.
+//!
 //! URLs as lettre reads them: `smtp://host[:port]` (plain, port 25),
 //! `smtp://host?tls=opportunistic` or `?tls=required` (STARTTLS, port 587),
 //! `smtps://host` (TLS from the start, port 465); `user:pass@` for AUTH PLAIN/LOGIN.
@@ -22,7 +30,8 @@ use std::time::{Duration, Instant};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::{Error, response::Response};
 
 /// A send that did not work: the connection could not be made (worth another try), or
@@ -31,6 +40,8 @@ use lettre::transport::smtp::{Error, response::Response};
 pub enum PoolError {
     Connect(String),
     Smtp(Error),
+    /// The server cannot take this mail as it is (it lacks SMTPUTF8 or 8BITMIME).
+    Unsupported(String),
 }
 
 impl From<Error> for PoolError {
@@ -40,6 +51,13 @@ impl From<Error> for PoolError {
 }
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+/// A mail transaction under way: the server has the sender and the recipients and
+/// waits for the message. Dropped without [`SmtpPool::finish`], the connection closes
+/// and the server forgets the transaction.
+pub struct Open {
+    conn: AsyncSmtpConnection,
+}
 
 /// How the connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,17 +146,78 @@ impl SmtpPool {
         })
     }
 
-    /// Sends one message on a pooled connection, or a new one if none is idle. A message
-    /// is never sent a second time on another connection: a connection idle for a while
-    /// is checked (NOOP) before it is used instead.
-    pub async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Result<Response, PoolError> {
+    /// Opens a mail transaction for `envelope` on a pooled connection, or a new one if
+    /// none is idle: MAIL (with SMTPUTF8 / 8BITMIME as `raw` needs them, as lettre's own
+    /// `send` does), RCPT for each recipient, DATA. A message is never sent a second
+    /// time on another connection: a connection idle for a while is checked (NOOP)
+    /// before it is used instead.
+    pub async fn open(&self, envelope: &Envelope, raw: &[u8]) -> Result<Open, PoolError> {
         let mut conn = match self.take_idle().await {
             Some(conn) => conn,
             None => self.connect().await?,
         };
-        let r = conn.send(envelope, raw).await?;
-        self.put_back(conn);
-        Ok(r)
+        let mut options = Vec::new();
+        let non_ascii = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        let needs = [
+            (non_ascii, Extension::SmtpUtfEight, "SMTPUTF8", "addresses"),
+            (
+                !raw.is_ascii(),
+                Extension::EightBitMime,
+                "8BITMIME",
+                "message",
+            ),
+        ];
+        for (needed, extension, name, what) in needs {
+            if !needed {
+                continue;
+            }
+            if !conn.server_info().supports_feature(extension) {
+                self.put_back(conn);
+                return Err(PoolError::Unsupported(format!(
+                    "the {what} need {name}, which the server does not offer"
+                )));
+            }
+            options.push(match extension {
+                Extension::SmtpUtfEight => MailParameter::SmtpUtfEight,
+                _ => MailParameter::Body(MailBodyParameter::EightBitMime),
+            });
+        }
+        let mail = Mail::new(envelope.from().cloned(), options);
+        if let Err(e) = conn.command(mail).await {
+            conn.abort().await;
+            return Err(e.into());
+        }
+        for to in envelope.to() {
+            if let Err(e) = conn.command(Rcpt::new(to.clone(), Vec::new())).await {
+                conn.abort().await;
+                return Err(e.into());
+            }
+        }
+        if let Err(e) = conn.command(Data).await {
+            conn.abort().await;
+            return Err(e.into());
+        }
+        Ok(Open { conn })
+    }
+
+    /// Sends the message of an opened transaction and returns the server's answer; the
+    /// connection goes back to the pool when the server took it.
+    pub async fn finish(&self, open: Open, raw: &[u8]) -> Result<Response, PoolError> {
+        let Open { mut conn } = open;
+        match conn.message(raw).await {
+            Ok(r) => {
+                self.put_back(conn);
+                Ok(r)
+            }
+            Err(e) => {
+                conn.abort().await;
+                Err(e.into())
+            }
+        }
     }
 
     /// An idle connection that still works, if there is one.

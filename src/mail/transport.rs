@@ -1,10 +1,17 @@
 //! Where mail goes: an SMTP server over pooled connections ([`super::smtp_pool`]), or
 //! `.eml` files in a folder (the embedded default, so the daemon runs with no mail
 //! server). SMTP failures are classified: worth retrying, or final.
+//!
+//! A send waits at a gate right before the step that makes the mail accepted (the end
+//! of the message over SMTP, writing the file) and hands the gate's permit back: the
+//! caller holds it until the outcome is recorded, which bounds how many accepted mails
+//! a crash can leave unrecorded.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::smtp_pool::{PoolError, SmtpPool};
 use crate::config::mail::{MailConfig, TransportConfig};
@@ -40,26 +47,50 @@ impl Transport {
         }
     }
 
-    /// Sends one message; gives up after `timeout`.
-    pub async fn send(&self, message: Message, timeout: Duration) -> Result<(), SendError> {
+    /// Sends one message; each exchange with the server gives up after `timeout`.
+    /// Waits for a permit of `gate` right before the mail can be accepted and returns
+    /// it (when it got one) with the result. A closed gate stops the send before the
+    /// server could accept the mail.
+    pub async fn send(
+        &self,
+        message: Message,
+        timeout: Duration,
+        gate: &Arc<Semaphore>,
+    ) -> (Result<(), SendError>, Option<OwnedSemaphorePermit>) {
+        let closed =
+            || SendError::Retry("delivery stopped before the message was sent".to_string());
+        let late =
+            || SendError::Retry(format!("no answer from the SMTP server within {timeout:?}"));
         match self {
             Transport::Smtp(pool) => {
                 let raw = message.formatted();
-                tokio::time::timeout(timeout, pool.send(message.envelope(), &raw))
+                let open = match tokio::time::timeout(timeout, pool.open(message.envelope(), &raw))
                     .await
-                    .map_err(|_| {
-                        SendError::Retry(format!(
-                            "no answer from the SMTP server within {timeout:?}"
-                        ))
-                    })?
-                    .map(|_| ())
-                    .map_err(|e| classify(&e))
+                {
+                    Err(_) => return (Err(late()), None),
+                    Ok(Err(e)) => return (Err(classify(&e)), None),
+                    Ok(Ok(open)) => open,
+                };
+                let Ok(permit) = gate.clone().acquire_owned().await else {
+                    return (Err(closed()), None);
+                };
+                let sent = match tokio::time::timeout(timeout, pool.finish(open, &raw)).await {
+                    Err(_) => Err(late()),
+                    Ok(r) => r.map(|_| ()).map_err(|e| classify(&e)),
+                };
+                (sent, Some(permit))
             }
-            Transport::File(t) => t
-                .send(message)
-                .await
-                .map(|_| ())
-                .map_err(|e| SendError::Retry(format!("cannot write the mail file: {e}"))),
+            Transport::File(t) => {
+                let Ok(permit) = gate.clone().acquire_owned().await else {
+                    return (Err(closed()), None);
+                };
+                let sent = t
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| SendError::Retry(format!("cannot write the mail file: {e}")));
+                (sent, Some(permit))
+            }
         }
     }
 }
@@ -84,6 +115,12 @@ fn recipient_rejected(message: &str) -> bool {
 fn classify(e: &PoolError) -> SendError {
     let e = match e {
         PoolError::Connect(m) => return SendError::Retry(m.clone()),
+        PoolError::Unsupported(m) => {
+            return SendError::Final {
+                message: m.clone(),
+                rejected: false,
+            };
+        }
         PoolError::Smtp(e) => e,
     };
     let message = e.to_string();

@@ -77,7 +77,19 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_in(dir: TempDir) -> TestApp {
-    let running = start_in(dir.path(), Arc::new(SystemClock)).await;
+    spawn_prepared(dir, |_| {}).await
+}
+
+/// Like [`spawn_in`], with `prepare` run on the built app before the daemon starts
+/// (to inject a fault, say).
+pub async fn spawn_prepared(dir: TempDir, prepare: impl FnOnce(&App)) -> TestApp {
+    nurtured::install_crypto();
+    let app = App::build(config_of(dir.path()), Arc::new(SystemClock))
+        .await
+        .expect("app builds");
+    prepare(&app);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = daemon::start(app, listener).await.expect("daemon starts");
     TestApp {
         base: format!("http://{}", running.addr),
         running: Some(running),

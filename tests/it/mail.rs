@@ -589,3 +589,125 @@ async fn templates_reload_and_a_broken_change_keeps_the_last_good_version() {
     );
     app.stop().await;
 }
+
+/// A burst of `n` new consenting leads, each with a few page views and one look at the
+/// pricing page (one trigger mail each), as JSONL for `nurtured ingest`.
+fn burst(round: usize, n: usize) -> String {
+    let mut lines = String::new();
+    for i in 0..n {
+        let email = format!("kill{round}-{i}@kunde{}.example", i % 7);
+        let id = |what: &str| format!("k{round}-{i}-{what}");
+        let mut events = vec![
+            json!({"type": "identify", "userId": email, "messageId": id("id"),
+            "traits": {"email": email, "firstName": "Kim", "lastName": format!("Nummer {i}"),
+                       "consent_email": true, "consent_source": "form"}}),
+        ];
+        for page in ["/blog/a", "/lp/webinar", "/case-studies/x"] {
+            events.push(
+                json!({"type": "page", "userId": email, "messageId": id(page),
+                "name": "Seite", "properties": {"url": format!("https://www.example.com{page}")}}),
+            );
+        }
+        events.push(
+            json!({"type": "page", "userId": email, "messageId": id("pricing"),
+            "name": "Preise", "properties": {"url": "https://www.example.com/preise"}}),
+        );
+        for e in events {
+            lines.push_str(&format!("{e}\n"));
+        }
+    }
+    lines
+}
+
+/// SIGKILL during bursts of mail over 8 connections, 10 times: every mail arrives, and a
+/// kill makes the next daemon send again at most the 8 mails that were in flight (the
+/// server accepted them, their outcome was not committed yet); counted at the server by
+/// Message-ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_while_eight_connections_send_resend_at_most_eight_mails_each() {
+    use std::collections::HashMap;
+
+    use crate::helpers::{cli_in, text};
+    use crate::lease::{run_daemon, wait_for};
+
+    const KILLS: usize = 10;
+    const PER_BURST: usize = 80;
+    const CONNECTIONS: usize = 8;
+    let sink = SmtpSink::start().unwrap();
+    let dir = mail_dir(sink.port, &format!("connections = {CONNECTIONS}"));
+    // The end of each kill: mails that arrive later come from a later daemon.
+    let mut marks: Vec<Instant> = Vec::new();
+    for round in 0..KILLS {
+        let file = dir.path().join(format!("burst{round}.jsonl"));
+        std::fs::write(&file, burst(round, PER_BURST)).unwrap();
+        let (mut daemon, logs) = run_daemon(dir.path());
+        wait_for(&logs, "nurtured is running").expect("daemon starts");
+        let before = sink.count();
+        let out = cli_in(dir.path(), &["ingest", &format!("burst{round}.jsonl")]);
+        assert!(out.status.success(), "{}", text(&out));
+        // Kill in the middle of the burst, while all connections are busy.
+        eventually("sending to be under way", 20, || {
+            (sink.count() >= before + PER_BURST / 3).then_some(())
+        })
+        .await;
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+        // Whatever the killed daemon had written to its sockets reaches the server now.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        marks.push(Instant::now());
+    }
+    let (mut last, _logs) = run_daemon(dir.path());
+    let total = KILLS * PER_BURST;
+    let ids = |sink: &SmtpSink| {
+        let mut by_id: HashMap<String, Vec<Received>> = HashMap::new();
+        for r in sink.received() {
+            by_id
+                .entry(r.header("Message-ID").expect("Message-ID"))
+                .or_default()
+                .push(r);
+        }
+        by_id
+    };
+    eventually("every mail at the server", 30, || {
+        (ids(&sink).len() == total).then_some(())
+    })
+    .await;
+    // Give late duplicates the chance to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    last.kill().unwrap();
+    last.wait().unwrap();
+
+    let by_id = ids(&sink);
+    assert_eq!(by_id.len(), total);
+    let mut again_after = vec![0usize; KILLS];
+    for (id, mut copies) in by_id {
+        assert!(
+            copies
+                .iter()
+                .all(|c| c.to.len() == 1 && c.to == copies[0].to)
+        );
+        copies.sort_by_key(|c| c.at);
+        for pair in copies.windows(2) {
+            // A copy is sent again only because of the kill right after the one before.
+            let kill = marks
+                .iter()
+                .position(|m| *m > pair[0].at)
+                .unwrap_or_else(|| panic!("{id} sent twice after the last kill"));
+            assert!(
+                marks[kill] < pair[1].at,
+                "{id} sent twice by one daemon (kill {kill})"
+            );
+            again_after[kill] += 1;
+        }
+    }
+    println!("mails sent again per kill: {again_after:?}");
+    assert!(
+        again_after.iter().all(|n| *n <= CONNECTIONS),
+        "a kill sent more than {CONNECTIONS} mails again: {again_after:?}"
+    );
+    let out = cli_in(dir.path(), &["mail", "list", "--json"]);
+    let list: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
+    let list = list.as_array().unwrap();
+    assert!(list.iter().all(|m| m["status"] == "sent"), "{list:?}");
+}
