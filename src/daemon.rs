@@ -58,14 +58,8 @@ pub struct App {
 impl App {
     pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         let config = Arc::new(config);
-        let store = Store::open_with(
-            &config.database_url,
-            config
-                .processing
-                .memory
-                .page_cache_kib(crate::store::CONNECTIONS),
-        )
-        .await?;
+        let store =
+            Store::open_with(&config.database_url, config.processing.memory.page_cache()).await?;
         let sandbox = Arc::new(Sandbox::new(
             &config.limits,
             Arc::new(config.thresholds.clone()),

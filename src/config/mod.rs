@@ -80,10 +80,15 @@ impl Memory {
         (self.0 / 8 * 5) as usize
     }
 
-    /// SQLite's page cache, per pooled connection, in KiB: an eighth of the budget
-    /// shared by `connections`.
-    pub fn page_cache_kib(self, connections: u32) -> u64 {
-        (self.0 / 8 / 1024 / u64::from(connections.max(1))).max(1024)
+    /// SQLite's page caches: an eighth of the budget for the connection that writes
+    /// (it touches the indexes of every table written), a thirty-second for each of
+    /// the [`crate::store::READERS`] reading connections.
+    pub fn page_cache(self) -> crate::store::PageCache {
+        let kib = self.0 / 1024;
+        crate::store::PageCache {
+            writer_kib: (kib / 8).max(1024),
+            reader_kib: (kib / 32).max(1024),
+        }
     }
 }
 

@@ -65,15 +65,24 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
 }
 
-/// The database.
+/// The database: readers share a small pool; every write goes through one connection
+/// of its own, whose page cache then holds what writes touch (the indexes they update).
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
+    write_pool: SqlitePool,
     writer: Arc<Mutex<()>>,
 }
 
-/// Pooled connections.
-pub const CONNECTIONS: u32 = 4;
+/// SQLite's page cache, in KiB: for the writing connection, and for each reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCache {
+    pub writer_kib: u64,
+    pub reader_kib: u64,
+}
+
+/// Pooled connections for reading.
+pub const READERS: u32 = 3;
 /// The page cache of a connection when nothing else is said, in KiB.
 const DEFAULT_PAGE_CACHE_KIB: u64 = 8 * 1024;
 
@@ -84,11 +93,16 @@ impl Store {
     /// Opens (creating if needed) the database at a `sqlite://PATH` URL and runs the
     /// embedded migrations, with SQLite's default page cache.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        Self::open_with(url, DEFAULT_PAGE_CACHE_KIB).await
+        let kib = DEFAULT_PAGE_CACHE_KIB;
+        let cache = PageCache {
+            writer_kib: kib,
+            reader_kib: kib,
+        };
+        Self::open_with(url, cache).await
     }
 
-    /// Like [`Store::open`], with a page cache of `page_cache_kib` per connection.
-    pub async fn open_with(url: &str, page_cache_kib: u64) -> Result<Self, StoreError> {
+    /// Like [`Store::open`], with the given page caches.
+    pub async fn open_with(url: &str, cache: PageCache) -> Result<Self, StoreError> {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if let Some(dir) = Path::new(path)
             .parent()
@@ -106,18 +120,29 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", format!("-{page_cache_kib}"))
             // Rows come from each connection's thread through a channel; a deeper one
             // lets that thread run ahead instead of waiting every 50 rows.
             .row_buffer_size(1024);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(CONNECTIONS)
+        let write_pool = SqlitePoolOptions::new()
+            .max_connections(1)
             .min_connections(1)
-            .connect_with(options)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{}", cache.writer_kib)),
+            )
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&write_pool)
+            .await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(1)
+            .connect_with(options.pragma("cache_size", format!("-{}", cache.reader_kib)))
+            .await?;
         Ok(Self {
             pool,
+            write_pool,
             writer: Arc::new(Mutex::new(())),
         })
     }
@@ -125,12 +150,13 @@ impl Store {
     /// Starts a write transaction (`BEGIN IMMEDIATE`), one at a time per process.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         let guard = self.writer.clone().lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = self.write_pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(WriteTx { tx, _guard: guard })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.write_pool.close().await;
     }
 }
 

@@ -435,6 +435,7 @@ async fn the_sla_counts_business_hours_and_escalates_on_time_across_the_clock_ch
         running: Some(running),
         dir,
         client: reqwest::Client::new(),
+        share: crate::helpers::share().await,
     };
     let email = "jana.koch@kunde.example";
     post_journey(&app, journey(email, ("Jana", "Koch"), "Kunde AG", false)).await;

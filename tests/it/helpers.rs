@@ -21,6 +21,23 @@ pub struct TestApp {
     pub base: String,
     pub running: Option<Running>,
     pub client: reqwest::Client,
+    /// Held while the daemon runs, so that tests measuring time can run alone.
+    pub share: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
+}
+
+/// Daemons of tests share the machine; a test that measures how long something takes
+/// runs [`alone`].
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Waits until no other test's daemon runs, and keeps new ones from starting until the
+/// guard is dropped. Start daemons with [`spawn_alone`] meanwhile.
+pub async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// A share of the machine, for a daemon started by hand.
+pub async fn share() -> Option<tokio::sync::RwLockReadGuard<'static, ()>> {
+    Some(MACHINE.read().await)
 }
 
 /// Writes a config and a copy of the shipped rules into a new temporary folder.
@@ -83,6 +100,18 @@ pub async fn spawn_in(dir: TempDir) -> TestApp {
 /// Like [`spawn_in`], with `prepare` run on the built app before the daemon starts
 /// (to inject a fault, say).
 pub async fn spawn_prepared(dir: TempDir, prepare: impl FnOnce(&App)) -> TestApp {
+    let share = share().await;
+    let mut app = prepared(dir, prepare).await;
+    app.share = share;
+    app
+}
+
+/// [`spawn_in`] for a test that holds [`alone`].
+pub async fn spawn_alone(dir: TempDir) -> TestApp {
+    prepared(dir, |_| {}).await
+}
+
+async fn prepared(dir: TempDir, prepare: impl FnOnce(&App)) -> TestApp {
     nurtured::install_crypto();
     let app = App::build(config_of(dir.path()), Arc::new(SystemClock))
         .await
@@ -95,6 +124,7 @@ pub async fn spawn_prepared(dir: TempDir, prepare: impl FnOnce(&App)) -> TestApp
         running: Some(running),
         dir,
         client: reqwest::Client::new(),
+        share: None,
     }
 }
 

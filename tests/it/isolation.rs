@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, prepare_dir, spawn_in, write_rule};
+use crate::helpers::{TestApp, alone, prepare_dir, spawn_alone, write_rule};
 
 /// Posts one event for `email` and waits until its lead shows it processed; returns
 /// how long that took from sending.
@@ -107,7 +107,8 @@ async fn give_history(dir: &std::path::Path, email: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lead_with_60000_events_taking_200_more_holds_up_no_other_lead() {
-    let app = spawn_in(prepare_dir()).await;
+    let _alone = alone().await;
+    let app = spawn_alone(prepare_dir()).await;
     let (bot, calm, sales) = ("bot@example.com", "calm@example.com", "sales@example.com");
     app.post(
         "/v1/batch",
@@ -121,7 +122,7 @@ async fn a_lead_with_60000_events_taking_200_more_holds_up_no_other_lead() {
 
     let dir = app.stop().await;
     give_history(dir.path(), bot, 60_000).await;
-    let app = spawn_in(dir).await;
+    let app = spawn_alone(dir).await;
 
     // 200 pricing views for the bot at once; each rule run counts the bot's views of
     // the last 7 days (thousands of them).
@@ -170,7 +171,8 @@ async fn a_rule_stopped_by_its_limits_holds_up_no_other_lead() {
     let mut toml = std::fs::read_to_string(&path).unwrap();
     toml.push_str("\n[limits]\ntimeout = \"300ms\"\nmax_operations = 1000000000000\n");
     std::fs::write(&path, toml).unwrap();
-    let app = spawn_in(dir).await;
+    let _alone = alone().await;
+    let app = spawn_alone(dir).await;
     write_rule(
         &app,
         "60-spin.rhai",

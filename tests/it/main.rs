@@ -13,4 +13,5 @@ pub mod mail;
 mod reports;
 mod rules;
 mod schedules;
+mod shutdown;
 mod streams;

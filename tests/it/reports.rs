@@ -245,6 +245,7 @@ async fn seeded() -> (TestApp, Arc<ManualClock>, DateTime<Utc>) {
         running: Some(running),
         dir,
         client: reqwest::Client::new(),
+        share: crate::helpers::share().await,
     };
     seed_leads(&app, &clock, t0).await;
     seed_handoffs(&app, t0).await;

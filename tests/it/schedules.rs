@@ -21,6 +21,7 @@ async fn decay_halves_interest_per_half_life_and_rule_jobs_run_once() {
         running: Some(running),
         dir,
         client: reqwest::Client::new(),
+        share: crate::helpers::share().await,
     };
     app.post(
         "/v1/track",

@@ -73,6 +73,7 @@ async fn clocked(sink: &SmtpSink, extra: &str) -> Clocked {
         running: Some(running),
         dir,
         client: reqwest::Client::new(),
+        share: crate::helpers::share().await,
     };
     Clocked { app, clock, mailer }
 }
