@@ -2,6 +2,7 @@
 //! binary, and real SQLite files in temporary folders.
 
 mod api;
+mod bench;
 mod cli;
 mod dkim;
 mod handoff;

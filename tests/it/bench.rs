@@ -1,0 +1,81 @@
+//! `nurtured bench` with tiny numbers, through the built binary: each mode starts the
+//! daemon as a child process, drives it over HTTP and prints its report. The figures
+//! are checked for what must hold whatever the machine, so a broken bench fails here.
+
+use crate::helpers::{cli_in, prepare_dir, text};
+
+/// Runs `nurtured bench ARGS` in a folder with the shipped rules and templates.
+fn bench(args: &[&str]) -> String {
+    let dir = prepare_dir();
+    let out = cli_in(dir.path(), &[&["bench"], args].concat());
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("machine: "), "{shown}");
+    assert!(shown.contains(" cores, "), "{shown}");
+    assert!(
+        shown.contains("shutdown (SIGTERM until exit): exited in"),
+        "{shown}"
+    );
+    shown
+}
+
+/// The number right after `prefix` in the first line containing it.
+fn number_after(shown: &str, prefix: &str) -> f64 {
+    let rest = shown
+        .lines()
+        .find_map(|l| l.split_once(prefix).map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no `{prefix}` in:\n{shown}"));
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after `{prefix}` in:\n{shown}"))
+}
+
+#[test]
+fn the_event_run_reports_rates_memory_database_and_backlog_of_each_run_and_the_medians() {
+    let shown = bench(&["--events", "1000", "--leads", "100", "--runs", "2"]);
+    assert!(shown.contains("run 2 of 2"), "{shown}");
+    let ingest = number_after(&shown, "ingest (all requests answered, committed):");
+    let end_to_end = number_after(&shown, "end to end (all events processed):");
+    assert!(ingest > 0.0 && end_to_end > 0.0, "{shown}");
+    // Processing ends after the last request is answered.
+    assert!(end_to_end <= ingest, "{shown}");
+    assert!(
+        shown.contains("events: 1000 received, 1000 processed, 0 failed; leads 100"),
+        "{shown}"
+    );
+    let start = number_after(&shown, "daemon RSS:");
+    let peak = number_after(&shown, "MiB at start, peak");
+    assert!(start > 1.0 && peak >= start, "{shown}");
+    assert!(shown.contains("MiB at 100% processed"), "{shown}");
+    assert!(number_after(&shown, "bytes (file + WAL),") > 0.0, "{shown}");
+    number_after(
+        &shown,
+        "handoffs waiting for an owner when the last event was processed:",
+    );
+    assert!(shown.contains("s later"), "{shown}");
+    // The generated mix makes MQLs with the shipped rules.
+    assert!(shown.contains("mql "), "{shown}");
+    let (_, medians) = shown.split_once("all 2 runs and their medians").unwrap();
+    let median_line = medians
+        .lines()
+        .find(|l| l.trim_start().starts_with("end to end "))
+        .unwrap_or_else(|| panic!("no median line in:\n{shown}"));
+    assert!(median_line.ends_with("events/s"), "{median_line}");
+}
+
+#[test]
+fn the_mail_run_reports_throughput_and_latency() {
+    let shown = bench(&["--mails", "20", "--rate", "50", "--seconds", "1"]);
+    assert!(shown.contains("throughput: 20 mails"), "{shown}");
+    assert!(
+        number_after(&shown, "at the SMTP server, first to last mail:") > 0.0,
+        "{shown}"
+    );
+    assert!(shown.contains("(50 mails)"), "{shown}");
+    assert!(shown.contains("mails: 70 sent, 0 queued"), "{shown}");
+}
