@@ -33,6 +33,10 @@ impl Stats {
         self.events_pending == 0 && self.events_received >= received
     }
 
+    pub fn stage(&self, name: &str) -> u64 {
+        self.stages.get(name).copied().unwrap_or(0)
+    }
+
     pub fn stages_line(&self) -> String {
         self.stages
             .iter()

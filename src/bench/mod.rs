@@ -2,10 +2,12 @@
 //! daemon as a child process (`nurtured run` on a fresh SQLite file, [`daemon`]) and
 //! drives it over HTTP from this process, so the memory reported is the daemon's own.
 //!
-//! Modes, one file each: the event run ([`load`], the default) and mail ([`mail`],
-//! `--mails`). [`client`] talks to the API, [`report`] prints the machine, the figures
-//! and the medians of `--runs`.
+//! Modes, one file each: the event run ([`load`], the default), a burst of leads
+//! turning MQL at once ([`burst`], `--burst`), and mail ([`mail`], `--mails`).
+//! [`client`] talks to the API, [`report`] prints the machine, the figures and the
+//! medians of `--runs`.
 
+mod burst;
 mod client;
 mod daemon;
 mod load;
@@ -39,6 +41,10 @@ pub struct BenchArgs {
     /// medians
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
+    /// Measure a burst instead: this many leads turning MQL at once, until every
+    /// sales owner's notification is at the SMTP server
+    #[arg(long, default_value_t = 0)]
+    pub burst: usize,
     /// Measure mail instead: this many trigger mails as fast as they go, then the
     /// event-to-SMTP latency at --rate events/s for --seconds
     #[arg(long, default_value_t = 0)]
@@ -55,20 +61,28 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Load,
+    Burst,
     Mails,
 }
 
 /// A measurement with what it needs ready: the event run's request bodies, the SMTP
-/// server of the mail run.
+/// server of the burst and of the mail run.
 enum Mode {
     Load(Arc<Vec<bytes::Bytes>>),
+    Burst(SmtpSink),
     Mails(SmtpSink),
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.burst == 0 || args.mails == 0,
+        "--burst and --mails are separate measurements: give one at a time"
+    );
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    let kind = if args.mails > 0 {
+    let kind = if args.burst > 0 {
+        Kind::Burst
+    } else if args.mails > 0 {
         Kind::Mails
     } else {
         Kind::Load
@@ -78,6 +92,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(connections > 0, "--connections must be at least 1");
     let what = match kind {
         Kind::Load => format!("{} events for {leads} leads", args.events),
+        Kind::Burst => format!("a burst of {} leads turning MQL", args.burst),
         Kind::Mails => format!("{} mails", args.mails),
     };
     println!(
@@ -103,6 +118,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             // memory.
             Mode::Load(Arc::new(load::bodies(&args, leads)))
         }
+        Kind::Burst => Mode::Burst(sink()?),
         Kind::Mails => Mode::Mails(sink()?),
     };
     let mut runs: Vec<Figures> = Vec::new();
@@ -113,6 +129,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Mode::Load(bodies) => {
                 load::run(&config, &args, leads, connections, bodies.clone()).await?
             }
+            Mode::Burst(sink) => burst::run(&config, &args, connections, sink).await?,
             Mode::Mails(sink) => mail::run(&config, &args, sink).await?,
         };
         runs.push(figures);

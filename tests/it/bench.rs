@@ -69,6 +69,25 @@ fn the_event_run_reports_rates_memory_database_and_backlog_of_each_run_and_the_m
 }
 
 #[test]
+fn a_burst_reports_when_every_owner_was_notified_and_how_they_split() {
+    let shown = bench(&["--burst", "20"]);
+    assert!(shown.contains("stages lead 20"), "{shown}");
+    let took = number_after(&shown, "every owner notification at the SMTP server after");
+    assert!(took > 0.0, "{shown}");
+    // The shipped owners take turns.
+    assert!(
+        shown.contains(
+            "notifications per owner: anna.berger@example.com 10, ben.okafor@example.com 10"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("stages: mql 20; handoffs waiting 0"),
+        "{shown}"
+    );
+}
+
+#[test]
 fn the_mail_run_reports_throughput_and_latency() {
     let shown = bench(&["--mails", "20", "--rate", "50", "--seconds", "1"]);
     assert!(shown.contains("throughput: 20 mails"), "{shown}");
