@@ -3,9 +3,9 @@
 //! drives it over HTTP from this process, so the memory reported is the daemon's own.
 //!
 //! Modes, one file each: the event run ([`load`], the default), a burst of leads
-//! turning MQL at once ([`burst`], `--burst`), and mail ([`mail`], `--mails`).
-//! [`client`] talks to the API, [`report`] prints the machine, the figures and the
-//! medians of `--runs`.
+//! turning MQL at once ([`burst`], `--burst`), single-event intake driven by wrk
+//! ([`single`], `--single`), and mail ([`mail`], `--mails`). [`client`] talks to the
+//! API, [`report`] prints the machine, the figures and the medians of `--runs`.
 
 mod burst;
 mod client;
@@ -13,6 +13,7 @@ mod daemon;
 mod load;
 mod mail;
 mod report;
+mod single;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,15 +29,15 @@ pub struct BenchArgs {
     /// Events to send in all (identify calls for each lead included)
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
-    /// Distinct leads
-    #[arg(long, default_value_t = 10_000)]
-    pub leads: usize,
+    /// Distinct leads [default: 10000; 2000 with --single]
+    #[arg(long)]
+    pub leads: Option<usize>,
     /// Events per /v1/batch request
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
-    /// Concurrent HTTP connections
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
+    /// Concurrent HTTP connections [default: 4; 50 with --single]
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// Repeat the run this many times (a fresh daemon and database each) and print the
     /// medians
     #[arg(long, default_value_t = 1)]
@@ -45,6 +46,10 @@ pub struct BenchArgs {
     /// sales owner's notification is at the SMTP server
     #[arg(long, default_value_t = 0)]
     pub burst: usize,
+    /// Measure single-event intake instead: wrk posts one event per request from
+    /// --connections connections for --seconds
+    #[arg(long)]
+    pub single: bool,
     /// Measure mail instead: this many trigger mails as fast as they go, then the
     /// event-to-SMTP latency at --rate events/s for --seconds
     #[arg(long, default_value_t = 0)]
@@ -52,7 +57,7 @@ pub struct BenchArgs {
     /// Events per second in the mail latency run (each one triggers a mail)
     #[arg(long, default_value_t = 1000)]
     pub rate: usize,
-    /// Length of the mail latency run
+    /// Length of the mail latency run and of the --single run
     #[arg(long, default_value_t = 10)]
     pub seconds: usize,
 }
@@ -62,6 +67,7 @@ pub struct BenchArgs {
 enum Kind {
     Load,
     Burst,
+    Single,
     Mails,
 }
 
@@ -70,29 +76,36 @@ enum Kind {
 enum Mode {
     Load(Arc<Vec<bytes::Bytes>>),
     Burst(SmtpSink),
+    Single,
     Mails(SmtpSink),
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let kinds = [args.burst > 0, args.single, args.mails > 0];
     anyhow::ensure!(
-        args.burst == 0 || args.mails == 0,
-        "--burst and --mails are separate measurements: give one at a time"
+        kinds.iter().filter(|m| **m).count() <= 1,
+        "--burst, --single and --mails are separate measurements: give one at a time"
     );
     anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
-    let kind = if args.burst > 0 {
-        Kind::Burst
-    } else if args.mails > 0 {
-        Kind::Mails
-    } else {
-        Kind::Load
+    let kind = match kinds {
+        [true, _, _] => Kind::Burst,
+        [_, true, _] => Kind::Single,
+        [_, _, true] => Kind::Mails,
+        _ => Kind::Load,
     };
-    let (leads, connections) = (args.leads, args.connections);
+    let single = kind == Kind::Single;
+    let leads = args.leads.unwrap_or(if single { 2_000 } else { 10_000 });
+    let connections = args.connections.unwrap_or(if single { 50 } else { 4 });
     anyhow::ensure!(leads > 0, "--leads must be at least 1");
     anyhow::ensure!(connections > 0, "--connections must be at least 1");
     let what = match kind {
         Kind::Load => format!("{} events for {leads} leads", args.events),
         Kind::Burst => format!("a burst of {} leads turning MQL", args.burst),
+        Kind::Single => format!(
+            "single-event intake, {connections} connections for {} s",
+            args.seconds
+        ),
         Kind::Mails => format!("{} mails", args.mails),
     };
     println!(
@@ -119,6 +132,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             Mode::Load(Arc::new(load::bodies(&args, leads)))
         }
         Kind::Burst => Mode::Burst(sink()?),
+        Kind::Single => Mode::Single,
         Kind::Mails => Mode::Mails(sink()?),
     };
     let mut runs: Vec<Figures> = Vec::new();
@@ -130,6 +144,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
                 load::run(&config, &args, leads, connections, bodies.clone()).await?
             }
             Mode::Burst(sink) => burst::run(&config, &args, connections, sink).await?,
+            Mode::Single => single::run(&config, &args, leads, connections).await?,
             Mode::Mails(sink) => mail::run(&config, &args, sink).await?,
         };
         runs.push(figures);

@@ -2,6 +2,8 @@
 //! daemon as a child process, drives it over HTTP and prints its report. The figures
 //! are checked for what must hold whatever the machine, so a broken bench fails here.
 
+use std::path::Path;
+
 use crate::helpers::{cli_in, prepare_dir, text};
 
 /// Runs `nurtured bench ARGS` in a folder with the shipped rules and templates.
@@ -97,4 +99,35 @@ fn the_mail_run_reports_throughput_and_latency() {
     );
     assert!(shown.contains("(50 mails)"), "{shown}");
     assert!(shown.contains("mails: 70 sent, 0 queued"), "{shown}");
+}
+
+#[test]
+fn single_event_intake_is_driven_by_wrk_and_every_answered_event_is_processed() {
+    if !Path::new("/usr/bin/wrk").exists()
+        && !std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("wrk").is_file()))
+    {
+        println!("skipped: wrk is not installed (apt-get install wrk)");
+        return;
+    }
+    let shown = bench(&[
+        "--single",
+        "--seconds",
+        "1",
+        "--leads",
+        "200",
+        "--connections",
+        "10",
+    ]);
+    let rate = number_after(&shown, "single-event intake:");
+    assert!(rate > 0.0, "{shown}");
+    let requests = number_after(&shown, "requests/s (") as u64;
+    assert!(shown.contains(" 0 non-2xx, 0 socket errors"), "{shown}");
+    number_after(&shown, "latency: mean");
+    // Every answered event arrived, plus at most one open request per connection.
+    let received = number_after(&shown, "s after wrk ended:") as u64;
+    let open = number_after(&shown, "answered, ") as u64;
+    assert_eq!(received, 200 + requests + open, "{shown}");
+    assert!(open <= 10, "{shown}");
+    assert!(shown.contains(", 0 failed"), "{shown}");
 }
