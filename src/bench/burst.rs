@@ -105,6 +105,7 @@ pub async fn run(
         .map(batch_body)
         .collect();
     let before = sink.count();
+    let cpu_start = daemon.cpu_secs();
     let started = Instant::now();
     let api = daemon.api.clone();
     let mut posting = Some(tokio::spawn(async move {
@@ -154,6 +155,7 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let cpu = daemon.cpu_secs() - cpu_start;
     let first = notified.iter().map(|(_, at)| *at).min().unwrap_or(started);
     let last = notified.iter().map(|(_, at)| *at).max().unwrap_or(started);
     let took = last.duration_since(started);
@@ -197,6 +199,7 @@ pub async fn run(
         end.handoffs_waiting,
         end.mails_line()
     );
+    println!("daemon CPU time from the burst to the last notification: {cpu:.2} s");
     println!("daemon peak RSS: {peak:.0} MiB (VmHWM)");
     let stopped = daemon.stop().await?;
     println!("shutdown (SIGTERM until exit): {}", stopped.describe());

@@ -154,6 +154,24 @@ impl Daemon {
             .map_or(f64::NAN, |k| k as f64 / 1024.0)
     }
 
+    /// CPU time the daemon used so far, user and system, all its threads (from
+    /// `/proc/<pid>/stat`), in seconds.
+    pub fn cpu_secs(&self) -> f64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return f64::NAN;
+        };
+        // After the command name in parentheses: state, then utime and stime as the
+        // 12th and 13th fields, in clock ticks.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+        match (ticks(11), ticks(12)) {
+            (Some(user), Some(system)) => (user + system) / clock_ticks(),
+            _ => f64::NAN,
+        }
+    }
+
     /// The database file and its write-ahead log, in bytes.
     pub fn database_bytes(&self) -> u64 {
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
@@ -185,6 +203,20 @@ impl Daemon {
             }
         }
     }
+}
+
+/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
 }
 
 fn free_port() -> anyhow::Result<u16> {

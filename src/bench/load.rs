@@ -62,6 +62,7 @@ pub async fn run(
         daemon.pid, args.events, args.batch
     );
     let api = daemon.api.clone();
+    let cpu_start = daemon.cpu_secs();
     let started = Instant::now();
     let sending = tokio::spawn(async move {
         let latencies = api.post_all(bodies, connections).await;
@@ -114,6 +115,7 @@ pub async fn run(
         before = (now, done);
         tokio::time::sleep(wait.min(next_line.saturating_sub(now)).max(POLL_MIN)).await;
     };
+    let cpu = daemon.cpu_secs() - cpu_start;
     let ingest = ingest.unwrap_or(total);
     // The desk may still be handing leads to sales.
     let backlog = last.handoffs_waiting;
@@ -155,6 +157,11 @@ pub async fn run(
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.9)),
         ms(percentile(&latencies, 0.99))
+    );
+    println!(
+        "daemon CPU time until the last event was processed: {cpu:.1} s ({:.2} cores on average, {:.0} events per CPU second)",
+        cpu / total.as_secs_f64(),
+        events as f64 / cpu
     );
     println!(
         "daemon RSS: {rss_start:.0} MiB at start, peak {peak:.0} MiB (VmHWM); {}",
@@ -210,6 +217,7 @@ pub async fn run(
         "events/s",
         0,
     );
+    f.add("daemon CPU time", cpu, "s", 1);
     f.add("daemon RSS at start", rss_start, "MiB", 0);
     f.add("daemon peak RSS", peak, "MiB", 0);
     f.add(

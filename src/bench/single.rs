@@ -106,6 +106,7 @@ pub async fn run(
         .suffix(".lua")
         .tempfile()?;
     std::fs::write(script.path(), SCRIPT)?;
+    let cpu_start = daemon.cpu_secs();
     let threads = connections.clamp(1, 2);
     let tag = format!("wrk-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let out = tokio::process::Command::new(&wrk)
@@ -151,6 +152,7 @@ pub async fn run(
         )
         .await?;
     let processed_after = waited.elapsed();
+    let cpu = daemon.cpu_secs() - cpu_start;
     let extra = s.events_received.saturating_sub(expected);
     let peak = daemon.peak_rss_mib();
     let ms = |us: u64| us as f64 / 1e3;
@@ -178,6 +180,10 @@ pub async fn run(
         s.events_received,
         leads,
         s.events_failed
+    );
+    println!(
+        "daemon CPU time from wrk's start until every event was processed: {cpu:.1} s ({:.0} requests per CPU second)",
+        summary.requests as f64 / cpu
     );
     println!(
         "stages: {}; handoffs waiting {}; mails: {}",

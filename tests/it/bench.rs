@@ -50,6 +50,13 @@ fn the_event_run_reports_rates_memory_database_and_backlog_of_each_run_and_the_m
         shown.contains("events: 1000 received, 1000 processed, 0 failed; leads 100"),
         "{shown}"
     );
+    assert!(
+        number_after(
+            &shown,
+            "daemon CPU time until the last event was processed:"
+        ) > 0.0,
+        "{shown}"
+    );
     let start = number_after(&shown, "daemon RSS:");
     let peak = number_after(&shown, "MiB at start, peak");
     assert!(start > 1.0 && peak >= start, "{shown}");
