@@ -114,7 +114,6 @@ pub async fn run(
     }));
     let mut posted = None;
     let mut processed = None;
-    let mut assigned = None;
     let mut last_poll = Instant::now() - Duration::from_secs(1);
     let limit = Duration::from_secs(120) + Duration::from_millis(50) * n as u32;
     let notified = loop {
@@ -126,16 +125,12 @@ pub async fn run(
             posted = Some(took);
         }
         if posted.is_some()
-            && assigned.is_none()
+            && processed.is_none()
             && last_poll.elapsed() >= Duration::from_millis(50)
         {
             last_poll = Instant::now();
-            let s = daemon.api.stats().await?;
-            if processed.is_none() && s.settled(3 * n as u64) {
+            if daemon.api.stats().await?.settled(3 * n as u64) {
                 processed = Some(started.elapsed());
-            }
-            if processed.is_some() && s.handoffs_waiting == 0 {
-                assigned = Some(started.elapsed());
             }
         }
         let arrivals = owner_arrivals(sink, before, &owners);
@@ -174,11 +169,7 @@ pub async fn run(
         secs(posted),
         args.batch
     );
-    println!(
-        "  events processed after {}; every handoff with an owner after {}",
-        secs(processed),
-        secs(assigned)
-    );
+    println!("  events processed after {}", secs(processed));
     println!(
         "every owner notification at the SMTP server after {:.2} s: {:.0} notifications/s (first after {:.2} s)",
         took.as_secs_f64(),
