@@ -172,12 +172,12 @@ impl Daemon {
         }
     }
 
-    /// The database file and its write-ahead log, in bytes.
-    pub fn database_bytes(&self) -> u64 {
+    /// The sizes of the database file and of its write-ahead log, in bytes.
+    pub fn database_bytes(&self) -> (u64, u64) {
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
         let mut wal = self.database.clone().into_os_string();
         wal.push("-wal");
-        size(&self.database) + size(Path::new(&wal))
+        (size(&self.database), size(Path::new(&wal)))
     }
 
     /// Sends SIGTERM and waits for the exit; kills the process when it takes longer

@@ -136,7 +136,8 @@ pub async fn run(
     }
     let drained = (end.handoffs_waiting == 0).then(|| desk_started.elapsed());
     let peak = daemon.peak_rss_mib();
-    let db_bytes = daemon.database_bytes();
+    let (db_file, db_wal) = daemon.database_bytes();
+    let db_bytes = db_file + db_wal;
     latencies.sort();
     polls.sort();
 
@@ -172,7 +173,7 @@ pub async fn run(
             .join(", ")
     );
     println!(
-        "database: {db_bytes} bytes (file + WAL), {:.0} bytes per event",
+        "database: {db_bytes} bytes (file {db_file} + WAL {db_wal}), {:.0} bytes per event",
         db_bytes as f64 / events as f64
     );
     println!(

@@ -61,7 +61,11 @@ fn the_event_run_reports_rates_memory_database_and_backlog_of_each_run_and_the_m
     let peak = number_after(&shown, "MiB at start, peak");
     assert!(start > 1.0 && peak >= start, "{shown}");
     assert!(shown.contains("MiB at 100% processed"), "{shown}");
-    assert!(number_after(&shown, "bytes (file + WAL),") > 0.0, "{shown}");
+    let db = number_after(&shown, "database:");
+    let file = number_after(&shown, "bytes (file");
+    assert!(db > 0.0 && file > 0.0 && file <= db, "{shown}");
+    let per_event = number_after(&shown, &format!("+ WAL {}), ", db as u64 - file as u64));
+    assert!(per_event > 0.0, "{shown}");
     number_after(
         &shown,
         "handoffs waiting for an owner when the last event was processed:",
