@@ -1,20 +1,20 @@
-//! `nurtured bench --mails N`: mail on its own. First N trigger mails (one pricing-page
-//! view each, for N consenting leads) as fast as they go: rendered, signed, sent to a
-//! local SMTP server over pooled connections. Then the event-to-SMTP latency at a
-//! steady rate: `--rate` events per second for `--seconds`, each triggering a mail,
-//! timed from the moment the request is sent to the moment the server has the mail.
+//! `nurtured bench --mails N`: mail on its own, against a child daemon whose mail goes
+//! to the SMTP server in this process. First N trigger mails (one pricing-page view
+//! each, for N consenting leads) as fast as they go: rendered, signed, sent over
+//! pooled connections. Then the event-to-SMTP latency at a steady rate: `--rate`
+//! events per second for `--seconds`, each triggering a mail, timed from the moment
+//! the request is sent to the moment the server has the mail.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-use super::{BenchArgs, cpu_model, percentile};
-use crate::clock::{SharedClock, SystemClock};
+use super::BenchArgs;
+use super::client::Api;
+use super::daemon::{Daemon, MailTo};
+use super::report::{Figures, ms, percentile};
 use crate::config::Config;
-use crate::daemon::{self, Running};
 use crate::smtp_sink::SmtpSink;
 
 fn email(run: &str, i: usize) -> String {
@@ -33,37 +33,19 @@ fn pricing(run: &str, i: usize) -> Value {
            "name": "Preise", "properties": {"url": "https://example.com/preise"}})
 }
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Client {
-    async fn post(&self, events: Vec<Value>) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .json(&json!({ "batch": events }))
-            .send()
-            .await?;
-        let status = resp.status();
-        anyhow::ensure!(status.is_success(), "{status}: {}", resp.text().await?);
-        Ok(())
-    }
-
-    /// Creates `n` consenting leads and waits until they are processed.
-    async fn leads(&self, running: &Running, run: &str, n: usize) -> anyhow::Result<()> {
-        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-            self.post(chunk.iter().map(|&i| identify(run, i)).collect())
-                .await?;
-        }
-        while running.app.store().event_counts().await?.events_pending > 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
+/// Creates `n` consenting leads and waits until they are processed.
+async fn leads(api: &Api, run: &str, n: usize) -> anyhow::Result<()> {
+    let events: Vec<Value> = (0..n).map(|i| identify(run, i)).collect();
+    let before = api.stats().await?.events_received;
+    api.post_events(&events, 1000).await?;
+    api.wait_until(
+        "identifying the leads",
+        Duration::from_secs(600),
+        Duration::from_millis(50),
+        |s| s.settled(before + n as u64),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn wait_for(sink: &SmtpSink, n: usize, limit: Duration) -> anyhow::Result<()> {
@@ -79,47 +61,29 @@ async fn wait_for(sink: &SmtpSink, n: usize, limit: Duration) -> anyhow::Result<
     Ok(())
 }
 
-pub async fn run(
-    mut config: Config,
-    args: &BenchArgs,
-    sink: SmtpSink,
-) -> anyhow::Result<std::process::ExitCode> {
-    let dir = tempfile::tempdir()?;
-    config.database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    config.schedules.clear();
+pub async fn run(config: &Config, args: &BenchArgs, sink: &SmtpSink) -> anyhow::Result<Figures> {
     // Every lead gets one trigger mail, so the frequency cap holds none back; it stays
     // on, as its check is part of the cost of sending.
-    let token = config.api_token.clone();
-    let connections = config.mail.connections;
-    let clock: SharedClock = Arc::new(SystemClock);
-    let app = crate::daemon::App::build(config, clock).await?;
-    let running = daemon::start(app, TcpListener::bind("127.0.0.1:0").await?).await?;
-    let client = Client {
-        http: reqwest::Client::new(),
-        url: format!("http://{}/v1/batch", running.addr),
-        token,
-    };
+    let daemon = Daemon::start(config, MailTo::Smtp(sink.port)).await?;
+    let api = &daemon.api;
     println!(
-        "nurtured bench --mails: {} mails, then {} events/s for {} s; {} SMTP connections",
-        args.mails, args.rate, args.seconds, connections
-    );
-    println!(
-        "machine: {} x {}; SMTP server: mailin-embedded on loopback, in this process",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model()
+        "daemon: pid {}, RSS {:.0} MiB after start; {} mails, then {} events/s for {} s; {} SMTP connections",
+        daemon.pid,
+        daemon.rss_mib(),
+        args.mails,
+        args.rate,
+        args.seconds,
+        config.mail.connections
     );
 
     // 1. Throughput.
-    client.leads(&running, "t", args.mails).await?;
+    leads(api, "t", args.mails).await?;
     let before = sink.count();
+    let bodies: Vec<Value> = (0..args.mails).map(|i| pricing("t", i)).collect();
     let started = Instant::now();
-    for chunk in (0..args.mails).collect::<Vec<_>>().chunks(500) {
-        client
-            .post(chunk.iter().map(|&i| pricing("t", i)).collect())
-            .await?;
-    }
+    api.post_events(&bodies, 500).await?;
     let posted = started.elapsed();
-    wait_for(&sink, before + args.mails, Duration::from_secs(600)).await?;
+    wait_for(sink, before + args.mails, Duration::from_secs(600)).await?;
     let total = started.elapsed();
     let arrivals: Vec<Instant> = sink.arrivals()[before..].iter().map(|(_, t)| *t).collect();
     let first = arrivals.iter().min().copied().unwrap_or(started);
@@ -142,30 +106,33 @@ pub async fn run(
         total.as_secs_f64()
     );
 
-    // 2. Latency at a steady rate: a request every 10 ms with rate/100 events, each
-    // for a lead that has had no mail yet.
+    // 2. Latency at a steady rate: every 10 ms a request with the events due by then
+    // (rate/100 on average), each for a lead that has had no mail yet.
     let n = args.rate * args.seconds;
-    client.leads(&running, "l", n).await?;
+    leads(api, "l", n).await?;
     let before = sink.count();
-    let per_tick = (args.rate / 100).max(1);
     let mut sent_at: HashMap<String, Instant> = HashMap::with_capacity(n);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let started = Instant::now();
     let mut i = 0;
+    let mut ticks = 0;
     while i < n {
         tick.tick().await;
-        let end = (i + per_tick).min(n);
+        ticks += 1;
+        let end = (ticks * args.rate / 100).min(n);
+        if end == i {
+            continue;
+        }
         let now = Instant::now();
         for j in i..end {
             sent_at.insert(email("l", j), now);
         }
-        client
-            .post((i..end).map(|j| pricing("l", j)).collect())
-            .await?;
+        let events: Vec<Value> = (i..end).map(|j| pricing("l", j)).collect();
+        api.post_events(&events, events.len()).await?;
         i = end;
     }
     let sending = started.elapsed();
-    wait_for(&sink, before + n, Duration::from_secs(120)).await?;
+    wait_for(sink, before + n, Duration::from_secs(120)).await?;
     let mut latencies: Vec<Duration> = sink.arrivals()[before..]
         .iter()
         .filter_map(|(to, at)| sent_at.get(to).map(|s| at.duration_since(*s)))
@@ -179,21 +146,35 @@ pub async fn run(
     );
     println!(
         "  p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} mails)",
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.9).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.9)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
         latencies.len()
     );
-    let counts = running.app.store().mail_counts().await?;
-    println!(
-        "mails: {} sent, {} queued, {} suppressed {:?}, {} failed",
-        counts.mails_sent,
-        counts.mails_queued,
-        counts.mails_suppressed,
-        counts.suppressed_by_reason,
-        counts.mails_failed
+    let s = api.stats().await?;
+    println!("mails: {}", s.mails_line());
+    let peak = daemon.peak_rss_mib();
+    println!("daemon peak RSS: {peak:.0} MiB (VmHWM)");
+    let stopped = daemon.stop().await?;
+    println!("shutdown (SIGTERM until exit): {}", stopped.describe());
+
+    let mut f = Figures::default();
+    f.add(
+        "mails/s at the SMTP server",
+        args.mails as f64 / smtp_span.as_secs_f64(),
+        "/s",
+        0,
     );
-    running.stop().await;
-    Ok(std::process::ExitCode::SUCCESS)
+    f.add(
+        "mails/s end to end",
+        args.mails as f64 / total.as_secs_f64(),
+        "/s",
+        0,
+    );
+    f.add("latency p50", ms(percentile(&latencies, 0.5)), "ms", 1);
+    f.add("latency p99", ms(percentile(&latencies, 0.99)), "ms", 1);
+    f.add("daemon peak RSS", peak, "MiB", 0);
+    f.add("shutdown", stopped.took.as_secs_f64(), "s", 2);
+    Ok(f)
 }

@@ -1,47 +1,156 @@
-//! `nurtured bench`: end-to-end throughput. Starts a daemon on a fresh SQLite file in a
-//! temporary folder with the configured rules, posts generated events to the real HTTP
-//! API in batches from several connections, and measures until every event is
-//! processed. Prints rates, request latencies and memory along the way. Mail goes to
-//! a local SMTP server ([`crate::smtp_sink`]); `--mails` measures mail on its own
-//! ([`mail`]).
+//! `nurtured bench`: what the daemon costs, measured from outside. Each run starts the
+//! daemon as a child process (`nurtured run` on a fresh SQLite file, [`daemon`]) and
+//! drives it over HTTP from this process, so the memory reported is the daemon's own.
+//!
+//! Modes, one file each: the event run ([`load`], the default), a burst of leads
+//! turning MQL at once ([`burst`], `--burst`), single-event intake driven by wrk
+//! ([`single`], `--single`), and mail ([`mail`], `--mails`). [`client`] talks to the
+//! API, [`report`] prints the machine, the figures and the medians of `--runs`.
 
+mod burst;
+mod client;
+mod daemon;
+mod load;
 mod mail;
+mod report;
+mod single;
 
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 
-use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::daemon::{self, App};
+use crate::smtp_sink::SmtpSink;
+use report::Figures;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Events to send in all (identify calls for each lead included)
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
-    /// Distinct leads
-    #[arg(long, default_value_t = 10_000)]
-    pub leads: usize,
+    /// Distinct leads [default: 10000; 2000 with --single]
+    #[arg(long)]
+    pub leads: Option<usize>,
     /// Events per /v1/batch request
     #[arg(long, default_value_t = 500)]
     pub batch: usize,
-    /// Concurrent HTTP connections
-    #[arg(long, default_value_t = 4)]
-    pub connections: usize,
+    /// Concurrent HTTP connections [default: 4; 50 with --single]
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Repeat the run this many times (a fresh daemon and database each) and print the
+    /// medians
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Measure a burst instead: this many leads turning MQL at once, until every
+    /// sales owner's notification is at the SMTP server
+    #[arg(long, default_value_t = 0)]
+    pub burst: usize,
+    /// Measure single-event intake instead: wrk posts one event per request from
+    /// --connections connections for --seconds
+    #[arg(long)]
+    pub single: bool,
     /// Measure mail instead: this many trigger mails as fast as they go, then the
     /// event-to-SMTP latency at --rate events/s for --seconds
     #[arg(long, default_value_t = 0)]
     pub mails: usize,
-    /// Events per second in the latency run (each one triggers a mail)
+    /// Events per second in the mail latency run (each one triggers a mail)
     #[arg(long, default_value_t = 1000)]
     pub rate: usize,
-    /// Length of the latency run
+    /// Length of the mail latency run and of the --single run
     #[arg(long, default_value_t = 10)]
     pub seconds: usize,
+}
+
+/// The measurement a command line asks for.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Load,
+    Burst,
+    Single,
+    Mails,
+}
+
+/// A measurement with what it needs ready: the event run's request bodies, the SMTP
+/// server of the burst and of the mail run.
+enum Mode {
+    Load(Arc<Vec<bytes::Bytes>>),
+    Burst(SmtpSink),
+    Single,
+    Mails(SmtpSink),
+}
+
+pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let kinds = [args.burst > 0, args.single, args.mails > 0];
+    anyhow::ensure!(
+        kinds.iter().filter(|m| **m).count() <= 1,
+        "--burst, --single and --mails are separate measurements: give one at a time"
+    );
+    anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    let kind = match kinds {
+        [true, _, _] => Kind::Burst,
+        [_, true, _] => Kind::Single,
+        [_, _, true] => Kind::Mails,
+        _ => Kind::Load,
+    };
+    let single = kind == Kind::Single;
+    let leads = args.leads.unwrap_or(if single { 2_000 } else { 10_000 });
+    let connections = args.connections.unwrap_or(if single { 50 } else { 4 });
+    anyhow::ensure!(leads > 0, "--leads must be at least 1");
+    anyhow::ensure!(connections > 0, "--connections must be at least 1");
+    let what = match kind {
+        Kind::Load => format!("{} events for {leads} leads", args.events),
+        Kind::Burst => format!("a burst of {} leads turning MQL", args.burst),
+        Kind::Single => format!(
+            "single-event intake, {connections} connections for {} s",
+            args.seconds
+        ),
+        Kind::Mails => format!("{} mails", args.mails),
+    };
+    println!(
+        "nurtured bench: {what}; {} run(s), the daemon in a child process",
+        args.runs
+    );
+    println!("machine: {}", report::machine());
+    println!(
+        "configuration: {}, rules from {}",
+        config
+            .file
+            .as_ref()
+            .map_or("embedded defaults".into(), |f| f.display().to_string()),
+        config.rules_dir.display()
+    );
+
+    // The SMTP server the daemon sends to, in this process.
+    let sink = || SmtpSink::start_on(std::net::TcpListener::bind("127.0.0.1:0")?, false);
+    let mode = match kind {
+        Kind::Load => {
+            anyhow::ensure!(args.events >= leads, "--events must be at least --leads");
+            // Made before any clock starts, and kept in this process: not the daemon's
+            // memory.
+            Mode::Load(Arc::new(load::bodies(&args, leads)))
+        }
+        Kind::Burst => Mode::Burst(sink()?),
+        Kind::Single => Mode::Single,
+        Kind::Mails => Mode::Mails(sink()?),
+    };
+    let mut runs: Vec<Figures> = Vec::new();
+    for i in 1..=args.runs {
+        println!();
+        println!("run {i} of {}", args.runs);
+        let figures = match &mode {
+            Mode::Load(bodies) => {
+                load::run(&config, &args, leads, connections, bodies.clone()).await?
+            }
+            Mode::Burst(sink) => burst::run(&config, &args, connections, sink).await?,
+            Mode::Single => single::run(&config, &args, leads, connections).await?,
+            Mode::Mails(sink) => mail::run(&config, &args, sink).await?,
+        };
+        runs.push(figures);
+    }
+    report::print_summary(&runs);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A small deterministic generator, so runs are comparable.
@@ -121,213 +230,4 @@ fn event(i: usize, leads: usize, rng: &mut Rng) -> Value {
         }
     }
     v
-}
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-pub async fn run(mut config: Config, args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
-    // Mail goes to a local SMTP server that only counts, never to the data folder.
-    let sink =
-        crate::smtp_sink::SmtpSink::start_on(std::net::TcpListener::bind("127.0.0.1:0")?, false)?;
-    config.mail.transport =
-        crate::config::mail::TransportConfig::Smtp(format!("smtp://127.0.0.1:{}", sink.port));
-    if args.mails > 0 {
-        return mail::run(config, &args, sink).await;
-    }
-    anyhow::ensure!(
-        args.leads > 0 && args.events >= args.leads,
-        "--events must be at least --leads"
-    );
-    let dir = tempfile::tempdir()?;
-    config.database_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    config.schedules.clear();
-    let token = config.api_token.clone();
-    let clock: SharedClock = Arc::new(SystemClock);
-    let app = App::build(config, clock).await?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let running = daemon::start(app, listener).await?;
-    let base = format!("http://{}/v1/batch", running.addr);
-
-    println!(
-        "nurtured bench: {} events for {} leads, {} per request, {} connections",
-        args.events, args.leads, args.batch, args.connections
-    );
-    println!(
-        "machine: {} x {}, rules from {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model(),
-        running.app.config.rules_dir.display()
-    );
-    // The request bodies are made before the clock starts, so the client spends as little
-    // of the machine as possible while measuring (they stay in memory: the memory
-    // figures below include them, so watch how memory grows, not where it starts).
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
-        (0..args.events.div_ceil(args.batch))
-            .map(|i| {
-                let end = ((i + 1) * args.batch).min(args.events);
-                let events: Vec<Value> = (i * args.batch..end)
-                    .map(|j| event(j, args.leads, &mut rng))
-                    .collect();
-                bytes::Bytes::from(json!({ "batch": events }).to_string())
-            })
-            .collect(),
-    );
-    let rss_start = rss_mib();
-
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.connections)
-        .build()?;
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut senders = Vec::new();
-    for _ in 0..args.connections {
-        let (client, bodies, next, base, token) = (
-            client.clone(),
-            bodies.clone(),
-            next.clone(),
-            base.clone(),
-            token.clone(),
-        );
-        senders.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i).cloned() else {
-                    return Ok::<_, anyhow::Error>(latencies);
-                };
-                let t = Instant::now();
-                let resp = client
-                    .post(&base)
-                    .bearer_auth(&token)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                let status = resp.status();
-                let text = resp.text().await?;
-                anyhow::ensure!(status.is_success(), "request {i} failed: {status} {text}");
-                latencies.push(t.elapsed());
-            }
-        }));
-    }
-
-    // Watch progress while sending.
-    let store = running.app.store().clone();
-    let mut marks = Vec::new();
-    let mut next_mark = 1;
-    let mut ingest_done = None;
-    let mut latencies = Vec::new();
-    let mut pending_senders = senders;
-    let mut next_report = Duration::from_secs(1);
-    println!("  time   received  processed    RSS");
-    loop {
-        if ingest_done.is_none() && pending_senders.iter().all(|s| s.is_finished()) {
-            for s in pending_senders.drain(..) {
-                latencies.extend(s.await??);
-            }
-            ingest_done = Some(started.elapsed());
-        }
-        let counts = store.event_counts().await?;
-        let done = counts.events_processed + counts.events_failed;
-        if started.elapsed() >= next_report {
-            println!(
-                "{:>5.1}s {:>10} {:>10} {:>5.0} MiB",
-                started.elapsed().as_secs_f64(),
-                counts.events_received,
-                done,
-                rss_mib()
-            );
-            next_report += Duration::from_secs(1);
-        }
-        while next_mark <= 4 && done as usize >= args.events * next_mark / 4 {
-            marks.push((next_mark * 25, done, rss_mib()));
-            next_mark += 1;
-        }
-        if ingest_done.is_some() && counts.events_pending == 0 && done as usize >= args.events {
-            break;
-        }
-        // Counting pending events costs the database time too; look rarely.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let total = started.elapsed();
-    let ingest = ingest_done.unwrap_or(total);
-    latencies.sort();
-    let counts = store.event_counts().await?;
-    let stages = store.stage_counts().await?;
-    println!();
-    println!(
-        "ingest (HTTP, committed): {:>9.0} events/s  ({:.2} s)",
-        args.events as f64 / ingest.as_secs_f64(),
-        ingest.as_secs_f64()
-    );
-    println!(
-        "end to end (processed):   {:>9.0} events/s  ({:.2} s)",
-        args.events as f64 / total.as_secs_f64(),
-        total.as_secs_f64()
-    );
-    println!(
-        "request latency ({} events each): p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
-        args.batch,
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.9).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3
-    );
-    println!("memory (RSS, whole process incl. client): start {rss_start:.0} MiB");
-    for (pct, done, rss) in &marks {
-        println!("  {pct:>3}% processed ({done:>8} events): {rss:.0} MiB");
-    }
-    println!(
-        "events: {} received, {} processed, {} failed",
-        counts.events_received, counts.events_processed, counts.events_failed
-    );
-    let mails = store.mail_counts().await?;
-    println!(
-        "mails: {} sent, {} queued, {} suppressed {:?}, {} failed; {} at the SMTP server",
-        mails.mails_sent,
-        mails.mails_queued,
-        mails.mails_suppressed,
-        mails.suppressed_by_reason,
-        mails.mails_failed,
-        sink.count()
-    );
-    println!(
-        "stages: {}",
-        stages
-            .iter()
-            .map(|(s, n)| format!("{s} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    running.stop().await;
-    Ok(std::process::ExitCode::SUCCESS)
 }

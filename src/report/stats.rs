@@ -14,6 +14,8 @@ pub struct Stats {
     pub events_duplicate: u64,
     pub leads: i64,
     pub stages: std::collections::BTreeMap<String, i64>,
+    /// Handoffs not yet given to an owner (state `new`): the sales desk's backlog.
+    pub handoffs_waiting: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rules: Option<RulesStatus>,
     /// Problems of the last template reload (the previous templates stay in use).
@@ -70,6 +72,7 @@ impl Stats {
             events_duplicate: duplicates,
             leads: store.lead_count().await?,
             stages: store.stage_counts().await?.into_iter().collect(),
+            handoffs_waiting: store.handoffs_unassigned().await?,
             rules,
             template_errors,
             recent_jobs: store.recent_job_runs(10).await?,

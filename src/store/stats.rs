@@ -31,6 +31,15 @@ impl Store {
         })
     }
 
+    /// Handoffs still waiting for an owner (state `new`); counted on the partial
+    /// index `handoffs_new`, so it stays cheap with many handoffs.
+    pub async fn handoffs_unassigned(&self) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM handoffs WHERE state = 'new'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
     /// Number of leads.
     pub async fn lead_count(&self) -> Result<i64, StoreError> {
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde_json::Value;
 
-use crate::helpers::{cli_in, mql_journey, prepare_dir, text};
+use crate::helpers::{cli_in, mql_journey, prepare_dir, spawn_in, text};
 
 #[test]
 fn ingest_a_file_then_show_the_lead() {
@@ -46,6 +46,38 @@ fn ingest_a_file_then_show_the_lead() {
 
     let out = cli_in(dir.path(), &["lead", "show", "nobody@example.com"]);
     assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_the_handoffs_waiting_for_an_owner() {
+    // `ingest` processes the events but leaves the handoff to the daemon's sales desk.
+    let dir = prepare_dir();
+    let path = dir.path().join("events.jsonl");
+    let lines: Vec<String> = mql_journey("waits@example.com")
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = cli_in(dir.path(), &["ingest", "events.jsonl"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli_in(dir.path(), &["stats"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["stages"]["mql"], 1, "{v}");
+    assert_eq!(v["handoffs_waiting"], 1, "{v}");
+
+    // The daemon's desk gives it an owner; GET /v1/stats counts down to 0.
+    let app = spawn_in(dir).await;
+    let stats = app
+        .wait_for("the desk to assign", |s| s["handoffs_waiting"] == 0)
+        .await;
+    assert_eq!(stats["stages"]["mql"], 1, "{stats}");
+    let (_, handoffs) = app.get("/v1/handoffs?state=open").await;
+    assert_eq!(
+        handoffs["handoffs"].as_array().map(Vec::len),
+        Some(1),
+        "{handoffs}"
+    );
+    app.stop().await;
 }
 
 #[test]

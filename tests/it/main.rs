@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_data;
+mod bench;
 mod cli;
 mod dkim;
 mod handoff;

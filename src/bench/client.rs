@@ -1,0 +1,188 @@
+//! The bench's side of the HTTP API: posting event batches from several connections,
+//! reading GET /v1/stats, and waiting until the daemon has processed what it got.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The counters of GET /v1/stats the bench reads.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Stats {
+    pub events_received: u64,
+    pub events_processed: u64,
+    pub events_pending: u64,
+    pub events_failed: u64,
+    pub leads: u64,
+    pub stages: BTreeMap<String, u64>,
+    pub handoffs_waiting: u64,
+    pub mails_queued: u64,
+    pub mails_sent: u64,
+    pub mails_failed: u64,
+    pub mails_suppressed: u64,
+}
+
+impl Stats {
+    /// Every received event is processed (or failed).
+    pub fn settled(&self, received: u64) -> bool {
+        self.events_pending == 0 && self.events_received >= received
+    }
+
+    pub fn stage(&self, name: &str) -> u64 {
+        self.stages.get(name).copied().unwrap_or(0)
+    }
+
+    pub fn stages_line(&self) -> String {
+        self.stages
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn mails_line(&self) -> String {
+        format!(
+            "{} sent, {} queued, {} suppressed, {} failed",
+            self.mails_sent, self.mails_queued, self.mails_suppressed, self.mails_failed
+        )
+    }
+}
+
+/// A client of one daemon.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()?,
+            base: base.to_string(),
+            token: token.to_string(),
+        })
+    }
+
+    pub async fn healthy(&self) -> bool {
+        match self.http.get(format!("{}/healthz", self.base)).send().await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+
+    pub async fn stats(&self) -> anyhow::Result<Stats> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/stats", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .context("GET /v1/stats")?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "GET /v1/stats: {status} {text}");
+        serde_json::from_str(&text).with_context(|| format!("GET /v1/stats answered {text}"))
+    }
+
+    /// Posts a ready body to /v1/batch; fails unless the daemon answers 2xx.
+    pub async fn post_body(&self, body: Bytes) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/batch", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .context("POST /v1/batch")?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        anyhow::ensure!(status.is_success(), "POST /v1/batch: {status} {text}");
+        Ok(())
+    }
+
+    /// Posts `events` in batches of `batch`, one request after the other.
+    pub async fn post_events(&self, events: &[Value], batch: usize) -> anyhow::Result<()> {
+        for chunk in events.chunks(batch.max(1)) {
+            self.post_body(batch_body(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends `bodies` over `connections` connections at once, each taking the next
+    /// body when its request is answered. Returns each request's latency.
+    pub async fn post_all(
+        &self,
+        bodies: Arc<Vec<Bytes>>,
+        connections: usize,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut senders = Vec::new();
+        for _ in 0..connections.max(1) {
+            // A client each: one connection per sender, kept alive.
+            let api = Self {
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(300))
+                    .pool_max_idle_per_host(1)
+                    .build()?,
+                ..self.clone()
+            };
+            let (bodies, next) = (bodies.clone(), next.clone());
+            senders.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(i).cloned() else {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    };
+                    let t = Instant::now();
+                    api.post_body(body)
+                        .await
+                        .with_context(|| format!("request {i}"))?;
+                    latencies.push(t.elapsed());
+                }
+            }));
+        }
+        let mut latencies = Vec::new();
+        for s in senders {
+            latencies.extend(s.await??);
+        }
+        Ok(latencies)
+    }
+
+    /// Polls GET /v1/stats until `done` holds; fails after `limit`.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        limit: Duration,
+        every: Duration,
+        done: impl Fn(&Stats) -> bool,
+    ) -> anyhow::Result<Stats> {
+        let started = Instant::now();
+        loop {
+            let s = self.stats().await?;
+            if done(&s) {
+                return Ok(s);
+            }
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "{what}: not done after {limit:?}: {s:?}"
+            );
+            tokio::time::sleep(every).await;
+        }
+    }
+}
+
+/// A /v1/batch body.
+pub fn batch_body(events: &[Value]) -> Bytes {
+    Bytes::from(json!({ "batch": events }).to_string())
+}
