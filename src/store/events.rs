@@ -102,7 +102,7 @@ pub struct CountQuery<'a> {
     pub upto_seq: i64,
 }
 
-const EVENT_COLUMNS: &str = "seq, message_id, lead_id, kind, name, properties, traits, context, \
+pub(super) const EVENT_COLUMNS: &str = "seq, message_id, lead_id, kind, name, properties, traits, context, \
     occurred_at, received_at, status, attempts, error";
 
 impl Store {
