@@ -3,6 +3,7 @@
 
 mod api;
 mod cli;
+mod desk;
 mod dkim;
 mod handoff;
 mod helpers;
