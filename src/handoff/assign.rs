@@ -1,9 +1,10 @@
 //! Assigning new handoffs, many at a time: one batch of handoffs (oldest first) gets its
 //! owners, deadlines, log lines, notification mails and webhook calls in one write
-//! transaction. What the briefs need is read for the whole batch in a few statements,
-//! a team's assignment rule is asked for the whole batch in one blocking task, and the
-//! round-robin turns of each team are taken for the batch at once, in handoff order, so
-//! the owners come out as if the handoffs had been assigned one by one.
+//! transaction. At the same time, a team's assignment rule is asked for the whole batch
+//! in one blocking task, the duplicate check runs as one statement for the batch, and
+//! the briefs' rows are read in a few statements per part of the batch. Each team's
+//! round-robin turns are taken for the batch at once, in handoff order, so the owners
+//! come out as if the handoffs had been assigned one by one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::brief::local_time;
+use super::brief::{self, local_time};
 use super::desk::{Desk, DeskError, mail_to};
 use super::ladder::{deadline, point_at};
 use crate::clock::{from_ms, to_ms};
@@ -21,6 +22,9 @@ use crate::domain::{Lead, Side};
 use crate::store::{
     CompanyOf, HandoffLog, HandoffRow, HandoffUpdate, InternalMail, NewWebhook, StoreError,
 };
+
+/// How many leads' brief rows are read at once.
+const BRIEF_PART: usize = 250;
 
 /// A new handoff with what its assignment needs.
 struct Ready<'c> {
@@ -73,9 +77,7 @@ impl Desk {
         let started = Instant::now();
         let mut done = 0;
         let lead_ids: Vec<i64> = new.iter().map(|h| h.lead_id).collect();
-        let (leads, facts) =
-            tokio::join!(self.store().leads_by_ids(&lead_ids), self.facts(&lead_ids));
-        let (mut leads, mut facts) = (leads?, facts?);
+        let mut leads = self.store().leads_by_ids(&lead_ids).await?;
         let mut ready = Vec::with_capacity(new.len());
         for h in new {
             let Some(team) = self.config.sales.team(&h.team) else {
@@ -101,12 +103,14 @@ impl Desk {
         if ready.is_empty() {
             return Ok(done);
         }
+        // The rules, the duplicate check and the briefs' reads at the same time.
         let batch_leads = ready_leads(&ready);
-        let (_, duplicates) = tokio::join!(
+        let (_, duplicates, briefs) = tokio::join!(
             self.pick_by_rules(&mut ready, shutdown),
-            self.duplicates(&batch_leads)
+            self.duplicates(&batch_leads),
+            self.briefs(&batch_leads)
         );
-        let mut duplicates = duplicates?;
+        let (mut duplicates, mut briefs) = (duplicates?, briefs?);
         if shutdown.is_cancelled() {
             return Ok(done);
         }
@@ -114,10 +118,12 @@ impl Desk {
             .into_iter()
             .map(|r| {
                 let dups = duplicates.remove(&r.lead.id).unwrap_or_default();
-                let rows = facts.remove(&r.lead.id).unwrap_or_default();
+                let mut brief = briefs.remove(&r.lead.id).unwrap_or_default();
+                let duplicates = serde_json::to_string(&dups).unwrap_or_default();
+                brief::set_duplicates(&mut brief, dups);
                 Prepared {
-                    brief: self.brief(&r.lead, &rows, &dups),
-                    duplicates: serde_json::to_string(&dups).unwrap_or_default(),
+                    brief,
+                    duplicates,
                     ready: r,
                 }
             })
@@ -287,6 +293,21 @@ impl Desk {
                 };
             }
         }
+    }
+
+    /// The briefs of `leads` (without duplicates), read a part of the batch at a time so
+    /// that only one part's events are in memory at once.
+    async fn briefs(&self, leads: &[Lead]) -> Result<HashMap<i64, Value>, StoreError> {
+        let mut out = HashMap::with_capacity(leads.len());
+        for part in leads.chunks(BRIEF_PART) {
+            let ids: Vec<i64> = part.iter().map(|l| l.id).collect();
+            let mut facts = self.facts(&ids).await?;
+            for lead in part {
+                let rows = facts.remove(&lead.id).unwrap_or_default();
+                out.insert(lead.id, self.brief(lead, &rows, &[]));
+            }
+        }
+        Ok(out)
     }
 
     /// For each lead of the batch, the other leads of the same company already with

@@ -34,8 +34,12 @@ use crate::store::{
 const MAX_IDLE: Duration = Duration::from_secs(1);
 /// Escalation steps (and ended handoffs' webhooks) handled per read.
 const PAGE: i64 = 100;
-/// New handoffs assigned per write transaction.
-const BATCH: i64 = 250;
+/// New handoffs assigned per write transaction: the first batch of a pass is small, so
+/// a few handoffs go out at once; while more are waiting, batches grow to the largest
+/// size, where the batch's fixed costs (the duplicate check, the wait for the writer)
+/// weigh least.
+const BATCH_FIRST: i64 = 250;
+const BATCH_MAX: i64 = 1000;
 /// Rounds of a pass, each a batch of new handoffs and a page of due steps. A handoff
 /// gets one step per page: steps that fell due together follow round by round.
 const ROUNDS: usize = 50;
@@ -116,12 +120,18 @@ impl Desk {
         if self.processor.held_lease().is_err() {
             return Ok(pass); // another process does the work
         }
+        let mut batch = BATCH_FIRST;
         for _ in 0..ROUNDS {
             if shutdown.is_cancelled() {
                 break;
             }
-            let new = self.store().new_handoffs(BATCH).await?;
-            let more_new = new.len() as i64 == BATCH;
+            let new = self.store().new_handoffs(batch).await?;
+            let more_new = new.len() as i64 == batch;
+            batch = if more_new {
+                (batch * 2).min(BATCH_MAX)
+            } else {
+                BATCH_FIRST
+            };
             pass.assigned += self.assign_batch(new, shutdown).await?;
             if shutdown.is_cancelled() {
                 break;
