@@ -225,6 +225,11 @@ pub fn brief(f: &Facts) -> Value {
     out
 }
 
+/// Puts the other leads of the company with sales into a brief made without them.
+pub fn set_duplicates(brief: &mut Value, duplicates: Vec<Value>) {
+    brief["duplicates"] = Value::Array(duplicates);
+}
+
 /// The four-field quadrant of fit and interest against the MQL thresholds:
 /// `high-fit-high-interest` (ready for sales), `high-fit-low-interest` (nurture),
 /// `low-fit-high-interest` (advocate), `low-fit-low-interest`.

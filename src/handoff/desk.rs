@@ -1,10 +1,13 @@
-//! The sales desk: gives each new handoff an owner and a deadline and tells them, then
-//! fires the escalation steps at their minute (remind, breach, escalate, reassign,
-//! return). Every step is one write transaction holding the processing lease, guarded
-//! by the handoff's round and step, so a step happens once even if two passes race;
-//! notifications go through the mail outbox and the webhook outbox of the same
-//! transaction.
+//! The sales desk: gives new handoffs an owner and a deadline and tells them (in
+//! batches, see [`super::assign`]), then fires the escalation steps at their minute
+//! (remind, breach, escalate, reassign, return), one handoff per write transaction. A
+//! pass takes turns between a batch of new handoffs and a page of due steps, so neither
+//! starves the other, and stops between them at shutdown. Every write holds the
+//! processing lease and is guarded by the handoff's round and step, so a step happens
+//! once even if two passes race; notifications go through the mail outbox and the
+//! webhook outbox of the same transaction.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,24 +16,36 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::brief::{self, Facts, local_time};
+use super::brief::{self, Facts, TRACKED, local_time};
 use super::ladder::{Point, deadline, point_at};
 use super::webhook;
 use crate::clock::{SharedClock, from_ms, to_ms};
 use crate::config::Config;
-use crate::config::sales::{Assign, Owner, Step, Team};
+use crate::config::sales::{Owner, Step, Team};
 use crate::domain::change::Action;
-use crate::domain::{Lead, Side, Source};
+use crate::domain::{Lead, Source};
 use crate::mail::token::{Claim, Purpose, Signer};
 use crate::process::Processor;
 use crate::store::{
-    HandoffRow, HandoffUpdate, InternalMail, NewWebhook, Store, StoreError, WriteTx,
+    BriefRows, HandoffRow, HandoffUpdate, InternalMail, NewWebhook, Store, StoreError, WriteTx,
 };
 
 /// The longest the desk sleeps when nothing is due.
 const MAX_IDLE: Duration = Duration::from_secs(1);
-/// Handoffs handled per read.
+/// Escalation steps (and ended handoffs' webhooks) handled per read.
 const PAGE: i64 = 100;
+/// New handoffs assigned per write transaction: the first batch of a pass is small, so
+/// a few handoffs go out at once; while more are waiting, batches grow to the largest
+/// size, where the batch's fixed costs (the duplicate check, the wait for the writer)
+/// weigh least.
+const BATCH_FIRST: i64 = 250;
+const BATCH_MAX: i64 = 1000;
+/// Rounds of a pass, each a batch of new handoffs and a page of due steps. A handoff
+/// gets one step per page: steps that fell due together follow round by round.
+const ROUNDS: usize = 50;
+/// A brief reads at most this many of a lead's newest events and score changes.
+const BRIEF_EVENTS: usize = 200;
+const BRIEF_LEDGER: usize = 100;
 
 /// Errors of a desk pass.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +94,7 @@ impl Desk {
             if shutdown.is_cancelled() {
                 return;
             }
-            if let Err(e) = self.run_due().await {
+            if let Err(e) = self.run_due(&shutdown).await {
                 tracing::error!(error = %e, "sales desk pass failed; trying again");
             }
             let idle = match self.store().next_handoff_due().await {
@@ -96,106 +111,58 @@ impl Desk {
         }
     }
 
-    /// Assigns new handoffs and fires the steps due now.
-    pub async fn run_due(&self) -> Result<DeskPass, DeskError> {
+    /// Assigns new handoffs and fires the steps due now, in rounds of a batch of new
+    /// handoffs and a page of due steps, until nothing is left, [`ROUNDS`] rounds are
+    /// done (the next pass goes on) or `shutdown` is cancelled (checked between batches
+    /// and between steps; what is left stays in the database for the next pass).
+    pub async fn run_due(&self, shutdown: &CancellationToken) -> Result<DeskPass, DeskError> {
         let mut pass = DeskPass::default();
         if self.processor.held_lease().is_err() {
             return Ok(pass); // another process does the work
         }
-        loop {
-            let new = self.store().new_handoffs(PAGE).await?;
-            let n = new.len();
-            for h in new {
-                if self.assign(h).await? {
-                    pass.assigned += 1;
-                }
-            }
-            if (n as i64) < PAGE {
+        let mut batch = BATCH_FIRST;
+        for _ in 0..ROUNDS {
+            if shutdown.is_cancelled() {
                 break;
             }
-        }
-        pass.steps += self.pending_hooks().await?;
-        // One step per handoff and read; steps that are due at once follow in turn.
-        for _ in 0..50 {
-            let due = self
-                .store()
-                .due_handoffs(to_ms(self.clock.now()), PAGE)
-                .await?;
-            if due.is_empty() {
+            let new = self.store().new_handoffs(batch).await?;
+            let more_new = new.len() as i64 == batch;
+            batch = if more_new {
+                (batch * 2).min(BATCH_MAX)
+            } else {
+                BATCH_FIRST
+            };
+            pass.assigned += self.assign_batch(new, shutdown).await?;
+            if shutdown.is_cancelled() {
                 break;
             }
-            for h in due {
-                if self.fire(h).await? {
-                    pass.steps += 1;
-                }
+            let (hooks, more_hooks) = self.pending_hooks().await?;
+            let (fired, more_steps) = self.fire_due(shutdown).await?;
+            pass.steps += hooks + fired;
+            if !more_new && !more_hooks && !more_steps {
+                break;
             }
         }
         Ok(pass)
     }
 
-    /// Gives a new handoff its owner; false when it was not (any more) new.
-    async fn assign(&self, h: HandoffRow) -> Result<bool, DeskError> {
-        let now = self.clock.now();
-        let Some(team) = self.config.sales.team(&h.team) else {
-            let why = format!("team `{}` is not configured", h.team);
-            return self.give_back(h, None, now, &why).await;
-        };
-        let Some(lead) = self.lead_of(h.lead_id).await? else {
-            return self.close_unassigned(&h, "the lead no longer exists").await;
-        };
-        let picked = self.pick_by_rule(team, &lead).await;
-        let duplicates = self.duplicates(&lead).await?;
-        let mut tx = self.begin().await?;
-        let owner_id = match picked {
-            Some(id) => id,
-            None => {
-                let turn = tx.next_turn(&team.name).await?;
-                team.owners[((turn - 1) as usize) % team.owners.len()].clone()
+    /// Fires one page of due steps; true as well when there may be more.
+    async fn fire_due(&self, shutdown: &CancellationToken) -> Result<(usize, bool), DeskError> {
+        let due = self
+            .store()
+            .due_handoffs(to_ms(self.clock.now()), PAGE)
+            .await?;
+        let more = !due.is_empty();
+        let mut fired = 0;
+        for h in due {
+            if shutdown.is_cancelled() {
+                break;
             }
-        };
-        let update = HandoffUpdate {
-            id: h.id,
-            expect_state: &["new"],
-            expect_round: h.round,
-            expect_step: h.step,
-            state: "open".into(),
-            owner: Some(owner_id.clone()),
-            owners_had: vec![owner_id.clone()],
-            round: h.round + 1,
-            duplicates: Some(serde_json::to_string(&duplicates).unwrap_or_default()),
-            assigned_at: Some(to_ms(now)),
-            due_at: Some(to_ms(deadline(team, &owner_id, now))),
-            step: 0,
-            next_at: point_at(team, &owner_id, now, 0).map(|(at, _)| to_ms(at)),
-            breached_at: None,
-        };
-        if !tx.update_handoff(&update, to_ms(now)).await? {
-            return Ok(false);
+            if self.fire(h).await? {
+                fired += 1;
+            }
         }
-        let owner = self.owner(&owner_id);
-        tx.log_handoff(h.id, h.created_at, "created", None, Some(&h.reason))
-            .await?;
-        let due = from_ms(update.due_at.unwrap_or_default());
-        let due_text = local_time(due, team.time_zone(&owner_id));
-        tx.log_handoff(
-            h.id,
-            to_ms(now),
-            "assigned",
-            Some(&owner_id),
-            Some(&format!("due {due_text}")),
-        )
-        .await?;
-        let assigned = update.applied_to(h);
-        let data = self.notification(&assigned, team, &lead, None).await?;
-        self.notify(&mut tx, &assigned, owner.as_ref(), "new", &data, now)
-            .await?;
-        self.hook(&mut tx, &assigned, team, "handoff.assigned", &data, now)
-            .await?;
-        tx.commit().await?;
-        self.processor.mail_wake.notify_one();
-        self.webhook_wake.notify_one();
-        tracing::info!(handoff = assigned.id, lead = assigned.lead_id, owner = %owner_id, due = %due_text, "lead handed to sales");
-        Ok(true)
+        Ok((fired, more))
     }
 
     /// Fires the next point of an open handoff if it is due; false when it moved on.
@@ -413,7 +380,7 @@ impl Desk {
 
     /// Nobody answered (or the team is gone): the handoff expires and the lead goes
     /// back to marketing.
-    async fn give_back(
+    pub(super) async fn give_back(
         &self,
         h: HandoffRow,
         team: Option<&Team>,
@@ -475,7 +442,11 @@ impl Desk {
     }
 
     /// A handoff whose lead is gone ends.
-    async fn close_unassigned(&self, h: &HandoffRow, why: &str) -> Result<bool, DeskError> {
+    pub(super) async fn close_unassigned(
+        &self,
+        h: &HandoffRow,
+        why: &str,
+    ) -> Result<bool, DeskError> {
         let now = to_ms(self.clock.now());
         let mut tx = self.begin().await?;
         if !tx.update_handoff(&ended(h), now).await? {
@@ -487,34 +458,56 @@ impl Desk {
         Ok(true)
     }
 
-    /// Queues the webhook calls of handoffs that ended by a stage change (written with
-    /// that change, without the team's configuration at hand).
-    async fn pending_hooks(&self) -> Result<usize, DeskError> {
-        let mut n = 0;
-        for (h, event) in self.store().handoffs_with_pending_hook(PAGE).await? {
-            let now = self.clock.now();
-            let team = self.config.sales.team(&h.team);
-            let lead = self.lead_of(h.lead_id).await?;
-            let data = match (team, &lead) {
-                (Some(team), Some(lead)) if team.webhook.is_some() => {
-                    Some(self.notification(&h, team, lead, Some(&h.state)).await?)
-                }
-                _ => None,
-            };
-            let mut tx = self.begin().await?;
-            if !tx.take_pending_hook(h.id, &event).await? {
-                continue;
-            }
-            if let (Some(team), Some(data)) = (team, data) {
-                self.hook(&mut tx, &h, team, &event, &data, now).await?;
-            }
-            tx.commit().await?;
-            n += 1;
+    /// Queues the webhook calls of one page of handoffs that ended by a stage change
+    /// (written with that change, without the team's configuration at hand), in one
+    /// transaction; true as well when there may be more.
+    async fn pending_hooks(&self) -> Result<(usize, bool), DeskError> {
+        let pending = self.store().handoffs_with_pending_hook(PAGE).await?;
+        if pending.is_empty() {
+            return Ok((0, false));
         }
-        if n > 0 {
+        let more = pending.len() as i64 == PAGE;
+        let now = self.clock.now();
+        let hooked: Vec<i64> = pending
+            .iter()
+            .filter(|(h, _)| {
+                self.config
+                    .sales
+                    .team(&h.team)
+                    .is_some_and(|t| t.webhook.is_some())
+            })
+            .map(|(h, _)| h.lead_id)
+            .collect();
+        let mut leads = self.store().leads_by_ids(&hooked).await?;
+        let mut facts = self.facts(&hooked).await?;
+        let mut calls = Vec::new();
+        for (h, event) in &pending {
+            let (Some(team), Some(lead)) =
+                (self.config.sales.team(&h.team), leads.remove(&h.lead_id))
+            else {
+                continue;
+            };
+            let rows = facts.remove(&h.lead_id).unwrap_or_default();
+            let brief = self.brief(&lead, &rows, &h.duplicates());
+            let data = self.notification_with(h, team, &lead, &brief, Some(&h.state));
+            calls.extend(self.webhook_call(h, team, event, &data, now));
+        }
+        let mut tx = self.begin().await?;
+        let mut n = 0;
+        let mut taken = std::collections::HashSet::new();
+        for (h, event) in &pending {
+            if tx.take_pending_hook(h.id, event).await? {
+                taken.insert(h.id);
+                n += 1;
+            }
+        }
+        calls.retain(|c| taken.contains(&c.handoff_id));
+        tx.queue_webhooks(&calls, to_ms(now)).await?;
+        tx.commit().await?;
+        if !calls.is_empty() {
             self.webhook_wake.notify_one();
         }
-        Ok(n)
+        Ok((n, more))
     }
 
     pub(super) async fn begin(&self) -> Result<WriteTx, StoreError> {
@@ -532,55 +525,38 @@ impl Desk {
         self.config.sales.owner(id).cloned()
     }
 
-    /// The owner a team's assignment rule picks, if it has one and it names an owner
-    /// of the team.
-    async fn pick_by_rule(&self, team: &Team, lead: &Lead) -> Option<String> {
-        let Assign::Rule { file, function } = &team.assign else {
-            return None;
-        };
-        match self.processor.ask_rule(file, function, lead).await {
-            Ok(id) if id.is_empty() => None,
-            Ok(id) if team.owners.contains(&id) => Some(id),
-            Ok(id) => {
-                tracing::warn!(team = %team.name, owner = %id, "the assignment rule named no owner of the team; taking the next in turn");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(team = %team.name, error = %e, "the assignment rule failed; taking the next in turn");
-                None
-            }
-        }
+    /// What the desk reads about `lead_ids` for their briefs, in a few statements.
+    pub(super) async fn facts(
+        &self,
+        lead_ids: &[i64],
+    ) -> Result<HashMap<i64, BriefRows>, StoreError> {
+        self.store()
+            .brief_rows(lead_ids, BRIEF_EVENTS, BRIEF_LEDGER)
+            .await
     }
 
-    /// Other leads of the same company already with sales.
-    async fn duplicates(&self, lead: &Lead) -> Result<Vec<Value>, StoreError> {
-        let sales: Vec<String> = self
-            .config
-            .funnel
-            .stages()
+    /// The brief on `lead` from its rows and the colleagues with sales.
+    pub(super) fn brief(&self, lead: &Lead, rows: &BriefRows, duplicates: &[Value]) -> Value {
+        let tracked_seqs: std::collections::HashSet<i64> = rows
+            .ledger_events
             .iter()
-            .filter(|s| s.side == Side::Sales && !s.closed)
-            .map(|s| s.name.clone())
+            .filter(|(_, name)| TRACKED.contains(&name.as_str()))
+            .map(|(seq, _)| *seq)
             .collect();
-        let domain = lead.email.as_str().rsplit_once('@').map(|(_, d)| d);
-        let domain = domain.filter(|d| !FREEMAIL.contains(d));
-        let rows = self
-            .store()
-            .same_company_with_sales(
-                lead.id,
-                lead.company.as_deref().unwrap_or_default(),
-                domain,
-                &sales,
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| serde_json::to_value(r).unwrap_or_default())
-            .collect())
+        brief::brief(&Facts {
+            lead,
+            events: &rows.events,
+            ledger: &rows.ledger,
+            history: &rows.history,
+            tracked_seqs: &tracked_seqs,
+            duplicates,
+            fit_threshold: self.config.thresholds.get("mql_fit").copied(),
+            interest_threshold: self.config.thresholds.get("mql_interest").copied(),
+        })
     }
 
     /// The data of a notification: the handoff with its deadline and links, and the
-    /// brief on the lead.
+    /// brief on the lead (read now).
     pub(super) async fn notification(
         &self,
         h: &HandoffRow,
@@ -588,35 +564,27 @@ impl Desk {
         lead: &Lead,
         step: Option<&str>,
     ) -> Result<Value, StoreError> {
-        let store = self.store();
-        let events = store.recent_events(lead.id, 200).await?;
-        let ledger = store.score_ledger(lead.id, 100).await?;
-        let history = store.stage_history(lead.id).await?;
-        let seqs: Vec<i64> = ledger.iter().filter_map(|l| l.event_seq).collect();
-        let tracked_seqs: std::collections::HashSet<i64> = store
-            .events_by_seq(&seqs)
-            .await?
-            .into_iter()
-            .filter(|(_, (name, _))| brief::TRACKED.contains(&name.as_str()))
-            .map(|(seq, _)| seq)
-            .collect();
-        let duplicates = h.duplicates();
-        let brief = brief::brief(&Facts {
-            lead,
-            events: &events,
-            ledger: &ledger,
-            history: &history,
-            tracked_seqs: &tracked_seqs,
-            duplicates: &duplicates,
-            fit_threshold: self.config.thresholds.get("mql_fit").copied(),
-            interest_threshold: self.config.thresholds.get("mql_interest").copied(),
-        });
+        let rows = self.facts(&[lead.id]).await?.remove(&lead.id);
+        let brief = self.brief(lead, &rows.unwrap_or_default(), &h.duplicates());
+        Ok(self.notification_with(h, team, lead, &brief, step))
+    }
+
+    /// The data of a notification: the handoff with its deadline and links, and
+    /// `brief`.
+    pub(super) fn notification_with(
+        &self,
+        h: &HandoffRow,
+        team: &Team,
+        lead: &Lead,
+        brief: &Value,
+        step: Option<&str>,
+    ) -> Value {
         let owner_id = h.owner.clone().unwrap_or_default();
         let owner = self.owner(&owner_id);
         let tz = team.time_zone(&owner_id);
         let due = h.due_at.map(from_ms);
         let links = self.links(h, lead, owner.as_ref());
-        Ok(json!({
+        let mut data = json!({
             "handoff": {
                 "id": h.id,
                 "team": h.team,
@@ -640,8 +608,9 @@ impl Desk {
                 "accept_url": links.0,
                 "reject_url": links.1,
             },
-            "brief": brief,
-        }))
+        });
+        data["brief"] = brief.clone();
+        data
     }
 
     /// The signed accept and reject links of the current round.
@@ -691,18 +660,8 @@ impl Desk {
         data: &Value,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        tx.queue_internal_mail(
-            &InternalMail {
-                idem_key: format!("handoff:{}:{}:{}:{template}", h.id, h.round, h.step),
-                lead_id: h.lead_id,
-                recipient,
-                template: format!("handoff/{template}"),
-                data: data.clone(),
-                source: format!("handoff:{}", h.id),
-            },
-            to_ms(now),
-        )
-        .await
+        tx.queue_internal_mail(&mail_to(h, recipient, template, data), to_ms(now))
+            .await
     }
 
     /// Queues the team's webhook call for `event`, if the team has a webhook.
@@ -715,21 +674,47 @@ impl Desk {
         data: &Value,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let Some(hook) = &team.webhook else {
-            return Ok(());
-        };
-        let body = webhook::body(hook.format, event, data, now);
-        tx.queue_webhook(
-            &NewWebhook {
-                idem_key: format!("{event}:{}:{}:{}", h.id, h.round, h.step),
-                handoff_id: h.id,
-                team: team.name.clone(),
-                event: event.to_string(),
-                body,
-            },
-            to_ms(now),
-        )
-        .await
+        match self.webhook_call(h, team, event, data, now) {
+            Some(call) => tx.queue_webhook(&call, to_ms(now)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The team's webhook call for `event`, if the team has a webhook.
+    pub(super) fn webhook_call(
+        &self,
+        h: &HandoffRow,
+        team: &Team,
+        event: &str,
+        data: &Value,
+        now: DateTime<Utc>,
+    ) -> Option<NewWebhook> {
+        let hook = team.webhook.as_ref()?;
+        Some(NewWebhook {
+            idem_key: format!("{event}:{}:{}:{}", h.id, h.round, h.step),
+            handoff_id: h.id,
+            team: team.name.clone(),
+            event: event.to_string(),
+            body: webhook::body(hook.format, event, data, now),
+        })
+    }
+}
+
+/// The mail `handoff/<template>` about `h` to `recipient`; its key makes queuing it twice
+/// for the same round and step a no-op.
+pub(super) fn mail_to(
+    h: &HandoffRow,
+    recipient: String,
+    template: &str,
+    data: &Value,
+) -> InternalMail {
+    InternalMail {
+        idem_key: format!("handoff:{}:{}:{}:{template}", h.id, h.round, h.step),
+        lead_id: h.lead_id,
+        recipient,
+        template: format!("handoff/{template}"),
+        data: data.to_string(),
+        source: format!("handoff:{}", h.id),
     }
 }
 
@@ -752,21 +737,3 @@ fn ended(h: &HandoffRow) -> HandoffUpdate {
         breached_at: h.breached_at,
     }
 }
-
-/// Public mail providers: the same domain says nothing about the company.
-const FREEMAIL: &[&str] = &[
-    "gmail.com",
-    "googlemail.com",
-    "gmx.de",
-    "gmx.net",
-    "web.de",
-    "t-online.de",
-    "outlook.com",
-    "hotmail.com",
-    "yahoo.com",
-    "yahoo.de",
-    "icloud.com",
-    "posteo.de",
-    "mail.de",
-    "freenet.de",
-];

@@ -4,6 +4,7 @@
 //! it runs).
 
 use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
 
 use super::processor::{ProcessError, Processor};
 use crate::domain::{Changes, Lead, Source};
@@ -139,27 +140,57 @@ impl Processor {
         function: &str,
         lead: &Lead,
     ) -> Result<String, RuleError> {
+        let go_on = CancellationToken::new();
+        self.ask_rule_each(file, function, vec![lead.clone()], &go_on)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(RuleError::new(file, "the rule gave no answer")))
+    }
+
+    /// [`Processor::ask_rule`] for each of `leads`, in one blocking task; the answers
+    /// come in the order of `leads`. Once `shutdown` is cancelled the leads not asked yet
+    /// get an error.
+    pub async fn ask_rule_each(
+        &self,
+        file: &str,
+        function: &str,
+        leads: Vec<Lead>,
+        shutdown: &CancellationToken,
+    ) -> Vec<Result<String, RuleError>> {
         let set = self.rules.current();
         let Some(rule) = set.file(file).cloned() else {
-            return Err(RuleError::new(
+            let e = RuleError::new(
                 &format!("{}/{file}", self.rules.shown_dir()),
                 "this rule file (named in [[sales.teams]] assign) is not loaded",
-            ));
+            );
+            return vec![Err(e); leads.len()];
         };
         if !rule.has_function(function, 1) {
-            return Err(RuleError::new(
+            let e = RuleError::new(
                 &rule.shown,
                 format!(
                     "there is no function {function}(lead) in this file (named in [[sales.teams]] assign)"
                 ),
-            ));
+            );
+            return vec![Err(e); leads.len()];
         }
-        let (ctx, sandbox, lead) = (self.context(), self.sandbox.clone(), lead.clone());
-        let (function, at) = (function.to_string(), self.clock.now());
+        let (ctx, sandbox) = (self.context(), self.sandbox.clone());
+        let (function, at, n) = (function.to_string(), self.clock.now(), leads.len());
+        let shutdown = shutdown.clone();
         tokio::task::spawn_blocking(move || {
-            crate::rules::run::ask_function(&sandbox, &rule, &function, &ctx, &lead, at)
+            leads
+                .iter()
+                .map(|lead| {
+                    if shutdown.is_cancelled() {
+                        return Err(RuleError::new(&rule.shown, "not asked: shutting down"));
+                    }
+                    crate::rules::run::ask_function(&sandbox, &rule, &function, &ctx, lead, at)
+                })
+                .collect()
         })
         .await
-        .unwrap_or_else(|e| Err(RuleError::new(file, format!("the rule call crashed: {e}"))))
+        .unwrap_or_else(|e| {
+            vec![Err(RuleError::new(file, format!("the rule call crashed: {e}"))); n]
+        })
     }
 }

@@ -106,14 +106,14 @@ pub struct CountQuery<'a> {
 
 /// An event with its state, from `events e` joined with the queue `q` and the
 /// failures `f`.
-const EVENT_COLUMNS: &str = "e.seq, e.message_id, e.lead_id, e.kind, e.name, e.properties, \
+pub(super) const EVENT_COLUMNS: &str = "e.seq, e.message_id, e.lead_id, e.kind, e.name, e.properties, \
     e.traits, e.context, e.occurred_at, e.received_at, \
     CASE WHEN q.seq IS NOT NULL THEN 'pending' WHEN f.seq IS NOT NULL THEN 'failed' \
          ELSE 'processed' END AS status, \
     COALESCE(f.attempts, 0) + CASE WHEN q.seq IS NULL AND f.seq IS NULL THEN 1 ELSE 0 END \
          AS attempts, \
     f.error";
-const EVENT_JOINS: &str = "events e LEFT JOIN event_queue q ON q.seq = e.seq \
+pub(super) const EVENT_JOINS: &str = "events e LEFT JOIN event_queue q ON q.seq = e.seq \
     LEFT JOIN event_failures f ON f.seq = e.seq";
 
 impl Store {

@@ -6,11 +6,13 @@
 //! desk write is guarded by the state it read (`round`, `step`), so a step is never
 //! applied twice, even by two passes at once.
 
+use std::collections::{BTreeSet, HashMap};
+
 use serde::Serialize;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::ms_as_rfc3339;
-use super::{Statements, Store, StoreError, WriteTx};
+use super::{Statements, Store, StoreError, WriteTx, rows_per_statement};
 use crate::domain::Changes;
 
 /// One handoff.
@@ -93,6 +95,18 @@ pub struct HandoffLogRow {
     pub detail: Option<String>,
 }
 
+/// How many other leads of the same company a handoff names at most.
+pub const MAX_DUPLICATES: usize = 10;
+
+/// A lead whose colleagues with sales are looked for: its company name and its mail
+/// domain (`None` for a public mail provider's).
+#[derive(Debug, Clone, Copy)]
+pub struct CompanyOf<'a> {
+    pub lead_id: i64,
+    pub company: &'a str,
+    pub domain: Option<&'a str>,
+}
+
 /// Another lead of the same company that is with sales.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct DuplicateRow {
@@ -171,8 +185,19 @@ pub struct InternalMail {
     pub lead_id: i64,
     pub recipient: String,
     pub template: String,
-    pub data: serde_json::Value,
+    /// The template's `data`, as JSON text.
+    pub data: String,
     pub source: String,
+}
+
+/// A line of a handoff's log to write.
+#[derive(Debug, Clone)]
+pub struct HandoffLog {
+    pub handoff_id: i64,
+    pub at: i64,
+    pub what: String,
+    pub owner: Option<String>,
+    pub detail: Option<String>,
 }
 
 /// A webhook call to queue.
@@ -269,6 +294,15 @@ impl Store {
         Ok(if new > 0 { Some(0) } else { next })
     }
 
+    /// How many turns of `team`'s round-robin were taken so far.
+    pub async fn turns_taken(&self, team: &str) -> Result<i64, StoreError> {
+        let row: Option<(i64,)> = sqlx::query_as("SELECT value FROM counters WHERE name = ?")
+            .bind(format!("round-robin:{team}"))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or(0, |(n,)| n))
+    }
+
     /// Handoffs that ended by a stage change and whose webhook call is still to be
     /// queued: (handoff, event).
     pub async fn handoffs_with_pending_hook(
@@ -295,45 +329,100 @@ impl Store {
         .await?)
     }
 
-    /// Other leads of the same company (same company name, or the same mail domain
-    /// unless it is a public mail provider's) that are in one of `sales_stages` or have
-    /// an open handoff.
+    /// For each of `leads`, the other leads of the same company (same company name, or
+    /// the same mail domain unless it is a public mail provider's) that are in one of
+    /// `sales_stages` or have an open handoff: at most [`MAX_DUPLICATES`] each, oldest
+    /// first. One statement for the whole batch: the leads with sales are few next to
+    /// all leads, and each company or domain contributes only its first rows.
     pub async fn same_company_with_sales(
         &self,
-        lead_id: i64,
-        company: &str,
-        domain: Option<&str>,
+        leads: &[CompanyOf<'_>],
         sales_stages: &[String],
-    ) -> Result<Vec<DuplicateRow>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT l.id, l.email, TRIM(COALESCE(l.first_name, '') || ' ' || \
-             COALESCE(l.last_name, '')) AS name, l.company, l.stage, l.owner FROM leads l \
-             WHERE l.id <> ",
-        );
-        q.push_bind(lead_id).push(" AND (l.stage IN (");
-        let mut sep = q.separated(", ");
-        sep.push_bind("");
-        for s in sales_stages {
-            sep.push_bind(s.clone());
+    ) -> Result<HashMap<i64, Vec<DuplicateRow>>, StoreError> {
+        let mut out: HashMap<i64, Vec<DuplicateRow>> = HashMap::new();
+        // Compared as SQLite's lower() and LIKE do: ASCII letters without case.
+        let keys: Vec<(i64, String, Option<String>)> = leads
+            .iter()
+            .map(|l| {
+                let company = l.company.trim().to_ascii_lowercase();
+                let domain = l
+                    .domain
+                    .map(|d| d.replace(['%', '_'], "").to_ascii_lowercase());
+                (l.lead_id, company, domain)
+            })
+            .collect();
+        let params = 2 + sales_stages.len();
+        for chunk in keys.chunks(rows_per_statement(2).saturating_sub(params).max(1)) {
+            let companies: BTreeSet<&str> = chunk
+                .iter()
+                .map(|(_, c, _)| c.as_str())
+                .filter(|c| !c.is_empty())
+                .collect();
+            let domains: BTreeSet<&str> =
+                chunk.iter().filter_map(|(_, _, d)| d.as_deref()).collect();
+            if companies.is_empty() && domains.is_empty() {
+                continue;
+            }
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "WITH cand AS MATERIALIZED (SELECT l.id, lower(trim(l.company)) AS ck, \
+                 lower(substr(l.email, instr(l.email, '@') + 1)) AS dk FROM leads l \
+                 WHERE l.id IN (SELECT id FROM leads WHERE stage IN (",
+            );
+            let mut sep = q.separated(", ");
+            sep.push_bind("");
+            for s in sales_stages {
+                sep.push_bind(s.clone());
+            }
+            q.push(
+                ") UNION SELECT lead_id FROM handoffs WHERE state IN ('new', 'open', 'escalated'))), \
+                 hits AS (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY ck ORDER BY id) \
+                 AS n FROM cand WHERE ck IN (",
+            );
+            let mut sep = q.separated(", ");
+            sep.push_bind("");
+            for c in &companies {
+                sep.push_bind(c.to_string());
+            }
+            q.push(") AND ck <> '') WHERE n <= ")
+                .push_bind(MAX_DUPLICATES as i64 + 1)
+                .push(
+                    " UNION SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY dk ORDER BY id) \
+                     AS n FROM cand WHERE dk IN (",
+                );
+            let mut sep = q.separated(", ");
+            sep.push_bind("");
+            for d in &domains {
+                sep.push_bind(d.to_string());
+            }
+            q.push(") AND dk <> '') WHERE n <= ")
+                .push_bind(MAX_DUPLICATES as i64 + 1)
+                .push(
+                    ") SELECT l.id, l.email, TRIM(COALESCE(l.first_name, '') || ' ' || \
+                     COALESCE(l.last_name, '')) AS name, l.company, l.stage, l.owner FROM leads l \
+                     WHERE l.id IN (SELECT id FROM hits) ORDER BY l.id",
+                );
+            let found: Vec<DuplicateRow> = q.build_query_as().fetch_all(&self.pool).await?;
+            for (lead_id, company, domain) in chunk {
+                let same = found
+                    .iter()
+                    .filter(|r| r.id != *lead_id)
+                    .filter(|r| {
+                        let by_company = !company.is_empty()
+                            && r.company.as_deref().is_some_and(|c| {
+                                c.trim_matches(' ').to_ascii_lowercase() == *company
+                            });
+                        let by_domain = domain.as_deref().is_some_and(|d| {
+                            r.email.to_ascii_lowercase().ends_with(&format!("@{d}"))
+                        });
+                        by_company || by_domain
+                    })
+                    .take(MAX_DUPLICATES)
+                    .cloned()
+                    .collect();
+                out.insert(*lead_id, same);
+            }
         }
-        q.push(
-            ") OR EXISTS (SELECT 1 FROM handoffs h WHERE h.lead_id = l.id \
-             AND h.state IN ('new', 'open', 'escalated'))) AND (",
-        );
-        let company = company.trim();
-        if company.is_empty() {
-            q.push("0");
-        } else {
-            q.push("lower(trim(l.company)) = lower(")
-                .push_bind(company.to_string())
-                .push(")");
-        }
-        if let Some(d) = domain {
-            q.push(" OR l.email LIKE ")
-                .push_bind(format!("%@{}", d.replace(['%', '_'], "")));
-        }
-        q.push(") ORDER BY l.id LIMIT 10");
-        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+        Ok(out)
     }
 
     /// Webhook calls due at `now`, claimed by nobody.
@@ -405,6 +494,53 @@ impl WriteTx {
         Ok(q.build().execute(&mut *self.tx).await?.rows_affected() == 1)
     }
 
+    /// Applies many updates in one statement per chunk, each only if its handoff is
+    /// still where it was read (as [`WriteTx::update_handoff`]); returns how many were
+    /// applied.
+    pub async fn update_handoffs(
+        &mut self,
+        updates: &[HandoffUpdate],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut applied = 0;
+        for chunk in updates.chunks(rows_per_statement(14)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "WITH v (id, expect_state, expect_round, expect_step, state, owner, owners_had, \
+                 round, duplicates, assigned_at, due_at, step, next_at, breached_at) AS (",
+            );
+            q.push_values(chunk, |mut row, u| {
+                row.push_bind(u.id)
+                    .push_bind(serde_json::to_string(u.expect_state).unwrap_or_default())
+                    .push_bind(u.expect_round)
+                    .push_bind(u.expect_step)
+                    .push_bind(u.state.clone())
+                    .push_bind(u.owner.clone())
+                    .push_bind(serde_json::to_string(&u.owners_had).unwrap_or_default())
+                    .push_bind(u.round)
+                    .push_bind(u.duplicates.clone())
+                    .push_bind(u.assigned_at)
+                    .push_bind(u.due_at)
+                    .push_bind(u.step)
+                    .push_bind(u.next_at)
+                    .push_bind(u.breached_at);
+            });
+            q.push(
+                ") UPDATE handoffs SET state = v.state, owner = v.owner, owners_had = v.owners_had, \
+                 round = v.round, duplicates = COALESCE(v.duplicates, handoffs.duplicates), \
+                 assigned_at = v.assigned_at, due_at = v.due_at, step = v.step, \
+                 next_at = v.next_at, breached_at = v.breached_at, updated_at = ",
+            )
+            .push_bind(now)
+            .push(
+                " FROM v WHERE handoffs.id = v.id AND handoffs.round = v.expect_round \
+                 AND handoffs.step = v.expect_step \
+                 AND handoffs.state IN (SELECT value FROM json_each(v.expect_state))",
+            );
+            applied += q.build().execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(applied)
+    }
+
     /// Clears the pending webhook event of a handoff; false when another pass did.
     pub async fn take_pending_hook(&mut self, id: i64, event: &str) -> Result<bool, StoreError> {
         let n = sqlx::query(
@@ -418,16 +554,43 @@ impl WriteTx {
         Ok(n == 1)
     }
 
-    /// The next turn of `team`'s round-robin (1, 2, 3, ...).
-    pub async fn next_turn(&mut self, team: &str) -> Result<i64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as(
-            "INSERT INTO counters (name, value) VALUES (?, 1) \
-             ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+    /// Of the handoffs `(id, round, step)`, those still `new` at that round and step.
+    pub async fn still_new(
+        &mut self,
+        handoffs: &[(i64, i64, i64)],
+    ) -> Result<BTreeSet<i64>, StoreError> {
+        let mut out = BTreeSet::new();
+        for chunk in handoffs.chunks(rows_per_statement(1)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT id, round, step FROM handoffs WHERE state = 'new' AND id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for (id, _, _) in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            let rows: Vec<(i64, i64, i64)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+            out.extend(
+                rows.into_iter()
+                    .filter(|row| chunk.contains(row))
+                    .map(|(id, _, _)| id),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Takes the next `n` turns of `team`'s round-robin (1, 2, 3, ... over its life);
+    /// returns the first of them.
+    pub async fn take_turns(&mut self, team: &str, n: i64) -> Result<i64, StoreError> {
+        let (last,): (i64,) = sqlx::query_as(
+            "INSERT INTO counters (name, value) VALUES (?, ?) \
+             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value RETURNING value",
         )
         .bind(format!("round-robin:{team}"))
+        .bind(n)
         .fetch_one(&mut *self.tx)
         .await?;
-        Ok(n)
+        Ok(last - n + 1)
     }
 
     pub async fn log_handoff(
@@ -438,16 +601,31 @@ impl WriteTx {
         owner: Option<&str>,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO handoff_log (handoff_id, at, what, owner, detail) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(at)
-        .bind(what)
-        .bind(owner)
-        .bind(detail)
-        .execute(&mut *self.tx)
-        .await?;
+        self.log_handoffs(&[HandoffLog {
+            handoff_id: id,
+            at,
+            what: what.to_string(),
+            owner: owner.map(str::to_string),
+            detail: detail.map(str::to_string),
+        }])
+        .await
+    }
+
+    /// Appends lines to handoffs' logs, in the order given.
+    pub async fn log_handoffs(&mut self, lines: &[HandoffLog]) -> Result<(), StoreError> {
+        for chunk in lines.chunks(rows_per_statement(5)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO handoff_log (handoff_id, at, what, owner, detail) ",
+            );
+            q.push_values(chunk, |mut row, l| {
+                row.push_bind(l.handoff_id)
+                    .push_bind(l.at)
+                    .push_bind(l.what.clone())
+                    .push_bind(l.owner.clone())
+                    .push_bind(l.detail.clone());
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 
@@ -457,37 +635,66 @@ impl WriteTx {
         m: &InternalMail,
         now: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO outbox (idem_key, lead_id, recipient, template, class, kind, \
-             data, source, created_at, due_at) VALUES (?, ?, ?, ?, 'internal', 'handoff', ?, ?, ?, ?)",
-        )
-        .bind(&m.idem_key)
-        .bind(m.lead_id)
-        .bind(&m.recipient)
-        .bind(&m.template)
-        .bind(m.data.to_string())
-        .bind(&m.source)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
+        self.queue_internal_mails(std::slice::from_ref(m), now)
+            .await
+    }
+
+    /// Queues mails to sales, in the order given; one already queued under the same key
+    /// is left as it is.
+    pub async fn queue_internal_mails(
+        &mut self,
+        mails: &[InternalMail],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in mails.chunks(rows_per_statement(8)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO outbox (idem_key, lead_id, recipient, template, class, kind, \
+                 data, source, created_at, due_at) ",
+            );
+            q.push_values(chunk, |mut row, m| {
+                row.push_bind(m.idem_key.clone())
+                    .push_bind(m.lead_id)
+                    .push_bind(m.recipient.clone())
+                    .push_bind(m.template.clone())
+                    .push_bind("internal")
+                    .push_bind("handoff")
+                    .push_bind(m.data.clone())
+                    .push_bind(m.source.clone())
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 
     pub async fn queue_webhook(&mut self, w: &NewWebhook, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT OR IGNORE INTO webhooks (idem_key, handoff_id, team, event, body, created_at, \
-             due_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&w.idem_key)
-        .bind(w.handoff_id)
-        .bind(&w.team)
-        .bind(&w.event)
-        .bind(&w.body)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
+        self.queue_webhooks(std::slice::from_ref(w), now).await
+    }
+
+    /// Queues webhook calls, in the order given; one already queued under the same key
+    /// is left as it is.
+    pub async fn queue_webhooks(
+        &mut self,
+        calls: &[NewWebhook],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for chunk in calls.chunks(rows_per_statement(7)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO webhooks (idem_key, handoff_id, team, event, body, \
+                 created_at, due_at) ",
+            );
+            q.push_values(chunk, |mut row, w| {
+                row.push_bind(w.idem_key.clone())
+                    .push_bind(w.handoff_id)
+                    .push_bind(w.team.clone())
+                    .push_bind(w.event.clone())
+                    .push_bind(w.body.clone())
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.build().execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 

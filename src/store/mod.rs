@@ -5,6 +5,7 @@
 //! Callers see plain functions and a [`WriteTx`] with typed methods; no SQL leaves this
 //! module, so a PostgreSQL backend can be added beside it.
 
+mod briefs;
 mod events;
 mod handoffs;
 mod jobs;
@@ -25,10 +26,11 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+pub use briefs::BriefRows;
 pub use events::{CountQuery, EventRow, FailedEvent, NewEvent, PastEvent, PendingEvent};
 pub use handoffs::{
-    DuplicateRow, HandoffFilter, HandoffLogRow, HandoffRow, HandoffUpdate, InternalMail,
-    NewWebhook, WebhookDone, WebhookRow,
+    CompanyOf, DuplicateRow, HandoffFilter, HandoffLog, HandoffLogRow, HandoffRow, HandoffUpdate,
+    InternalMail, NewWebhook, WebhookDone, WebhookRow,
 };
 pub use jobs::JobRun;
 pub use leads::LeadKeyRow;

@@ -14,6 +14,7 @@ use nurtured::smtp_sink::SmtpSink;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, eventually, mail_dir, spawn_in, start_in};
 use crate::mail::{body, link_token, mails_to};
@@ -411,7 +412,9 @@ fn berlin(m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
 /// Sets the clock and runs a desk pass, then a mail pass.
 async fn at(clock: &ManualClock, desk: &Desk, app: &TestApp, when: DateTime<Utc>) {
     clock.set(when);
-    desk.run_due().await.expect("desk pass");
+    desk.run_due(&CancellationToken::new())
+        .await
+        .expect("desk pass");
     app.running
         .as_ref()
         .unwrap()
