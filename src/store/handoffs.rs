@@ -12,8 +12,9 @@ use serde::Serialize;
 use sqlx::{QueryBuilder, Sqlite};
 
 use super::rows::ms_as_rfc3339;
-use super::{Statements, Store, StoreError, WriteTx, rows_per_statement};
+use super::{Statements, Store, StoreError, WriteTx, rounds, rows_per_statement, values};
 use crate::domain::Changes;
+use crate::domain::change::{HandoffRequest, SettledHandoff};
 
 /// One handoff.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -809,68 +810,109 @@ pub mod build {
     use super::*;
 
     /// The handoffs asked for by several units of work: `(lead id, event seq, changes)`.
-    /// A lead with a handoff still open is not handed over again.
+    /// A lead with a handoff still open is not handed over again. One statement per
+    /// round and kind (see [`rounds`]): each lead's handoffs end and start in order.
     pub fn handoffs(
         items: &[(i64, Option<i64>, &Changes)],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Statements {
         let now = crate::clock::to_ms(now);
         let mut out = Statements::default();
+        let mut ops: Vec<(i64, Op)> = Vec::new();
         for (lead, seq, changes) in items {
             if let Some(s) = &changes.handoff_settled {
-                let (state, what) = if s.by_sales {
-                    ("accepted", "taken over")
-                } else {
-                    ("expired", "moved on")
-                };
-                let note = format!("{what}: the lead moved to {} before an answer", s.stage);
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO handoff_log (handoff_id, at, what, owner, detail) SELECT id, ",
-                );
-                q.push_bind(now)
-                    .push(", ")
-                    .push_bind(state)
-                    .push(", owner, ")
-                    .push_bind(note.clone())
-                    .push(" FROM handoffs WHERE lead_id = ")
-                    .push_bind(*lead)
-                    .push(" AND state IN ('new', 'open', 'escalated')");
-                out.push(q);
-                let mut q = QueryBuilder::<Sqlite>::new("UPDATE handoffs SET state = ");
-                q.push_bind(state)
-                    .push(", answered_at = ")
-                    .push_bind(now)
-                    .push(", answered_by = ")
-                    .push_bind(s.source.to_string())
-                    .push(", answer_note = ")
-                    .push_bind(note)
-                    .push(", hook_pending = ")
-                    .push_bind(format!("handoff.{state}"))
-                    .push(", next_at = NULL, updated_at = ")
-                    .push_bind(now)
-                    .push(" WHERE lead_id = ")
-                    .push_bind(*lead)
-                    .push(" AND state IN ('new', 'open', 'escalated')");
-                out.push(q);
+                // A second end right after the first finds nothing open.
+                if !matches!(ops.last(), Some((l, Op::Settle(_))) if l == lead) {
+                    ops.push((*lead, Op::Settle(s)));
+                }
             }
             for h in &changes.handoffs {
+                ops.push((*lead, Op::Create(*seq, h)));
+            }
+        }
+        for round in rounds(ops) {
+            let mut settle: Vec<(i64, &'static str, String, String)> = Vec::new();
+            let mut create: Vec<(i64, Option<i64>, &HandoffRequest)> = Vec::new();
+            for (lead, op) in round {
+                match op {
+                    Op::Settle(s) => {
+                        let (state, what) = if s.by_sales {
+                            ("accepted", "taken over")
+                        } else {
+                            ("expired", "moved on")
+                        };
+                        let note =
+                            format!("{what}: the lead moved to {} before an answer", s.stage);
+                        settle.push((lead, state, note, s.source.to_string()));
+                    }
+                    Op::Create(seq, h) => create.push((lead, seq, h)),
+                }
+            }
+            for chunk in settle.chunks(rows_per_statement(4)) {
+                let mut q =
+                    QueryBuilder::<Sqlite>::new("WITH v (lead_id, state, note, answered_by) AS (");
+                values(&mut q, chunk, |row, (lead, state, note, by)| {
+                    row.push_bind(*lead)
+                        .push_bind(*state)
+                        .push_bind(note.clone())
+                        .push_bind(by.clone());
+                });
+                let mut update =
+                    QueryBuilder::<Sqlite>::new("WITH v (lead_id, state, note, answered_by) AS (");
+                values(&mut update, chunk, |row, (lead, state, note, by)| {
+                    row.push_bind(*lead)
+                        .push_bind(*state)
+                        .push_bind(note.clone())
+                        .push_bind(by.clone());
+                });
+                q.push(
+                    ") INSERT INTO handoff_log (handoff_id, at, what, owner, detail) \
+                     SELECT h.id, ",
+                )
+                .push_bind(now)
+                .push(
+                    ", v.state, h.owner, v.note FROM v JOIN handoffs h ON h.lead_id = v.lead_id \
+                     WHERE h.state IN ('new', 'open', 'escalated')",
+                );
+                out.push(q);
+                update
+                    .push(") UPDATE handoffs SET state = v.state, answered_at = ")
+                    .push_bind(now)
+                    .push(
+                        ", answered_by = v.answered_by, answer_note = v.note, \
+                         hook_pending = 'handoff.' || v.state, next_at = NULL, updated_at = ",
+                    )
+                    .push_bind(now)
+                    .push(
+                        " FROM v WHERE handoffs.lead_id = v.lead_id \
+                         AND handoffs.state IN ('new', 'open', 'escalated')",
+                    );
+                out.push(update);
+            }
+            for chunk in create.chunks(rows_per_statement(8)) {
                 let mut q = QueryBuilder::<Sqlite>::new(
                     "INSERT OR IGNORE INTO handoffs (lead_id, team, reason, source, event_seq, \
-                     state, created_at, updated_at) VALUES (",
+                     state, created_at, updated_at) ",
                 );
-                let mut sep = q.separated(", ");
-                sep.push_bind(*lead)
-                    .push_bind(h.team.clone())
-                    .push_bind(h.reason.clone())
-                    .push_bind(h.source.to_string())
-                    .push_bind(*seq)
-                    .push_bind("new")
-                    .push_bind(now)
-                    .push_bind(now);
-                q.push(")");
+                q.push_values(chunk, |mut row, (lead, seq, h)| {
+                    row.push_bind(*lead)
+                        .push_bind(h.team.clone())
+                        .push_bind(h.reason.clone())
+                        .push_bind(h.source.to_string())
+                        .push_bind(*seq)
+                        .push_bind("new")
+                        .push_bind(now)
+                        .push_bind(now);
+                });
                 out.push(q);
             }
         }
         out
+    }
+
+    /// One lead's handoff change, in the order asked.
+    enum Op<'a> {
+        Settle(&'a SettledHandoff),
+        Create(Option<i64>, &'a HandoffRequest),
     }
 }

@@ -208,6 +208,41 @@ pub mod build {
     pub use super::outbox::build::mails;
 }
 
+/// Splits per-lead operations into rounds: round `r` holds every lead's `r`-th
+/// operation, in the order given. Operations of different leads touch different rows,
+/// so one statement per round keeps each lead's order with few statements in all.
+fn rounds<T>(ops: impl IntoIterator<Item = (i64, T)>) -> Vec<Vec<(i64, T)>> {
+    let mut next: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    let mut out: Vec<Vec<(i64, T)>> = Vec::new();
+    for (lead, op) in ops {
+        let r = next.entry(lead).or_insert(0);
+        if *r == out.len() {
+            out.push(Vec::new());
+        }
+        out[*r].push((lead, op));
+        *r += 1;
+    }
+    out
+}
+
+/// Appends `VALUES (..), (..)` with one row per item, for a `WITH v (...) AS (` table.
+fn values<T>(
+    q: &mut sqlx::QueryBuilder<Sqlite>,
+    items: &[T],
+    mut row: impl FnMut(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, &T),
+) {
+    q.push("VALUES ");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            q.push(", ");
+        }
+        q.push("(");
+        let mut sep = q.separated(", ");
+        row(&mut sep, item);
+        q.push(")");
+    }
+}
+
 /// SQLite allows 32766 bound parameters per statement; stay well below.
 const MAX_PARAMS: usize = 30_000;
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use sqlx::{QueryBuilder, Sqlite};
 
-use super::{Statements, Store, StoreError, WriteTx, rows_per_statement};
+use super::{Statements, Store, StoreError, WriteTx, rounds, rows_per_statement, values};
 use crate::clock::to_ms;
 use crate::domain::{Changes, MailClass, Repeat, StreamChange};
 
@@ -635,7 +635,9 @@ pub mod build {
     use super::*;
 
     /// The mails and stream changes of several units of work: `(lead id, event seq,
-    /// changes)`. `streams` gives each stream's enrollment parameters.
+    /// changes)`. `streams` gives each stream's enrollment parameters. One statement
+    /// per round and kind (see [`rounds`]), so a group of thousands of leads costs a
+    /// few statements, and each lead's mails and changes still apply in order.
     pub fn mails(
         items: &[(i64, Option<i64>, &Changes)],
         streams: &HashMap<String, EnrollParams>,
@@ -643,135 +645,192 @@ pub mod build {
     ) -> Statements {
         let now = to_ms(now);
         let mut out = Statements::default();
+        let mut mails = Vec::new();
+        let mut changes_of: Vec<(i64, &StreamChange)> = Vec::new();
         for (lead, seq, changes) in items {
             for (i, (m, source)) in changes.mails.iter().enumerate() {
                 let kind = if m.opt_in { "optin" } else { "trigger" };
                 let origin = seq.map_or_else(|| format!("t{now}"), |s| format!("e{s}"));
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "INSERT OR IGNORE INTO outbox (idem_key, lead_id, template, class, kind, \
-                     dedupe_key, data, source, event_seq, created_at, due_at) SELECT ",
-                );
-                let mut sep = q.separated(", ");
-                sep.push_bind(format!(
-                    "{kind}:{lead}:{}:{}:{origin}:{i}",
-                    m.template, m.key
-                ))
-                .push_bind(*lead)
-                .push_bind(m.template.clone())
-                .push_bind(m.class.as_str())
-                .push_bind(kind)
-                .push_bind(m.key.clone())
-                .push_bind(serde_json::Value::Object(m.data.clone()).to_string())
-                .push_bind(source.to_string())
-                .push_bind(*seq)
-                .push_bind(now)
-                .push_bind(now);
-                let window = match m.repeat {
-                    Repeat::Once => Some(i64::MAX / 4),
-                    Repeat::Every(ms) => Some(ms),
+                // The same mail (lead, template, key) within the window: not again.
+                // Suppressed ones do not count, so a mail held back by quarantine or
+                // missing consent can still go out later.
+                let cut = match m.repeat {
+                    Repeat::Once => Some(now.saturating_sub(i64::MAX / 4)),
+                    Repeat::Every(ms) => Some(now.saturating_sub(ms)),
                     Repeat::Always => None,
                 };
-                if let Some(window) = window {
-                    // The same mail (lead, template, key) within the window: not again.
-                    // Suppressed ones do not count, so a mail held back by quarantine or
-                    // missing consent can still go out later.
-                    q.push(" WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE lead_id = ")
-                        .push_bind(*lead)
-                        .push(" AND template = ")
-                        .push_bind(m.template.clone())
-                        .push(" AND dedupe_key = ")
-                        .push_bind(m.key.clone())
-                        .push(" AND status <> 'suppressed' AND created_at > ")
-                        .push_bind(now.saturating_sub(window))
-                        .push(")");
-                }
-                out.push(q);
+                mails.push((
+                    *lead,
+                    MailRow {
+                        idem_key: format!("{kind}:{lead}:{}:{}:{origin}:{i}", m.template, m.key),
+                        template: m.template.clone(),
+                        class: m.class.as_str(),
+                        kind,
+                        key: m.key.clone(),
+                        data: serde_json::Value::Object(m.data.clone()).to_string(),
+                        source: source.to_string(),
+                        seq: *seq,
+                        cut,
+                    },
+                ));
             }
             for change in &changes.streams {
-                stream_change(&mut out, *lead, change, streams, now);
+                // A change right after the same change of the same lead does nothing.
+                if changes_of.last() != Some(&(*lead, change)) {
+                    changes_of.push((*lead, change));
+                }
             }
+        }
+        for round in rounds(mails) {
+            for chunk in round.chunks(rows_per_statement(10)) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "WITH v (idem_key, lead_id, template, class, kind, dedupe_key, data, source, \
+                     event_seq, cut) AS (",
+                );
+                values(&mut q, chunk, |row, (lead, m)| {
+                    row.push_bind(m.idem_key.clone())
+                        .push_bind(*lead)
+                        .push_bind(m.template.clone())
+                        .push_bind(m.class)
+                        .push_bind(m.kind)
+                        .push_bind(m.key.clone())
+                        .push_bind(m.data.clone())
+                        .push_bind(m.source.clone())
+                        .push_bind(m.seq)
+                        .push_bind(m.cut);
+                });
+                q.push(
+                    ") INSERT OR IGNORE INTO outbox (idem_key, lead_id, template, class, kind, \
+                     dedupe_key, data, source, event_seq, created_at, due_at) \
+                     SELECT idem_key, lead_id, template, class, kind, dedupe_key, data, source, \
+                     event_seq, ",
+                )
+                .push_bind(now)
+                .push(", ")
+                .push_bind(now)
+                .push(
+                    " FROM v WHERE v.cut IS NULL OR NOT EXISTS (SELECT 1 FROM outbox o \
+                     WHERE o.lead_id = v.lead_id AND o.template = v.template \
+                     AND o.dedupe_key = v.dedupe_key AND o.status <> 'suppressed' \
+                     AND o.created_at > v.cut)",
+                );
+                out.push(q);
+            }
+        }
+        for round in rounds(changes_of) {
+            stream_changes(&mut out, &round, streams, now);
         }
         out
     }
 
-    fn stream_change(
+    /// A mail to queue, as bound into the insert.
+    struct MailRow {
+        idem_key: String,
+        template: String,
+        class: &'static str,
+        kind: &'static str,
+        key: String,
+        data: String,
+        source: String,
+        seq: Option<i64>,
+        /// Not if the same mail was queued after this time (`None`: always).
+        cut: Option<i64>,
+    }
+
+    /// The statements of one round of stream changes (at most one per lead).
+    fn stream_changes(
         out: &mut Statements,
-        lead: i64,
-        change: &StreamChange,
+        round: &[(i64, &StreamChange)],
         streams: &HashMap<String, EnrollParams>,
         now: i64,
     ) {
-        match change {
-            StreamChange::Enroll { stream } => {
-                let Some(p) = streams.get(stream) else {
-                    tracing::warn!(%stream, lead, "enroll: no such stream (any more); ignored");
-                    return;
-                };
-                // A paused membership resumes where it stopped.
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "UPDATE enrollments SET status = 'active', next_due_at = \
-                     CASE WHEN next_due_at IS NULL THEN NULL ELSE MAX(next_due_at, ",
-                );
-                q.push_bind(now)
-                    .push(") END, updated_at = ")
-                    .push_bind(now)
-                    .push(" WHERE lead_id = ")
-                    .push_bind(lead)
-                    .push(" AND stream = ")
-                    .push_bind(stream.clone())
-                    .push(" AND status = 'paused'");
-                out.push(q);
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "INSERT INTO enrollments (lead_id, stream, status, step, next_due_at, \
-                     entered_at, updated_at) SELECT ",
-                );
-                q.push_bind(lead)
-                    .push(", ")
-                    .push_bind(stream.clone())
-                    .push(", 'active', 0, ")
-                    .push_bind(now + p.first_after_ms)
-                    .push(", ")
-                    .push_bind(now)
-                    .push(", ")
-                    .push_bind(now)
-                    .push(" WHERE NOT EXISTS (SELECT 1 FROM enrollments WHERE lead_id = ")
-                    .push_bind(lead)
-                    .push(" AND stream = ")
-                    .push_bind(stream.clone())
-                    .push(" AND (status IN ('active', 'paused') OR ended_at > ")
-                    .push_bind(now.saturating_sub(p.reentry_ms))
-                    .push("))");
-                out.push(q);
-            }
-            StreamChange::Pause { stream } => {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "UPDATE enrollments SET status = 'paused', updated_at = ",
-                );
-                q.push_bind(now)
-                    .push(" WHERE lead_id = ")
-                    .push_bind(lead)
-                    .push(" AND stream = ")
-                    .push_bind(stream.clone())
-                    .push(" AND status = 'active'");
-                out.push(q);
-            }
-            StreamChange::Exit { stream, reason } => {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "UPDATE enrollments SET status = 'exited', next_due_at = NULL, ended_at = ",
-                );
-                q.push_bind(now)
-                    .push(", end_reason = ")
-                    .push_bind(reason.clone())
-                    .push(", updated_at = ")
-                    .push_bind(now)
-                    .push(" WHERE lead_id = ")
-                    .push_bind(lead)
-                    .push(" AND status IN ('active', 'paused')");
-                if let Some(s) = stream {
-                    q.push(" AND stream = ").push_bind(s.clone());
+        let mut enroll: Vec<(i64, &str, &EnrollParams)> = Vec::new();
+        let mut pause: Vec<(i64, &str)> = Vec::new();
+        let mut exit: Vec<(i64, Option<&str>, &str)> = Vec::new();
+        for (lead, change) in round {
+            match change {
+                StreamChange::Enroll { stream } => match streams.get(stream) {
+                    Some(p) => enroll.push((*lead, stream, p)),
+                    None => {
+                        tracing::warn!(%stream, lead, "enroll: no such stream (any more); ignored");
+                    }
+                },
+                StreamChange::Pause { stream } => pause.push((*lead, stream)),
+                StreamChange::Exit { stream, reason } => {
+                    exit.push((*lead, stream.as_deref(), reason));
                 }
-                out.push(q);
             }
+        }
+        for chunk in enroll.chunks(rows_per_statement(4)) {
+            // A paused membership resumes where it stopped.
+            let mut q = QueryBuilder::<Sqlite>::new("WITH v (lead_id, stream) AS (");
+            values(&mut q, chunk, |row, (lead, stream, _)| {
+                row.push_bind(*lead).push_bind(stream.to_string());
+            });
+            q.push(
+                ") UPDATE enrollments SET status = 'active', next_due_at = \
+                 CASE WHEN next_due_at IS NULL THEN NULL ELSE MAX(next_due_at, ",
+            )
+            .push_bind(now)
+            .push(") END, updated_at = ")
+            .push_bind(now)
+            .push(
+                " WHERE status = 'paused' AND (lead_id, stream) IN (SELECT lead_id, stream FROM v)",
+            );
+            out.push(q);
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "WITH v (lead_id, stream, first_due, reentry_cut) AS (",
+            );
+            values(&mut q, chunk, |row, (lead, stream, p)| {
+                row.push_bind(*lead)
+                    .push_bind(stream.to_string())
+                    .push_bind(now + p.first_after_ms)
+                    .push_bind(now.saturating_sub(p.reentry_ms));
+            });
+            q.push(
+                ") INSERT INTO enrollments (lead_id, stream, status, step, next_due_at, \
+                 entered_at, updated_at) SELECT lead_id, stream, 'active', 0, first_due, ",
+            )
+            .push_bind(now)
+            .push(", ")
+            .push_bind(now)
+            .push(
+                " FROM v WHERE NOT EXISTS (SELECT 1 FROM enrollments e \
+                 WHERE e.lead_id = v.lead_id AND e.stream = v.stream \
+                 AND (e.status IN ('active', 'paused') OR e.ended_at > v.reentry_cut))",
+            );
+            out.push(q);
+        }
+        for chunk in pause.chunks(rows_per_statement(2)) {
+            let mut q = QueryBuilder::<Sqlite>::new("WITH v (lead_id, stream) AS (");
+            values(&mut q, chunk, |row, (lead, stream)| {
+                row.push_bind(*lead).push_bind(stream.to_string());
+            });
+            q.push(") UPDATE enrollments SET status = 'paused', updated_at = ")
+                .push_bind(now)
+                .push(
+                    " WHERE status = 'active' AND (lead_id, stream) IN \
+                     (SELECT lead_id, stream FROM v)",
+                );
+            out.push(q);
+        }
+        for chunk in exit.chunks(rows_per_statement(3)) {
+            let mut q = QueryBuilder::<Sqlite>::new("WITH v (lead_id, stream, reason) AS (");
+            values(&mut q, chunk, |row, (lead, stream, reason)| {
+                row.push_bind(*lead)
+                    .push_bind(stream.map(str::to_string))
+                    .push_bind(reason.to_string());
+            });
+            q.push(") UPDATE enrollments SET status = 'exited', next_due_at = NULL, ended_at = ")
+                .push_bind(now)
+                .push(", end_reason = v.reason, updated_at = ")
+                .push_bind(now)
+                .push(
+                    " FROM v WHERE enrollments.lead_id = v.lead_id \
+                     AND (v.stream IS NULL OR enrollments.stream = v.stream) \
+                     AND enrollments.status IN ('active', 'paused')",
+                );
+            out.push(q);
         }
     }
 }
