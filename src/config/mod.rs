@@ -75,19 +75,21 @@ impl Memory {
         self.0
     }
 
-    /// Leads and their event histories (the lead cache): five eighths.
+    /// Leads and their event histories (the lead cache): half.
     pub fn lead_cache(self) -> usize {
-        (self.0 / 8 * 5) as usize
+        (self.0 / 2) as usize
     }
 
     /// SQLite's page caches: an eighth of the budget for the connection that writes
-    /// (it touches the indexes of every table written), a thirty-second for each of
-    /// the [`crate::store::READERS`] reading connections.
+    /// (it touches the indexes of every table written) and 2 MiB for each of the
+    /// [`crate::store::READERS`] reading connections: in WAL mode a reader starts
+    /// every read after a commit with an empty cache, so a bigger one holds nothing
+    /// for long.
     pub fn page_cache(self) -> crate::store::PageCache {
         let kib = self.0 / 1024;
         crate::store::PageCache {
             writer_kib: (kib / 8).max(1024),
-            reader_kib: (kib / 32).max(1024),
+            reader_kib: 2048,
         }
     }
 }

@@ -164,7 +164,7 @@ impl Mailer {
             if shutdown.is_cancelled() {
                 return;
             }
-            let idle = match self.run_due().await {
+            let idle = match self.run_due_until(&shutdown).await {
                 Ok(_) => {
                     backoff = Duration::from_millis(500);
                     self.until_next().await
@@ -195,11 +195,21 @@ impl Mailer {
 
     /// Queues due stream steps, then sends every mail that is due now.
     pub async fn run_due(&self) -> Result<Pass, MailError> {
+        self.run_due_until(&CancellationToken::new()).await
+    }
+
+    /// Like [`Mailer::run_due`], stopping between claims of [`CLAIM`] mails once
+    /// `shutdown` is cancelled: a backlog of queued mail waits for the next start
+    /// instead of holding up the stop.
+    pub async fn run_due_until(&self, shutdown: &CancellationToken) -> Result<Pass, MailError> {
         let mut pass = Pass {
             steps_queued: self.queue_steps().await?,
             ..Pass::default()
         };
         loop {
+            if shutdown.is_cancelled() {
+                return Ok(pass);
+            }
             let now = self.clock.now();
             let lease = self.processor.held_lease()?;
             let mut tx = self.store().begin_write().await?;

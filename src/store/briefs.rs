@@ -64,7 +64,12 @@ impl Store {
             q.push(")) WHERE n <= ")
                 .push_bind(events as i64)
                 .push(") ORDER BY e.lead_id, e.seq DESC");
-            for row in q.build_query_as::<EventRow>().fetch_all(&self.pool).await? {
+            for row in q
+                .build_query_as::<EventRow>()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?
+            {
                 out.entry(row.lead_id).or_default().events.push(row);
             }
 
@@ -79,6 +84,7 @@ impl Store {
                 .push(" ORDER BY s.lead_id, s.id DESC");
             for r in q
                 .build_query_as::<LeadLedgerRow>()
+                .persistent(false)
                 .fetch_all(&self.pool)
                 .await?
             {
@@ -97,6 +103,7 @@ impl Store {
             q.push(") ORDER BY lead_id, id");
             for r in q
                 .build_query_as::<LeadHistoryRow>()
+                .persistent(false)
                 .fetch_all(&self.pool)
                 .await?
             {

@@ -153,6 +153,7 @@ impl Store {
             q.push(")");
             out.extend(
                 q.build_query_as::<PastEvent>()
+                    .persistent(false)
                     .fetch_all(&self.pool)
                     .await?,
             );
@@ -221,7 +222,12 @@ impl Store {
                         sep.push_bind(*s);
                     }
                     q.push(") ON CONFLICT (seq) DO NOTHING");
-                    n += q.build().execute(&mut *tx.tx).await?.rows_affected();
+                    n += q
+                        .build()
+                        .persistent(false)
+                        .execute(&mut *tx.tx)
+                        .await?
+                        .rows_affected();
                 }
                 n
             }
@@ -253,11 +259,19 @@ impl Store {
         b.push(" AND seq <= ").push_bind(q.upto_seq);
         match matches {
             None => {
-                let (n,): (i64,) = b.build_query_as().fetch_one(&self.pool).await?;
+                let (n,): (i64,) = b
+                    .build_query_as()
+                    .persistent(false)
+                    .fetch_one(&self.pool)
+                    .await?;
                 Ok(n)
             }
             Some(f) => {
-                let rows: Vec<(String,)> = b.build_query_as().fetch_all(&self.pool).await?;
+                let rows: Vec<(String,)> = b
+                    .build_query_as()
+                    .persistent(false)
+                    .fetch_all(&self.pool)
+                    .await?;
                 Ok(rows.iter().filter(|(p,)| f(p)).count() as i64)
             }
         }
@@ -300,7 +314,11 @@ impl WriteTx {
         let mut new = std::collections::HashSet::with_capacity(events.len());
         for mut q in build::events(events, received_at).0 {
             q.push(" RETURNING message_id");
-            let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+            let rows: Vec<(String,)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?;
             new.extend(rows.into_iter().map(|(m,)| m));
         }
         if !new.is_empty() {
@@ -335,7 +353,12 @@ impl WriteTx {
                 sep.push_bind(*s);
             }
             q.push(")");
-            queued += q.build().execute(&mut *self.tx).await?.rows_affected();
+            queued += q
+                .build()
+                .persistent(false)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
         }
         let ms = to_ms(at);
         for chunk in failed.chunks(rows_per_statement(4)) {
@@ -352,7 +375,7 @@ impl WriteTx {
                 " ON CONFLICT (seq) DO UPDATE SET attempts = event_failures.attempts + 1, \
                  error = excluded.error, failed_at = excluded.failed_at",
             );
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         for chunk in retried_ok.chunks(rows_per_statement(1)) {
             let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM event_failures WHERE seq IN (");
@@ -361,7 +384,7 @@ impl WriteTx {
                 sep.push_bind(*s);
             }
             q.push(")");
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(queued)
     }

@@ -255,7 +255,10 @@ impl Store {
         }
         q.push(" ORDER BY h.id DESC LIMIT ")
             .push_bind(f.limit.max(1));
-        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+        Ok(q.build_query_as()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Handoffs waiting for an owner.
@@ -402,7 +405,11 @@ impl Store {
                      COALESCE(l.last_name, '')) AS name, l.company, l.stage, l.owner FROM leads l \
                      WHERE l.id IN (SELECT id FROM hits) ORDER BY l.id",
                 );
-            let found: Vec<DuplicateRow> = q.build_query_as().fetch_all(&self.pool).await?;
+            let found: Vec<DuplicateRow> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?;
             for (lead_id, company, domain) in chunk {
                 let same = found
                     .iter()
@@ -492,7 +499,12 @@ impl WriteTx {
             sep.push_bind(*s);
         }
         q.push(")");
-        Ok(q.build().execute(&mut *self.tx).await?.rows_affected() == 1)
+        Ok(q.build()
+            .persistent(false)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected()
+            == 1)
     }
 
     /// Applies many updates in one statement per chunk, each only if its handoff is
@@ -537,7 +549,12 @@ impl WriteTx {
                  AND handoffs.step = v.expect_step \
                  AND handoffs.state IN (SELECT value FROM json_each(v.expect_state))",
             );
-            applied += q.build().execute(&mut *self.tx).await?.rows_affected();
+            applied += q
+                .build()
+                .persistent(false)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
         }
         Ok(applied)
     }
@@ -570,7 +587,11 @@ impl WriteTx {
                 sep.push_bind(*id);
             }
             q.push(")");
-            let rows: Vec<(i64, i64, i64)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+            let rows: Vec<(i64, i64, i64)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?;
             out.extend(
                 rows.into_iter()
                     .filter(|row| chunk.contains(row))
@@ -625,7 +646,7 @@ impl WriteTx {
                     .push_bind(l.owner.clone())
                     .push_bind(l.detail.clone());
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -664,7 +685,7 @@ impl WriteTx {
                     .push_bind(now)
                     .push_bind(now);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -694,7 +715,7 @@ impl WriteTx {
                     .push_bind(now)
                     .push_bind(now);
             });
-            q.build().execute(&mut *self.tx).await?;
+            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }

@@ -48,7 +48,11 @@ impl Store {
                 sep.push_bind(*id);
             }
             q.push(")");
-            let rows: Vec<(i64, i64)> = q.build_query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<(i64, i64)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?;
             out.extend(rows);
         }
         Ok(out)
@@ -66,7 +70,11 @@ impl Store {
                 sep.push_bind(*id);
             }
             q.push(")");
-            let rows: Vec<LeadRow> = q.build_query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<LeadRow> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&self.pool)
+                .await?;
             for row in rows {
                 let lead = Lead::try_from(row)?;
                 out.insert(lead.id, lead);
@@ -101,7 +109,11 @@ impl Store {
         }
         q.push(" ORDER BY id LIMIT ");
         q.push_bind(limit);
-        let ids: Vec<(i64,)> = q.build_query_as().fetch_all(&self.pool).await?;
+        let ids: Vec<(i64,)> = q
+            .build_query_as()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(ids.into_iter().map(|(id,)| id).collect())
     }
 
@@ -161,6 +173,7 @@ async fn fetch_keys(
             q.push(")");
             out.extend(
                 q.build_query_as::<LeadKeyRow>()
+                    .persistent(false)
                     .fetch_all(&mut *conn)
                     .await?,
             );
@@ -214,7 +227,11 @@ impl WriteTx {
                     .push_bind(ms);
             });
             q.push(" RETURNING id, email");
-            let rows: Vec<(i64, String)> = q.build_query_as().fetch_all(&mut *self.tx).await?;
+            let rows: Vec<(i64, String)> = q
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut *self.tx)
+                .await?;
             // RETURNING gives no order guarantee: match by address.
             let by_email: HashMap<String, i64> = rows.into_iter().map(|(i, e)| (e, i)).collect();
             for (email, _, _) in chunk {

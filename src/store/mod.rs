@@ -178,7 +178,12 @@ impl WriteTx {
     pub async fn execute(&mut self, statements: Statements) -> Result<u64, StoreError> {
         let mut rows = 0;
         for mut q in statements.0 {
-            rows += q.build().execute(&mut *self.tx).await?.rows_affected();
+            rows += q
+                .build()
+                .persistent(false)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
         }
         Ok(rows)
     }

@@ -286,7 +286,12 @@ impl Store {
                 sep.push_bind(k.clone());
             }
             q.push(")").push(tail);
-            out.extend(q.build_query_as::<R>().fetch_all(&self.pool).await?);
+            out.extend(
+                q.build_query_as::<R>()
+                    .persistent(false)
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
         }
         Ok(out)
     }
@@ -317,7 +322,10 @@ impl Store {
         }
         q.push(" ORDER BY o.id DESC LIMIT ")
             .push_bind(filter.limit.max(1));
-        Ok(q.build_query_as().fetch_all(&self.pool).await?)
+        Ok(q.build_query_as()
+            .persistent(false)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// One mail, with its content once sent.
@@ -399,7 +407,12 @@ impl WriteTx {
                 sep.push_bind(*id);
             }
             q.push(")");
-            n += q.build().execute(&mut *self.tx).await?.rows_affected();
+            n += q
+                .build()
+                .persistent(false)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
         }
         Ok(n)
     }
@@ -432,7 +445,10 @@ impl WriteTx {
             sep.push_bind(*id);
         }
         q.push(") ORDER BY o.due_at, o.id");
-        Ok(q.build_query_as().fetch_all(&mut *self.tx).await?)
+        Ok(q.build_query_as()
+            .persistent(false)
+            .fetch_all(&mut *self.tx)
+            .await?)
     }
 
     /// Records what became of claimed mails, what that means for their streams, and

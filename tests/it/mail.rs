@@ -8,7 +8,7 @@ use nurtured::smtp_sink::{Received, SmtpSink};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, free_port, mail_dir, spawn_in};
+use crate::helpers::{TestApp, eventually, free_port, mail_dir, mql_journey, spawn_in};
 
 /// An identify from a form that asked for marketing (and optionally tracking) consent.
 pub fn consenting(email: &str, tracking: bool) -> Value {
@@ -710,4 +710,72 @@ async fn sigkills_while_eight_connections_send_resend_at_most_eight_mails_each()
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
     let list = list.as_array().unwrap();
     assert!(list.iter().all(|m| m["status"] == "sent"), "{list:?}");
+}
+
+/// Events of many leads sent in one request are processed and written together: each
+/// lead's once-only mails are queued once, and its stream changes apply in the order
+/// its events made them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_for_many_leads_queues_each_mail_once_and_keeps_stream_order() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let leads: Vec<String> = (0..3).map(|i| format!("group{i}@kunde.example")).collect();
+    let typed = |kind: &str, mut event: Value| {
+        event["type"] = json!(kind);
+        event
+    };
+    let mut batch: Vec<Value> = leads
+        .iter()
+        .map(|e| typed("identify", consenting(e, false)))
+        .collect();
+    for round in 0..4 {
+        for e in &leads {
+            batch.push(typed("page", pricing_view(e)));
+            batch.push(typed(
+                "track",
+                download(e, "security", &format!("Asset {round}")),
+            ));
+        }
+    }
+    // The journey to MQL: the lead joins the stream of new leads, leaves it for the
+    // MQL stream, all within this one request.
+    batch.extend(mql_journey("order@kunde.example"));
+    let (status, body) = app.post("/v1/batch", &json!({ "batch": batch })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+
+    for e in &leads {
+        let mut templates: Vec<String> = mail_status(&app, e)
+            .await
+            .into_iter()
+            .map(|(template, _, _)| template)
+            .collect();
+        templates.sort();
+        assert_eq!(
+            templates,
+            ["trigger/pricing-follow-up", "trigger/use-case"],
+            "{e}"
+        );
+    }
+    let lead = app.lead("order@kunde.example").await;
+    assert_eq!(lead["stage"], "mql", "{lead}");
+    let streams: Vec<(String, String)> = lead["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["stream"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        streams.contains(&("mql".to_string(), "active".to_string())),
+        "{streams:?}"
+    );
+    assert!(
+        !streams.contains(&("new-leads".to_string(), "active".to_string())),
+        "{streams:?}"
+    );
 }
