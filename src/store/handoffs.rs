@@ -870,22 +870,21 @@ pub mod build {
                 }
             }
             for chunk in settle.chunks(rows_per_statement(4)) {
-                let mut q =
-                    QueryBuilder::<Sqlite>::new("WITH v (lead_id, state, note, answered_by) AS (");
-                values(&mut q, chunk, |row, (lead, state, note, by)| {
-                    row.push_bind(*lead)
-                        .push_bind(*state)
-                        .push_bind(note.clone())
-                        .push_bind(by.clone());
-                });
-                let mut update =
-                    QueryBuilder::<Sqlite>::new("WITH v (lead_id, state, note, answered_by) AS (");
-                values(&mut update, chunk, |row, (lead, state, note, by)| {
-                    row.push_bind(*lead)
-                        .push_bind(*state)
-                        .push_bind(note.clone())
-                        .push_bind(by.clone());
-                });
+                // The same table of leads heads the log insert and the update.
+                let table = || {
+                    let mut q = QueryBuilder::<Sqlite>::new(
+                        "WITH v (lead_id, state, note, answered_by) AS (",
+                    );
+                    values(&mut q, chunk, |row, (lead, state, note, by)| {
+                        row.push_bind(*lead)
+                            .push_bind(*state)
+                            .push_bind(note.clone())
+                            .push_bind(by.clone());
+                    });
+                    q
+                };
+                let mut q = table();
+                let mut update = table();
                 q.push(
                     ") INSERT INTO handoff_log (handoff_id, at, what, owner, detail) \
                      SELECT h.id, ",
