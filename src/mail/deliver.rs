@@ -859,7 +859,7 @@ fn step_done(
     })
 }
 
-/// The variables a template sees (the README lists them; [`super::templates::sample_context`]
+/// The variables a template sees (docs/mail.md lists them; [`super::templates::sample_context`]
 /// shows them filled in).
 fn template_context(
     lead: &Lead,

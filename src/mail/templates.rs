@@ -353,7 +353,7 @@ fn error(shown: &str, e: &tera::Error) -> TemplateError {
 fn hint(message: &str) -> String {
     if message.contains("is not defined") {
         format!(
-            "{message} (the variables are described in the README under \"Mail templates\"; \
+            "{message} (the variables are described in docs/mail.md under \"Mail templates\"; \
              `nurtured templates check` renders every template)"
         )
     } else {
@@ -391,7 +391,7 @@ fn date_filter(value: &tera::Value, kwargs: Kwargs, _: &State) -> TeraResult<Str
 }
 
 /// The context every template gets, filled with a sample lead: the reference for the
-/// variables a template may use (see the README).
+/// variables a template may use (see docs/mail.md).
 pub fn sample_context() -> Value {
     json!({
         "lead": {

@@ -120,7 +120,7 @@ impl RuleError {
             ),
             EvalAltResult::ErrorFunctionNotFound(sig, _) => format!(
                 "no function {sig}: check the spelling and the kinds of values passed; the \
-                 rule API is listed in the README under \"Writing rules\""
+                 rule API is listed in docs/rules.md under \"Rule API reference\""
             ),
             EvalAltResult::ErrorRuntime(value, _) => {
                 if value.is_string() {

@@ -267,7 +267,7 @@ async fn burst(n: usize) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_mqls_reaches_every_owner_in_turn_and_by_rule() {
     // A debug build on a shared machine: 600 leads, with a bound per handoff. The
-    // release figure for 2,000: `cargo run --release --example desk_burst -- 2000`.
+    // release figure for 2,000: `nurtured bench --burst 2000`.
     let n = 600;
     let took = burst(n).await;
     let bound = Duration::from_millis(30) * n as u32;
