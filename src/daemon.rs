@@ -60,6 +60,9 @@ impl App {
         let config = Arc::new(config);
         let store =
             Store::open_with(&config.database_url, config.processing.memory.page_cache()).await?;
+        store
+            .keep_sales_indexes(&config.funnel.open_sales_stages())
+            .await?;
         let sandbox = Arc::new(Sandbox::new(
             &config.limits,
             Arc::new(config.thresholds.clone()),
@@ -237,6 +240,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         plan: app.processor.plan.clone(),
         clock: app.processor.clock.clone(),
         wake: app.processor.wake.clone(),
+        feed: Some(app.processor.feed.clone()),
     });
     tasks.spawn(async move {
         let _ = writer.await;

@@ -74,7 +74,7 @@ pub async fn run(
     let prepared: Vec<Value> = (0..n).flat_map(|i| [identify(i), attended(i)]).collect();
     let t = Instant::now();
     daemon.api.post_events(&prepared, args.batch).await?;
-    let s = daemon
+    daemon
         .api
         .wait_until(
             "identifying the leads",
@@ -83,6 +83,7 @@ pub async fn run(
             |s| s.settled(2 * n as u64),
         )
         .await?;
+    let s = daemon.api.stats().await?;
     println!(
         "prepared in {:.2} s: {} events processed, stages {}",
         t.elapsed().as_secs_f64(),
@@ -129,7 +130,7 @@ pub async fn run(
             && last_poll.elapsed() >= Duration::from_millis(50)
         {
             last_poll = Instant::now();
-            if daemon.api.stats().await?.settled(3 * n as u64) {
+            if daemon.api.queue().await?.settled(3 * n as u64) {
                 processed = Some(started.elapsed());
             }
         }

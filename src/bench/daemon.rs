@@ -37,8 +37,32 @@ pub struct Daemon {
     child: tokio::process::Child,
     pub pid: u32,
     pub api: Api,
-    dir: TempDir,
+    dir: Option<TempDir>,
     database: PathBuf,
+}
+
+/// The folders of the runs' daemons, kept until the benchmark ends: removing a
+/// run's hundred thousand mail files right before the next run starts would make the
+/// file system slower for that run (ext4 looks twice at recently freed inodes).
+static FOLDERS: std::sync::Mutex<Vec<TempDir>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the folders of every run so far, or with `keep` leaves them and returns
+/// where they are.
+pub fn clean_up(keep: bool) -> Vec<PathBuf> {
+    let folders = std::mem::take(&mut *FOLDERS.lock().unwrap_or_else(|e| e.into_inner()));
+    if keep {
+        folders.into_iter().map(TempDir::keep).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            FOLDERS.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
+        }
+    }
 }
 
 /// How the daemon ended after SIGTERM.
@@ -103,7 +127,7 @@ impl Daemon {
             pid,
             api: Api::new(&format!("http://127.0.0.1:{port}"), &config.api_token)?,
             database: dir.path().join("nurtured.db"),
-            dir,
+            dir: Some(dir),
         };
         daemon.wait_healthy().await?;
         Ok(daemon)
@@ -132,7 +156,7 @@ impl Daemon {
 
     /// The last lines the daemon logged.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.folder().join("daemon.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -172,6 +196,41 @@ impl Daemon {
         }
     }
 
+    /// CPU time so far per kind of thread (the thread name without its number:
+    /// `rules`, `tokio-rt-worker`, ...; each of SQLite's connection threads apart),
+    /// in seconds, largest first. Threads that have ended are not counted.
+    pub fn cpu_by_thread(&self) -> Vec<(String, f64)> {
+        let mut by_name: std::collections::BTreeMap<String, f64> = Default::default();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
+            return Vec::new();
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let name = head.split_once('(').map_or("", |(_, n)| n);
+            // `rules-0` and `rules-1` are one kind; names are cut at 15 characters.
+            // SQLite's connection threads are shown one by one: one of them writes.
+            let kind = if name.starts_with("sqlx") {
+                format!("sqlite thread {}", task.file_name().to_string_lossy())
+            } else {
+                name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+                    .to_string()
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+            if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+                *by_name.entry(kind).or_default() += (user + system) / clock_ticks();
+            }
+        }
+        let mut out: Vec<(String, f64)> = by_name.into_iter().filter(|(_, s)| *s >= 0.05).collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out
+    }
+
     /// The sizes of the database file and of its write-ahead log, in bytes.
     pub fn database_bytes(&self) -> (u64, u64) {
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
@@ -182,6 +241,11 @@ impl Daemon {
 
     /// Sends SIGTERM and waits for the exit; kills the process when it takes longer
     /// than a minute.
+    /// The daemon's folder: its configuration, database, log and mail.
+    pub fn folder(&self) -> &Path {
+        self.database.parent().unwrap_or(Path::new("."))
+    }
+
     pub async fn stop(mut self) -> anyhow::Result<Stopped> {
         let sent = Instant::now();
         let kill = std::process::Command::new("kill")

@@ -85,7 +85,7 @@ pub async fn run(
             ingest = Some(took);
         }
         let asked = Instant::now();
-        let s = daemon.api.stats().await?;
+        let s = daemon.api.queue().await?;
         polls.push(asked.elapsed());
         let done = s.events_processed + s.events_failed;
         let now = started.elapsed();
@@ -116,6 +116,7 @@ pub async fn run(
         tokio::time::sleep(wait.min(next_line.saturating_sub(now)).max(POLL_MIN)).await;
     };
     let cpu = daemon.cpu_secs() - cpu_start;
+    let threads = daemon.cpu_by_thread();
     let ingest = ingest.unwrap_or(total);
     // The desk may still be handing leads to sales.
     let backlog = last.handoffs_waiting;
@@ -131,9 +132,10 @@ pub async fn run(
         })
         .await;
         let asked = Instant::now();
-        end = daemon.api.stats().await?;
+        end = daemon.api.queue().await?;
         polls.push(asked.elapsed());
     }
+    let counts = daemon.api.stats().await?;
     let drained = (end.handoffs_waiting == 0).then(|| desk_started.elapsed());
     let peak = daemon.peak_rss_mib();
     let (db_file, db_wal) = daemon.database_bytes();
@@ -165,6 +167,14 @@ pub async fn run(
         events as f64 / cpu
     );
     println!(
+        "  by thread (since start): {}",
+        threads
+            .iter()
+            .map(|(name, secs)| format!("{name} {secs:.1} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
         "daemon RSS: {rss_start:.0} MiB at start, peak {peak:.0} MiB (VmHWM); {}",
         marks
             .iter()
@@ -189,15 +199,15 @@ pub async fn run(
     );
     println!(
         "events: {} received, {} processed, {} failed; leads {}; mails: {}",
-        end.events_received,
-        end.events_processed,
-        end.events_failed,
-        end.leads,
-        end.mails_line()
+        counts.events_received,
+        counts.events_processed,
+        counts.events_failed,
+        counts.leads,
+        counts.mails_line()
     );
-    println!("stages: {}", end.stages_line());
+    println!("stages: {}", counts.stages_line());
     println!(
-        "GET /v1/stats read {} times, p50 {:.1} ms, max {:.1} ms",
+        "GET /v1/stats/queue read {} times, p50 {:.1} ms, max {:.1} ms",
         polls.len(),
         ms(percentile(&polls, 0.5)),
         ms(polls.last().copied().unwrap_or_default())

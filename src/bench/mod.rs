@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// Length of the mail latency run and of the --single run
     #[arg(long, default_value_t = 10)]
     pub seconds: usize,
+    /// Keep each run's folder (configuration, database, daemon log, mail) and print
+    /// where it is
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// The measurement a command line asks for.
@@ -81,6 +85,16 @@ enum Mode {
 }
 
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let keep = args.keep;
+    let result = measure(config, args).await;
+    // The runs' folders go only now (see [`daemon::clean_up`]), whatever happened.
+    for folder in daemon::clean_up(keep) {
+        println!("kept: {}", folder.display());
+    }
+    result
+}
+
+async fn measure(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let kinds = [args.burst > 0, args.single, args.mails > 0];
     anyhow::ensure!(
         kinds.iter().filter(|m| **m).count() <= 1,

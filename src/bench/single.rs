@@ -185,11 +185,12 @@ pub async fn run(
         "daemon CPU time from wrk's start until every event was processed: {cpu:.1} s ({:.0} requests per CPU second)",
         summary.requests as f64 / cpu
     );
+    let counts = daemon.api.stats().await?;
     println!(
         "stages: {}; handoffs waiting {}; mails: {}",
-        s.stages_line(),
-        s.handoffs_waiting,
-        s.mails_line()
+        counts.stages_line(),
+        counts.handoffs_waiting,
+        counts.mails_line()
     );
     println!("daemon peak RSS: {peak:.0} MiB (VmHWM)");
     let stopped = daemon.stop().await?;

@@ -100,6 +100,15 @@ impl Funnel {
         self.stage(name).is_some_and(|s| s.closed)
     }
 
+    /// The stages in which a lead is being worked on by sales: sales side, not closed.
+    pub fn open_sales_stages(&self) -> Vec<String> {
+        self.stages
+            .iter()
+            .filter(|s| s.side == Side::Sales && !s.closed)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
     /// "subscriber, lead, mql, ..." for error messages.
     pub fn names_joined(&self) -> String {
         self.stages

@@ -18,7 +18,7 @@ use super::desk::{Desk, DeskError, mail_to};
 use super::ladder::{deadline, point_at};
 use crate::clock::{from_ms, to_ms};
 use crate::config::sales::{Assign, Team};
-use crate::domain::{Lead, Side};
+use crate::domain::Lead;
 use crate::store::{
     CompanyOf, HandoffLog, HandoffRow, HandoffUpdate, InternalMail, NewWebhook, StoreError,
 };
@@ -313,14 +313,7 @@ impl Desk {
     /// For each lead of the batch, the other leads of the same company already with
     /// sales (as JSON for the brief), by lead id.
     async fn duplicates(&self, leads: &[Lead]) -> Result<HashMap<i64, Vec<Value>>, StoreError> {
-        let sales: Vec<String> = self
-            .config
-            .funnel
-            .stages()
-            .iter()
-            .filter(|s| s.side == Side::Sales && !s.closed)
-            .map(|s| s.name.clone())
-            .collect();
+        let sales = self.config.funnel.open_sales_stages();
         let of: Vec<CompanyOf> = leads
             .iter()
             .map(|lead| {

@@ -57,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/leads/{email}", get(leads::show))
         .route("/leads/{email}/stage", post(leads::set_stage))
         .route("/stats", get(stats::stats))
+        .route("/stats/queue", get(stats::queue))
         .route("/mails", get(mails::list))
         .route("/mails/{id}", get(mails::show))
         .route("/handoffs", get(handoffs::list))

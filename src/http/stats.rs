@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
 use crate::report::Stats;
+use crate::report::stats::QueueStats;
 
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     Stats::load(
@@ -16,6 +17,19 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
         state.duplicates.load(Ordering::Relaxed),
         Some(state.rules.status()),
         state.templates.errors(),
+    )
+    .await
+    .map(|mut s| {
+        s.processing = Some(crate::report::stats::Processing::of(&state.processor));
+        Json(s)
+    })
+    .map_err(ApiError::internal)
+}
+
+pub async fn queue(State(state): State<AppState>) -> Result<Json<QueueStats>, ApiError> {
+    QueueStats::load(
+        &state.processor.store,
+        state.duplicates.load(Ordering::Relaxed),
     )
     .await
     .map(|mut s| {

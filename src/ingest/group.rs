@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{AcceptError, Accepted, Item, NewLeads, Request, accept_all};
+use super::{AcceptError, Accepted, Item, NewLeads, Request, accept_all_stored};
 use crate::clock::SharedClock;
 use crate::mail::StreamPlan;
+use crate::process::feed::Feed;
 use crate::store::Store;
 
 /// Items written in one transaction at most (a request is never split).
@@ -38,6 +39,8 @@ pub struct Writer {
     pub clock: SharedClock,
     /// Woken when events were stored.
     pub wake: Arc<Notify>,
+    /// Where the stored events go for processing in this process, if anywhere.
+    pub feed: Option<Arc<Feed>>,
 }
 
 fn batch_paths(i: usize) -> (Option<usize>, String) {
@@ -100,7 +103,17 @@ async fn run(w: Writer, mut rx: mpsc::Receiver<Submission>) {
             stage: &w.stage,
             streams: Some(&w.plan),
         };
-        let results = accept_all(&w.store, requests, &new_leads, w.clock.now()).await;
+        let (results, stored) = accept_all_stored(
+            &w.store,
+            requests,
+            &new_leads,
+            w.clock.now(),
+            w.feed.is_some(),
+        )
+        .await;
+        if let Some(feed) = &w.feed {
+            feed.push(stored);
+        }
         if results
             .iter()
             .any(|r| r.as_ref().is_ok_and(|a| a.accepted > 0))

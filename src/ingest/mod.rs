@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::domain::Email;
 use crate::mail::StreamPlan;
-use crate::store::{Store, StoreError, build};
+use crate::store::{PendingEvent, Store, StoreError, build};
 pub use segment::{InputError, Item, LeadKey};
 
 /// What a request added.
@@ -131,15 +131,29 @@ pub async fn accept_all(
     new_leads: &NewLeads<'_>,
     now: DateTime<Utc>,
 ) -> Vec<Result<Accepted, AcceptError>> {
+    accept_all_stored(store, requests, new_leads, now, false)
+        .await
+        .0
+}
+
+/// Like [`accept_all`]; with `keep`, also returns the new events as stored (in the
+/// order of their sequence numbers), for processing to take without reading them back.
+pub async fn accept_all_stored(
+    store: &Store,
+    requests: Vec<Request<'_>>,
+    new_leads: &NewLeads<'_>,
+    now: DateTime<Utc>,
+    keep: bool,
+) -> (Vec<Result<Accepted, AcceptError>>, Vec<PendingEvent>) {
     let n = requests.len();
-    match store_all(store, requests, new_leads, now).await {
-        Ok(results) => results,
+    match store_all(store, requests, new_leads, now, keep).await {
+        Ok(stored) => stored,
         Err(e) => {
             let message = e.to_string();
             let mut out = Vec::with_capacity(n);
             out.push(Err(AcceptError::Store(e)));
             out.extend((1..n).map(|_| Err(AcceptError::Failed(message.clone()))));
-            out
+            (out, Vec::new())
         }
     }
 }
@@ -149,7 +163,8 @@ async fn store_all(
     requests: Vec<Request<'_>>,
     new_leads: &NewLeads<'_>,
     now: DateTime<Utc>,
-) -> Result<Vec<Result<Accepted, AcceptError>>, StoreError> {
+    keep: bool,
+) -> Result<(Vec<Result<Accepted, AcceptError>>, Vec<PendingEvent>), StoreError> {
     let (emails, user_ids) = keys_of(requests.iter().flat_map(|r| &r.items).map(|i| &i.key));
     let mut known = Known::default();
     known.add(store.lead_keys(&emails, &user_ids).await?);
@@ -263,22 +278,52 @@ async fn store_all(
             events.push((id, item.event));
         }
     }
+    // What processing needs of each event, copied before the insert takes the text.
+    let mut kept: Vec<PendingEvent> = if keep {
+        events
+            .iter()
+            .map(|(lead_id, e)| PendingEvent {
+                seq: 0,
+                message_id: e.message_id.clone(),
+                lead_id: *lead_id,
+                kind: e.kind.to_string(),
+                name: e.name.clone(),
+                properties: e.properties.clone(),
+                traits: e.traits.clone(),
+                context: e.context.clone(),
+                occurred_at: crate::clock::to_ms(e.occurred_at),
+                attempts: 0,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let new = tx.insert_events_returning(events, now).await?;
     tx.count_received(new.len() as u64).await?;
     tx.commit().await?;
+    // A message id sent twice in the group was stored once: keep its first copy.
+    let mut seen = std::collections::HashSet::with_capacity(kept.len());
+    kept.retain_mut(|e| match new.get(&e.message_id) {
+        Some(seq) if seen.insert(*seq) => {
+            e.seq = *seq;
+            true
+        }
+        _ => false,
+    });
+    kept.sort_unstable_by_key(|e| e.seq);
 
     // Each new message id counts for the first request that brought it.
     let mut claimed = std::collections::HashSet::with_capacity(new.len());
     for (r_index, message_id) in counted {
         if let Ok(a) = &mut results[r_index] {
-            if new.contains(&message_id) && claimed.insert(message_id) {
+            if new.contains_key(&message_id) && claimed.insert(message_id) {
                 a.accepted += 1;
             } else {
                 a.duplicates += 1;
             }
         }
     }
-    Ok(results)
+    Ok((results, kept))
 }
 
 fn unknown_user(item: &Item, index: Option<usize>, prefix: &str) -> InputError {

@@ -33,14 +33,19 @@ pub async fn write_group(
     // Leads whose contact data changed are written whole, the rest only their funnel
     // state.
     let mut full: Vec<(&Lead, i64)> = Vec::new();
-    let mut states: Vec<(&Lead, i64)> = Vec::new();
+    let mut states: Vec<(&Lead, i64, bool)> = Vec::new();
     for d in dones {
         if let (Some(profile), Some(lead)) = (d.write, &d.lead) {
             let events = d.outcomes.len() as i64;
             if profile {
                 full.push((lead, events));
             } else {
-                states.push((lead, events));
+                // Every stage change of a lead leaves a move.
+                let moved = d
+                    .outcomes
+                    .iter()
+                    .any(|o| o.result.as_ref().is_ok_and(|c| !c.moves.is_empty()));
+                states.push((lead, events, moved));
             }
         }
     }

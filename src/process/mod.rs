@@ -4,6 +4,7 @@
 //! rules fail is kept as failed with the error; its effects are dropped as a whole and
 //! the other events go on.
 //!
+//! - [`feed`]: events handed from intake straight to the pipeline;
 //! - [`processor`]: the shared parts, the lease, and a single batch
 //!   ([`processor::Processor::run_once`]) for the command line and rule fixtures;
 //! - [`pipeline`]: the daemon's continuous processing, per-lead queues; [`lanes`]: the
@@ -21,6 +22,7 @@ pub mod commit;
 pub mod compact;
 pub mod edit;
 pub mod evaluate;
+pub mod feed;
 pub mod history;
 pub mod jobs;
 pub mod lanes;

@@ -250,6 +250,7 @@ impl Queues {
 pub async fn run(p: Arc<Processor>, shutdown: CancellationToken) -> bool {
     let queues = Arc::new(Queues::default());
     p.set_queues(Some(queues.clone()));
+    p.feed.open();
     let stopping = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = flume::unbounded::<Done>();
     let lanes = Lanes::start(&p.parts(), &done_tx, &stopping);
@@ -267,6 +268,7 @@ pub async fn run(p: Arc<Processor>, shutdown: CancellationToken) -> bool {
     stop.cancel();
     let _ = dispatcher.await;
     let lease_lost = lease_lost || !matches!(committer.await, Ok(Stopped::Drained));
+    p.feed.close();
     p.set_queues(None);
     !lease_lost
 }
@@ -287,38 +289,50 @@ async fn dispatch(p: Arc<Processor>, queues: Arc<Queues>, lanes: Lanes, stop: Ca
             continue;
         }
         let mut progressed = false;
-        // 1. Read what arrived.
+        // 1. Take what arrived: from the feed while it follows on without a gap, else
+        // (and whenever the feed is empty) from the store.
         let room = queues.room();
         if room > 0 {
             let ask = room.min(p.batch_size);
-            match p.store.pending_events(Some(queues.cursor()), ask).await {
-                Ok(rows) => {
-                    read_failures = 0;
-                    let complete = rows.len() < ask;
+            let complete = match p
+                .feed
+                .take(queues.cursor(), ask)
+                .filter(|(rows, _)| !rows.is_empty())
+            {
+                Some((rows, _)) => {
                     progressed |= queues.add(rows, false) > 0;
-                    // Events put back in the queue after the cursor passed them (a retry
-                    // of failed events).
-                    let idle = queues.usage().events_queued == 0;
-                    let every = if idle { p.poll_interval } else { RESCAN_BUSY };
-                    if complete && rescanned.elapsed() >= every {
-                        let held = MAX_QUEUED - queues.room();
-                        queues.begin_rescan();
-                        match p.store.pending_events(None, held + 1_000).await {
-                            Ok(rows) => progressed |= queues.add(rows, true) > 0,
-                            Err(_) => {
-                                queues.add(Vec::new(), true);
-                            }
-                        }
-                        rescanned = Instant::now();
+                    true
+                }
+                None => match p.store.pending_events(Some(queues.cursor()), ask).await {
+                    Ok(rows) => {
+                        read_failures = 0;
+                        let complete = rows.len() < ask;
+                        progressed |= queues.add(rows, false) > 0;
+                        complete
+                    }
+                    Err(e) => {
+                        read_failures += 1;
+                        let wait = Duration::from_millis(500) * read_failures.min(60);
+                        tracing::error!(error = %e, retry_in = ?wait, "cannot read pending events");
+                        queues.pause(wait);
+                        continue;
+                    }
+                },
+            };
+            // Events put back in the queue after the cursor passed them (a retry of
+            // failed events).
+            let idle = queues.usage().events_queued == 0;
+            let every = if idle { p.poll_interval } else { RESCAN_BUSY };
+            if complete && rescanned.elapsed() >= every {
+                let held = MAX_QUEUED - queues.room();
+                queues.begin_rescan();
+                match p.store.pending_events(None, held + 1_000).await {
+                    Ok(rows) => progressed |= queues.add(rows, true) > 0,
+                    Err(_) => {
+                        queues.add(Vec::new(), true);
                     }
                 }
-                Err(e) => {
-                    read_failures += 1;
-                    let wait = Duration::from_millis(500) * read_failures.min(60);
-                    tracing::error!(error = %e, retry_in = ?wait, "cannot read pending events");
-                    queues.pause(wait);
-                    continue;
-                }
+                rescanned = Instant::now();
             }
         }
         // 2. Start the leads that can.

@@ -13,6 +13,7 @@ use super::cache::{CacheUse, LeadCache, Slot};
 use super::commit::write_group;
 use super::compact::CompactLead;
 use super::evaluate::{Done, Evaluator, EventOutcome, HistorySource, Job};
+use super::feed::Feed;
 use super::history::StoreHistory;
 use super::locks::{Gate, LeadGuard, LeadLocks, Shared};
 use super::pipeline::{QueueUse, Queues};
@@ -41,6 +42,8 @@ pub struct Processor {
     pub cache: Arc<LeadCache>,
     /// Signalled when events were stored.
     pub wake: Arc<Notify>,
+    /// Events intake stored, handed over without a read (see [`super::feed`]).
+    pub feed: Arc<Feed>,
     /// Signalled when mail was queued or stream memberships changed.
     pub mail_wake: Arc<Notify>,
     /// Woken when a handoff was asked for (the sales desk assigns it).
@@ -107,6 +110,7 @@ impl Processor {
             gate: Gate::default(),
             cache: Arc::new(LeadCache::new(memory.lead_cache())),
             wake: Arc::new(Notify::new()),
+            feed: Arc::new(Feed::default()),
             mail_wake: Arc::new(Notify::new()),
             handoff_wake: Arc::new(Notify::new()),
             plan: Arc::new(StreamPlan::default()),

@@ -302,24 +302,25 @@ impl WriteTx {
     }
 
     /// Like [`WriteTx::insert_events`], for the events of several requests at once:
-    /// returns the message ids of the events that were new.
+    /// returns the message ids of the events that were new, with their sequence
+    /// numbers.
     pub async fn insert_events_returning(
         &mut self,
         events: Vec<(i64, NewEvent)>,
         received_at: DateTime<Utc>,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
+    ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
         let (before,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&mut *self.tx)
             .await?;
-        let mut new = std::collections::HashSet::with_capacity(events.len());
+        let mut new = std::collections::HashMap::with_capacity(events.len());
         for mut q in build::events(events, received_at).0 {
-            q.push(" RETURNING message_id");
-            let rows: Vec<(String,)> = q
+            q.push(" RETURNING message_id, seq");
+            let rows: Vec<(String, i64)> = q
                 .build_query_as()
                 .persistent(false)
                 .fetch_all(&mut *self.tx)
                 .await?;
-            new.extend(rows.into_iter().map(|(m,)| m));
+            new.extend(rows);
         }
         if !new.is_empty() {
             sqlx::query("INSERT INTO event_queue (seq) SELECT seq FROM events WHERE seq > ?")

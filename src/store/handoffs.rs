@@ -98,6 +98,24 @@ pub struct HandoffLogRow {
 
 /// How many other leads of the same company a handoff names at most.
 pub const MAX_DUPLICATES: usize = 10;
+/// Company or domain lookups united in one statement.
+const KEYS_PER_STATEMENT: usize = 32;
+/// The partial indexes of leads with sales: name and key (the company name and the
+/// mail domain as compared; addresses are stored lower-cased).
+const SALES_INDEXES: [(&str, &str); 2] = [
+    ("leads_sales_company", "lower(trim(company))"),
+    ("leads_sales_domain", "substr(email, instr(email, '@') + 1)"),
+];
+
+/// Stage names as an SQL list of literals. Stage names are lower-case letters, digits,
+/// `_` and `-` (checked with the configuration); quotes are doubled all the same.
+fn stage_list(stages: &[String]) -> String {
+    stages
+        .iter()
+        .map(|s| format!("'{}'", s.replace('\'', "''")))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A lead whose colleagues with sales are looked for: its company name and its mail
 /// domain (`None` for a public mail provider's).
@@ -333,102 +351,137 @@ impl Store {
         .await?)
     }
 
+    /// Keeps the partial indexes of leads in the open sales stages (`leads_sales_company`,
+    /// `leads_sales_domain`) in step with the configured funnel: made when missing,
+    /// made again when the stages changed. They hold only the leads with sales, so
+    /// lead writes in marketing stages do not touch them.
+    pub async fn keep_sales_indexes(&self, sales_stages: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for (name, key) in SALES_INDEXES {
+            let wanted = (!sales_stages.is_empty()).then(|| {
+                format!(
+                    "CREATE INDEX {name} ON leads ({key}) WHERE stage IN ({})",
+                    stage_list(sales_stages)
+                )
+            });
+            let (have,): (Option<String>,) = sqlx::query_as(
+                "SELECT (SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?)",
+            )
+            .bind(name.to_string())
+            .fetch_one(&mut *tx.tx)
+            .await?;
+            if have == wanted {
+                continue;
+            }
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {name}")))
+                .execute(&mut *tx.tx)
+                .await?;
+            if let Some(sql) = wanted {
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *tx.tx)
+                    .await?;
+            }
+        }
+        tx.commit().await
+    }
+
     /// For each of `leads`, the other leads of the same company (same company name, or
     /// the same mail domain unless it is a public mail provider's) that are in one of
     /// `sales_stages` or have an open handoff: at most [`MAX_DUPLICATES`] each, oldest
-    /// first. One statement for the whole batch: the leads with sales are few next to
-    /// all leads, and each company or domain contributes only its first rows.
+    /// first. Each company and each domain is looked up in the partial indexes of leads
+    /// with sales (see [`Store::keep_sales_indexes`]) and of open handoffs and brings
+    /// at most its first rows, so the cost follows the batch, not the number of leads
+    /// with sales.
     pub async fn same_company_with_sales(
         &self,
         leads: &[CompanyOf<'_>],
         sales_stages: &[String],
     ) -> Result<HashMap<i64, Vec<DuplicateRow>>, StoreError> {
         let mut out: HashMap<i64, Vec<DuplicateRow>> = HashMap::new();
-        // Compared as SQLite's lower() and LIKE do: ASCII letters without case.
+        // Compared as SQLite's lower() and trim() do: ASCII letters without case,
+        // spaces.
         let keys: Vec<(i64, String, Option<String>)> = leads
             .iter()
             .map(|l| {
-                let company = l.company.trim().to_ascii_lowercase();
-                let domain = l
-                    .domain
-                    .map(|d| d.replace(['%', '_'], "").to_ascii_lowercase());
+                let company = l.company.trim_matches(' ').to_ascii_lowercase();
+                let domain = l.domain.map(|d| d.to_ascii_lowercase());
                 (l.lead_id, company, domain)
             })
             .collect();
-        let params = 2 + sales_stages.len();
-        for chunk in keys.chunks(rows_per_statement(2).saturating_sub(params).max(1)) {
-            let companies: BTreeSet<&str> = chunk
+        let companies: BTreeSet<&str> = keys
+            .iter()
+            .map(|(_, c, _)| c.as_str())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let domains: BTreeSet<&str> = keys
+            .iter()
+            .filter_map(|(_, _, d)| d.as_deref())
+            .filter(|d| !d.is_empty())
+            .collect();
+        // Per key: the first leads by id among those in a sales stage and those with an
+        // open handoff. The stages are written as in the partial indexes' condition,
+        // which lets SQLite use them. A statement always has [`KEYS_PER_STATEMENT`]
+        // lookups (unused ones look for NULL, which finds nothing), so its text stays
+        // the same and it is prepared once per connection.
+        let stages = stage_list(sales_stages);
+        let kinds = [
+            (companies, SALES_INDEXES[0].1, "company_key"),
+            (domains, SALES_INDEXES[1].1, "domain_key"),
+        ];
+        let mut found: Vec<DuplicateRow> = Vec::new();
+        for (keys, lead_key, handoff_key) in &kinds {
+            let keys: Vec<&str> = keys.iter().copied().collect();
+            for group in keys.chunks(KEYS_PER_STATEMENT) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "SELECT l.id, l.email, TRIM(COALESCE(l.first_name, '') || ' ' || \
+                     COALESCE(l.last_name, '')) AS name, l.company, l.stage, l.owner \
+                     FROM leads l WHERE l.id IN (SELECT NULL",
+                );
+                for i in 0..KEYS_PER_STATEMENT {
+                    let key = group.get(i).map(|k| k.to_string());
+                    q.push(" UNION SELECT id FROM (");
+                    if !sales_stages.is_empty() {
+                        q.push(format!("SELECT id FROM leads WHERE {lead_key} = "))
+                            .push_bind(key.clone())
+                            .push(format!(" AND stage IN ({stages}) UNION "));
+                    }
+                    q.push(format!(
+                        "SELECT lead_id FROM handoffs WHERE {handoff_key} = "
+                    ))
+                    .push_bind(key)
+                    .push(" AND state IN ('new', 'open', 'escalated') ORDER BY 1 LIMIT ")
+                    .push_bind(MAX_DUPLICATES as i64 + 1)
+                    .push(")");
+                }
+                q.push(") ORDER BY l.id");
+                found.extend(
+                    q.build_query_as::<DuplicateRow>()
+                        .persistent(true)
+                        .fetch_all(&self.pool)
+                        .await?,
+                );
+            }
+        }
+        found.sort_by_key(|r| r.id);
+        found.dedup_by_key(|r| r.id);
+        for (lead_id, company, domain) in &keys {
+            let same = found
                 .iter()
-                .map(|(_, c, _)| c.as_str())
-                .filter(|c| !c.is_empty())
+                .filter(|r| r.id != *lead_id)
+                .filter(|r| {
+                    let by_company = !company.is_empty()
+                        && r.company
+                            .as_deref()
+                            .is_some_and(|c| c.trim_matches(' ').to_ascii_lowercase() == *company);
+                    let by_domain = domain
+                        .as_deref()
+                        .is_some_and(|d| r.email.to_ascii_lowercase().ends_with(&format!("@{d}")));
+                    by_company || by_domain
+                })
+                .take(MAX_DUPLICATES)
+                .cloned()
                 .collect();
-            let domains: BTreeSet<&str> =
-                chunk.iter().filter_map(|(_, _, d)| d.as_deref()).collect();
-            if companies.is_empty() && domains.is_empty() {
-                continue;
-            }
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "WITH cand AS MATERIALIZED (SELECT l.id, lower(trim(l.company)) AS ck, \
-                 lower(substr(l.email, instr(l.email, '@') + 1)) AS dk FROM leads l \
-                 WHERE l.id IN (SELECT id FROM leads WHERE stage IN (",
-            );
-            let mut sep = q.separated(", ");
-            sep.push_bind("");
-            for s in sales_stages {
-                sep.push_bind(s.clone());
-            }
-            q.push(
-                ") UNION SELECT lead_id FROM handoffs WHERE state IN ('new', 'open', 'escalated'))), \
-                 hits AS (SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY ck ORDER BY id) \
-                 AS n FROM cand WHERE ck IN (",
-            );
-            let mut sep = q.separated(", ");
-            sep.push_bind("");
-            for c in &companies {
-                sep.push_bind(c.to_string());
-            }
-            q.push(") AND ck <> '') WHERE n <= ")
-                .push_bind(MAX_DUPLICATES as i64 + 1)
-                .push(
-                    " UNION SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY dk ORDER BY id) \
-                     AS n FROM cand WHERE dk IN (",
-                );
-            let mut sep = q.separated(", ");
-            sep.push_bind("");
-            for d in &domains {
-                sep.push_bind(d.to_string());
-            }
-            q.push(") AND dk <> '') WHERE n <= ")
-                .push_bind(MAX_DUPLICATES as i64 + 1)
-                .push(
-                    ") SELECT l.id, l.email, TRIM(COALESCE(l.first_name, '') || ' ' || \
-                     COALESCE(l.last_name, '')) AS name, l.company, l.stage, l.owner FROM leads l \
-                     WHERE l.id IN (SELECT id FROM hits) ORDER BY l.id",
-                );
-            let found: Vec<DuplicateRow> = q
-                .build_query_as()
-                .persistent(false)
-                .fetch_all(&self.pool)
-                .await?;
-            for (lead_id, company, domain) in chunk {
-                let same = found
-                    .iter()
-                    .filter(|r| r.id != *lead_id)
-                    .filter(|r| {
-                        let by_company = !company.is_empty()
-                            && r.company.as_deref().is_some_and(|c| {
-                                c.trim_matches(' ').to_ascii_lowercase() == *company
-                            });
-                        let by_domain = domain.as_deref().is_some_and(|d| {
-                            r.email.to_ascii_lowercase().ends_with(&format!("@{d}"))
-                        });
-                        by_company || by_domain
-                    })
-                    .take(MAX_DUPLICATES)
-                    .cloned()
-                    .collect();
-                out.insert(*lead_id, same);
-            }
+            out.insert(*lead_id, same);
         }
         Ok(out)
     }
@@ -853,7 +906,7 @@ pub mod build {
         }
         for round in rounds(ops) {
             let mut settle: Vec<(i64, &'static str, String, String)> = Vec::new();
-            let mut create: Vec<(i64, Option<i64>, &HandoffRequest)> = Vec::new();
+            let mut create: Vec<Creation> = Vec::new();
             for (lead, op) in round {
                 match op {
                     Op::Settle(s) => {
@@ -909,30 +962,153 @@ pub mod build {
                     );
                 out.push(update);
             }
-            for chunk in create.chunks(rows_per_statement(8)) {
+            for chunk in create.chunks(rows_per_statement(6)) {
+                // The lead's company and domain keys go with the handoff (see
+                // `same_company_with_sales`); the lead's row is written before.
                 let mut q = QueryBuilder::<Sqlite>::new(
-                    "INSERT OR IGNORE INTO handoffs (lead_id, team, reason, source, event_seq, \
-                     state, created_at, updated_at) ",
+                    "WITH v (n, lead_id, team, reason, source, event_seq) AS (",
                 );
-                q.push_values(chunk, |mut row, (lead, seq, h)| {
-                    row.push_bind(*lead)
+                let numbered: Vec<(usize, &Creation)> = chunk.iter().enumerate().collect();
+                values(&mut q, &numbered, |row, (n, (lead, seq, h))| {
+                    row.push_bind(*n as i64)
+                        .push_bind(*lead)
                         .push_bind(h.team.clone())
                         .push_bind(h.reason.clone())
                         .push_bind(h.source.to_string())
-                        .push_bind(*seq)
-                        .push_bind("new")
-                        .push_bind(now)
-                        .push_bind(now);
+                        .push_bind(*seq);
                 });
+                q.push(
+                    ") INSERT OR IGNORE INTO handoffs (lead_id, team, reason, source, event_seq, \
+                     state, created_at, updated_at, company_key, domain_key) \
+                     SELECT v.lead_id, v.team, v.reason, v.source, v.event_seq, 'new', ",
+                )
+                .push_bind(now)
+                .push(", ")
+                .push_bind(now)
+                .push(
+                    ", lower(trim(l.company)), substr(l.email, instr(l.email, '@') + 1) \
+                     FROM v JOIN leads l ON l.id = v.lead_id ORDER BY v.n",
+                );
                 out.push(q);
             }
         }
         out
     }
 
+    /// A handoff to create: lead, event, request.
+    type Creation<'a> = (i64, Option<i64>, &'a HandoffRequest);
+
     /// One lead's handoff change, in the order asked.
     enum Op<'a> {
         Settle(&'a SettledHandoff),
         Create(Option<i64>, &'a HandoffRequest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::change::Source;
+    use crate::domain::{Email, Lead};
+
+    /// A lead of `company` at `email`, in `stage`, written whole.
+    async fn lead(store: &Store, id: i64, email: &str, company: &str, stage: &str) -> Lead {
+        let mut lead = Lead::new(id, Email::parse(email).unwrap(), stage, Utc::now());
+        lead.company = Some(company.to_string());
+        let mut tx = store.begin_write().await.unwrap();
+        tx.execute(super::super::build::leads(&[(&lead, 0)]))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        lead
+    }
+
+    async fn hand_over(store: &Store, id: i64) {
+        let changes = Changes {
+            handoffs: vec![HandoffRequest {
+                team: "inbound".into(),
+                reason: "mql".into(),
+                source: Source::System("test".into()),
+            }],
+            ..Changes::default()
+        };
+        let mut tx = store.begin_write().await.unwrap();
+        tx.execute(build::handoffs(&[(id, None, &changes)], Utc::now()))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    fn ids(found: &HashMap<i64, Vec<DuplicateRow>>, lead: i64) -> Vec<i64> {
+        found[&lead].iter().map(|r| r.id).collect()
+    }
+
+    #[tokio::test]
+    async fn finds_colleagues_with_sales_by_company_and_domain_through_the_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let sales = vec!["sal".to_string(), "sql".to_string()];
+        store.keep_sales_indexes(&sales).await.unwrap();
+        // With sales by stage (company name differs in case and spaces), with an open
+        // handoff (same domain, other company name), a marketing lead, another company.
+        lead(&store, 1, "a@acme.example", " ACME GmbH ", "sql").await;
+        lead(&store, 2, "b@acme.example", "Acme Labs", "mql").await;
+        hand_over(&store, 2).await;
+        lead(&store, 3, "c@acme.example", "ACME GmbH", "lead").await;
+        lead(&store, 4, "d@other.example", "Other AG", "sal").await;
+        let new = lead(&store, 5, "e@acme.example", "acme gmbh", "mql").await;
+        let of = [CompanyOf {
+            lead_id: new.id,
+            company: "acme gmbh",
+            domain: Some("acme.example"),
+        }];
+        let found = store.same_company_with_sales(&of, &sales).await.unwrap();
+        assert_eq!(ids(&found, 5), vec![1, 2]);
+
+        // A handoff that ended no longer counts; a lead of a public mail domain is
+        // found by company only.
+        sqlx::query("UPDATE handoffs SET state = 'accepted' WHERE lead_id = 2")
+            .execute(&store.write_pool)
+            .await
+            .unwrap();
+        let of = [CompanyOf {
+            lead_id: 5,
+            company: "ACME GMBH",
+            domain: None,
+        }];
+        let found = store.same_company_with_sales(&of, &sales).await.unwrap();
+        assert_eq!(ids(&found, 5), vec![1]);
+
+        // The indexes follow a changed funnel: with `lead` a sales stage, lead 3 counts.
+        let sales = vec!["lead".to_string(), "sql".to_string()];
+        store.keep_sales_indexes(&sales).await.unwrap();
+        let found = store.same_company_with_sales(&of, &sales).await.unwrap();
+        assert_eq!(ids(&found, 5), vec![1, 3]);
+        let (sql,): (String,) =
+            sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'leads_sales_company'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert!(sql.contains("'lead', 'sql'"), "{sql}");
+        // SQLite sees that the lookups may use the partial indexes.
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+            "EXPLAIN QUERY PLAN SELECT id FROM leads WHERE lower(trim(company)) = ? \
+             AND stage IN ('lead', 'sql') UNION SELECT lead_id FROM handoffs \
+             WHERE company_key = ? AND state IN ('new', 'open', 'escalated')",
+        )
+        .bind("acme gmbh")
+        .bind("acme gmbh")
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let plan: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();
+        assert!(
+            plan.iter().any(|p| p.contains("leads_sales_company"))
+                && plan.iter().any(|p| p.contains("handoffs_open_company")),
+            "{plan:?}"
+        );
     }
 }

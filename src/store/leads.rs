@@ -424,20 +424,44 @@ pub mod build {
 
     /// Writes only the columns rules change on every event (stage, scores, tags,
     /// attributes): for leads whose contact data is unchanged. Adds the number of
-    /// events processed for each.
-    pub fn lead_states(leads: &[(&Lead, i64)]) -> Statements {
+    /// events processed for each. `(lead, events, stage moved)`: the stage is written
+    /// only for leads whose stage moved, so that the indexes that hold it
+    /// (`leads_stage`, `leads_company_key`, `leads_domain_key`) are left alone for the
+    /// others.
+    pub fn lead_states(leads: &[(&Lead, i64, bool)]) -> Statements {
         let mut out = Statements::default();
-        for chunk in leads.chunks(rows_per_statement(11)) {
+        let (moved, stayed): (Vec<_>, Vec<_>) = leads.iter().partition(|(_, _, m)| *m);
+        for chunk in moved.chunks(rows_per_statement(11)) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "UPDATE leads SET stage = v.column2, stage_since = v.column3, fit = v.column4, \
                  fit_parts = v.column5, interest = v.column6, tags = v.column7, \
                  attributes = v.column8, owner = v.column9, updated_at = v.column10, \
                  events = leads.events + v.column11 FROM (",
             );
-            q.push_values(chunk, |mut b, (l, events)| {
+            q.push_values(chunk, |mut b, (l, events, _)| {
                 b.push_bind(l.id)
                     .push_bind(l.stage.clone())
                     .push_bind(to_ms(l.stage_since))
+                    .push_bind(l.fit)
+                    .push_bind(json(&l.fit_parts))
+                    .push_bind(l.interest)
+                    .push_bind(json(&l.tags))
+                    .push_bind(json(&l.attributes))
+                    .push_bind(l.owner.clone())
+                    .push_bind(to_ms(l.updated_at))
+                    .push_bind(*events);
+            });
+            q.push(") AS v WHERE leads.id = v.column1");
+            out.push(q);
+        }
+        for chunk in stayed.chunks(rows_per_statement(9)) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE leads SET fit = v.column2, fit_parts = v.column3, interest = v.column4, \
+                 tags = v.column5, attributes = v.column6, owner = v.column7, \
+                 updated_at = v.column8, events = leads.events + v.column9 FROM (",
+            );
+            q.push_values(chunk, |mut b, (l, events, _)| {
+                b.push_bind(l.id)
                     .push_bind(l.fit)
                     .push_bind(json(&l.fit_parts))
                     .push_bind(l.interest)
