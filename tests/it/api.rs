@@ -144,6 +144,16 @@ async fn a_restart_keeps_every_accepted_event_and_lead_state() {
         )
     );
     assert_eq!(app.stats().await["events_received"], 5);
+    // The cheap counters for polling agree with the full ones.
+    app.settle().await;
+    let (status, queue) = app.get("/v1/stats/queue").await;
+    assert_eq!(status, StatusCode::OK, "{queue}");
+    assert_eq!(queue["events_received"], 5, "{queue}");
+    assert_eq!(queue["events_processed"], 5, "{queue}");
+    assert_eq!(queue["events_pending"], 0, "{queue}");
+    assert_eq!(queue["handoffs_waiting"], 0, "{queue}");
+    assert!(queue["processing"]["cached_leads"].is_u64(), "{queue}");
+    assert!(queue.get("stages").is_none(), "{queue}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
