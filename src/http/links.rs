@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::json;
 
 use super::AppState;
-use crate::ingest::{self, segment};
+use crate::ingest::segment;
 use crate::mail::token::{Claim, Purpose};
 use crate::process::manual::ConsentKind;
 
@@ -260,17 +260,9 @@ async fn engagement(
             return;
         }
     };
-    match ingest::accept(
-        &p.store,
-        vec![item],
-        &|_| (None, String::new()),
-        &p.new_leads(),
-        now,
-    )
-    .await
-    {
-        Ok(done) if done.accepted > 0 => p.wake.notify_one(),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "engagement event not stored"),
+    // Through the intake writer, like the API's events: stored in its next commit and
+    // handed to processing at once.
+    if let Err(e) = state.intake.submit(vec![item], false).await {
+        tracing::warn!(error = %e, "engagement event not stored");
     }
 }

@@ -147,16 +147,19 @@ pub enum Stopped {
 }
 
 /// Writes finished jobs until the lanes close or the lease is lost.
-pub async fn run(p: Arc<Processor>, queues: Arc<Queues>, done: flume::Receiver<Done>) -> Stopped {
+pub async fn run(
+    p: Arc<Processor>,
+    queues: Arc<Queues>,
+    done: flume::Receiver<Vec<Done>>,
+) -> Stopped {
     let mut backoff = Duration::from_millis(500);
-    while let Ok(first) = done.recv_async().await {
-        let mut group = vec![first];
-        let mut events = group[0].outcomes.len();
+    while let Ok(mut group) = done.recv_async().await {
+        let mut events: usize = group.iter().map(|d| d.outcomes.len()).sum();
         while events < MAX_GROUP {
             match done.try_recv() {
-                Ok(d) => {
-                    events += d.outcomes.len();
-                    group.push(d);
+                Ok(mut more) => {
+                    events += more.iter().map(|d| d.outcomes.len()).sum::<usize>();
+                    group.append(&mut more);
                 }
                 Err(_) => break,
             }

@@ -252,7 +252,7 @@ pub async fn run(p: Arc<Processor>, shutdown: CancellationToken) -> bool {
     p.set_queues(Some(queues.clone()));
     p.feed.open();
     let stopping = Arc::new(AtomicBool::new(false));
-    let (done_tx, done_rx) = flume::unbounded::<Done>();
+    let (done_tx, done_rx) = flume::unbounded::<Vec<Done>>();
     let lanes = Lanes::start(&p.parts(), &done_tx, &stopping);
     drop(done_tx);
     let stop = CancellationToken::new();
@@ -277,6 +277,9 @@ pub async fn run(p: Arc<Processor>, shutdown: CancellationToken) -> bool {
 async fn dispatch(p: Arc<Processor>, queues: Arc<Queues>, lanes: Lanes, stop: CancellationToken) {
     let mut rescanned = Instant::now();
     let mut read_failures = 0u32;
+    // The last read of the store, and whether it left events to read.
+    let mut store_read = Instant::now();
+    let mut store_behind = true;
     loop {
         if stop.is_cancelled() {
             return;
@@ -290,23 +293,25 @@ async fn dispatch(p: Arc<Processor>, queues: Arc<Queues>, lanes: Lanes, stop: Ca
         }
         let mut progressed = false;
         // 1. Take what arrived: from the feed while it follows on without a gap, else
-        // (and whenever the feed is empty) from the store.
+        // from the store. The store is also read when the feed is empty and the last
+        // read is a poll interval ago (events stored by another process).
         let room = queues.room();
         if room > 0 {
             let ask = room.min(p.batch_size);
-            let complete = match p
-                .feed
-                .take(queues.cursor(), ask)
-                .filter(|(rows, _)| !rows.is_empty())
-            {
-                Some((rows, _)) => {
+            let fed = p.feed.take(queues.cursor(), ask);
+            let in_step = fed.is_some() && !store_behind && store_read.elapsed() < p.poll_interval;
+            let complete = match fed {
+                Some((rows, _)) if !rows.is_empty() => {
                     progressed |= queues.add(rows, false) > 0;
                     true
                 }
-                None => match p.store.pending_events(Some(queues.cursor()), ask).await {
+                _ if in_step => true,
+                _ => match p.store.pending_events(Some(queues.cursor()), ask).await {
                     Ok(rows) => {
                         read_failures = 0;
+                        store_read = Instant::now();
                         let complete = rows.len() < ask;
+                        store_behind = !complete;
                         progressed |= queues.add(rows, false) > 0;
                         complete
                     }
@@ -427,11 +432,8 @@ async fn start(
     }
     match p.jobs(work, gate, true, false).await {
         Ok(prepared) => {
-            for job in prepared.jobs {
-                let id = job.lead_id;
-                if !lanes.submit(job, slow) {
-                    tracing::debug!(lead_id = id, "rule lanes closed; the events stay pending");
-                }
+            if !lanes.submit_all(prepared.jobs, slow) {
+                tracing::debug!("rule lanes closed; the events stay pending");
             }
             // A long history is read on its own, while the others go on.
             for (guard, events) in prepared.long {
