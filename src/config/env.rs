@@ -6,8 +6,9 @@ use toml::{Table, Value};
 /// Prefix of every override variable.
 pub const PREFIX: &str = "NURTURED_";
 
-/// Variables with this prefix that are not config keys (read by the CLI itself).
-const NOT_KEYS: &[&str] = &["NURTURED_CONFIG"];
+/// Variables with the prefix that are not configuration keys: the config file to read,
+/// and the PostgreSQL server the test suite runs against.
+const NOT_KEYS: &[&str] = &["NURTURED_CONFIG", crate::store::testing::POSTGRES_ENV];
 
 /// One applied override, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -266,11 +266,13 @@ fn validate(
         format!("sqlite://{}", data_dir.join("nurtured.db").display())
     } else if let Some(path) = raw.database_url.strip_prefix("sqlite://") {
         format!("sqlite://{}", resolve(path).display())
+    } else if crate::store::is_postgres_url(&raw.database_url) {
+        raw.database_url.clone()
     } else {
         bad(
             "database_url",
             format!(
-                "`{}` is not supported: use sqlite://PATH (or leave it empty for {}/nurtured.db)",
+                "`{}` is not supported: use sqlite://PATH, postgres://USER:PASSWORD@HOST/DATABASE, or leave it empty for {}/nurtured.db",
                 raw.database_url, raw.data_dir
             ),
         );

@@ -238,7 +238,7 @@ async fn store_all(
             if !joins.streams.is_empty() {
                 let records: Vec<(i64, Option<i64>, &crate::domain::Changes)> =
                     ids.iter().map(|id| (*id, None, &joins)).collect();
-                tx.execute(build::mails(&records, &plan.params, now))
+                tx.execute(build::mails(tx.dialect(), &records, &plan.params, now))
                     .await?;
             }
         }

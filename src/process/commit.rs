@@ -83,11 +83,11 @@ pub async fn write_group(
         .copied()
         .filter(|s| retried.contains(s))
         .collect();
-    let statements = build::leads(&full)
-        .and(build::lead_states(&states))
-        .and(build::changes(&records))
-        .and(build::mails(&records, &plan.params, now))
-        .and(build::handoffs(&records, now));
+    let statements = build::leads(store.dialect(), &full)
+        .and(build::lead_states(store.dialect(), &states))
+        .and(build::changes(store.dialect(), &records))
+        .and(build::mails(store.dialect(), &records, &plan.params, now))
+        .and(build::handoffs(store.dialect(), &records, now));
     let waited = Instant::now();
     let mut tx = store.begin_write().await?;
     let held = Instant::now();

@@ -77,10 +77,10 @@ impl LeadEdit<'_> {
         p.plan
             .follow(&self.before, &self.lead, None, &mut self.changes);
         let records = [(self.lead.id, None, &self.changes)];
-        let statements = build::leads(&[(&self.lead, 0)])
-            .and(build::changes(&records))
-            .and(build::mails(&records, &p.plan.params, now))
-            .and(build::handoffs(&records, now));
+        let statements = build::leads(tx.dialect(), &[(&self.lead, 0)])
+            .and(build::changes(tx.dialect(), &records))
+            .and(build::mails(tx.dialect(), &records, &p.plan.params, now))
+            .and(build::handoffs(tx.dialect(), &records, now));
         tx.execute(statements).await?;
         if let Err(e) = tx.commit().await {
             p.cache.forget(self.lead.id);

@@ -88,10 +88,15 @@ impl Processor {
             .filter_map(|(id, r)| r.as_ref().ok().map(|(_, c)| (*id, None, c)))
             .collect();
         let rows: Vec<(&Lead, i64)> = saved.iter().map(|l| (*l, 0)).collect();
-        let statements = build::leads(&rows)
-            .and(build::changes(&records))
-            .and(build::mails(&records, &self.plan.params, at))
-            .and(build::handoffs(&records, at));
+        let statements = build::leads(self.store.dialect(), &rows)
+            .and(build::changes(self.store.dialect(), &records))
+            .and(build::mails(
+                self.store.dialect(),
+                &records,
+                &self.plan.params,
+                at,
+            ))
+            .and(build::handoffs(self.store.dialect(), &records, at));
         let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
         tx.hold_lease(&lease).await?;

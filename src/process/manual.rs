@@ -65,10 +65,19 @@ impl Processor {
     /// one transaction that checks the lease. Call with the lead's lock held.
     async fn save_one(&self, lead: &Lead, changes: &Changes) -> Result<(), ManualError> {
         let records = [(lead.id, None, changes)];
-        let statements = build::leads(&[(lead, 0)])
-            .and(build::changes(&records))
-            .and(build::mails(&records, &self.plan.params, self.clock.now()))
-            .and(build::handoffs(&records, self.clock.now()));
+        let statements = build::leads(self.store.dialect(), &[(lead, 0)])
+            .and(build::changes(self.store.dialect(), &records))
+            .and(build::mails(
+                self.store.dialect(),
+                &records,
+                &self.plan.params,
+                self.clock.now(),
+            ))
+            .and(build::handoffs(
+                self.store.dialect(),
+                &records,
+                self.clock.now(),
+            ));
         let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
         tx.hold_lease(&lease).await?;

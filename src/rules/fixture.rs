@@ -258,7 +258,7 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
     lead.fit = fixture.lead.fit.unwrap_or(0.0);
     lead.interest = fixture.lead.interest.unwrap_or(0.0);
     lead.tags = fixture.lead.tags.iter().cloned().collect();
-    tx.execute(crate::store::build::leads(&[(&lead, 0)]))
+    tx.execute(crate::store::build::leads(tx.dialect(), &[(&lead, 0)]))
         .await
         .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())?;

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, QueryBuilder};
 
 use super::events::{EVENT_COLUMNS, EVENT_JOINS};
-use super::{EventRow, HistoryRow, LedgerRow, Store, StoreError, rows_per_statement};
+use super::{EventRow, HistoryRow, LedgerRow, Store, StoreError, read, rows_per_statement};
 
 /// One lead's rows for its brief.
 #[derive(Debug, Clone, Default)]
@@ -53,68 +53,73 @@ impl Store {
             .map(|id| (*id, BriefRows::default()))
             .collect();
         for chunk in lead_ids.chunks(rows_per_statement(1) - 1) {
-            // The newest events: numbered per lead from the index on lead_id (which
-            // holds seq), then read in full.
-            let mut q = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT {EVENT_COLUMNS} FROM {EVENT_JOINS} WHERE e.seq IN (SELECT seq FROM (SELECT seq, \
+            read!(self, |pool, DB| {
+                // The newest events: numbered per lead from the index on lead_id (which
+                // holds seq), then read in full.
+                let mut q = QueryBuilder::<DB>::new(format!(
+                    "SELECT {EVENT_COLUMNS} FROM {EVENT_JOINS} WHERE e.seq IN (SELECT seq FROM (SELECT seq, \
                  ROW_NUMBER() OVER (PARTITION BY lead_id ORDER BY seq DESC) AS n FROM events \
                  WHERE lead_id IN ("
-            ));
-            push_ids(&mut q, chunk);
-            q.push(")) WHERE n <= ")
-                .push_bind(events as i64)
-                .push(") ORDER BY e.lead_id, e.seq DESC");
-            for row in q
-                .build_query_as::<EventRow>()
-                .persistent(false)
-                .fetch_all(&self.pool)
-                .await?
-            {
-                out.entry(row.lead_id).or_default().events.push(row);
-            }
+                ));
+                push_ids(&mut q, chunk);
+                q.push(")) AS numbered WHERE n <= ")
+                    .push_bind(events as i64)
+                    .push(") ORDER BY e.lead_id, e.seq DESC");
+                for row in q
+                    .build_query_as::<EventRow>()
+                    .persistent(false)
+                    .fetch_all(pool)
+                    .await?
+                {
+                    out.entry(row.lead_id).or_default().events.push(row);
+                }
 
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT s.lead_id, s.axis, s.delta, s.at, s.source_kind, s.source, s.reason, \
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT s.lead_id, s.axis, s.delta, s.at, s.source_kind, s.source, s.reason, \
                  s.event_seq, e.name AS event_name FROM (SELECT *, ROW_NUMBER() OVER \
                  (PARTITION BY lead_id ORDER BY id DESC) AS n FROM score_ledger WHERE lead_id IN (",
-            );
-            push_ids(&mut q, chunk);
-            q.push(")) s LEFT JOIN events e ON e.seq = s.event_seq WHERE s.n <= ")
-                .push_bind(ledger as i64)
-                .push(" ORDER BY s.lead_id, s.id DESC");
-            for r in q
-                .build_query_as::<LeadLedgerRow>()
-                .persistent(false)
-                .fetch_all(&self.pool)
-                .await?
-            {
-                let rows = out.entry(r.lead_id).or_default();
-                if let (Some(seq), Some(name)) = (r.row.event_seq, r.event_name) {
-                    rows.ledger_events.insert(seq, name);
+                );
+                push_ids(&mut q, chunk);
+                q.push(")) AS s LEFT JOIN events e ON e.seq = s.event_seq WHERE s.n <= ")
+                    .push_bind(ledger as i64)
+                    .push(" ORDER BY s.lead_id, s.id DESC");
+                for r in q
+                    .build_query_as::<LeadLedgerRow>()
+                    .persistent(false)
+                    .fetch_all(pool)
+                    .await?
+                {
+                    let rows = out.entry(r.lead_id).or_default();
+                    if let (Some(seq), Some(name)) = (r.row.event_seq, r.event_name) {
+                        rows.ledger_events.insert(seq, name);
+                    }
+                    rows.ledger.push(r.row);
                 }
-                rows.ledger.push(r.row);
-            }
 
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT lead_id, from_stage, to_stage, at, source_kind, source, reason, event_seq \
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT lead_id, from_stage, to_stage, at, source_kind, source, reason, event_seq \
                  FROM stage_history WHERE lead_id IN (",
-            );
-            push_ids(&mut q, chunk);
-            q.push(") ORDER BY lead_id, id");
-            for r in q
-                .build_query_as::<LeadHistoryRow>()
-                .persistent(false)
-                .fetch_all(&self.pool)
-                .await?
-            {
-                out.entry(r.lead_id).or_default().history.push(r.row);
-            }
+                );
+                push_ids(&mut q, chunk);
+                q.push(") ORDER BY lead_id, id");
+                for r in q
+                    .build_query_as::<LeadHistoryRow>()
+                    .persistent(false)
+                    .fetch_all(pool)
+                    .await?
+                {
+                    out.entry(r.lead_id).or_default().history.push(r.row);
+                }
+            });
         }
         Ok(out)
     }
 }
 
-fn push_ids(q: &mut QueryBuilder<Sqlite>, ids: &[i64]) {
+fn push_ids<DB: sqlx::Database>(q: &mut QueryBuilder<DB>, ids: &[i64])
+where
+    for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
     let mut sep = q.separated(", ");
     for id in ids {
         sep.push_bind(*id);

@@ -6,10 +6,13 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, QueryBuilder, Sqlite};
+use sqlx::{FromRow, QueryBuilder};
 
 use super::rows::ms_as_rfc3339;
-use super::{Statements, Store, StoreError, WriteTx, rows_per_statement};
+use super::{
+    Dialect, Statements, Store, StoreError, Tx, WriteTx, for_dialect, in_tx, is_pg, read,
+    rows_per_statement, sql, sql_owned,
+};
 use crate::clock::to_ms;
 
 /// An accepted event, ready to be stored.
@@ -125,17 +128,19 @@ impl Store {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<PendingEvent>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT e.seq, e.message_id, e.lead_id, e.kind, e.name, e.properties, e.traits, \
-                    e.context, e.occurred_at, COALESCE(f.attempts, 0) AS attempts \
-             FROM event_queue q JOIN events e ON e.seq = q.seq \
-             LEFT JOIN event_failures f ON f.seq = q.seq \
-             WHERE q.seq > ? ORDER BY q.seq LIMIT ?",
-        )
-        .bind(after.unwrap_or(0))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT e.seq, e.message_id, e.lead_id, e.kind, e.name, e.properties, e.traits, \
+                        e.context, e.occurred_at, COALESCE(f.attempts, 0) AS attempts \
+                 FROM event_queue q JOIN events e ON e.seq = q.seq \
+                 LEFT JOIN event_failures f ON f.seq = q.seq \
+                 WHERE q.seq > ? ORDER BY q.seq LIMIT ?",
+            ))
+            .bind(after.unwrap_or(0))
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Every stored event of the given leads (in any state), in no particular order:
@@ -143,29 +148,33 @@ impl Store {
     pub async fn histories(&self, lead_ids: &[i64]) -> Result<Vec<PastEvent>, StoreError> {
         let mut out = Vec::new();
         for chunk in lead_ids.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT lead_id, seq, name, occurred_at, properties FROM events WHERE lead_id IN (",
-            );
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
-            }
-            q.push(")");
-            out.extend(
-                q.build_query_as::<PastEvent>()
-                    .persistent(false)
-                    .fetch_all(&self.pool)
-                    .await?,
-            );
+            read!(self, |pool, DB| {
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT lead_id, seq, name, occurred_at, properties FROM events WHERE lead_id IN (",
+                );
+                let mut sep = q.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                out.extend(
+                    q.build_query_as::<PastEvent>()
+                        .persistent(false)
+                        .fetch_all(pool)
+                        .await?,
+                );
+            });
         }
         Ok(out)
     }
 
     /// True when at least one event waits.
     pub async fn has_pending(&self) -> Result<bool, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT seq FROM event_queue LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(i64,)> = read!(self, |pool, DB| {
+            sqlx::query_as("SELECT seq FROM event_queue LIMIT 1")
+                .fetch_optional(pool)
+                .await?
+        });
         Ok(row.is_some())
     }
 
@@ -175,63 +184,69 @@ impl Store {
         lead_id: i64,
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM {EVENT_JOINS} WHERE e.lead_id = ? ORDER BY e.seq DESC LIMIT ?"
-        );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(lead_id)
-            .bind(limit as i64)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(read!(self, |pool, DB| {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM {EVENT_JOINS} WHERE e.lead_id = ? ORDER BY e.seq DESC LIMIT ?"
+            );
+            sqlx::query_as(sql_owned::<DB>(sql))
+                .bind(lead_id)
+                .bind(limit as i64)
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     pub async fn failed_events(&self, limit: usize) -> Result<Vec<FailedEvent>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT e.seq, e.message_id, l.email, e.kind, e.name, e.occurred_at, f.attempts, \
-                    f.error \
-             FROM event_failures f JOIN events e ON e.seq = f.seq \
-             JOIN leads l ON l.id = e.lead_id \
-             WHERE f.seq NOT IN (SELECT seq FROM event_queue) ORDER BY f.seq LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT e.seq, e.message_id, l.email, e.kind, e.name, e.occurred_at, f.attempts, \
+                        f.error \
+                 FROM event_failures f JOIN events e ON e.seq = f.seq \
+                 JOIN leads l ON l.id = e.lead_id \
+                 WHERE f.seq NOT IN (SELECT seq FROM event_queue) ORDER BY f.seq LIMIT ?",
+            ))
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Puts failed events back in the queue: all of them, or the listed ones.
     /// Returns how many were re-queued.
     pub async fn retry_failed(&self, seqs: Option<&[i64]>) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let n = match seqs {
-            None => sqlx::query(
-                "INSERT INTO event_queue (seq) SELECT seq FROM event_failures WHERE true \
-                 ON CONFLICT (seq) DO NOTHING",
-            )
-            .execute(&mut *tx.tx)
-            .await?
-            .rows_affected(),
-            Some(seqs) => {
-                let mut n = 0;
-                for chunk in seqs.chunks(rows_per_statement(1)) {
-                    let mut q = QueryBuilder::<Sqlite>::new(
-                        "INSERT INTO event_queue (seq) SELECT seq FROM event_failures \
-                         WHERE seq IN (",
-                    );
-                    let mut sep = q.separated(", ");
-                    for s in chunk {
-                        sep.push_bind(*s);
+        let n = in_tx!(tx, |tx, DB| {
+            match seqs {
+                None => sqlx::query(
+                    "INSERT INTO event_queue (seq) SELECT seq FROM event_failures WHERE true \
+                     ON CONFLICT (seq) DO NOTHING",
+                )
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+                Some(seqs) => {
+                    let mut n = 0;
+                    for chunk in seqs.chunks(rows_per_statement(1)) {
+                        let mut q = QueryBuilder::<DB>::new(
+                            "INSERT INTO event_queue (seq) SELECT seq FROM event_failures \
+                             WHERE seq IN (",
+                        );
+                        let mut sep = q.separated(", ");
+                        for s in chunk {
+                            sep.push_bind(*s);
+                        }
+                        q.push(") ON CONFLICT (seq) DO NOTHING");
+                        n += q
+                            .build()
+                            .persistent(false)
+                            .execute(&mut **tx)
+                            .await?
+                            .rows_affected();
                     }
-                    q.push(") ON CONFLICT (seq) DO NOTHING");
-                    n += q
-                        .build()
-                        .persistent(false)
-                        .execute(&mut *tx.tx)
-                        .await?
-                        .rows_affected();
+                    n
                 }
-                n
             }
-        };
+        });
         tx.commit().await?;
         Ok(n)
     }
@@ -243,38 +258,33 @@ impl Store {
         q: &CountQuery<'_>,
         matches: Option<&(dyn Fn(&str) -> bool + Send + Sync)>,
     ) -> Result<i64, StoreError> {
-        let mut b = QueryBuilder::<Sqlite>::new(if matches.is_some() {
-            "SELECT properties FROM events WHERE lead_id = "
-        } else {
-            "SELECT COUNT(*) FROM events WHERE lead_id = "
-        });
-        b.push_bind(q.lead_id);
-        if let Some(name) = q.name {
-            b.push(" AND name = ").push_bind(name.to_string());
-        }
-        if let Some(since) = q.since {
-            b.push(" AND occurred_at >= ").push_bind(to_ms(since));
-        }
-        b.push(" AND occurred_at <= ").push_bind(to_ms(q.until));
-        b.push(" AND seq <= ").push_bind(q.upto_seq);
-        match matches {
-            None => {
-                let (n,): (i64,) = b
-                    .build_query_as()
-                    .persistent(false)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(n)
+        read!(self, |pool, DB| {
+            let mut b = QueryBuilder::<DB>::new(if matches.is_some() {
+                "SELECT properties FROM events WHERE lead_id = "
+            } else {
+                "SELECT COUNT(*) FROM events WHERE lead_id = "
+            });
+            b.push_bind(q.lead_id);
+            if let Some(name) = q.name {
+                b.push(" AND name = ").push_bind(name.to_string());
             }
-            Some(f) => {
-                let rows: Vec<(String,)> = b
-                    .build_query_as()
-                    .persistent(false)
-                    .fetch_all(&self.pool)
-                    .await?;
-                Ok(rows.iter().filter(|(p,)| f(p)).count() as i64)
+            if let Some(since) = q.since {
+                b.push(" AND occurred_at >= ").push_bind(to_ms(since));
             }
-        }
+            b.push(" AND occurred_at <= ").push_bind(to_ms(q.until));
+            b.push(" AND seq <= ").push_bind(q.upto_seq);
+            match matches {
+                None => {
+                    let (n,): (i64,) = b.build_query_as().persistent(false).fetch_one(pool).await?;
+                    Ok(n)
+                }
+                Some(f) => {
+                    let rows: Vec<(String,)> =
+                        b.build_query_as().persistent(false).fetch_all(pool).await?;
+                    Ok(rows.iter().filter(|(p,)| f(p)).count() as i64)
+                }
+            }
+        })
     }
 }
 
@@ -287,16 +297,28 @@ impl WriteTx {
         events: Vec<(i64, NewEvent)>,
         received_at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        let dialect = self.dialect();
+        let statements = build::events(dialect, events, received_at, false);
+        if dialect == Dialect::Postgres {
+            // The statements queue what they insert; their rows affected are those.
+            return self.execute(statements).await;
+        }
         // The writer lock is held: the events inserted now are the ones after this.
-        let (before,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&mut *self.tx)
-            .await?;
-        let n = self.execute(build::events(events, received_at)).await?;
+        let (before,): (i64,) = in_tx!(self, |tx, DB| {
+            sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
+                .fetch_one(&mut **tx)
+                .await?
+        });
+        let n = self.execute(statements).await?;
         if n > 0 {
-            sqlx::query("INSERT INTO event_queue (seq) SELECT seq FROM events WHERE seq > ?")
+            in_tx!(self, |tx, DB| {
+                sqlx::query(sql::<DB>(
+                    "INSERT INTO event_queue (seq) SELECT seq FROM events WHERE seq > ?",
+                ))
                 .bind(before)
-                .execute(&mut *self.tx)
+                .execute(&mut **tx)
                 .await?;
+            });
         }
         Ok(n)
     }
@@ -309,24 +331,55 @@ impl WriteTx {
         events: Vec<(i64, NewEvent)>,
         received_at: DateTime<Utc>,
     ) -> Result<std::collections::HashMap<String, i64>, StoreError> {
-        let (before,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&mut *self.tx)
-            .await?;
+        let dialect = self.dialect();
+        let pg = dialect == Dialect::Postgres;
+        // On PostgreSQL the statements queue what they insert (see `build::events`).
+        let before: i64 = if pg {
+            0
+        } else {
+            let (before,): (i64,) = in_tx!(self, |tx, DB| {
+                sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM events")
+                    .fetch_one(&mut **tx)
+                    .await?
+            });
+            before
+        };
         let mut new = std::collections::HashMap::with_capacity(events.len());
-        for mut q in build::events(events, received_at).0 {
-            q.push(" RETURNING message_id, seq");
-            let rows: Vec<(String, i64)> = q
-                .build_query_as()
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?;
-            new.extend(rows);
+        macro_rules! run {
+            ($tx:expr, $all:expr) => {
+                for mut q in $all {
+                    let rows: Vec<(String, i64)> = q
+                        .build_query_as()
+                        .persistent(false)
+                        .fetch_all(&mut **$tx)
+                        .await?;
+                    new.extend(rows);
+                }
+            };
         }
-        if !new.is_empty() {
-            sqlx::query("INSERT INTO event_queue (seq) SELECT seq FROM events WHERE seq > ?")
+        match (
+            &mut self.tx,
+            build::events(dialect, events, received_at, true),
+        ) {
+            (Tx::Sqlite(tx), Statements::Sqlite(all)) => run!(tx, all),
+            (Tx::Postgres(tx), Statements::Postgres(all)) => run!(tx, all),
+            (_, Statements::Empty) => {}
+            _ => {
+                return Err(StoreError::Corrupt {
+                    what: "write statements",
+                    detail: "built for the other database".into(),
+                });
+            }
+        }
+        if !pg && !new.is_empty() {
+            in_tx!(self, |tx, DB| {
+                sqlx::query(sql::<DB>(
+                    "INSERT INTO event_queue (seq) SELECT seq FROM events WHERE seq > ?",
+                ))
                 .bind(before)
-                .execute(&mut *self.tx)
+                .execute(&mut **tx)
                 .await?;
+            });
         }
         Ok(new)
     }
@@ -346,56 +399,62 @@ impl WriteTx {
             .copied()
             .chain(failed.iter().map(|(s, _)| *s))
             .collect();
-        let mut queued = 0;
-        for chunk in all.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM event_queue WHERE seq IN (");
-            let mut sep = q.separated(", ");
-            for s in chunk {
-                sep.push_bind(*s);
-            }
-            q.push(")");
-            queued += q
-                .build()
-                .persistent(false)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected();
-        }
         let ms = to_ms(at);
-        for chunk in failed.chunks(rows_per_statement(4)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO event_failures (seq, attempts, error, failed_at) ",
-            );
-            q.push_values(chunk, |mut b, (seq, error)| {
-                b.push_bind(*seq)
-                    .push_bind(1i64)
-                    .push_bind(error.clone())
-                    .push_bind(ms);
-            });
-            q.push(
-                " ON CONFLICT (seq) DO UPDATE SET attempts = event_failures.attempts + 1, \
-                 error = excluded.error, failed_at = excluded.failed_at",
-            );
-            q.build().persistent(false).execute(&mut *self.tx).await?;
-        }
-        for chunk in retried_ok.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM event_failures WHERE seq IN (");
-            let mut sep = q.separated(", ");
-            for s in chunk {
-                sep.push_bind(*s);
+        Ok(in_tx!(self, |tx, DB| {
+            let mut queued = 0;
+            for chunk in all.chunks(rows_per_statement(1)) {
+                let mut q = QueryBuilder::<DB>::new("DELETE FROM event_queue WHERE seq IN (");
+                let mut sep = q.separated(", ");
+                for s in chunk {
+                    sep.push_bind(*s);
+                }
+                q.push(")");
+                queued += q
+                    .build()
+                    .persistent(false)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
             }
-            q.push(")");
-            q.build().persistent(false).execute(&mut *self.tx).await?;
-        }
-        Ok(queued)
+            for chunk in failed.chunks(rows_per_statement(4)) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "INSERT INTO event_failures (seq, attempts, error, failed_at) ",
+                );
+                q.push_values(chunk, |mut b, (seq, error)| {
+                    b.push_bind(*seq)
+                        .push_bind(1i64)
+                        .push_bind(error.clone())
+                        .push_bind(ms);
+                });
+                q.push(
+                    " ON CONFLICT (seq) DO UPDATE SET attempts = event_failures.attempts + 1, \
+                     error = excluded.error, failed_at = excluded.failed_at",
+                );
+                q.build().persistent(false).execute(&mut **tx).await?;
+            }
+            for chunk in retried_ok.chunks(rows_per_statement(1)) {
+                let mut q = QueryBuilder::<DB>::new("DELETE FROM event_failures WHERE seq IN (");
+                let mut sep = q.separated(", ");
+                for s in chunk {
+                    sep.push_bind(*s);
+                }
+                q.push(")");
+                q.build().persistent(false).execute(&mut **tx).await?;
+            }
+            queued
+        }))
     }
 
     /// Adds `n` newly stored events to the received counter.
     pub async fn count_received(&mut self, n: u64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE counters SET value = value + ? WHERE name = 'events_received'")
+        in_tx!(self, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "UPDATE counters SET value = value + ? WHERE name = 'events_received'",
+            ))
             .bind(n as i64)
-            .execute(&mut *self.tx)
+            .execute(&mut **tx)
             .await?;
+        });
         Ok(())
     }
 }
@@ -406,30 +465,64 @@ mod build {
 
     /// Inserts events for their leads; an event whose `message_id` is already stored
     /// (or repeats within the list) is skipped, so the rows affected are the new ones.
-    pub fn events(events: Vec<(i64, NewEvent)>, received_at: DateTime<Utc>) -> Statements {
+    /// With `returning`, each statement returns the `(message_id, seq)` of the new
+    /// events.
+    ///
+    /// On PostgreSQL each statement also queues the events it inserts (sequence values
+    /// come from an identity column that other processes' transactions share, so "the
+    /// events above the highest seq before" is not a safe way to find them): its rows
+    /// affected are still the new events. On SQLite the caller queues them.
+    pub fn events(
+        dialect: Dialect,
+        events: Vec<(i64, NewEvent)>,
+        received_at: DateTime<Utc>,
+        returning: bool,
+    ) -> Statements {
         let received = to_ms(received_at);
         let per_statement = rows_per_statement(9);
-        let mut out = Statements::default();
-        let mut events = events.into_iter().peekable();
-        while events.peek().is_some() {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO events (message_id, lead_id, kind, name, properties, traits, context, \
-                 occurred_at, received_at) ",
-            );
-            q.push_values(events.by_ref().take(per_statement), |mut b, (lead, e)| {
-                b.push_bind(e.message_id)
-                    .push_bind(lead)
-                    .push_bind(e.kind)
-                    .push_bind(e.name)
-                    .push_bind(e.properties)
-                    .push_bind(e.traits)
-                    .push_bind(e.context)
-                    .push_bind(to_ms(e.occurred_at))
-                    .push_bind(received);
-            });
-            q.push(" ON CONFLICT (message_id) DO NOTHING");
-            out.push(q);
-        }
-        out
+        for_dialect!(dialect, |DB| {
+            let pg = is_pg::<DB>();
+            let mut out: Vec<QueryBuilder<DB>> = Vec::new();
+            let mut events = events.into_iter().peekable();
+            while events.peek().is_some() {
+                let mut q = QueryBuilder::<DB>::new(if pg {
+                    "WITH new AS (INSERT INTO events (message_id, lead_id, kind, name, properties, \
+                     traits, context, occurred_at, received_at) "
+                } else {
+                    "INSERT INTO events (message_id, lead_id, kind, name, properties, traits, context, \
+                     occurred_at, received_at) "
+                });
+                q.push_values(events.by_ref().take(per_statement), |mut b, (lead, e)| {
+                    b.push_bind(e.message_id)
+                        .push_bind(lead)
+                        .push_bind(e.kind)
+                        .push_bind(e.name)
+                        .push_bind(e.properties)
+                        .push_bind(e.traits)
+                        .push_bind(e.context)
+                        .push_bind(to_ms(e.occurred_at))
+                        .push_bind(received);
+                });
+                q.push(" ON CONFLICT (message_id) DO NOTHING");
+                match (pg, returning) {
+                    (false, false) => {}
+                    (false, true) => {
+                        q.push(" RETURNING message_id, seq");
+                    }
+                    (true, false) => {
+                        q.push(" RETURNING seq) INSERT INTO event_queue (seq) SELECT seq FROM new");
+                    }
+                    (true, true) => {
+                        q.push(
+                            " RETURNING message_id, seq), \
+                             queued AS (INSERT INTO event_queue (seq) SELECT seq FROM new) \
+                             SELECT message_id, seq FROM new",
+                        );
+                    }
+                }
+                out.push(q);
+            }
+            out
+        })
     }
 }

@@ -9,10 +9,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
 
 use super::rows::ms_as_rfc3339;
-use super::{Statements, Store, StoreError, WriteTx, rounds, rows_per_statement, values};
+use super::{
+    Dialect, Statements, Store, StoreError, WriteTx, for_dialect, in_tx, is_pg, read, rounds,
+    rows_per_statement, sql, sql_owned, values,
+};
 use crate::domain::Changes;
 use crate::domain::change::{HandoffRequest, SettledHandoff};
 
@@ -106,6 +109,22 @@ const SALES_INDEXES: [(&str, &str); 2] = [
     ("leads_sales_company", "lower(trim(company))"),
     ("leads_sales_domain", "substr(email, instr(email, '@') + 1)"),
 ];
+/// The keys of [`SALES_INDEXES`] on PostgreSQL, computed as on SQLite: `lower` under
+/// the "C" collation changes ASCII letters only (as SQLite's does, and as the keys
+/// compared in Rust are made), `strpos` is `instr`.
+const PG_SALES_KEYS: [&str; 2] = [
+    "lower(trim(company) COLLATE \"C\")",
+    "substr(email, strpos(email, '@') + 1)",
+];
+
+/// The key of the `i`-th of [`SALES_INDEXES`] in `DB`'s dialect.
+fn sales_key<DB: sqlx::Database>(i: usize) -> &'static str {
+    if is_pg::<DB>() {
+        PG_SALES_KEYS[i]
+    } else {
+        SALES_INDEXES[i].1
+    }
+}
 
 /// Stage names as an SQL list of literals. Stage names are lower-case letters, digits,
 /// `_` and `-` (checked with the configuration); quotes are doubled all the same.
@@ -245,38 +264,39 @@ impl Store {
             "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id \
              WHERE h.id = ?"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql_owned::<DB>(sql))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     /// Handoffs by filter, newest first.
     pub async fn handoffs(&self, f: &HandoffFilter) -> Result<Vec<HandoffRow>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id WHERE 1 = 1"
-        ));
-        match f.state.as_deref() {
-            Some("open") => {
-                q.push(" AND h.state IN ('open', 'escalated')");
+        Ok(read!(self, |pool, DB| {
+            let mut q = QueryBuilder::<DB>::new(format!(
+                "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id WHERE 1 = 1"
+            ));
+            match f.state.as_deref() {
+                Some("open") => {
+                    q.push(" AND h.state IN ('open', 'escalated')");
+                }
+                Some(s) => {
+                    q.push(" AND h.state = ").push_bind(s.to_string());
+                }
+                None => {}
             }
-            Some(s) => {
-                q.push(" AND h.state = ").push_bind(s.to_string());
+            if let Some(id) = f.lead_id {
+                q.push(" AND h.lead_id = ").push_bind(id);
             }
-            None => {}
-        }
-        if let Some(id) = f.lead_id {
-            q.push(" AND h.lead_id = ").push_bind(id);
-        }
-        if let Some(o) = &f.owner {
-            q.push(" AND h.owner = ").push_bind(o.clone());
-        }
-        q.push(" ORDER BY h.id DESC LIMIT ")
-            .push_bind(f.limit.max(1));
-        Ok(q.build_query_as()
-            .persistent(false)
-            .fetch_all(&self.pool)
-            .await?)
+            if let Some(o) = &f.owner {
+                q.push(" AND h.owner = ").push_bind(o.clone());
+            }
+            q.push(" ORDER BY h.id DESC LIMIT ")
+                .push_bind(f.limit.max(1));
+            q.build_query_as().persistent(false).fetch_all(pool).await?
+        }))
     }
 
     /// Handoffs waiting for an owner.
@@ -285,10 +305,12 @@ impl Store {
             "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id \
              WHERE h.state = 'new' ORDER BY h.id LIMIT ?"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql_owned::<DB>(sql))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// Open handoffs whose next escalation step is due at `now`.
@@ -297,31 +319,37 @@ impl Store {
             "SELECT {HANDOFF_COLUMNS} FROM handoffs h JOIN leads l ON l.id = h.lead_id \
              WHERE h.state IN ('open', 'escalated') AND h.next_at <= ? ORDER BY h.next_at LIMIT ?"
         );
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql_owned::<DB>(sql))
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// When the desk has work next: a new handoff or a pending webhook now, else the
     /// earliest step.
     pub async fn next_handoff_due(&self) -> Result<Option<i64>, StoreError> {
-        let (new, next): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM handoffs WHERE state = 'new' OR hook_pending IS NOT NULL), \
-             (SELECT MIN(next_at) FROM handoffs WHERE state IN ('open', 'escalated'))",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let (new, next): (i64, Option<i64>) = read!(self, |pool, DB| {
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM handoffs WHERE state = 'new' OR hook_pending IS NOT NULL), \
+                 (SELECT MIN(next_at) FROM handoffs WHERE state IN ('open', 'escalated'))",
+            )
+            .fetch_one(pool)
+            .await?
+        });
         Ok(if new > 0 { Some(0) } else { next })
     }
 
     /// How many turns of `team`'s round-robin were taken so far.
     pub async fn turns_taken(&self, team: &str) -> Result<i64, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as("SELECT value FROM counters WHERE name = ?")
-            .bind(format!("round-robin:{team}"))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(i64,)> = read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>("SELECT value FROM counters WHERE name = ?"))
+                .bind(format!("round-robin:{team}"))
+                .fetch_optional(pool)
+                .await?
+        });
         Ok(row.map_or(0, |(n,)| n))
     }
 
@@ -335,20 +363,24 @@ impl Store {
             "SELECT {HANDOFF_COLUMNS}, h.hook_pending FROM handoffs h \
              JOIN leads l ON l.id = h.lead_id WHERE h.hook_pending IS NOT NULL ORDER BY h.id LIMIT ?"
         );
-        let rows: Vec<PendingHook> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<PendingHook> = read!(self, |pool, DB| {
+            sqlx::query_as(sql_owned::<DB>(sql))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows.into_iter().map(|r| (r.row, r.hook_pending)).collect())
     }
 
     pub async fn handoff_log(&self, id: i64) -> Result<Vec<HandoffLogRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT at, what, owner, detail FROM handoff_log WHERE handoff_id = ? ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT at, what, owner, detail FROM handoff_log WHERE handoff_id = ? ORDER BY id",
+            ))
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Keeps the partial indexes of leads in the open sales stages (`leads_sales_company`,
@@ -357,31 +389,53 @@ impl Store {
     /// lead writes in marketing stages do not touch them.
     pub async fn keep_sales_indexes(&self, sales_stages: &[String]) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        for (name, key) in SALES_INDEXES {
-            let wanted = (!sales_stages.is_empty()).then(|| {
-                format!(
-                    "CREATE INDEX {name} ON leads ({key}) WHERE stage IN ({})",
-                    stage_list(sales_stages)
-                )
-            });
-            let (have,): (Option<String>,) = sqlx::query_as(
-                "SELECT (SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?)",
-            )
-            .bind(name.to_string())
-            .fetch_one(&mut *tx.tx)
-            .await?;
-            if have == wanted {
-                continue;
-            }
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP INDEX IF EXISTS {name}")))
-                .execute(&mut *tx.tx)
-                .await?;
-            if let Some(sql) = wanted {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut *tx.tx)
+        in_tx!(tx, |tx, DB| {
+            if is_pg::<DB>() {
+                // Other processes may start at the same time: one at a time.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext('nurtured.sales_indexes'))")
+                    .execute(&mut **tx)
                     .await?;
             }
-        }
+            for (i, (name, _)) in SALES_INDEXES.into_iter().enumerate() {
+                let key = sales_key::<DB>(i);
+                let wanted = (!sales_stages.is_empty()).then(|| {
+                    format!(
+                        "CREATE INDEX {name} ON leads ({key}) WHERE stage IN ({})",
+                        stage_list(sales_stages)
+                    )
+                });
+                // PostgreSQL keeps no statement text: the statement an index was made
+                // with is its comment ('' when it has none).
+                let (have,): (Option<String>,) = sqlx::query_as(sql::<DB>(if is_pg::<DB>() {
+                    "SELECT (SELECT COALESCE(obj_description(i.oid, 'pg_class'), '') \
+                     FROM (SELECT to_regclass(?) AS oid) i WHERE i.oid IS NOT NULL)"
+                } else {
+                    "SELECT (SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?)"
+                }))
+                .bind(name.to_string())
+                .fetch_one(&mut **tx)
+                .await?;
+                if have == wanted {
+                    continue;
+                }
+                sqlx::query(sql_owned::<DB>(format!("DROP INDEX IF EXISTS {name}")))
+                    .execute(&mut **tx)
+                    .await?;
+                if let Some(sql) = wanted {
+                    sqlx::query(sql_owned::<DB>(sql.clone()))
+                        .execute(&mut **tx)
+                        .await?;
+                    if is_pg::<DB>() {
+                        sqlx::query(sql_owned::<DB>(format!(
+                            "COMMENT ON INDEX {name} IS '{}'",
+                            sql.replace('\'', "''")
+                        )))
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+            }
+        });
         tx.commit().await
     }
 
@@ -424,42 +478,44 @@ impl Store {
         // lookups (unused ones look for NULL, which finds nothing), so its text stays
         // the same and it is prepared once per connection.
         let stages = stage_list(sales_stages);
-        let kinds = [
-            (companies, SALES_INDEXES[0].1, "company_key"),
-            (domains, SALES_INDEXES[1].1, "domain_key"),
-        ];
+        let kinds = [(companies, 0, "company_key"), (domains, 1, "domain_key")];
         let mut found: Vec<DuplicateRow> = Vec::new();
-        for (keys, lead_key, handoff_key) in &kinds {
+        for (keys, index, handoff_key) in &kinds {
             let keys: Vec<&str> = keys.iter().copied().collect();
             for group in keys.chunks(KEYS_PER_STATEMENT) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "SELECT l.id, l.email, TRIM(COALESCE(l.first_name, '') || ' ' || \
-                     COALESCE(l.last_name, '')) AS name, l.company, l.stage, l.owner \
-                     FROM leads l WHERE l.id IN (SELECT NULL",
-                );
-                for i in 0..KEYS_PER_STATEMENT {
-                    let key = group.get(i).map(|k| k.to_string());
-                    q.push(" UNION SELECT id FROM (");
-                    if !sales_stages.is_empty() {
-                        q.push(format!("SELECT id FROM leads WHERE {lead_key} = "))
-                            .push_bind(key.clone())
-                            .push(format!(" AND stage IN ({stages}) UNION "));
+                read!(self, |pool, DB| {
+                    let lead_key = sales_key::<DB>(*index);
+                    // PostgreSQL wants a name for each table in FROM.
+                    let end = if is_pg::<DB>() { ") AS k" } else { ")" };
+                    let mut q = QueryBuilder::<DB>::new(
+                        "SELECT l.id, l.email, TRIM(COALESCE(l.first_name, '') || ' ' || \
+                         COALESCE(l.last_name, '')) AS name, l.company, l.stage, l.owner \
+                         FROM leads l WHERE l.id IN (SELECT NULL",
+                    );
+                    for i in 0..KEYS_PER_STATEMENT {
+                        let key = group.get(i).map(|k| k.to_string());
+                        q.push(" UNION SELECT id FROM (");
+                        if !sales_stages.is_empty() {
+                            q.push(format!("SELECT id FROM leads WHERE {lead_key} = "))
+                                .push_bind(key.clone())
+                                .push(format!(" AND stage IN ({stages}) UNION "));
+                        }
+                        q.push(format!(
+                            "SELECT lead_id FROM handoffs WHERE {handoff_key} = "
+                        ))
+                        .push_bind(key)
+                        .push(" AND state IN ('new', 'open', 'escalated') ORDER BY 1 LIMIT ")
+                        .push_bind(MAX_DUPLICATES as i64 + 1)
+                        .push(end);
                     }
-                    q.push(format!(
-                        "SELECT lead_id FROM handoffs WHERE {handoff_key} = "
-                    ))
-                    .push_bind(key)
-                    .push(" AND state IN ('new', 'open', 'escalated') ORDER BY 1 LIMIT ")
-                    .push_bind(MAX_DUPLICATES as i64 + 1)
-                    .push(")");
-                }
-                q.push(") ORDER BY l.id");
-                found.extend(
-                    q.build_query_as::<DuplicateRow>()
-                        .persistent(true)
-                        .fetch_all(&self.pool)
-                        .await?,
-                );
+                    q.push(") ORDER BY l.id");
+                    found.extend(
+                        q.build_query_as::<DuplicateRow>()
+                            .persistent(true)
+                            .fetch_all(pool)
+                            .await?,
+                    );
+                });
             }
         }
         found.sort_by_key(|r| r.id);
@@ -488,10 +544,11 @@ impl Store {
 
     /// Webhook calls due at `now`, claimed by nobody.
     pub async fn next_webhook_due(&self) -> Result<Option<i64>, StoreError> {
-        let (next,): (Option<i64>,) =
+        let (next,): (Option<i64>,) = read!(self, |pool, DB| {
             sqlx::query_as("SELECT MIN(due_at) FROM webhooks WHERE status = 'queued'")
-                .fetch_one(&self.pool)
-                .await?;
+                .fetch_one(pool)
+                .await?
+        });
         Ok(next)
     }
 
@@ -500,12 +557,14 @@ impl Store {
         &self,
         handoff_id: i64,
     ) -> Result<Vec<(String, String, i64, Option<String>)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT event, status, attempts, reason FROM webhooks WHERE handoff_id = ? ORDER BY id",
-        )
-        .bind(handoff_id)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT event, status, attempts, reason FROM webhooks WHERE handoff_id = ? ORDER BY id",
+            ))
+            .bind(handoff_id)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 }
 
@@ -517,47 +576,49 @@ impl WriteTx {
         u: &HandoffUpdate,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new("UPDATE handoffs SET state = ");
-        q.push_bind(u.state.clone())
-            .push(", owner = ")
-            .push_bind(u.owner.clone())
-            .push(", owners_had = ")
-            .push_bind(serde_json::to_string(&u.owners_had).unwrap_or_default())
-            .push(", round = ")
-            .push_bind(u.round)
-            .push(", assigned_at = ")
-            .push_bind(u.assigned_at)
-            .push(", due_at = ")
-            .push_bind(u.due_at)
-            .push(", step = ")
-            .push_bind(u.step)
-            .push(", next_at = ")
-            .push_bind(u.next_at)
-            .push(", breached_at = ")
-            .push_bind(u.breached_at)
-            .push(", updated_at = ")
-            .push_bind(now);
-        if let Some(d) = &u.duplicates {
-            q.push(", duplicates = ").push_bind(d.clone());
-        }
-        q.push(" WHERE id = ")
-            .push_bind(u.id)
-            .push(" AND round = ")
-            .push_bind(u.expect_round)
-            .push(" AND step = ")
-            .push_bind(u.expect_step)
-            .push(" AND state IN (");
-        let mut sep = q.separated(", ");
-        for s in u.expect_state {
-            sep.push_bind(*s);
-        }
-        q.push(")");
-        Ok(q.build()
-            .persistent(false)
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected()
-            == 1)
+        let n = in_tx!(self, |tx, DB| {
+            let mut q = QueryBuilder::<DB>::new("UPDATE handoffs SET state = ");
+            q.push_bind(u.state.clone())
+                .push(", owner = ")
+                .push_bind(u.owner.clone())
+                .push(", owners_had = ")
+                .push_bind(serde_json::to_string(&u.owners_had).unwrap_or_default())
+                .push(", round = ")
+                .push_bind(u.round)
+                .push(", assigned_at = ")
+                .push_bind(u.assigned_at)
+                .push(", due_at = ")
+                .push_bind(u.due_at)
+                .push(", step = ")
+                .push_bind(u.step)
+                .push(", next_at = ")
+                .push_bind(u.next_at)
+                .push(", breached_at = ")
+                .push_bind(u.breached_at)
+                .push(", updated_at = ")
+                .push_bind(now);
+            if let Some(d) = &u.duplicates {
+                q.push(", duplicates = ").push_bind(d.clone());
+            }
+            q.push(" WHERE id = ")
+                .push_bind(u.id)
+                .push(" AND round = ")
+                .push_bind(u.expect_round)
+                .push(" AND step = ")
+                .push_bind(u.expect_step)
+                .push(" AND state IN (");
+            let mut sep = q.separated(", ");
+            for s in u.expect_state {
+                sep.push_bind(*s);
+            }
+            q.push(")");
+            q.build()
+                .persistent(false)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
     }
 
     /// Applies many updates in one statement per chunk, each only if its handoff is
@@ -570,58 +631,65 @@ impl WriteTx {
     ) -> Result<u64, StoreError> {
         let mut applied = 0;
         for chunk in updates.chunks(rows_per_statement(14)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "WITH v (id, expect_state, expect_round, expect_step, state, owner, owners_had, \
+            applied += in_tx!(self, |tx, DB| {
+                let mut q = QueryBuilder::<DB>::new(
+                    "WITH v (id, expect_state, expect_round, expect_step, state, owner, owners_had, \
                  round, duplicates, assigned_at, due_at, step, next_at, breached_at) AS (",
-            );
-            q.push_values(chunk, |mut row, u| {
-                row.push_bind(u.id)
-                    .push_bind(serde_json::to_string(u.expect_state).unwrap_or_default())
-                    .push_bind(u.expect_round)
-                    .push_bind(u.expect_step)
-                    .push_bind(u.state.clone())
-                    .push_bind(u.owner.clone())
-                    .push_bind(serde_json::to_string(&u.owners_had).unwrap_or_default())
-                    .push_bind(u.round)
-                    .push_bind(u.duplicates.clone())
-                    .push_bind(u.assigned_at)
-                    .push_bind(u.due_at)
-                    .push_bind(u.step)
-                    .push_bind(u.next_at)
-                    .push_bind(u.breached_at);
-            });
-            q.push(
+                );
+                q.push_values(chunk, |mut row, u| {
+                    row.push_bind(u.id)
+                        .push_bind(serde_json::to_string(u.expect_state).unwrap_or_default())
+                        .push_bind(u.expect_round)
+                        .push_bind(u.expect_step)
+                        .push_bind(u.state.clone())
+                        .push_bind(u.owner.clone())
+                        .push_bind(serde_json::to_string(&u.owners_had).unwrap_or_default())
+                        .push_bind(u.round)
+                        .push_bind(u.duplicates.clone())
+                        .push_bind(u.assigned_at)
+                        .push_bind(u.due_at)
+                        .push_bind(u.step)
+                        .push_bind(u.next_at)
+                        .push_bind(u.breached_at);
+                });
+                q.push(
                 ") UPDATE handoffs SET state = v.state, owner = v.owner, owners_had = v.owners_had, \
                  round = v.round, duplicates = COALESCE(v.duplicates, handoffs.duplicates), \
                  assigned_at = v.assigned_at, due_at = v.due_at, step = v.step, \
                  next_at = v.next_at, breached_at = v.breached_at, updated_at = ",
             )
             .push_bind(now)
-            .push(
+            .push(if is_pg::<DB>() {
                 " FROM v WHERE handoffs.id = v.id AND handoffs.round = v.expect_round \
                  AND handoffs.step = v.expect_step \
-                 AND handoffs.state IN (SELECT value FROM json_each(v.expect_state))",
-            );
-            applied += q
-                .build()
-                .persistent(false)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected();
+                 AND handoffs.state IN (SELECT jsonb_array_elements_text(v.expect_state::jsonb))"
+            } else {
+                " FROM v WHERE handoffs.id = v.id AND handoffs.round = v.expect_round \
+                 AND handoffs.step = v.expect_step \
+                 AND handoffs.state IN (SELECT value FROM json_each(v.expect_state))"
+            });
+                q.build()
+                    .persistent(false)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected()
+            });
         }
         Ok(applied)
     }
 
     /// Clears the pending webhook event of a handoff; false when another pass did.
     pub async fn take_pending_hook(&mut self, id: i64, event: &str) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE handoffs SET hook_pending = NULL WHERE id = ? AND hook_pending = ?",
-        )
-        .bind(id)
-        .bind(event)
-        .execute(&mut *self.tx)
-        .await?
-        .rows_affected();
+        let n = in_tx!(self, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "UPDATE handoffs SET hook_pending = NULL WHERE id = ? AND hook_pending = ?",
+            ))
+            .bind(id)
+            .bind(event)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+        });
         Ok(n == 1)
     }
 
@@ -632,19 +700,20 @@ impl WriteTx {
     ) -> Result<BTreeSet<i64>, StoreError> {
         let mut out = BTreeSet::new();
         for chunk in handoffs.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT id, round, step FROM handoffs WHERE state = 'new' AND id IN (",
-            );
-            let mut sep = q.separated(", ");
-            for (id, _, _) in chunk {
-                sep.push_bind(*id);
-            }
-            q.push(")");
-            let rows: Vec<(i64, i64, i64)> = q
-                .build_query_as()
-                .persistent(false)
-                .fetch_all(&mut *self.tx)
-                .await?;
+            let rows: Vec<(i64, i64, i64)> = in_tx!(self, |tx, DB| {
+                let mut q = QueryBuilder::<DB>::new(
+                    "SELECT id, round, step FROM handoffs WHERE state = 'new' AND id IN (",
+                );
+                let mut sep = q.separated(", ");
+                for (id, _, _) in chunk {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                q.build_query_as()
+                    .persistent(false)
+                    .fetch_all(&mut **tx)
+                    .await?
+            });
             out.extend(
                 rows.into_iter()
                     .filter(|row| chunk.contains(row))
@@ -657,14 +726,21 @@ impl WriteTx {
     /// Takes the next `n` turns of `team`'s round-robin (1, 2, 3, ... over its life);
     /// returns the first of them.
     pub async fn take_turns(&mut self, team: &str, n: i64) -> Result<i64, StoreError> {
-        let (last,): (i64,) = sqlx::query_as(
-            "INSERT INTO counters (name, value) VALUES (?, ?) \
-             ON CONFLICT (name) DO UPDATE SET value = value + excluded.value RETURNING value",
-        )
-        .bind(format!("round-robin:{team}"))
-        .bind(n)
-        .fetch_one(&mut *self.tx)
-        .await?;
+        let (last,): (i64,) = in_tx!(self, |tx, DB| {
+            // PostgreSQL finds a bare `value` ambiguous beside `excluded.value`.
+            sqlx::query_as(sql::<DB>(if is_pg::<DB>() {
+                "INSERT INTO counters (name, value) VALUES (?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value \
+                 RETURNING value"
+            } else {
+                "INSERT INTO counters (name, value) VALUES (?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET value = value + excluded.value RETURNING value"
+            }))
+            .bind(format!("round-robin:{team}"))
+            .bind(n)
+            .fetch_one(&mut **tx)
+            .await?
+        });
         Ok(last - n + 1)
     }
 
@@ -689,17 +765,19 @@ impl WriteTx {
     /// Appends lines to handoffs' logs, in the order given.
     pub async fn log_handoffs(&mut self, lines: &[HandoffLog]) -> Result<(), StoreError> {
         for chunk in lines.chunks(rows_per_statement(5)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO handoff_log (handoff_id, at, what, owner, detail) ",
-            );
-            q.push_values(chunk, |mut row, l| {
-                row.push_bind(l.handoff_id)
-                    .push_bind(l.at)
-                    .push_bind(l.what.clone())
-                    .push_bind(l.owner.clone())
-                    .push_bind(l.detail.clone());
+            in_tx!(self, |tx, DB| {
+                let mut q = QueryBuilder::<DB>::new(
+                    "INSERT INTO handoff_log (handoff_id, at, what, owner, detail) ",
+                );
+                q.push_values(chunk, |mut row, l| {
+                    row.push_bind(l.handoff_id)
+                        .push_bind(l.at)
+                        .push_bind(l.what.clone())
+                        .push_bind(l.owner.clone())
+                        .push_bind(l.detail.clone());
+                });
+                q.build().persistent(false).execute(&mut **tx).await?;
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -722,23 +800,31 @@ impl WriteTx {
         now: i64,
     ) -> Result<(), StoreError> {
         for chunk in mails.chunks(rows_per_statement(8)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO outbox (idem_key, lead_id, recipient, template, class, kind, \
-                 data, source, created_at, due_at) ",
-            );
-            q.push_values(chunk, |mut row, m| {
-                row.push_bind(m.idem_key.clone())
-                    .push_bind(m.lead_id)
-                    .push_bind(m.recipient.clone())
-                    .push_bind(m.template.clone())
-                    .push_bind("internal")
-                    .push_bind("handoff")
-                    .push_bind(m.data.clone())
-                    .push_bind(m.source.clone())
-                    .push_bind(now)
-                    .push_bind(now);
+            in_tx!(self, |tx, DB| {
+                let mut q = QueryBuilder::<DB>::new(if is_pg::<DB>() {
+                    "INSERT INTO outbox (idem_key, lead_id, recipient, template, class, kind, \
+                 data, source, created_at, due_at) "
+                } else {
+                    "INSERT OR IGNORE INTO outbox (idem_key, lead_id, recipient, template, class, kind, \
+                 data, source, created_at, due_at) "
+                });
+                q.push_values(chunk, |mut row, m| {
+                    row.push_bind(m.idem_key.clone())
+                        .push_bind(m.lead_id)
+                        .push_bind(m.recipient.clone())
+                        .push_bind(m.template.clone())
+                        .push_bind("internal")
+                        .push_bind("handoff")
+                        .push_bind(m.data.clone())
+                        .push_bind(m.source.clone())
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                if is_pg::<DB>() {
+                    q.push(" ON CONFLICT DO NOTHING");
+                }
+                q.build().persistent(false).execute(&mut **tx).await?;
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -755,20 +841,28 @@ impl WriteTx {
         now: i64,
     ) -> Result<(), StoreError> {
         for chunk in calls.chunks(rows_per_statement(7)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO webhooks (idem_key, handoff_id, team, event, body, \
-                 created_at, due_at) ",
-            );
-            q.push_values(chunk, |mut row, w| {
-                row.push_bind(w.idem_key.clone())
-                    .push_bind(w.handoff_id)
-                    .push_bind(w.team.clone())
-                    .push_bind(w.event.clone())
-                    .push_bind(w.body.clone())
-                    .push_bind(now)
-                    .push_bind(now);
+            in_tx!(self, |tx, DB| {
+                let mut q = QueryBuilder::<DB>::new(if is_pg::<DB>() {
+                    "INSERT INTO webhooks (idem_key, handoff_id, team, event, body, \
+                 created_at, due_at) "
+                } else {
+                    "INSERT OR IGNORE INTO webhooks (idem_key, handoff_id, team, event, body, \
+                 created_at, due_at) "
+                });
+                q.push_values(chunk, |mut row, w| {
+                    row.push_bind(w.idem_key.clone())
+                        .push_bind(w.handoff_id)
+                        .push_bind(w.team.clone())
+                        .push_bind(w.event.clone())
+                        .push_bind(w.body.clone())
+                        .push_bind(now)
+                        .push_bind(now);
+                });
+                if is_pg::<DB>() {
+                    q.push(" ON CONFLICT DO NOTHING");
+                }
+                q.build().persistent(false).execute(&mut **tx).await?;
             });
-            q.build().persistent(false).execute(&mut *self.tx).await?;
         }
         Ok(())
     }
@@ -785,22 +879,24 @@ impl WriteTx {
         business_ms: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            "UPDATE handoffs SET state = ?, answered_at = ?, answered_by = ?, answer_note = ?, \
-             business_ms = ?, next_at = NULL, updated_at = ? \
-             WHERE id = ? AND round = ? AND state IN ('open', 'escalated')",
-        )
-        .bind(state)
-        .bind(now)
-        .bind(by)
-        .bind(note)
-        .bind(business_ms)
-        .bind(now)
-        .bind(id)
-        .bind(round)
-        .execute(&mut *self.tx)
-        .await?
-        .rows_affected();
+        let n = in_tx!(self, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "UPDATE handoffs SET state = ?, answered_at = ?, answered_by = ?, answer_note = ?, \
+                 business_ms = ?, next_at = NULL, updated_at = ? \
+                 WHERE id = ? AND round = ? AND state IN ('open', 'escalated')",
+            ))
+            .bind(state)
+            .bind(now)
+            .bind(by)
+            .bind(note)
+            .bind(business_ms)
+            .bind(now)
+            .bind(id)
+            .bind(round)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+        });
         Ok(n == 1)
     }
 
@@ -812,26 +908,32 @@ impl WriteTx {
         now: i64,
         limit: i64,
     ) -> Result<Vec<WebhookRow>, StoreError> {
-        sqlx::query(
-            "UPDATE webhooks SET status = 'queued', claimed_by = NULL \
-             WHERE status = 'sending' AND claimed_by IS NOT ?",
-        )
-        .bind(owner)
-        .execute(&mut *self.tx)
-        .await?;
-        Ok(sqlx::query_as(
-            "UPDATE webhooks SET status = 'sending', claimed_by = ?, attempts = attempts + 1, \
-             first_try_at = COALESCE(first_try_at, ?) \
-             WHERE id IN (SELECT id FROM webhooks WHERE status = 'queued' AND due_at <= ? \
-             ORDER BY due_at, id LIMIT ?) \
-             RETURNING id, handoff_id, team, event, body, attempts, first_try_at",
-        )
-        .bind(owner)
-        .bind(now)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *self.tx)
-        .await?)
+        Ok(in_tx!(self, |tx, DB| {
+            // `IS NOT` compares values only on SQLite.
+            sqlx::query(sql::<DB>(if is_pg::<DB>() {
+                "UPDATE webhooks SET status = 'queued', claimed_by = NULL \
+                 WHERE status = 'sending' AND claimed_by IS DISTINCT FROM ?"
+            } else {
+                "UPDATE webhooks SET status = 'queued', claimed_by = NULL \
+                 WHERE status = 'sending' AND claimed_by IS NOT ?"
+            }))
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query_as(sql::<DB>(
+                "UPDATE webhooks SET status = 'sending', claimed_by = ?, attempts = attempts + 1, \
+                 first_try_at = COALESCE(first_try_at, ?) \
+                 WHERE id IN (SELECT id FROM webhooks WHERE status = 'queued' AND due_at <= ? \
+                 ORDER BY due_at, id LIMIT ?) \
+                 RETURNING id, handoff_id, team, event, body, attempts, first_try_at",
+            ))
+            .bind(owner)
+            .bind(now)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?
+        }))
     }
 
     pub async fn finish_webhooks(
@@ -840,40 +942,40 @@ impl WriteTx {
         now: i64,
     ) -> Result<(), StoreError> {
         for d in done {
-            match d {
+            in_tx!(self, |tx, DB| match d {
                 WebhookDone::Sent { id } => {
-                    sqlx::query(
+                    sqlx::query(sql::<DB>(
                         "UPDATE webhooks SET status = 'sent', finished_at = ?, reason = NULL \
                          WHERE id = ? AND status = 'sending'",
-                    )
+                    ))
                     .bind(now)
                     .bind(id)
-                    .execute(&mut *self.tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
                 WebhookDone::Later { id, until, reason } => {
-                    sqlx::query(
+                    sqlx::query(sql::<DB>(
                         "UPDATE webhooks SET status = 'queued', claimed_by = NULL, due_at = ?, \
                          reason = ? WHERE id = ? AND status = 'sending'",
-                    )
+                    ))
                     .bind(until)
                     .bind(reason)
                     .bind(id)
-                    .execute(&mut *self.tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
                 WebhookDone::Failed { id, reason } => {
-                    sqlx::query(
+                    sqlx::query(sql::<DB>(
                         "UPDATE webhooks SET status = 'failed', finished_at = ?, reason = ? \
                          WHERE id = ? AND status = 'sending'",
-                    )
+                    ))
                     .bind(now)
                     .bind(reason)
                     .bind(id)
-                    .execute(&mut *self.tx)
+                    .execute(&mut **tx)
                     .await?;
                 }
-            }
+            });
         }
         Ok(())
     }
@@ -887,11 +989,11 @@ pub mod build {
     /// A lead with a handoff still open is not handed over again. One statement per
     /// round and kind (see [`rounds`]): each lead's handoffs end and start in order.
     pub fn handoffs(
+        dialect: Dialect,
         items: &[(i64, Option<i64>, &Changes)],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Statements {
         let now = crate::clock::to_ms(now);
-        let mut out = Statements::default();
         let mut ops: Vec<(i64, Op)> = Vec::new();
         for (lead, seq, changes) in items {
             if let Some(s) = &changes.handoff_settled {
@@ -904,41 +1006,48 @@ pub mod build {
                 ops.push((*lead, Op::Create(*seq, h)));
             }
         }
-        for round in rounds(ops) {
-            let mut settle: Vec<(i64, &'static str, String, String)> = Vec::new();
-            let mut create: Vec<Creation> = Vec::new();
-            for (lead, op) in round {
-                match op {
-                    Op::Settle(s) => {
-                        let (state, what) = if s.by_sales {
-                            ("accepted", "taken over")
-                        } else {
-                            ("expired", "moved on")
-                        };
-                        let note =
-                            format!("{what}: the lead moved to {} before an answer", s.stage);
-                        settle.push((lead, state, note, s.source.to_string()));
+        let rounds = rounds(ops);
+        if rounds.is_empty() {
+            return Statements::default();
+        }
+        for_dialect!(dialect, |DB| {
+            let mut out: Vec<QueryBuilder<DB>> = Vec::new();
+            for round in &rounds {
+                let mut settle: Vec<(i64, &'static str, String, String)> = Vec::new();
+                let mut create: Vec<Creation> = Vec::new();
+                for (lead, op) in round {
+                    let lead = *lead;
+                    match *op {
+                        Op::Settle(s) => {
+                            let (state, what) = if s.by_sales {
+                                ("accepted", "taken over")
+                            } else {
+                                ("expired", "moved on")
+                            };
+                            let note =
+                                format!("{what}: the lead moved to {} before an answer", s.stage);
+                            settle.push((lead, state, note, s.source.to_string()));
+                        }
+                        Op::Create(seq, h) => create.push((lead, seq, h)),
                     }
-                    Op::Create(seq, h) => create.push((lead, seq, h)),
                 }
-            }
-            for chunk in settle.chunks(rows_per_statement(4)) {
-                // The same table of leads heads the log insert and the update.
-                let table = || {
-                    let mut q = QueryBuilder::<Sqlite>::new(
-                        "WITH v (lead_id, state, note, answered_by) AS (",
-                    );
-                    values(&mut q, chunk, |row, (lead, state, note, by)| {
-                        row.push_bind(*lead)
-                            .push_bind(*state)
-                            .push_bind(note.clone())
-                            .push_bind(by.clone());
-                    });
-                    q
-                };
-                let mut q = table();
-                let mut update = table();
-                q.push(
+                for chunk in settle.chunks(rows_per_statement(4)) {
+                    // The same table of leads heads the log insert and the update.
+                    let table = || {
+                        let mut q = QueryBuilder::<DB>::new(
+                            "WITH v (lead_id, state, note, answered_by) AS (",
+                        );
+                        values(&mut q, chunk, |row, (lead, state, note, by)| {
+                            row.push_bind(*lead)
+                                .push_bind(*state)
+                                .push_bind(note.clone())
+                                .push_bind(by.clone());
+                        });
+                        q
+                    };
+                    let mut q = table();
+                    let mut update = table();
+                    q.push(
                     ") INSERT INTO handoff_log (handoff_id, at, what, owner, detail) \
                      SELECT h.id, ",
                 )
@@ -947,52 +1056,63 @@ pub mod build {
                     ", v.state, h.owner, v.note FROM v JOIN handoffs h ON h.lead_id = v.lead_id \
                      WHERE h.state IN ('new', 'open', 'escalated')",
                 );
-                out.push(q);
-                update
-                    .push(") UPDATE handoffs SET state = v.state, answered_at = ")
-                    .push_bind(now)
-                    .push(
-                        ", answered_by = v.answered_by, answer_note = v.note, \
+                    out.push(q);
+                    update
+                        .push(") UPDATE handoffs SET state = v.state, answered_at = ")
+                        .push_bind(now)
+                        .push(
+                            ", answered_by = v.answered_by, answer_note = v.note, \
                          hook_pending = 'handoff.' || v.state, next_at = NULL, updated_at = ",
-                    )
-                    .push_bind(now)
-                    .push(
-                        " FROM v WHERE handoffs.lead_id = v.lead_id \
+                        )
+                        .push_bind(now)
+                        .push(
+                            " FROM v WHERE handoffs.lead_id = v.lead_id \
                          AND handoffs.state IN ('new', 'open', 'escalated')",
+                        );
+                    out.push(update);
+                }
+                for chunk in create.chunks(rows_per_statement(6)) {
+                    // The lead's company and domain keys go with the handoff (see
+                    // `same_company_with_sales`); the lead's row is written before.
+                    let mut q = QueryBuilder::<DB>::new(
+                        "WITH v (n, lead_id, team, reason, source, event_seq) AS (",
                     );
-                out.push(update);
-            }
-            for chunk in create.chunks(rows_per_statement(6)) {
-                // The lead's company and domain keys go with the handoff (see
-                // `same_company_with_sales`); the lead's row is written before.
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "WITH v (n, lead_id, team, reason, source, event_seq) AS (",
-                );
-                let numbered: Vec<(usize, &Creation)> = chunk.iter().enumerate().collect();
-                values(&mut q, &numbered, |row, (n, (lead, seq, h))| {
-                    row.push_bind(*n as i64)
-                        .push_bind(*lead)
-                        .push_bind(h.team.clone())
-                        .push_bind(h.reason.clone())
-                        .push_bind(h.source.to_string())
-                        .push_bind(*seq);
-                });
-                q.push(
+                    let numbered: Vec<(usize, &Creation)> = chunk.iter().enumerate().collect();
+                    values(&mut q, &numbered, |row, (n, (lead, seq, h))| {
+                        row.push_bind(*n as i64)
+                            .push_bind(*lead)
+                            .push_bind(h.team.clone())
+                            .push_bind(h.reason.clone())
+                            .push_bind(h.source.to_string())
+                            .push_bind(*seq);
+                    });
+                    // The keys as `SALES_INDEXES` / `PG_SALES_KEYS` compute them.
+                    let pg = is_pg::<DB>();
+                    q.push(if pg {
+                    ") INSERT INTO handoffs (lead_id, team, reason, source, event_seq, \
+                     state, created_at, updated_at, company_key, domain_key) \
+                     SELECT v.lead_id, v.team, v.reason, v.source, v.event_seq, 'new', "
+                } else {
                     ") INSERT OR IGNORE INTO handoffs (lead_id, team, reason, source, event_seq, \
                      state, created_at, updated_at, company_key, domain_key) \
-                     SELECT v.lead_id, v.team, v.reason, v.source, v.event_seq, 'new', ",
-                )
+                     SELECT v.lead_id, v.team, v.reason, v.source, v.event_seq, 'new', "
+                })
                 .push_bind(now)
                 .push(", ")
                 .push_bind(now)
-                .push(
+                .push(if pg {
+                    ", lower(trim(l.company) COLLATE \"C\"), \
+                     substr(l.email, strpos(l.email, '@') + 1) \
+                     FROM v JOIN leads l ON l.id = v.lead_id ORDER BY v.n ON CONFLICT DO NOTHING"
+                } else {
                     ", lower(trim(l.company)), substr(l.email, instr(l.email, '@') + 1) \
-                     FROM v JOIN leads l ON l.id = v.lead_id ORDER BY v.n",
-                );
-                out.push(q);
+                     FROM v JOIN leads l ON l.id = v.lead_id ORDER BY v.n"
+                });
+                    out.push(q);
+                }
             }
-        }
-        out
+            out
+        })
     }
 
     /// A handoff to create: lead, event, request.
@@ -1018,7 +1138,7 @@ mod tests {
         let mut lead = Lead::new(id, Email::parse(email).unwrap(), stage, Utc::now());
         lead.company = Some(company.to_string());
         let mut tx = store.begin_write().await.unwrap();
-        tx.execute(super::super::build::leads(&[(&lead, 0)]))
+        tx.execute(super::super::build::leads(store.dialect(), &[(&lead, 0)]))
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -1035,9 +1155,13 @@ mod tests {
             ..Changes::default()
         };
         let mut tx = store.begin_write().await.unwrap();
-        tx.execute(build::handoffs(&[(id, None, &changes)], Utc::now()))
-            .await
-            .unwrap();
+        tx.execute(build::handoffs(
+            store.dialect(),
+            &[(id, None, &changes)],
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
         tx.commit().await.unwrap();
     }
 
@@ -1048,7 +1172,7 @@ mod tests {
     #[tokio::test]
     async fn finds_colleagues_with_sales_by_company_and_domain_through_the_indexes() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let url = crate::store::testing::fresh_database_url(dir.path());
         let store = Store::open(&url).await.unwrap();
         let sales = vec!["sal".to_string(), "sql".to_string()];
         store.keep_sales_indexes(&sales).await.unwrap();
@@ -1070,10 +1194,14 @@ mod tests {
 
         // A handoff that ended no longer counts; a lead of a public mail domain is
         // found by company only.
-        sqlx::query("UPDATE handoffs SET state = 'accepted' WHERE lead_id = 2")
-            .execute(&store.write_pool)
-            .await
-            .unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        in_tx!(tx, |tx, DB| {
+            sqlx::query("UPDATE handoffs SET state = 'accepted' WHERE lead_id = 2")
+                .execute(&mut **tx)
+                .await
+                .unwrap();
+        });
+        tx.commit().await.unwrap();
         let of = [CompanyOf {
             lead_id: 5,
             company: "ACME GMBH",
@@ -1087,9 +1215,12 @@ mod tests {
         store.keep_sales_indexes(&sales).await.unwrap();
         let found = store.same_company_with_sales(&of, &sales).await.unwrap();
         assert_eq!(ids(&found, 5), vec![1, 3]);
+        let super::super::Db::Sqlite { pool, .. } = &*store.db else {
+            return;
+        };
         let (sql,): (String,) =
             sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'leads_sales_company'")
-                .fetch_one(&store.pool)
+                .fetch_one(pool)
                 .await
                 .unwrap();
         assert!(sql.contains("'lead', 'sql'"), "{sql}");
@@ -1101,7 +1232,7 @@ mod tests {
         )
         .bind("acme gmbh")
         .bind("acme gmbh")
-        .fetch_all(&store.pool)
+        .fetch_all(pool)
         .await
         .unwrap();
         let plan: Vec<&str> = plan.iter().map(|r| r.3.as_str()).collect();

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::FromRow;
 
 use super::rows::ms_as_rfc3339;
-use super::{Store, StoreError};
+use super::{Store, StoreError, in_tx, read, sql};
 use crate::clock::{from_ms, to_ms};
 
 /// One run of a schedule.
@@ -26,12 +26,14 @@ pub struct JobRun {
 impl Store {
     /// The due time of the newest run of `schedule`.
     pub async fn last_job_due(&self, schedule: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT MAX(due_at) FROM job_runs WHERE schedule = ? HAVING COUNT(*) > 0",
-        )
-        .bind(schedule)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(i64,)> = read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT MAX(due_at) FROM job_runs WHERE schedule = ? HAVING COUNT(*) > 0",
+            ))
+            .bind(schedule)
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(row.map(|(ms,)| from_ms(ms)))
     }
 
@@ -40,13 +42,15 @@ impl Store {
         &self,
         schedule: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "SELECT MAX(due_at) FROM job_runs WHERE schedule = ? AND finished_at IS NOT NULL \
-             AND error IS NULL HAVING COUNT(*) > 0",
-        )
-        .bind(schedule)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(i64,)> = read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT MAX(due_at) FROM job_runs WHERE schedule = ? AND finished_at IS NOT NULL \
+                 AND error IS NULL HAVING COUNT(*) > 0",
+            ))
+            .bind(schedule)
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(row.map(|(ms,)| from_ms(ms)))
     }
 
@@ -58,14 +62,16 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO job_runs (schedule, due_at, started_at) VALUES (?, ?, ?) RETURNING id",
-        )
-        .bind(schedule)
-        .bind(to_ms(due))
-        .bind(to_ms(now))
-        .fetch_one(&mut *tx.tx)
-        .await?;
+        let (id,): (i64,) = in_tx!(tx, |tx, DB| {
+            sqlx::query_as(sql::<DB>(
+                "INSERT INTO job_runs (schedule, due_at, started_at) VALUES (?, ?, ?) RETURNING id",
+            ))
+            .bind(schedule)
+            .bind(to_ms(due))
+            .bind(to_ms(now))
+            .fetch_one(&mut **tx)
+            .await?
+        });
         tx.commit().await?;
         Ok(id)
     }
@@ -79,28 +85,32 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE job_runs SET finished_at = ?, leads = ?, failed = ?, error = ? WHERE id = ?",
-        )
-        .bind(to_ms(now))
-        .bind(leads)
-        .bind(failed)
-        .bind(error)
-        .bind(id)
-        .execute(&mut *tx.tx)
-        .await?;
+        in_tx!(tx, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "UPDATE job_runs SET finished_at = ?, leads = ?, failed = ?, error = ? WHERE id = ?",
+            ))
+            .bind(to_ms(now))
+            .bind(leads)
+            .bind(failed)
+            .bind(error)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        });
         tx.commit().await?;
         Ok(())
     }
 
     /// The newest runs, newest first.
     pub async fn recent_job_runs(&self, limit: i64) -> Result<Vec<JobRun>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT schedule, due_at, started_at, finished_at, leads, failed, error \
-             FROM job_runs ORDER BY id DESC LIMIT ?",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT schedule, due_at, started_at, finished_at, leads, failed, error \
+                 FROM job_runs ORDER BY id DESC LIMIT ?",
+            ))
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 }

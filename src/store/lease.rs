@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, in_tx, is_pg, sql};
 
 /// How long a lease lasts without renewal.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -70,11 +70,20 @@ impl Store {
     pub async fn acquire_lease(&self, tag: &str) -> Result<Result<Lease, LeaseHeld>, StoreError> {
         let holder = format!("{}:{tag}@{}", std::process::id(), hostname());
         let mut tx = self.begin_write().await?;
-        let current: Option<(String, i64)> =
-            sqlx::query_as("SELECT holder, expires_at FROM leases WHERE name = ?")
-                .bind(NAME)
-                .fetch_optional(&mut *tx.tx)
-                .await?;
+        let current: Option<(String, i64)> = in_tx!(tx, |tx, DB| {
+            if is_pg::<DB>() {
+                // Other processes take the lease at the same time: one at a time.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext('nurtured.leases'))")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            sqlx::query_as(sql::<DB>(
+                "SELECT holder, expires_at FROM leases WHERE name = ?",
+            ))
+            .bind(NAME)
+            .fetch_optional(&mut **tx)
+            .await?
+        });
         let free = match &current {
             None => true,
             Some((h, expires)) => *h == holder || *expires < now_ms() || holder_is_dead(h),
@@ -84,15 +93,18 @@ impl Store {
                 holder: current.map(|(h, _)| h).unwrap_or_default(),
             }));
         }
-        sqlx::query(
-            "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
-        )
-        .bind(NAME)
-        .bind(&holder)
-        .bind(now_ms() + LEASE_TTL.as_millis() as i64)
-        .execute(&mut *tx.tx)
-        .await?;
+        in_tx!(tx, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at",
+            ))
+            .bind(NAME)
+            .bind(&holder)
+            .bind(now_ms() + LEASE_TTL.as_millis() as i64)
+            .execute(&mut **tx)
+            .await?;
+        });
         tx.commit().await?;
         Ok(Ok(Lease { holder }))
     }
@@ -113,11 +125,15 @@ impl Store {
     /// Gives the lease up (after processing stopped).
     pub async fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM leases WHERE name = ? AND holder = ?")
+        in_tx!(tx, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "DELETE FROM leases WHERE name = ? AND holder = ?",
+            ))
             .bind(NAME)
             .bind(&lease.holder)
-            .execute(&mut *tx.tx)
+            .execute(&mut **tx)
             .await?;
+        });
         tx.commit().await?;
         Ok(())
     }
@@ -128,13 +144,18 @@ impl super::WriteTx {
     /// Every processing write does this, so a process that lost the lease can never
     /// commit: two processes never apply the same events.
     pub async fn hold_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?")
+        let done = in_tx!(self, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
+            ))
             .bind(now_ms() + LEASE_TTL.as_millis() as i64)
             .bind(NAME)
             .bind(&lease.holder)
-            .execute(&mut *self.tx)
-            .await?;
-        if done.rows_affected() == 1 {
+            .execute(&mut **tx)
+            .await?
+            .rows_affected()
+        });
+        if done == 1 {
             Ok(())
         } else {
             Err(StoreError::LeaseLost)

@@ -1,9 +1,13 @@
-//! All SQL lives here. SQLite through sqlx with runtime queries (a fresh clone builds
-//! without a database), WAL, `synchronous=NORMAL`, a busy timeout, and every write in
-//! `BEGIN IMMEDIATE` behind one in-process writer lock.
+//! All SQL lives here, for two backends through sqlx with runtime queries (a fresh
+//! clone builds without a database): SQLite (WAL, `synchronous=NORMAL`, a busy
+//! timeout, every write in `BEGIN IMMEDIATE`) and PostgreSQL. Every write runs behind
+//! one in-process writer lock on either.
 //!
-//! Callers see plain functions and a [`WriteTx`] with typed methods; no SQL leaves this
-//! module, so a PostgreSQL backend can be added beside it.
+//! Each query is written once with `?` placeholders and compiled for both backends by
+//! the macros [`read!`], [`in_tx!`] and [`for_dialect!`]; [`sql`] numbers the
+//! placeholders for PostgreSQL, and the few statements whose text differs pick it with
+//! [`is_pg`]. Callers see plain functions and a [`WriteTx`] with typed methods; no SQL
+//! leaves this module.
 
 mod briefs;
 mod events;
@@ -15,11 +19,13 @@ mod outbox;
 mod reports;
 mod rows;
 mod stats;
+pub mod testing;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    Sqlite, Transaction,
+    Database, Postgres, Sqlite, Transaction,
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
     },
@@ -67,13 +73,145 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
 }
 
+/// The database behind a [`Store`]: SQLite (one file, one writing connection) or
+/// PostgreSQL (one pool for reads and writes).
+pub(crate) enum Db {
+    Sqlite {
+        pool: SqlitePool,
+        write_pool: SqlitePool,
+    },
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+/// Which SQL dialect a store speaks; write statements are built for it before the
+/// writer lock is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 /// The database: readers share a small pool; every write goes through one connection
 /// of its own, whose page cache then holds what writes touch (the indexes they update).
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
-    write_pool: SqlitePool,
+    db: Arc<Db>,
     writer: Arc<Mutex<()>>,
+}
+
+/// Runs `$body` with `$pool` bound to the reading pool and `$DB` to the database type:
+/// the body is compiled once per backend.
+macro_rules! read {
+    ($store:expr, |$pool:ident, $DB:ident| $body:expr) => {
+        match &*$store.db {
+            $crate::store::Db::Sqlite { pool: $pool, .. } => {
+                #[allow(dead_code, clippy::upper_case_acronyms)]
+                type $DB = ::sqlx::Sqlite;
+                $body
+            }
+            $crate::store::Db::Postgres { pool: $pool } => {
+                #[allow(dead_code, clippy::upper_case_acronyms)]
+                type $DB = ::sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use read;
+
+/// Like [`read!`], for a [`WriteTx`]: `$tx` is the open transaction.
+macro_rules! in_tx {
+    ($wtx:expr, |$tx:ident, $DB:ident| $body:expr) => {
+        match &mut $wtx.tx {
+            $crate::store::Tx::Sqlite($tx) => {
+                #[allow(dead_code, clippy::upper_case_acronyms)]
+                type $DB = ::sqlx::Sqlite;
+                $body
+            }
+            $crate::store::Tx::Postgres($tx) => {
+                #[allow(dead_code, clippy::upper_case_acronyms)]
+                type $DB = ::sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use in_tx;
+
+/// Like [`read!`], building statements for a [`Dialect`].
+macro_rules! for_dialect {
+    ($dialect:expr, |$DB:ident| $body:expr) => {
+        match $dialect {
+            $crate::store::Dialect::Sqlite => {
+                #[allow(dead_code, clippy::upper_case_acronyms)]
+                type $DB = ::sqlx::Sqlite;
+                $crate::store::Statements::Sqlite($body)
+            }
+            $crate::store::Dialect::Postgres => {
+                #[allow(dead_code, clippy::upper_case_acronyms)]
+                type $DB = ::sqlx::Postgres;
+                $crate::store::Statements::Postgres($body)
+            }
+        }
+    };
+}
+pub(crate) use for_dialect;
+
+/// Whether `DB` is PostgreSQL (for the few statements whose text differs).
+pub(crate) fn is_pg<DB: sqlx::Database>() -> bool {
+    DB::NAME == sqlx::Postgres::NAME
+}
+
+/// SQL written with `?` placeholders, as `DB` wants it: unchanged for SQLite, `$1`,
+/// `$2`, ... for PostgreSQL (translated once per statement text and kept).
+pub(crate) fn sql<DB: sqlx::Database>(text: &'static str) -> &'static str {
+    if !is_pg::<DB>() {
+        return text;
+    }
+    static DONE: std::sync::LazyLock<
+        std::sync::RwLock<std::collections::HashMap<&'static str, &'static str>>,
+    > = std::sync::LazyLock::new(Default::default);
+    if let Some(done) = DONE.read().expect("sql cache").get(text) {
+        return done;
+    }
+    let numbered: &'static str = Box::leak(numbered(text).into_boxed_str());
+    DONE.write().expect("sql cache").insert(text, numbered);
+    numbered
+}
+
+/// [`sql`] for a statement built at run time.
+pub(crate) fn sql_owned<DB: sqlx::Database>(text: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(if is_pg::<DB>() { numbered(&text) } else { text })
+}
+
+/// Replaces each `?` outside quotes with `$1`, `$2`, ..., and `?N` with `$N`.
+fn numbered(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let (mut n, mut quoted) = (0, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            '?' if !quoted => {
+                out.push('$');
+                if chars.peek().is_some_and(char::is_ascii_digit) {
+                    while let Some(d) = chars.next_if(char::is_ascii_digit) {
+                        out.push(d);
+                    }
+                } else {
+                    n += 1;
+                    out.push_str(&n.to_string());
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// SQLite's page cache, in KiB: for the writing connection, and for each reader.
@@ -85,15 +223,22 @@ pub struct PageCache {
 
 /// Pooled connections for reading.
 pub const READERS: u32 = 3;
+/// Pooled connections to PostgreSQL when nothing else is said.
+pub const PG_CONNECTIONS: u32 = 8;
 /// The page cache of a connection when nothing else is said, in KiB.
 const DEFAULT_PAGE_CACHE_KIB: u64 = 8 * 1024;
 
 /// How long a write waits for another process (the CLI) to finish its write.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether a database URL names PostgreSQL.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl Store {
-    /// Opens (creating if needed) the database at a `sqlite://PATH` URL and runs the
-    /// embedded migrations, with SQLite's default page cache.
+    /// Opens (creating if needed) the database at a `sqlite://PATH` or `postgres://`
+    /// URL and runs the embedded migrations, with SQLite's default page cache.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let kib = DEFAULT_PAGE_CACHE_KIB;
         let cache = PageCache {
@@ -103,8 +248,31 @@ impl Store {
         Self::open_with(url, cache).await
     }
 
-    /// Like [`Store::open`], with the given page caches.
+    /// Like [`Store::open`], with the given page caches (SQLite only).
     pub async fn open_with(url: &str, cache: PageCache) -> Result<Self, StoreError> {
+        let db = if is_postgres_url(url) {
+            Self::open_postgres(url).await?
+        } else {
+            Self::open_sqlite(url, cache).await?
+        };
+        Ok(Self {
+            db: Arc::new(db),
+            writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Db, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("nurtured");
+        let pool = PgPoolOptions::new()
+            .max_connections(PG_CONNECTIONS)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Db::Postgres { pool })
+    }
+
+    async fn open_sqlite(url: &str, cache: PageCache) -> Result<Db, StoreError> {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if let Some(dir) = Path::new(path)
             .parent()
@@ -142,48 +310,101 @@ impl Store {
             .min_connections(1)
             .connect_with(options.pragma("cache_size", format!("-{}", cache.reader_kib)))
             .await?;
-        Ok(Self {
-            pool,
-            write_pool,
-            writer: Arc::new(Mutex::new(())),
-        })
+        Ok(Db::Sqlite { pool, write_pool })
     }
 
-    /// Starts a write transaction (`BEGIN IMMEDIATE`), one at a time per process.
+    /// The dialect to build write statements in.
+    pub fn dialect(&self) -> Dialect {
+        match &*self.db {
+            Db::Sqlite { .. } => Dialect::Sqlite,
+            Db::Postgres { .. } => Dialect::Postgres,
+        }
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite), one at a time per
+    /// process.
     pub async fn begin_write(&self) -> Result<WriteTx, StoreError> {
         let guard = self.writer.clone().lock_owned().await;
-        let tx = self.write_pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = match &*self.db {
+            Db::Sqlite { write_pool, .. } => {
+                Tx::Sqlite(write_pool.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            Db::Postgres { pool } => Tx::Postgres(pool.begin().await?),
+        };
         Ok(WriteTx { tx, _guard: guard })
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
-        self.write_pool.close().await;
+        match &*self.db {
+            Db::Sqlite { pool, write_pool } => {
+                pool.close().await;
+                write_pool.close().await;
+            }
+            Db::Postgres { pool } => pool.close().await,
+        }
     }
+}
+
+/// An open transaction of either backend.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
 }
 
 /// An open write transaction. Dropping it without [`WriteTx::commit`] rolls back.
 pub struct WriteTx {
-    tx: Transaction<'static, Sqlite>,
+    tx: Tx,
     _guard: OwnedMutexGuard<()>,
 }
 
 impl WriteTx {
+    /// The dialect to build statements for this transaction in.
+    pub fn dialect(&self) -> Dialect {
+        match self.tx {
+            Tx::Sqlite(_) => Dialect::Sqlite,
+            Tx::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+        match self.tx {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
         Ok(())
     }
 
     /// Runs statements built beforehand (see [`build`]); returns the rows affected.
     pub async fn execute(&mut self, statements: Statements) -> Result<u64, StoreError> {
         let mut rows = 0;
-        for mut q in statements.0 {
-            rows += q
-                .build()
-                .persistent(false)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected();
+        match (&mut self.tx, statements) {
+            (Tx::Sqlite(tx), Statements::Sqlite(all)) => {
+                for mut q in all {
+                    rows += q
+                        .build()
+                        .persistent(false)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                }
+            }
+            (Tx::Postgres(tx), Statements::Postgres(all)) => {
+                for mut q in all {
+                    rows += q
+                        .build()
+                        .persistent(false)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected();
+                }
+            }
+            (_, Statements::Empty) => {}
+            _ => {
+                return Err(StoreError::Corrupt {
+                    what: "write statements",
+                    detail: "built for the other database".into(),
+                });
+            }
         }
         Ok(rows)
     }
@@ -192,17 +413,28 @@ impl WriteTx {
 /// Write statements built before the writer lock is taken, so it is held only while
 /// they run.
 #[derive(Default)]
-pub struct Statements(Vec<sqlx::QueryBuilder<Sqlite>>);
+pub enum Statements {
+    #[default]
+    Empty,
+    Sqlite(Vec<sqlx::QueryBuilder<Sqlite>>),
+    Postgres(Vec<sqlx::QueryBuilder<Postgres>>),
+}
 
 impl Statements {
-    fn push(&mut self, q: sqlx::QueryBuilder<Sqlite>) {
-        self.0.push(q);
-    }
-
     /// Appends another set, to run after these.
-    pub fn and(mut self, other: Statements) -> Self {
-        self.0.extend(other.0);
-        self
+    pub fn and(self, other: Statements) -> Self {
+        match (self, other) {
+            (Statements::Empty, o) | (o, Statements::Empty) => o,
+            (Statements::Sqlite(mut a), Statements::Sqlite(b)) => {
+                a.extend(b);
+                Statements::Sqlite(a)
+            }
+            (Statements::Postgres(mut a), Statements::Postgres(b)) => {
+                a.extend(b);
+                Statements::Postgres(a)
+            }
+            (a, _) => a,
+        }
     }
 }
 
@@ -231,10 +463,10 @@ fn rounds<T>(ops: impl IntoIterator<Item = (i64, T)>) -> Vec<Vec<(i64, T)>> {
 }
 
 /// Appends `VALUES (..), (..)` with one row per item, for a `WITH v (...) AS (` table.
-fn values<T>(
-    q: &mut sqlx::QueryBuilder<Sqlite>,
+fn values<DB: Database, T>(
+    q: &mut sqlx::QueryBuilder<DB>,
     items: &[T],
-    mut row: impl FnMut(&mut sqlx::query_builder::Separated<'_, Sqlite, &'static str>, &T),
+    mut row: impl FnMut(&mut sqlx::query_builder::Separated<'_, DB, &'static str>, &T),
 ) {
     q.push("VALUES ");
     for (i, item) in items.iter().enumerate() {
@@ -248,7 +480,8 @@ fn values<T>(
     }
 }
 
-/// SQLite allows 32766 bound parameters per statement; stay well below.
+/// SQLite allows 32766 bound parameters per statement, PostgreSQL 65535; stay well
+/// below.
 const MAX_PARAMS: usize = 30_000;
 
 /// How many rows of `columns` parameters fit in one statement.

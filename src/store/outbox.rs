@@ -9,9 +9,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::{Postgres, QueryBuilder, Sqlite, postgres::PgRow, sqlite::SqliteRow};
 
-use super::{Statements, Store, StoreError, WriteTx, rounds, rows_per_statement, values};
+use super::{
+    Dialect, Statements, Store, StoreError, WriteTx, for_dialect, in_tx, is_pg, read, rounds,
+    rows_per_statement, sql, sql_owned, values,
+};
 use crate::clock::to_ms;
 use crate::domain::{Changes, MailClass, Repeat, StreamChange};
 
@@ -180,39 +183,45 @@ impl Store {
         lead_id: i64,
         enrollment_id: Option<i64>,
     ) -> Result<Option<Gate>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT l.consent_email, l.stage, \
-                    (SELECT reason FROM suppressions s WHERE s.email = l.email) AS suppressed, \
-                    (SELECT status FROM enrollments e WHERE e.id = ?) AS enrollment \
-             FROM leads l WHERE l.id = ?",
-        )
-        .bind(enrollment_id)
-        .bind(lead_id)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT l.consent_email, l.stage, \
+                        (SELECT reason FROM suppressions s WHERE s.email = l.email) AS suppressed, \
+                        (SELECT status FROM enrollments e WHERE e.id = ?) AS enrollment \
+                 FROM leads l WHERE l.id = ?",
+            ))
+            .bind(enrollment_id)
+            .bind(lead_id)
+            .fetch_optional(pool)
+            .await?
+        }))
     }
 
     /// The earliest time a queued mail or a stream step is due.
     pub async fn next_mail_due(&self) -> Result<Option<i64>, StoreError> {
-        let (a, b): (Option<i64>, Option<i64>) = sqlx::query_as(
-            "SELECT (SELECT MIN(due_at) FROM outbox WHERE status = 'queued'), \
-                    (SELECT MIN(next_due_at) FROM enrollments WHERE status = 'active')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let (a, b): (Option<i64>, Option<i64>) = read!(self, |pool, DB| {
+            sqlx::query_as(
+                "SELECT (SELECT MIN(due_at) FROM outbox WHERE status = 'queued'), \
+                        (SELECT MIN(next_due_at) FROM enrollments WHERE status = 'active')",
+            )
+            .fetch_one(pool)
+            .await?
+        });
         Ok(a.into_iter().chain(b).min())
     }
 
     /// Stream steps due at `now`.
     pub async fn due_steps(&self, now: i64, limit: i64) -> Result<Vec<DueStep>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id AS enrollment_id, lead_id, stream, step FROM enrollments \
-             WHERE status = 'active' AND next_due_at <= ? ORDER BY next_due_at LIMIT ?",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT id AS enrollment_id, lead_id, stream, step FROM enrollments \
+                 WHERE status = 'active' AND next_due_at <= ? ORDER BY next_due_at LIMIT ?",
+            ))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Marketing mails sent to each lead since `since`: (count, oldest send).
@@ -274,58 +283,67 @@ impl Store {
     /// the parameter limit needs.
     async fn fetch_in<K, R>(&self, head: &str, keys: &[K], tail: &str) -> Result<Vec<R>, StoreError>
     where
-        K: Clone + Send + 'static + for<'q> sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
-        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+        K: Clone
+            + Send
+            + 'static
+            + for<'q> sqlx::Encode<'q, Sqlite>
+            + sqlx::Type<Sqlite>
+            + for<'q> sqlx::Encode<'q, Postgres>
+            + sqlx::Type<Postgres>,
+        R: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
     {
         let mut out = Vec::new();
         for chunk in keys.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new(head);
-            q.push("(");
-            let mut sep = q.separated(", ");
-            for k in chunk {
-                sep.push_bind(k.clone());
-            }
-            q.push(")").push(tail);
-            out.extend(
-                q.build_query_as::<R>()
-                    .persistent(false)
-                    .fetch_all(&self.pool)
-                    .await?,
-            );
+            read!(self, |pool, DB| {
+                let mut q = QueryBuilder::<DB>::new(head);
+                q.push("(");
+                let mut sep = q.separated(", ");
+                for k in chunk {
+                    sep.push_bind(k.clone());
+                }
+                q.push(")").push(tail);
+                out.extend(
+                    q.build_query_as::<R>()
+                        .persistent(false)
+                        .fetch_all(pool)
+                        .await?,
+                );
+            });
         }
         Ok(out)
     }
 
     pub async fn enrollments_of(&self, lead_id: i64) -> Result<Vec<EnrollmentRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, stream, status, step, next_due_at, entered_at, ended_at, end_reason \
-             FROM enrollments WHERE lead_id = ? ORDER BY id",
-        )
-        .bind(lead_id)
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT id, stream, status, step, next_due_at, entered_at, ended_at, end_reason \
+                 FROM enrollments WHERE lead_id = ? ORDER BY id",
+            ))
+            .bind(lead_id)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Mails, newest first.
     pub async fn list_mails(&self, filter: &MailFilter) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN leads l ON l.id = o.lead_id WHERE 1 = 1"
-        ));
-        if let Some(s) = &filter.status {
-            q.push(" AND o.status = ").push_bind(s.clone());
-        }
-        if let Some(l) = filter.lead_id {
-            // The mails to the lead; notifications about it are listed with its handoffs.
-            q.push(" AND o.lead_id = ")
-                .push_bind(l)
-                .push(" AND o.class <> 'internal'");
-        }
-        q.push(" ORDER BY o.id DESC LIMIT ")
-            .push_bind(filter.limit.max(1));
-        Ok(q.build_query_as()
-            .persistent(false)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(read!(self, |pool, DB| {
+            let mut q = QueryBuilder::<DB>::new(format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN leads l ON l.id = o.lead_id WHERE 1 = 1"
+            ));
+            if let Some(s) = &filter.status {
+                q.push(" AND o.status = ").push_bind(s.clone());
+            }
+            if let Some(l) = filter.lead_id {
+                // The mails to the lead; notifications about it are listed with its handoffs.
+                q.push(" AND o.lead_id = ")
+                    .push_bind(l)
+                    .push(" AND o.class <> 'internal'");
+            }
+            q.push(" ORDER BY o.id DESC LIMIT ")
+                .push_bind(filter.limit.max(1));
+            q.build_query_as().persistent(false).fetch_all(pool).await?
+        }))
     }
 
     /// One mail, with its content once sent.
@@ -333,33 +351,39 @@ impl Store {
         &self,
         id: i64,
     ) -> Result<Option<(OutboxRow, Option<MailContent>)>, StoreError> {
-        let sql = format!(
+        let text = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN leads l ON l.id = o.lead_id WHERE o.id = ?"
         );
-        let Some(row): Option<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
+        let row: Option<OutboxRow> = read!(self, |pool, DB| {
+            sqlx::query_as(sql_owned::<DB>(text))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        let Some(row) = row else {
             return Ok(None);
         };
-        let content = sqlx::query_as(
-            "SELECT recipient, subject, text_body, html_body, headers FROM mail_content \
-             WHERE outbox_id = ?",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let content: Option<MailContent> = read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT recipient, subject, text_body, html_body, headers FROM mail_content \
+                 WHERE outbox_id = ?",
+            ))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
         Ok(Some((row, content)))
     }
 
     pub async fn mail_counts(&self) -> Result<MailCounts, StoreError> {
-        let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT status, CASE WHEN status = 'suppressed' THEN reason END, COUNT(*) \
-             FROM outbox GROUP BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(String, Option<String>, i64)> = read!(self, |pool, DB| {
+            sqlx::query_as(
+                "SELECT status, CASE WHEN status = 'suppressed' THEN reason END, COUNT(*) \
+                 FROM outbox GROUP BY 1, 2",
+            )
+            .fetch_all(pool)
+            .await?
+        });
         let mut c = MailCounts::default();
         for (status, reason, n) in rows {
             match status.as_str() {
@@ -374,9 +398,11 @@ impl Store {
                 }
             }
         }
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM suppressions")
-            .fetch_one(&self.pool)
-            .await?;
+        let (n,): (i64,) = read!(self, |pool, DB| {
+            sqlx::query_as("SELECT COUNT(*) FROM suppressions")
+                .fetch_one(pool)
+                .await?
+        });
         c.addresses_suppressed = n;
         Ok(c)
     }
@@ -387,34 +413,41 @@ impl WriteTx {
     /// lost the lease) and, with `ids`, those of `owner`'s that have no outcome (a pass
     /// that failed). Call only while holding the lease.
     pub async fn requeue_claims(&mut self, owner: &str, ids: &[i64]) -> Result<u64, StoreError> {
-        let mut n = sqlx::query(
-            "UPDATE outbox SET status = 'queued', claimed_by = NULL, \
-             reason = 'interrupted while sending; sent again' \
-             WHERE status = 'sending' AND claimed_by IS NOT ?",
-        )
-        .bind(owner)
-        .execute(&mut *self.tx)
-        .await?
-        .rows_affected();
-        for chunk in ids.chunks(rows_per_statement(1)) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+        in_tx!(self, |tx, DB| {
+            // `IS NOT` is SQLite's null-safe `<>`; PostgreSQL spells it `IS DISTINCT FROM`.
+            let mut n = sqlx::query(sql::<DB>(if is_pg::<DB>() {
                 "UPDATE outbox SET status = 'queued', claimed_by = NULL, \
-                 reason = 'the delivery pass failed; sent again' \
-                 WHERE status = 'sending' AND id IN (",
-            );
-            let mut sep = q.separated(", ");
-            for id in chunk {
-                sep.push_bind(*id);
+                 reason = 'interrupted while sending; sent again' \
+                 WHERE status = 'sending' AND claimed_by IS DISTINCT FROM ?"
+            } else {
+                "UPDATE outbox SET status = 'queued', claimed_by = NULL, \
+                 reason = 'interrupted while sending; sent again' \
+                 WHERE status = 'sending' AND claimed_by IS NOT ?"
+            }))
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            for chunk in ids.chunks(rows_per_statement(1)) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "UPDATE outbox SET status = 'queued', claimed_by = NULL, \
+                     reason = 'the delivery pass failed; sent again' \
+                     WHERE status = 'sending' AND id IN (",
+                );
+                let mut sep = q.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                n += q
+                    .build()
+                    .persistent(false)
+                    .execute(&mut **tx)
+                    .await?
+                    .rows_affected();
             }
-            q.push(")");
-            n += q
-                .build()
-                .persistent(false)
-                .execute(&mut *self.tx)
-                .await?
-                .rows_affected();
-        }
-        Ok(n)
+            Ok(n)
+        })
     }
 
     /// Claims up to `limit` mails due at `now` for `owner`.
@@ -424,31 +457,33 @@ impl WriteTx {
         now: i64,
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let ids: Vec<(i64,)> = sqlx::query_as(
-            "UPDATE outbox SET status = 'sending', claimed_by = ?, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE status = 'queued' AND due_at <= ? \
-             ORDER BY due_at, id LIMIT ?) RETURNING id",
-        )
-        .bind(owner)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN leads l ON l.id = o.lead_id WHERE o.id IN ("
-        ));
-        let mut sep = q.separated(", ");
-        for (id,) in &ids {
-            sep.push_bind(*id);
-        }
-        q.push(") ORDER BY o.due_at, o.id");
-        Ok(q.build_query_as()
-            .persistent(false)
-            .fetch_all(&mut *self.tx)
-            .await?)
+        in_tx!(self, |tx, DB| {
+            let ids: Vec<(i64,)> = sqlx::query_as(sql::<DB>(
+                "UPDATE outbox SET status = 'sending', claimed_by = ?, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM outbox WHERE status = 'queued' AND due_at <= ? \
+                 ORDER BY due_at, id LIMIT ?) RETURNING id",
+            ))
+            .bind(owner)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut q = QueryBuilder::<DB>::new(format!(
+                "SELECT {OUTBOX_COLUMNS} FROM outbox o JOIN leads l ON l.id = o.lead_id WHERE o.id IN ("
+            ));
+            let mut sep = q.separated(", ");
+            for (id,) in &ids {
+                sep.push_bind(*id);
+            }
+            q.push(") ORDER BY o.due_at, o.id");
+            Ok(q.build_query_as()
+                .persistent(false)
+                .fetch_all(&mut **tx)
+                .await?)
+        })
     }
 
     /// Records what became of claimed mails, what that means for their streams, and
@@ -460,118 +495,127 @@ impl WriteTx {
         suppress: &[(String, String, String)],
         now: i64,
     ) -> Result<(), StoreError> {
-        for f in done {
-            let q = match f {
-                Finish::Sent {
-                    id,
-                    message_id,
-                    content,
-                } => {
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO mail_content \
-                         (outbox_id, recipient, subject, text_body, html_body, headers) \
-                         VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(id)
-                    .bind(&content.recipient)
-                    .bind(&content.subject)
-                    .bind(&content.text_body)
-                    .bind(&content.html_body)
-                    .bind(&content.headers)
-                    .execute(&mut *self.tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE outbox SET status = 'sent', finished_at = ?, message_id = ?, \
-                         reason = NULL WHERE id = ? AND status = 'sending'",
-                    )
+        in_tx!(self, |tx, DB| {
+            for f in done {
+                let q = match f {
+                    Finish::Sent {
+                        id,
+                        message_id,
+                        content,
+                    } => {
+                        sqlx::query(sql::<DB>(if is_pg::<DB>() {
+                            "INSERT INTO mail_content \
+                             (outbox_id, recipient, subject, text_body, html_body, headers) \
+                             VALUES (?, ?, ?, ?, ?, ?) \
+                             ON CONFLICT (outbox_id) DO UPDATE SET recipient = excluded.recipient, \
+                             subject = excluded.subject, text_body = excluded.text_body, \
+                             html_body = excluded.html_body, headers = excluded.headers"
+                        } else {
+                            "INSERT OR REPLACE INTO mail_content \
+                             (outbox_id, recipient, subject, text_body, html_body, headers) \
+                             VALUES (?, ?, ?, ?, ?, ?)"
+                        }))
+                        .bind(id)
+                        .bind(&content.recipient)
+                        .bind(&content.subject)
+                        .bind(&content.text_body)
+                        .bind(&content.html_body)
+                        .bind(&content.headers)
+                        .execute(&mut **tx)
+                        .await?;
+                        sqlx::query(sql::<DB>(
+                            "UPDATE outbox SET status = 'sent', finished_at = ?, message_id = ?, \
+                             reason = NULL WHERE id = ? AND status = 'sending'",
+                        ))
+                        .bind(now)
+                        .bind(message_id)
+                        .bind(id)
+                    }
+                    Finish::Later {
+                        id,
+                        until,
+                        reason,
+                        retry,
+                    } => sqlx::query(sql::<DB>(
+                        "UPDATE outbox SET status = 'queued', due_at = ?, reason = ?, claimed_by = NULL, \
+                         tries = tries + ?, first_try_at = CASE WHEN ? THEN COALESCE(first_try_at, ?) \
+                         ELSE first_try_at END WHERE id = ? AND status = 'sending'",
+                    ))
+                    .bind(until)
+                    .bind(reason)
+                    .bind(i64::from(*retry))
+                    .bind(*retry)
                     .bind(now)
-                    .bind(message_id)
-                    .bind(id)
-                }
-                Finish::Later {
-                    id,
-                    until,
-                    reason,
-                    retry,
-                } => sqlx::query(
-                    "UPDATE outbox SET status = 'queued', due_at = ?, reason = ?, claimed_by = NULL, \
-                     tries = tries + ?, first_try_at = CASE WHEN ? THEN COALESCE(first_try_at, ?) \
-                     ELSE first_try_at END WHERE id = ? AND status = 'sending'",
-                )
-                .bind(until)
+                    .bind(id),
+                    Finish::Failed { id, reason } => sqlx::query(sql::<DB>(
+                        "UPDATE outbox SET status = 'failed', finished_at = ?, reason = ? \
+                         WHERE id = ? AND status = 'sending'",
+                    ))
+                    .bind(now)
+                    .bind(reason)
+                    .bind(id),
+                    Finish::Suppressed { id, reason } => sqlx::query(sql::<DB>(
+                        "UPDATE outbox SET status = 'suppressed', finished_at = ?, reason = ? \
+                         WHERE id = ? AND status = 'sending'",
+                    ))
+                    .bind(now)
+                    .bind(reason)
+                    .bind(id),
+                };
+                q.execute(&mut **tx).await?;
+            }
+            for s in steps {
+                let q = match *s {
+                    StepDone::Advance {
+                        enrollment_id,
+                        next_step,
+                        next_due: Some(due),
+                    } => sqlx::query(sql::<DB>(
+                        "UPDATE enrollments SET step = ?, next_due_at = ?, updated_at = ? \
+                         WHERE id = ? AND status IN ('active', 'paused')",
+                    ))
+                    .bind(next_step)
+                    .bind(due)
+                    .bind(now)
+                    .bind(enrollment_id),
+                    StepDone::Advance {
+                        enrollment_id,
+                        next_step,
+                        next_due: None,
+                    } => sqlx::query(sql::<DB>(
+                        "UPDATE enrollments SET step = ?, status = 'completed', next_due_at = NULL, \
+                         ended_at = ?, end_reason = 'all steps sent', updated_at = ? \
+                         WHERE id = ? AND status IN ('active', 'paused')",
+                    ))
+                    .bind(next_step)
+                    .bind(now)
+                    .bind(now)
+                    .bind(enrollment_id),
+                    // The lead is in quarantine or has not consented (yet): the membership
+                    // waits (paused) and sends this step when it resumes.
+                    StepDone::Repeat { enrollment_id } => sqlx::query(sql::<DB>(
+                        "UPDATE enrollments SET status = 'paused', next_due_at = ?, updated_at = ? \
+                         WHERE id = ? AND status IN ('active', 'paused')",
+                    ))
+                    .bind(now)
+                    .bind(now)
+                    .bind(enrollment_id),
+                };
+                q.execute(&mut **tx).await?;
+            }
+            for (email, reason, detail) in suppress {
+                sqlx::query(sql::<DB>(
+                    "INSERT INTO suppressions (email, reason, detail, created_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (email) DO NOTHING",
+                ))
+                .bind(email)
                 .bind(reason)
-                .bind(i64::from(*retry))
-                .bind(*retry)
+                .bind(detail)
                 .bind(now)
-                .bind(id),
-                Finish::Failed { id, reason } => sqlx::query(
-                    "UPDATE outbox SET status = 'failed', finished_at = ?, reason = ? \
-                     WHERE id = ? AND status = 'sending'",
-                )
-                .bind(now)
-                .bind(reason)
-                .bind(id),
-                Finish::Suppressed { id, reason } => sqlx::query(
-                    "UPDATE outbox SET status = 'suppressed', finished_at = ?, reason = ? \
-                     WHERE id = ? AND status = 'sending'",
-                )
-                .bind(now)
-                .bind(reason)
-                .bind(id),
-            };
-            q.execute(&mut *self.tx).await?;
-        }
-        for s in steps {
-            let q = match *s {
-                StepDone::Advance {
-                    enrollment_id,
-                    next_step,
-                    next_due: Some(due),
-                } => sqlx::query(
-                    "UPDATE enrollments SET step = ?, next_due_at = ?, updated_at = ? \
-                     WHERE id = ? AND status IN ('active', 'paused')",
-                )
-                .bind(next_step)
-                .bind(due)
-                .bind(now)
-                .bind(enrollment_id),
-                StepDone::Advance {
-                    enrollment_id,
-                    next_step,
-                    next_due: None,
-                } => sqlx::query(
-                    "UPDATE enrollments SET step = ?, status = 'completed', next_due_at = NULL, \
-                     ended_at = ?, end_reason = 'all steps sent', updated_at = ? \
-                     WHERE id = ? AND status IN ('active', 'paused')",
-                )
-                .bind(next_step)
-                .bind(now)
-                .bind(now)
-                .bind(enrollment_id),
-                // The lead is in quarantine or has not consented (yet): the membership
-                // waits (paused) and sends this step when it resumes.
-                StepDone::Repeat { enrollment_id } => sqlx::query(
-                    "UPDATE enrollments SET status = 'paused', next_due_at = ?, updated_at = ? \
-                     WHERE id = ? AND status IN ('active', 'paused')",
-                )
-                .bind(now)
-                .bind(now)
-                .bind(enrollment_id),
-            };
-            q.execute(&mut *self.tx).await?;
-        }
-        for (email, reason, detail) in suppress {
-            sqlx::query(
-                "INSERT INTO suppressions (email, reason, detail, created_at) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (email) DO NOTHING",
-            )
-            .bind(email)
-            .bind(reason)
-            .bind(detail)
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
-        }
+                .execute(&mut **tx)
+                .await?;
+            }
+        });
         Ok(())
     }
 
@@ -584,64 +628,71 @@ impl WriteTx {
         now: i64,
     ) -> Result<usize, StoreError> {
         let mut queued = 0;
-        for s in steps {
-            let d = &s.due;
-            // Only if the step is still due (another pass may have queued it since it
-            // was read): taking next_due_at away is the claim on the step.
-            let claimed = sqlx::query(
-                "UPDATE enrollments SET next_due_at = NULL, updated_at = ? WHERE id = ? \
-                 AND status = 'active' AND step = ? AND next_due_at IS NOT NULL AND next_due_at <= ?",
-            )
-            .bind(now)
-            .bind(d.enrollment_id)
-            .bind(d.step)
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?
-            .rows_affected();
-            if claimed == 0 {
-                continue;
-            }
-            match &s.template {
-                Some(template) => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO outbox (idem_key, lead_id, template, class, kind, \
-                         enrollment_id, step, source, created_at, due_at) \
-                         VALUES (?, ?, ?, 'marketing', 'stream', ?, ?, ?, ?, ?)",
-                    )
-                    // A step held back by quarantine is queued again after the pause,
-                    // so each queuing has a key of its own; the claim above keeps a step
-                    // from being queued twice otherwise.
-                    .bind(format!(
-                        "stream:{}:{}:{}",
-                        d.enrollment_id,
-                        d.step,
-                        uuid::Uuid::new_v4()
-                    ))
-                    .bind(d.lead_id)
-                    .bind(template)
-                    .bind(d.enrollment_id)
-                    .bind(d.step)
-                    .bind(format!("stream:{}", d.stream))
-                    .bind(now)
-                    .bind(now)
-                    .execute(&mut *self.tx)
-                    .await?;
-                    queued += 1;
+        in_tx!(self, |tx, DB| {
+            for s in steps {
+                let d = &s.due;
+                // Only if the step is still due (another pass may have queued it since it
+                // was read): taking next_due_at away is the claim on the step.
+                let claimed = sqlx::query(sql::<DB>(
+                    "UPDATE enrollments SET next_due_at = NULL, updated_at = ? WHERE id = ? \
+                     AND status = 'active' AND step = ? AND next_due_at IS NOT NULL AND next_due_at <= ?",
+                ))
+                .bind(now)
+                .bind(d.enrollment_id)
+                .bind(d.step)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+                if claimed == 0 {
+                    continue;
                 }
-                None => {
-                    sqlx::query(
-                        "UPDATE enrollments SET status = 'completed', next_due_at = NULL, \
-                         ended_at = ?, end_reason = 'all steps sent', updated_at = ? WHERE id = ?",
-                    )
-                    .bind(now)
-                    .bind(now)
-                    .bind(d.enrollment_id)
-                    .execute(&mut *self.tx)
-                    .await?;
+                match &s.template {
+                    Some(template) => {
+                        sqlx::query(sql::<DB>(if is_pg::<DB>() {
+                            "INSERT INTO outbox (idem_key, lead_id, template, class, kind, \
+                             enrollment_id, step, source, created_at, due_at) \
+                             VALUES (?, ?, ?, 'marketing', 'stream', ?, ?, ?, ?, ?) \
+                             ON CONFLICT DO NOTHING"
+                        } else {
+                            "INSERT OR IGNORE INTO outbox (idem_key, lead_id, template, class, kind, \
+                             enrollment_id, step, source, created_at, due_at) \
+                             VALUES (?, ?, ?, 'marketing', 'stream', ?, ?, ?, ?, ?)"
+                        }))
+                        // A step held back by quarantine is queued again after the pause,
+                        // so each queuing has a key of its own; the claim above keeps a step
+                        // from being queued twice otherwise.
+                        .bind(format!(
+                            "stream:{}:{}:{}",
+                            d.enrollment_id,
+                            d.step,
+                            uuid::Uuid::new_v4()
+                        ))
+                        .bind(d.lead_id)
+                        .bind(template)
+                        .bind(d.enrollment_id)
+                        .bind(d.step)
+                        .bind(format!("stream:{}", d.stream))
+                        .bind(now)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                        queued += 1;
+                    }
+                    None => {
+                        sqlx::query(sql::<DB>(
+                            "UPDATE enrollments SET status = 'completed', next_due_at = NULL, \
+                             ended_at = ?, end_reason = 'all steps sent', updated_at = ? WHERE id = ?",
+                        ))
+                        .bind(now)
+                        .bind(now)
+                        .bind(d.enrollment_id)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
                 }
             }
-        }
+        });
         Ok(queued)
     }
 }
@@ -655,12 +706,12 @@ pub mod build {
     /// per round and kind (see [`rounds`]), so a group of thousands of leads costs a
     /// few statements, and each lead's mails and changes still apply in order.
     pub fn mails(
+        dialect: Dialect,
         items: &[(i64, Option<i64>, &Changes)],
         streams: &HashMap<String, EnrollParams>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Statements {
         let now = to_ms(now);
-        let mut out = Statements::default();
         let mut mails = Vec::new();
         let mut changes_of: Vec<(i64, &StreamChange)> = Vec::new();
         for (lead, seq, changes) in items {
@@ -697,46 +748,57 @@ pub mod build {
                 }
             }
         }
-        for round in rounds(mails) {
-            for chunk in round.chunks(rows_per_statement(10)) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "WITH v (idem_key, lead_id, template, class, kind, dedupe_key, data, source, \
-                     event_seq, cut) AS (",
-                );
-                values(&mut q, chunk, |row, (lead, m)| {
-                    row.push_bind(m.idem_key.clone())
-                        .push_bind(*lead)
-                        .push_bind(m.template.clone())
-                        .push_bind(m.class)
-                        .push_bind(m.kind)
-                        .push_bind(m.key.clone())
-                        .push_bind(m.data.clone())
-                        .push_bind(m.source.clone())
-                        .push_bind(m.seq)
-                        .push_bind(m.cut);
-                });
-                q.push(
-                    ") INSERT OR IGNORE INTO outbox (idem_key, lead_id, template, class, kind, \
-                     dedupe_key, data, source, event_seq, created_at, due_at) \
-                     SELECT idem_key, lead_id, template, class, kind, dedupe_key, data, source, \
-                     event_seq, ",
-                )
-                .push_bind(now)
-                .push(", ")
-                .push_bind(now)
-                .push(
-                    " FROM v WHERE v.cut IS NULL OR NOT EXISTS (SELECT 1 FROM outbox o \
-                     WHERE o.lead_id = v.lead_id AND o.template = v.template \
-                     AND o.dedupe_key = v.dedupe_key AND o.status <> 'suppressed' \
-                     AND o.created_at > v.cut)",
-                );
-                out.push(q);
+        for_dialect!(dialect, |DB| {
+            let mut out: Vec<QueryBuilder<DB>> = Vec::new();
+            for round in rounds(mails) {
+                for chunk in round.chunks(rows_per_statement(10)) {
+                    let mut q = QueryBuilder::<DB>::new(
+                        "WITH v (idem_key, lead_id, template, class, kind, dedupe_key, data, source, \
+                         event_seq, cut) AS (",
+                    );
+                    values(&mut q, chunk, |row, (lead, m)| {
+                        row.push_bind(m.idem_key.clone())
+                            .push_bind(*lead)
+                            .push_bind(m.template.clone())
+                            .push_bind(m.class)
+                            .push_bind(m.kind)
+                            .push_bind(m.key.clone())
+                            .push_bind(m.data.clone())
+                            .push_bind(m.source.clone())
+                            .push_bind(m.seq)
+                            .push_bind(m.cut);
+                    });
+                    q.push(if is_pg::<DB>() {
+                        ") INSERT INTO outbox (idem_key, lead_id, template, class, kind, \
+                         dedupe_key, data, source, event_seq, created_at, due_at) \
+                         SELECT idem_key, lead_id, template, class, kind, dedupe_key, data, source, \
+                         event_seq, "
+                    } else {
+                        ") INSERT OR IGNORE INTO outbox (idem_key, lead_id, template, class, kind, \
+                         dedupe_key, data, source, event_seq, created_at, due_at) \
+                         SELECT idem_key, lead_id, template, class, kind, dedupe_key, data, source, \
+                         event_seq, "
+                    })
+                    .push_bind(now)
+                    .push(", ")
+                    .push_bind(now)
+                    .push(
+                        " FROM v WHERE v.cut IS NULL OR NOT EXISTS (SELECT 1 FROM outbox o \
+                         WHERE o.lead_id = v.lead_id AND o.template = v.template \
+                         AND o.dedupe_key = v.dedupe_key AND o.status <> 'suppressed' \
+                         AND o.created_at > v.cut)",
+                    );
+                    if is_pg::<DB>() {
+                        q.push(" ON CONFLICT DO NOTHING");
+                    }
+                    out.push(q);
+                }
             }
-        }
-        for round in rounds(changes_of) {
-            stream_changes(&mut out, &round, streams, now);
-        }
-        out
+            for round in rounds(changes_of) {
+                stream_changes(&mut out, &round, streams, now);
+            }
+            out
+        })
     }
 
     /// A mail to queue, as bound into the insert.
@@ -754,12 +816,16 @@ pub mod build {
     }
 
     /// The statements of one round of stream changes (at most one per lead).
-    fn stream_changes(
-        out: &mut Statements,
+    fn stream_changes<DB: sqlx::Database>(
+        out: &mut Vec<QueryBuilder<DB>>,
         round: &[(i64, &StreamChange)],
         streams: &HashMap<String, EnrollParams>,
         now: i64,
-    ) {
+    ) where
+        for<'a> i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        for<'a> String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+        for<'a> Option<String>: sqlx::Encode<'a, DB>,
+    {
         let mut enroll: Vec<(i64, &str, &EnrollParams)> = Vec::new();
         let mut pause: Vec<(i64, &str)> = Vec::new();
         let mut exit: Vec<(i64, Option<&str>, &str)> = Vec::new();
@@ -779,14 +845,17 @@ pub mod build {
         }
         for chunk in enroll.chunks(rows_per_statement(4)) {
             // A paused membership resumes where it stopped.
-            let mut q = QueryBuilder::<Sqlite>::new("WITH v (lead_id, stream) AS (");
+            let mut q = QueryBuilder::<DB>::new("WITH v (lead_id, stream) AS (");
             values(&mut q, chunk, |row, (lead, stream, _)| {
                 row.push_bind(*lead).push_bind(stream.to_string());
             });
-            q.push(
+            q.push(if is_pg::<DB>() {
                 ") UPDATE enrollments SET status = 'active', next_due_at = \
-                 CASE WHEN next_due_at IS NULL THEN NULL ELSE MAX(next_due_at, ",
-            )
+                 CASE WHEN next_due_at IS NULL THEN NULL ELSE GREATEST(next_due_at, "
+            } else {
+                ") UPDATE enrollments SET status = 'active', next_due_at = \
+                 CASE WHEN next_due_at IS NULL THEN NULL ELSE MAX(next_due_at, "
+            })
             .push_bind(now)
             .push(") END, updated_at = ")
             .push_bind(now)
@@ -794,9 +863,8 @@ pub mod build {
                 " WHERE status = 'paused' AND (lead_id, stream) IN (SELECT lead_id, stream FROM v)",
             );
             out.push(q);
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "WITH v (lead_id, stream, first_due, reentry_cut) AS (",
-            );
+            let mut q =
+                QueryBuilder::<DB>::new("WITH v (lead_id, stream, first_due, reentry_cut) AS (");
             values(&mut q, chunk, |row, (lead, stream, p)| {
                 row.push_bind(*lead)
                     .push_bind(stream.to_string())
@@ -818,7 +886,7 @@ pub mod build {
             out.push(q);
         }
         for chunk in pause.chunks(rows_per_statement(2)) {
-            let mut q = QueryBuilder::<Sqlite>::new("WITH v (lead_id, stream) AS (");
+            let mut q = QueryBuilder::<DB>::new("WITH v (lead_id, stream) AS (");
             values(&mut q, chunk, |row, (lead, stream)| {
                 row.push_bind(*lead).push_bind(stream.to_string());
             });
@@ -831,7 +899,7 @@ pub mod build {
             out.push(q);
         }
         for chunk in exit.chunks(rows_per_statement(3)) {
-            let mut q = QueryBuilder::<Sqlite>::new("WITH v (lead_id, stream, reason) AS (");
+            let mut q = QueryBuilder::<DB>::new("WITH v (lead_id, stream, reason) AS (");
             values(&mut q, chunk, |row, (lead, stream, reason)| {
                 row.push_bind(*lead)
                     .push_bind(stream.map(str::to_string))

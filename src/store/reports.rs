@@ -4,7 +4,7 @@
 
 use sqlx::FromRow;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, is_pg, read, sql, sql_owned};
 
 /// How many moves went from one stage to another.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
@@ -114,15 +114,17 @@ impl Store {
         since: i64,
         until: i64,
     ) -> Result<Vec<MoveCountRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT from_stage, to_stage, COUNT(*) AS moves FROM stage_history \
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT from_stage, to_stage, COUNT(*) AS moves FROM stage_history \
              WHERE from_stage IS NOT NULL AND at >= ? AND at <= ? \
              GROUP BY from_stage, to_stage",
-        )
-        .bind(since)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?)
+            ))
+            .bind(since)
+            .bind(until)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Leads that entered each stage in the period (a creation counts as entering the
@@ -137,14 +139,15 @@ impl Store {
         const ENTERED: &str = "WITH entered AS ( \
                  SELECT lead_id, to_stage AS stage, MIN(id) AS first_id FROM stage_history \
                  WHERE at >= ?1 AND at <= ?2 GROUP BY lead_id, to_stage) ";
-        let entered = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "{ENTERED} SELECT stage, COUNT(*) AS leads FROM entered GROUP BY stage"
-        )))
-        .bind(since)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?;
-        let reached = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        read!(self, |pool, DB| {
+            let entered = sqlx::query_as(sql_owned::<DB>(format!(
+                "{ENTERED} SELECT stage, COUNT(*) AS leads FROM entered GROUP BY stage"
+            )))
+            .bind(since)
+            .bind(until)
+            .fetch_all(pool)
+            .await?;
+            let reached = sqlx::query_as(sql_owned::<DB>(format!(
             "{ENTERED} SELECT e.stage, h.to_stage AS reached, COUNT(DISTINCT e.lead_id) AS leads \
              FROM entered e JOIN stage_history h \
                ON h.lead_id = e.lead_id AND h.id > e.first_id AND h.at <= ?2 \
@@ -153,27 +156,30 @@ impl Store {
         )))
         .bind(since)
         .bind(until)
-        .fetch_all(&self.pool)
+        .fetch_all(pool)
         .await?;
-        Ok((entered, reached))
+            Ok((entered, reached))
+        })
     }
 
     /// Stays that ended in the period: from a lead's move into a stage to its next
     /// move, for moves out of the stage in the period.
     pub async fn stays_ended(&self, since: i64, until: i64) -> Result<Vec<StayRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT stage, left_at - entered_at AS ms FROM ( \
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT stage, left_at - entered_at AS ms FROM ( \
                 SELECT to_stage AS stage, at AS entered_at, \
                        LEAD(at) OVER (PARTITION BY lead_id ORDER BY id) AS left_at \
                 FROM stage_history WHERE lead_id IN ( \
                     SELECT lead_id FROM stage_history \
-                    WHERE from_stage IS NOT NULL AND at >= ?1 AND at <= ?2)) \
+                    WHERE from_stage IS NOT NULL AND at >= ?1 AND at <= ?2)) AS stays \
              WHERE left_at >= ?1 AND left_at <= ?2",
-        )
-        .bind(since)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?)
+            ))
+            .bind(since)
+            .bind(until)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Leads created in the period, with the sources of their first event (by
@@ -183,8 +189,19 @@ impl Store {
         since: i64,
         until: i64,
     ) -> Result<Vec<NewLeadRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT l.id, \
+        Ok(read!(self, |pool, DB| {
+            let sources = if is_pg::<DB>() {
+                "SELECT l.id, \
+                (e.context::jsonb #>> '{campaign,source}') AS campaign_source, \
+                (e.properties::jsonb ->> 'utm_source') AS utm_source, \
+                (l.attributes::jsonb ->> 'source') AS attribute_source \
+             FROM leads l LEFT JOIN events e ON e.seq = ( \
+                SELECT f.seq FROM events f WHERE f.lead_id = l.id \
+                ORDER BY f.occurred_at, f.seq LIMIT 1) \
+             WHERE l.created_at >= ? AND l.created_at <= ? \
+             ORDER BY l.id"
+            } else {
+                "SELECT l.id, \
                 CAST(json_extract(e.context, '$.campaign.source') AS TEXT) AS campaign_source, \
                 CAST(json_extract(e.properties, '$.utm_source') AS TEXT) AS utm_source, \
                 CAST(json_extract(l.attributes, '$.source') AS TEXT) AS attribute_source \
@@ -192,12 +209,14 @@ impl Store {
                 SELECT f.seq FROM events f WHERE f.lead_id = l.id \
                 ORDER BY f.occurred_at, f.seq LIMIT 1) \
              WHERE l.created_at >= ? AND l.created_at <= ? \
-             ORDER BY l.id",
-        )
-        .bind(since)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?)
+             ORDER BY l.id"
+            };
+            sqlx::query_as(sql::<DB>(sources))
+                .bind(since)
+                .bind(until)
+                .fetch_all(pool)
+                .await?
+        }))
     }
 
     /// Every stage that leads created in the period are in or have been in.
@@ -206,17 +225,19 @@ impl Store {
         since: i64,
         until: i64,
     ) -> Result<Vec<LeadStageRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT h.lead_id, h.to_stage AS stage FROM stage_history h \
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT h.lead_id, h.to_stage AS stage FROM stage_history h \
                 JOIN leads l ON l.id = h.lead_id \
              WHERE l.created_at >= ?1 AND l.created_at <= ?2 \
              UNION \
              SELECT id, stage FROM leads WHERE created_at >= ?1 AND created_at <= ?2",
-        )
-        .bind(since)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?)
+            ))
+            .bind(since)
+            .bind(until)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Handoffs created in the period, oldest first.
@@ -225,15 +246,17 @@ impl Store {
         since: i64,
         until: i64,
     ) -> Result<Vec<HandoffReportRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, state, owner, owners_had, created_at, assigned_at, breached_at, \
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT id, state, owner, owners_had, created_at, assigned_at, breached_at, \
                     answered_at, business_ms \
              FROM handoffs WHERE created_at >= ? AND created_at <= ? ORDER BY id",
-        )
-        .bind(since)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?)
+            ))
+            .bind(since)
+            .bind(until)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Missed deadlines (`breached` log rows) per owner, of handoffs created in the
@@ -243,28 +266,32 @@ impl Store {
         since: i64,
         until: i64,
     ) -> Result<Vec<BreachCountRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT COALESCE(g.owner, '-') AS owner, COUNT(*) AS breaches \
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT COALESCE(g.owner, '-') AS owner, COUNT(*) AS breaches \
              FROM handoff_log g JOIN handoffs h ON h.id = g.handoff_id \
              WHERE g.what = 'breached' AND h.created_at >= ? AND h.created_at <= ? \
              GROUP BY COALESCE(g.owner, '-')",
-        )
-        .bind(since)
-        .bind(until)
-        .fetch_all(&self.pool)
-        .await?)
+            ))
+            .bind(since)
+            .bind(until)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Handoffs waiting for an answer now (new, open, escalated), the earliest
     /// deadline first, those without one last.
     pub async fn handoffs_waiting(&self) -> Result<Vec<WaitingHandoffRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT h.id, l.email, h.team, h.state, h.owner, h.created_at, h.due_at \
+        Ok(read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT h.id, l.email, h.team, h.state, h.owner, h.created_at, h.due_at \
              FROM handoffs h JOIN leads l ON l.id = h.lead_id \
              WHERE h.state IN ('new', 'open', 'escalated') \
              ORDER BY h.due_at IS NULL, h.due_at, h.id",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+            ))
+            .fetch_all(pool)
+            .await?
+        }))
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, read};
 
 /// Event counts. `received` counts distinct accepted events (duplicates excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -15,14 +15,16 @@ pub struct EventCounts {
 
 impl Store {
     pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
-        let (received, pending, failed): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT value FROM counters WHERE name = 'events_received'), \
-                    (SELECT COUNT(*) FROM event_queue), \
-                    (SELECT COUNT(*) FROM event_failures \
-                     WHERE seq NOT IN (SELECT seq FROM event_queue))",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let (received, pending, failed): (i64, i64, i64) = read!(self, |pool, DB| {
+            sqlx::query_as(
+                "SELECT (SELECT value FROM counters WHERE name = 'events_received'), \
+                        (SELECT COUNT(*) FROM event_queue), \
+                        (SELECT COUNT(*) FROM event_failures \
+                         WHERE seq NOT IN (SELECT seq FROM event_queue))",
+            )
+            .fetch_one(pool)
+            .await?
+        });
         Ok(EventCounts {
             events_received: received,
             events_processed: received - pending - failed,
@@ -34,17 +36,21 @@ impl Store {
     /// Handoffs still waiting for an owner (state `new`); counted on the partial
     /// index `handoffs_new`, so it stays cheap with many handoffs.
     pub async fn handoffs_unassigned(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM handoffs WHERE state = 'new'")
-            .fetch_one(&self.pool)
-            .await?;
+        let (n,): (i64,) = read!(self, |pool, DB| {
+            sqlx::query_as("SELECT COUNT(*) FROM handoffs WHERE state = 'new'")
+                .fetch_one(pool)
+                .await?
+        });
         Ok(n)
     }
 
     /// Number of leads.
     pub async fn lead_count(&self) -> Result<i64, StoreError> {
-        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM leads")
-            .fetch_one(&self.pool)
-            .await?;
+        let (n,): (i64,) = read!(self, |pool, DB| {
+            sqlx::query_as("SELECT COUNT(*) FROM leads")
+                .fetch_one(pool)
+                .await?
+        });
         Ok(n)
     }
 }

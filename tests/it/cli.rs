@@ -104,6 +104,8 @@ fn a_wrong_config_key_stops_with_file_key_and_allowed_keys() {
     let dir = prepare_dir();
     let config = dir.path().join("nurtured.toml");
     let mut text_ = std::fs::read_to_string(&config).unwrap();
+    // `max_ops` is the 4th line added (the config may name a database or not).
+    let line = text_.lines().count() + 4;
     text_.push_str("\n[limits]\ntimeout = \"200ms\"\nmax_ops = 5\n");
     std::fs::write(&config, text_).unwrap();
     let out = cli_in(dir.path(), &["run"]);
@@ -112,12 +114,13 @@ fn a_wrong_config_key_stops_with_file_key_and_allowed_keys() {
     assert!(shown.contains("nurtured.toml"), "{shown}");
     assert!(shown.contains("unknown field `max_ops`"), "{shown}");
     assert!(shown.contains("max_operations"), "{shown}");
-    assert!(shown.contains("line 9"), "{shown}");
+    assert!(shown.contains(&format!("line {line}")), "{shown}");
 
     let dir = prepare_dir();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_nurtured"))
         .args(["run"])
         .current_dir(dir.path())
+        .env_remove(nurtured::store::testing::POSTGRES_ENV)
         .env("NURTURED_TIME_ZONE", "Mars/Olympus")
         .output()
         .unwrap();

@@ -1,5 +1,6 @@
 //! `spawn_app()`: a daemon with the shipped rules (copied, so tests may change them),
-//! a fresh SQLite file and an HTTP listener on port 0.
+//! a fresh database (a SQLite file, or a PostgreSQL database of its own when
+//! `NURTURED_TEST_POSTGRES` names a server) and an HTTP listener on port 0.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -43,10 +44,18 @@ pub async fn share() -> Option<tokio::sync::RwLockReadGuard<'static, ()>> {
 /// Writes a config and a copy of the shipped rules into a new temporary folder.
 pub fn prepare_dir() -> TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
+    // SQLite in data/nurtured.db, or a database of its own on the test PostgreSQL server.
+    let database = match nurtured::store::testing::postgres_server() {
+        Some(server) => format!(
+            "database_url = \"{}\"\n",
+            nurtured::store::testing::fresh_postgres(&server)
+        ),
+        None => String::new(),
+    };
     std::fs::write(
         dir.path().join("nurtured.toml"),
         format!(
-            "api_token = \"{TOKEN}\"\nhttp_addr = \"127.0.0.1:0\"\n\n[processing]\npoll_interval = \"50ms\"\n"
+            "api_token = \"{TOKEN}\"\nhttp_addr = \"127.0.0.1:0\"\n{database}\n[processing]\npoll_interval = \"50ms\"\n"
         ),
     )
     .unwrap();
@@ -242,6 +251,9 @@ pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
+        // The database is in nurtured.toml; the binary would take the variable for an
+        // (unknown) config override.
+        .env_remove(nurtured::store::testing::POSTGRES_ENV)
         .output()
         .expect("nurtured runs")
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use nurtured::store::testing::{execute, query_i64, quote};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -61,48 +62,42 @@ fn pricing_view(email: &str, n: usize) -> Value {
            "name": "Pricing", "properties": {"url": "https://www.example.com/pricing"}})
 }
 
-/// Stores `n` earlier pricing views of lead `email` straight into the database file of
-/// a stopped daemon, as processed events (as if a bot had been at it for a while).
+/// Stores `n` earlier pricing views of lead `email` straight into the database of a
+/// stopped daemon, as processed events (as if a bot had been at it for a while).
 async fn give_history(dir: &std::path::Path, email: &str, n: usize) {
-    let db = dir.join("data/nurtured.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let (id,): (i64,) = sqlx::query_as("SELECT id FROM leads WHERE email = ?")
-        .bind(email)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let url = crate::helpers::config_of(dir).database_url;
+    let id = query_i64(
+        &url,
+        format!("SELECT id FROM leads WHERE email = {}", quote(email)),
+    )
+    .await
+    .unwrap();
     let now = chrono::Utc::now().timestamp_millis();
-    let mut tx = pool.begin().await.unwrap();
+    let properties =
+        quote(&json!({"url": "https://www.example.com/pricing", "path": "/pricing"}).to_string());
+    // One transaction, 2,000 rows a statement.
+    let mut sql = String::from("BEGIN;\n");
     for chunk in (0..n).collect::<Vec<_>>().chunks(2_000) {
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO events (message_id, lead_id, kind, name, properties, occurred_at, received_at) ",
+        sql.push_str(
+            "INSERT INTO events (message_id, lead_id, kind, name, properties, occurred_at, received_at) VALUES ",
         );
-        q.push_values(chunk, |mut b, i| {
+        for (k, i) in chunk.iter().enumerate() {
             // A view every 7.2 minutes over the last 300 days.
             let at = now - (n - i) as i64 * 432_000;
-            b.push_bind(format!("bot-{i}"))
-                .push_bind(id)
-                .push_bind("page")
-                .push_bind("Page Viewed")
-                .push_bind(
-                    json!({"url": "https://www.example.com/pricing", "path": "/pricing"})
-                        .to_string(),
-                )
-                .push_bind(at)
-                .push_bind(at);
-        });
-        q.build().execute(&mut *tx).await.unwrap();
+            if k > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "({}, {id}, 'page', 'Page Viewed', {properties}, {at}, {at})",
+                quote(&format!("bot-{i}"))
+            ));
+        }
+        sql.push_str(";\n");
     }
-    sqlx::query("UPDATE leads SET events = events + ? WHERE id = ?")
-        .bind(n as i64)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    pool.close().await;
+    sql.push_str(&format!(
+        "UPDATE leads SET events = events + {n} WHERE id = {id};\nCOMMIT;\n"
+    ));
+    execute(&url, sql).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -37,6 +37,9 @@ pub fn run_daemon(dir: &std::path::Path) -> (Daemon, mpsc::Receiver<String>) {
         .arg("run")
         .current_dir(dir)
         .env_remove("RUST_LOG")
+        // The database is in nurtured.toml; the binary would take the variable for an
+        // (unknown) config override.
+        .env_remove(nurtured::store::testing::POSTGRES_ENV)
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -1,11 +1,13 @@
 //! The funnel and SLA reports over HTTP and from the command line, on leads sent
 //! through the API at known times (a manual clock and event timestamps) and handoffs
-//! written straight into the SQLite file.
+//! written straight into the database.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use nurtured::clock::ManualClock;
+use nurtured::store::is_postgres_url;
+use nurtured::store::testing::{execute, query_i64, quote};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -116,20 +118,17 @@ struct Handoff {
 /// 4. dave, created a day after `t0`, open with mia, due 4h later;
 /// 5. anna, 40 days before `t0`, rejected by jonas (outside a 30-day period).
 async fn seed_handoffs(app: &TestApp, t0: DateTime<Utc>) {
-    let db = app.dir.path().join("data/nurtured.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let url = crate::helpers::config_of(app.dir.path()).database_url;
     let t = t0.timestamp_millis();
     let id = |email: &'static str| {
-        let pool = pool.clone();
+        let url = url.clone();
         async move {
-            let (id,): (i64,) = sqlx::query_as("SELECT id FROM leads WHERE email = ?")
-                .bind(email)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-            id
+            query_i64(
+                &url,
+                format!("SELECT id FROM leads WHERE email = {}", quote(email)),
+            )
+            .await
+            .unwrap()
         }
     };
     let (anna, ben, carla, dave) = (
@@ -184,29 +183,36 @@ async fn seed_handoffs(app: &TestApp, t0: DateTime<Utc>) {
             )
         },
     ];
+    // Literal values: the same SQL on SQLite and PostgreSQL.
+    let int = |v: Option<i64>| v.map_or("NULL".to_string(), |v| v.to_string());
+    let string = |v: Option<&str>| v.map_or("NULL".to_string(), quote);
+    let mut sql = String::new();
     for r in rows {
-        sqlx::query(
+        sql.push_str(&format!(
             "INSERT INTO handoffs (id, lead_id, team, reason, source, state, owner, owners_had, \
                 created_at, assigned_at, due_at, breached_at, answered_at, answered_by, \
                 business_ms, updated_at) \
-             VALUES (?, ?, 'sales', 'mql', 'stage:mql', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(r.id)
-        .bind(r.lead)
-        .bind(r.state)
-        .bind(r.owner)
-        .bind(&r.owners_had)
-        .bind(r.created)
-        .bind(r.assigned)
-        .bind(r.due)
-        .bind(r.breached)
-        .bind(r.answered)
-        .bind(r.answered.map(|_| r.owner))
-        .bind(r.business)
-        .bind(r.answered.unwrap_or(r.created))
-        .execute(&pool)
-        .await
-        .unwrap();
+             VALUES ({}, {}, 'sales', 'mql', 'stage:mql', {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {});\n",
+            r.id,
+            r.lead,
+            quote(r.state),
+            quote(r.owner),
+            quote(&r.owners_had),
+            r.created,
+            r.assigned,
+            r.due,
+            int(r.breached),
+            int(r.answered),
+            string(r.answered.map(|_| r.owner)),
+            int(r.business),
+            r.answered.unwrap_or(r.created),
+        ));
+    }
+    if is_postgres_url(&url) {
+        // The ids above were given, not taken from the identity sequence.
+        sql.push_str(
+            "SELECT setval(pg_get_serial_sequence('handoffs', 'id'), (SELECT max(id) FROM handoffs));\n",
+        );
     }
     for (handoff, what, owner, when) in [
         (1, "created", None, t),
@@ -219,16 +225,13 @@ async fn seed_handoffs(app: &TestApp, t0: DateTime<Utc>) {
         (3, "expired", Some("mia"), t + 8 * HOUR),
         (4, "assigned", Some("mia"), t + day),
     ] {
-        sqlx::query("INSERT INTO handoff_log (handoff_id, at, what, owner) VALUES (?, ?, ?, ?)")
-            .bind(handoff)
-            .bind(when)
-            .bind(what)
-            .bind(owner)
-            .execute(&pool)
-            .await
-            .unwrap();
+        sql.push_str(&format!(
+            "INSERT INTO handoff_log (handoff_id, at, what, owner) VALUES ({handoff}, {when}, {}, {});\n",
+            quote(what),
+            string(owner),
+        ));
     }
-    pool.close().await;
+    execute(&url, sql).await.unwrap();
 }
 
 async fn seeded() -> (TestApp, Arc<ManualClock>, DateTime<Utc>) {

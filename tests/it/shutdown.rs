@@ -3,107 +3,104 @@
 
 use std::time::{Duration, Instant};
 
+use nurtured::store::is_postgres_url;
+use nurtured::store::testing::{execute, query_i64, quote};
+
 use crate::helpers::prepare_dir;
 use crate::lease::{run_daemon, wait_for};
 
 const LEADS: i64 = 20_000;
 
-async fn pool(dir: &std::path::Path) -> sqlx::SqlitePool {
-    let db = dir.join("data/nurtured.db");
-    sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap()
+/// The database of the daemon in `dir` (SQLite or PostgreSQL, as the config says).
+fn url(dir: &std::path::Path) -> String {
+    crate::helpers::config_of(dir).database_url
 }
 
 /// 20,000 leads that just became MQL, each with a handoff waiting for an owner and an
-/// event waiting to be processed, written straight into the database file.
+/// event waiting to be processed, written straight into the database.
 async fn backlog(dir: &std::path::Path) {
+    let url = url(dir);
     // The schema, as the daemon makes it.
-    nurtured::store::Store::open(&format!(
-        "sqlite://{}",
-        dir.join("data/nurtured.db").display()
-    ))
-    .await
-    .unwrap()
-    .close()
-    .await;
-    let pool = pool(dir).await;
+    nurtured::store::Store::open(&url)
+        .await
+        .unwrap()
+        .close()
+        .await;
     let now = chrono::Utc::now().timestamp_millis();
-    let mut tx = pool.begin().await.unwrap();
+    // One transaction, 2,000 rows a statement; literal values, so the SQL is the same
+    // on SQLite and PostgreSQL.
+    let mut sql = String::from("BEGIN;\n");
     for chunk in (0..LEADS).collect::<Vec<_>>().chunks(2_000) {
-        let mut q = sqlx::QueryBuilder::new(
+        let rows = |row: &dyn Fn(i64) -> String| {
+            chunk
+                .iter()
+                .map(|&i| row(i))
+                .collect::<Vec<_>>()
+                .join(",\n")
+        };
+        sql.push_str(
             "INSERT INTO leads (id, email, first_name, last_name, phone, company, consent_email, \
-             stage, stage_since, fit, interest, created_at, updated_at) ",
+             stage, stage_since, fit, interest, created_at, updated_at) VALUES\n",
         );
-        q.push_values(chunk, |mut b, i| {
-            b.push_bind(i + 1)
-                .push_bind(format!("lead{i}@firma{}.example.com", i % 300))
-                .push_bind("Lea")
-                .push_bind(format!("Nummer{i}"))
-                .push_bind("+49 30 123456")
-                .push_bind(format!("Firma {}", i % 300))
-                .push_bind(true)
-                .push_bind("mql")
-                .push_bind(now)
-                .push_bind(40.0)
-                .push_bind(60.0)
-                .push_bind(now)
-                .push_bind(now);
-        });
-        q.build().execute(&mut *tx).await.unwrap();
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO handoffs (lead_id, team, reason, source, state, created_at, updated_at) ",
+        sql.push_str(&rows(&|i| {
+            format!(
+                "({}, {}, 'Lea', {}, '+49 30 123456', {}, TRUE, 'mql', {now}, 40.0, 60.0, {now}, {now})",
+                i + 1,
+                quote(&format!("lead{i}@firma{}.example.com", i % 300)),
+                quote(&format!("Nummer{i}")),
+                quote(&format!("Firma {}", i % 300)),
+            )
+        }));
+        sql.push_str(";\n");
+        sql.push_str(
+            "INSERT INTO handoffs (lead_id, team, reason, source, state, created_at, updated_at) VALUES\n",
         );
-        q.push_values(chunk, |mut b, i| {
-            b.push_bind(i + 1)
-                .push_bind("inbound")
-                .push_bind("fit 40 and interest 60 over the thresholds")
-                .push_bind("stage:mql")
-                .push_bind("new")
-                .push_bind(now)
-                .push_bind(now);
-        });
-        q.build().execute(&mut *tx).await.unwrap();
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO events (message_id, lead_id, kind, name, properties, occurred_at, received_at) ",
+        sql.push_str(&rows(&|i| {
+            format!(
+                "({}, 'inbound', 'fit 40 and interest 60 over the thresholds', 'stage:mql', 'new', {now}, {now})",
+                i + 1
+            )
+        }));
+        sql.push_str(";\n");
+        sql.push_str(
+            "INSERT INTO events (message_id, lead_id, kind, name, properties, occurred_at, received_at) VALUES\n",
         );
-        q.push_values(chunk, |mut b, i| {
-            b.push_bind(format!("click-{i}"))
-                .push_bind(i + 1)
-                .push_bind("track")
-                .push_bind("Email Clicked")
-                .push_bind("{\"campaign\":\"newsletter\"}")
-                .push_bind(now)
-                .push_bind(now);
-        });
-        q.build().execute(&mut *tx).await.unwrap();
+        sql.push_str(&rows(&|i| {
+            format!(
+                "({}, {}, 'track', 'Email Clicked', {}, {now}, {now})",
+                quote(&format!("click-{i}")),
+                i + 1,
+                quote("{\"campaign\":\"newsletter\"}"),
+            )
+        }));
+        sql.push_str(";\n");
     }
-    sqlx::query("INSERT INTO event_queue (seq) SELECT seq FROM events")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE counters SET value = ? WHERE name = 'events_received'")
-        .bind(LEADS)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    pool.close().await;
+    if is_postgres_url(&url) {
+        // The lead ids above were given, not taken from the identity sequence.
+        sql.push_str(
+            "SELECT setval(pg_get_serial_sequence('leads', 'id'), (SELECT max(id) FROM leads));\n",
+        );
+    }
+    sql.push_str("INSERT INTO event_queue (seq) SELECT seq FROM events;\n");
+    sql.push_str(&format!(
+        "UPDATE counters SET value = {LEADS} WHERE name = 'events_received';\n"
+    ));
+    sql.push_str("COMMIT;\n");
+    execute(&url, sql).await.unwrap();
 }
 
 /// (events still queued, handoffs without owner, handoff notifications queued)
 async fn left(dir: &std::path::Path) -> (i64, i64, i64) {
-    let pool = pool(dir).await;
-    let r = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM event_queue), \
-                (SELECT COUNT(*) FROM handoffs WHERE state = 'new'), \
-                (SELECT COUNT(*) FROM outbox WHERE kind = 'handoff')",
+    let url = url(dir);
+    let count = |sql: &'static str| {
+        let url = url.clone();
+        async move { query_i64(&url, sql.to_string()).await.unwrap() }
+    };
+    (
+        count("SELECT COUNT(*) FROM event_queue").await,
+        count("SELECT COUNT(*) FROM handoffs WHERE state = 'new'").await,
+        count("SELECT COUNT(*) FROM outbox WHERE kind = 'handoff'").await,
     )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,14 +160,23 @@ async fn sigterm_under_a_backlog_stops_within_5_seconds_and_the_restart_finishes
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let pool = pool(dir.path()).await;
-    let (processed, assigned, owners): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT COUNT(*) FROM events WHERE seq NOT IN (SELECT seq FROM event_failures)), \
-                (SELECT COUNT(*) FROM handoffs WHERE state = 'open'), \
-                (SELECT COUNT(DISTINCT owner) FROM handoffs)",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let url = url(dir.path());
+    let (processed, assigned, owners) = (
+        query_i64(
+            &url,
+            "SELECT COUNT(*) FROM events WHERE seq NOT IN (SELECT seq FROM event_failures)".into(),
+        )
+        .await
+        .unwrap(),
+        query_i64(
+            &url,
+            "SELECT COUNT(*) FROM handoffs WHERE state = 'open'".into(),
+        )
+        .await
+        .unwrap(),
+        query_i64(&url, "SELECT COUNT(DISTINCT owner) FROM handoffs".into())
+            .await
+            .unwrap(),
+    );
     assert_eq!((processed, assigned, owners), (LEADS, LEADS, 2));
 }
