@@ -62,7 +62,7 @@ pub async fn run(
         !owners.is_empty(),
         "the configuration has no [[sales.owners]]: the burst measures their notifications"
     );
-    let daemon = Daemon::start(config, MailTo::Smtp(sink.port)).await?;
+    let daemon = Daemon::start(config, MailTo::Smtp(sink.port), args.postgres.as_deref()).await?;
     println!(
         "daemon: pid {}, RSS {:.0} MiB after start; {n} leads, notifications to {}",
         daemon.pid,

@@ -38,7 +38,16 @@ pub struct Daemon {
     pub pid: u32,
     pub api: Api,
     dir: Option<TempDir>,
-    database: PathBuf,
+    folder: PathBuf,
+    database: Database,
+}
+
+/// Where the child keeps its data.
+enum Database {
+    /// A SQLite file (its WAL beside it).
+    File(PathBuf),
+    /// A database of its own on a PostgreSQL server.
+    Postgres(String),
 }
 
 /// The folders of the runs' daemons, kept until the benchmark ends: removing a
@@ -88,14 +97,27 @@ impl Stopped {
 }
 
 impl Daemon {
-    /// Starts `nurtured run` on a fresh database and waits until /healthz answers.
-    pub async fn start(config: &Config, mail: MailTo) -> anyhow::Result<Self> {
+    /// Starts `nurtured run` on a fresh database (a SQLite file, or a new database on
+    /// the PostgreSQL server `postgres`) and waits until /healthz answers.
+    pub async fn start(
+        config: &Config,
+        mail: MailTo,
+        postgres: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("nurtured-bench-")
             .tempdir()
             .context("cannot make a temporary folder for the daemon")?;
         let port = free_port()?;
-        let table = child_config(config, dir.path(), port, mail)?;
+        let database = match postgres {
+            Some(server) => Database::Postgres(crate::store::testing::fresh_postgres(server)),
+            None => Database::File(dir.path().join("nurtured.db")),
+        };
+        let url = match &database {
+            Database::File(path) => format!("sqlite://{}", path.display()),
+            Database::Postgres(url) => url.clone(),
+        };
+        let table = child_config(config, dir.path(), port, mail, url)?;
         let file = dir.path().join("nurtured.toml");
         std::fs::write(&file, toml::to_string(&table)?)
             .with_context(|| format!("cannot write {}", file.display()))?;
@@ -126,7 +148,8 @@ impl Daemon {
             child,
             pid,
             api: Api::new(&format!("http://127.0.0.1:{port}"), &config.api_token)?,
-            database: dir.path().join("nurtured.db"),
+            folder: dir.path().to_path_buf(),
+            database,
             dir: Some(dir),
         };
         daemon.wait_healthy().await?;
@@ -231,19 +254,34 @@ impl Daemon {
         out
     }
 
-    /// The sizes of the database file and of its write-ahead log, in bytes.
-    pub fn database_bytes(&self) -> (u64, u64) {
-        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
-        let mut wal = self.database.clone().into_os_string();
-        wal.push("-wal");
-        (size(&self.database), size(Path::new(&wal)))
+    /// The size of the database and of its write-ahead log, in bytes: the SQLite file
+    /// and its WAL, or PostgreSQL's `pg_database_size` (whose WAL is the server's,
+    /// shared with other databases, so 0 here).
+    pub async fn database_bytes(&self) -> anyhow::Result<(u64, u64)> {
+        match &self.database {
+            Database::File(path) => {
+                let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+                let mut wal = path.clone().into_os_string();
+                wal.push("-wal");
+                Ok((size(path), size(Path::new(&wal))))
+            }
+            Database::Postgres(url) => {
+                let bytes = crate::store::testing::query_i64(
+                    url,
+                    "SELECT pg_database_size(current_database())".to_string(),
+                )
+                .await
+                .context("cannot read the size of the PostgreSQL database")?;
+                Ok((u64::try_from(bytes).unwrap_or(0), 0))
+            }
+        }
     }
 
     /// Sends SIGTERM and waits for the exit; kills the process when it takes longer
     /// than a minute.
     /// The daemon's folder: its configuration, database, log and mail.
     pub fn folder(&self) -> &Path {
-        self.database.parent().unwrap_or(Path::new("."))
+        &self.folder
     }
 
     pub async fn stop(mut self) -> anyhow::Result<Stopped> {
@@ -294,7 +332,13 @@ fn free_port() -> anyhow::Result<u16> {
 /// `port` on loopback, no schedules, mail as `mail` says. The rule and template
 /// folders keep the names they were written with (rule sources in the lead history
 /// are named after them), through links in `dir`.
-fn child_config(config: &Config, dir: &Path, port: u16, mail: MailTo) -> anyhow::Result<Table> {
+fn child_config(
+    config: &Config,
+    dir: &Path,
+    port: u16,
+    mail: MailTo,
+    database_url: String,
+) -> anyhow::Result<Table> {
     let text = match &config.file {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
@@ -337,11 +381,7 @@ fn child_config(config: &Config, dir: &Path, port: u16, mail: MailTo) -> anyhow:
         &["data_dir"],
         s(dir.join("data").display().to_string()),
     );
-    set(
-        &mut table,
-        &["database_url"],
-        s(format!("sqlite://{}", dir.join("nurtured.db").display())),
-    );
+    set(&mut table, &["database_url"], s(database_url));
     set(&mut table, &["http_addr"], s(format!("127.0.0.1:{port}")));
     set(&mut table, &["schedules"], Value::Array(Vec::new()));
     match mail {
@@ -439,7 +479,8 @@ mod tests {
         .unwrap();
         let config = Config::load_with_env(Some(&file), Vec::new()).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let table = child_config(&config, dir.path(), 4321, MailTo::Smtp(2525)).unwrap();
+        let url = format!("sqlite://{}", dir.path().join("nurtured.db").display());
+        let table = child_config(&config, dir.path(), 4321, MailTo::Smtp(2525), url).unwrap();
         let text = toml::to_string(&table).unwrap();
         let child_file = dir.path().join("nurtured.toml");
         std::fs::write(&child_file, &text).unwrap();

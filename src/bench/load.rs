@@ -55,7 +55,7 @@ pub async fn run(
     bodies: Arc<Vec<Bytes>>,
 ) -> anyhow::Result<Figures> {
     let events = args.events as u64;
-    let daemon = Daemon::start(config, MailTo::Files).await?;
+    let daemon = Daemon::start(config, MailTo::Files, args.postgres.as_deref()).await?;
     let rss_start = daemon.rss_mib();
     println!(
         "daemon: pid {}, RSS {rss_start:.0} MiB after start; {} events for {leads} leads, {} per request, {connections} connections",
@@ -138,7 +138,7 @@ pub async fn run(
     let counts = daemon.api.stats().await?;
     let drained = (end.handoffs_waiting == 0).then(|| desk_started.elapsed());
     let peak = daemon.peak_rss_mib();
-    let (db_file, db_wal) = daemon.database_bytes();
+    let (db_file, db_wal) = daemon.database_bytes().await?;
     let db_bytes = db_file + db_wal;
     latencies.sort();
     polls.sort();
@@ -182,8 +182,13 @@ pub async fn run(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let parts = if args.postgres.is_some() {
+        "pg_database_size".to_string()
+    } else {
+        format!("file {db_file} + WAL {db_wal}")
+    };
     println!(
-        "database: {db_bytes} bytes (file {db_file} + WAL {db_wal}), {:.0} bytes per event",
+        "database: {db_bytes} bytes ({parts}), {:.0} bytes per event",
         db_bytes as f64 / events as f64
     );
     println!(

@@ -64,7 +64,7 @@ async fn wait_for(sink: &SmtpSink, n: usize, limit: Duration) -> anyhow::Result<
 pub async fn run(config: &Config, args: &BenchArgs, sink: &SmtpSink) -> anyhow::Result<Figures> {
     // Every lead gets one trigger mail, so the frequency cap holds none back; it stays
     // on, as its check is part of the cost of sending.
-    let daemon = Daemon::start(config, MailTo::Smtp(sink.port)).await?;
+    let daemon = Daemon::start(config, MailTo::Smtp(sink.port), args.postgres.as_deref()).await?;
     let api = &daemon.api;
     println!(
         "daemon: pid {}, RSS {:.0} MiB after start; {} mails, then {} events/s for {} s; {} SMTP connections",

@@ -64,6 +64,11 @@ pub struct BenchArgs {
     /// where it is
     #[arg(long)]
     pub keep: bool,
+    /// Run each daemon on a fresh database of its own on this PostgreSQL server
+    /// (postgres://USER:PASSWORD@HOST:PORT/DATABASE, a user allowed to create
+    /// databases) instead of a fresh SQLite file
+    #[arg(long, value_name = "SERVER_URL")]
+    pub postgres: Option<String>,
 }
 
 /// The measurement a command line asks for.
@@ -134,6 +139,16 @@ async fn measure(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map_or("embedded defaults".into(), |f| f.display().to_string()),
         config.rules_dir.display()
+    );
+    println!(
+        "store: {}",
+        match &args.postgres {
+            Some(server) => format!(
+                "a fresh PostgreSQL database per run on {}",
+                server.split('@').next_back().unwrap_or_default()
+            ),
+            None => "a fresh SQLite file per run".into(),
+        }
     );
 
     // The SMTP server the daemon sends to, in this process.

@@ -80,7 +80,7 @@ pub async fn run(
         "--single needs wrk, which is not installed: `apt-get install wrk` (Debian, Ubuntu), \
          or put a wrk binary on PATH",
     )?;
-    let daemon = Daemon::start(config, MailTo::Files).await?;
+    let daemon = Daemon::start(config, MailTo::Files, args.postgres.as_deref()).await?;
     println!(
         "daemon: pid {}, RSS {:.0} MiB after start; {leads} leads, {connections} connections for {} s, one event per request ({})",
         daemon.pid,
