@@ -13,7 +13,7 @@
 //!   and the nurture streams;
 //! - [`schedule`]: cron-driven jobs (interest decay, rule functions over leads);
 //! - [`sla`]: business time for the sales handoff's deadlines;
-//! - [`store`]: all SQL (SQLite);
+//! - [`store`]: all SQL (SQLite and PostgreSQL), and copying a base between them;
 //! - [`report`]: read models for the API and the CLI;
 //! - [`config`], [`clock`], [`daemon`] (wiring), [`cli`], [`bench`] (with
 //!   [`smtp_sink`], a local SMTP server for the benchmark and the tests).

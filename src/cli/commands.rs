@@ -48,6 +48,7 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { command } => super::report::report(config, clock, command).await,
+        Command::Store { command } => super::store::store(command).await,
         Command::Bench(args) => crate::bench::run(config, args).await,
     }
 }

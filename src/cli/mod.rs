@@ -1,10 +1,11 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
-//! `rules check|test`, `stats`, `report funnel|sla`, `bench`.
+//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`.
 
 mod commands;
 mod log;
 mod mail;
 mod report;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ReportCommand,
     },
+    /// The database as a whole: copy it to another one (SQLite to PostgreSQL, say)
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Measure end-to-end throughput over the HTTP API with the configured rules
     Bench(crate::bench::BenchArgs),
 }
@@ -126,6 +132,20 @@ pub enum MailCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy a whole base (every lead, event, pending event and queued mail, with its ids)
+    /// into a new, empty database; stop the daemon on the source first
+    Copy {
+        /// The base to copy: `sqlite://PATH`, a path, or `postgres://...`
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The new, empty database: `sqlite://PATH`, a path, or `postgres://...`
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RulesCommand {
     /// Compile every rule file; print FILE:LINE:COLUMN: message for each error
     Check,
@@ -146,7 +166,8 @@ pub fn main(args: Args) -> ExitCode {
     // would otherwise fill the screen with the worker's warnings.
     let level = match &args.command {
         Command::Run => None,
-        Command::Rules { .. } | Command::Templates { .. } => Some("error"),
+        // `store copy` draws progress bars, which warnings (slow statements) would tear.
+        Command::Rules { .. } | Command::Templates { .. } | Command::Store { .. } => Some("error"),
         _ => Some("warn"),
     };
     init_tracing(&config.log, level);

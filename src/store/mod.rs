@@ -10,6 +10,7 @@
 //! leaves this module.
 
 mod briefs;
+pub mod copy;
 mod events;
 mod handoffs;
 mod jobs;
@@ -221,6 +222,15 @@ pub struct PageCache {
     pub reader_kib: u64,
 }
 
+impl Default for PageCache {
+    fn default() -> Self {
+        Self {
+            writer_kib: DEFAULT_PAGE_CACHE_KIB,
+            reader_kib: DEFAULT_PAGE_CACHE_KIB,
+        }
+    }
+}
+
 /// Pooled connections for reading.
 pub const READERS: u32 = 3;
 /// Pooled connections to PostgreSQL when nothing else is said.
@@ -240,20 +250,26 @@ impl Store {
     /// Opens (creating if needed) the database at a `sqlite://PATH` or `postgres://`
     /// URL and runs the embedded migrations, with SQLite's default page cache.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let kib = DEFAULT_PAGE_CACHE_KIB;
-        let cache = PageCache {
-            writer_kib: kib,
-            reader_kib: kib,
-        };
-        Self::open_with(url, cache).await
+        Self::open_with(url, PageCache::default()).await
     }
 
     /// Like [`Store::open`], with the given page caches (SQLite only).
     pub async fn open_with(url: &str, cache: PageCache) -> Result<Self, StoreError> {
+        Self::connect(url, cache, true).await
+    }
+
+    /// Like [`Store::open`] for a base that exists already: a missing SQLite file is an
+    /// error instead of a new empty database. Pending migrations run, as the daemon
+    /// runs them at start.
+    pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
+        Self::connect(url, PageCache::default(), false).await
+    }
+
+    async fn connect(url: &str, cache: PageCache, create: bool) -> Result<Self, StoreError> {
         let db = if is_postgres_url(url) {
             Self::open_postgres(url).await?
         } else {
-            Self::open_sqlite(url, cache).await?
+            Self::open_sqlite(url, cache, create).await?
         };
         Ok(Self {
             db: Arc::new(db),
@@ -272,11 +288,11 @@ impl Store {
         Ok(Db::Postgres { pool })
     }
 
-    async fn open_sqlite(url: &str, cache: PageCache) -> Result<Db, StoreError> {
+    async fn open_sqlite(url: &str, cache: PageCache, create: bool) -> Result<Db, StoreError> {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if let Some(dir) = Path::new(path)
             .parent()
-            .filter(|d| !d.as_os_str().is_empty())
+            .filter(|d| create && !d.as_os_str().is_empty())
         {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
                 path: dir.display().to_string(),
@@ -284,7 +300,7 @@ impl Store {
             })?;
         }
         let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)

@@ -16,4 +16,5 @@ mod reports;
 mod rules;
 mod schedules;
 mod shutdown;
+mod store_copy;
 mod streams;
