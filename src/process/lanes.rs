@@ -107,6 +107,20 @@ fn lower_priority() {
     }
 }
 
+/// Runs `f` on this thread at the rule threads' lower priority, then restores the
+/// thread's priority (for a pooled thread that runs other work afterwards).
+pub fn at_lower_priority<T>(f: impl FnOnce() -> T) -> T {
+    let tid = rustix::thread::gettid();
+    let before = rustix::process::getpriority_process(Some(tid)).ok();
+    lower_priority();
+    let out = f();
+    if let Some(before) = before {
+        // Raising it back needs no privilege when it goes no higher than it was.
+        let _ = rustix::process::setpriority_process(Some(tid), before);
+    }
+    out
+}
+
 /// One job on a rule thread.
 fn run(parts: &EvalParts, stopping: &AtomicBool, job: Job) -> Done {
     if stopping.load(Ordering::Relaxed) {

@@ -435,12 +435,24 @@ async fn start(
             if !lanes.submit_all(prepared.jobs, slow) {
                 tracing::debug!("rule lanes closed; the events stay pending");
             }
-            // A long history is read on its own, while the others go on.
+            // A long history is read on its own, while the others go on, on a thread
+            // of its own at the rule threads' priority: reading and decoding tens of
+            // thousands of rows is work that must not hold up intake or other leads.
             for (guard, events) in prepared.long {
                 let (p, queues, lanes, gate) =
                     (p.clone(), queues.clone(), lanes.clone(), gate.clone());
-                tokio::spawn(async move {
-                    read_long(&p, &queues, &lanes, (guard, events), &gate, slow).await;
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    super::lanes::at_lower_priority(|| {
+                        runtime.block_on(read_long(
+                            &p,
+                            &queues,
+                            &lanes,
+                            (guard, events),
+                            &gate,
+                            slow,
+                        ));
+                    });
                 });
             }
         }
