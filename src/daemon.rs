@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::SharedClock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::handoff::{Desk, WebhookSender};
 use crate::http::{AppState, router};
@@ -20,7 +21,7 @@ use crate::mail::{Mailer, StreamPlan, TemplateError, Templates};
 use crate::process::Processor;
 use crate::rules::{RuleError, Rules, Sandbox, watch};
 use crate::schedule::Scheduler;
-use crate::store::{LeaseHeld, Store, StoreError};
+use crate::store::{Dialect, LeaseHeld, Store, StoreError};
 
 /// Why the daemon (or a command) could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,8 @@ pub enum StartError {
     Rules(Vec<RuleError>),
     #[error(transparent)]
     Lease(#[from] LeaseHeld),
+    #[error(transparent)]
+    Shards(#[from] crate::store::cluster::ShardsDiffer),
     #[error("mail templates have problems; fix them (`nurtured templates check` lists all):\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Templates(Vec<TemplateError>),
     #[error("mail: {0}")]
@@ -165,6 +168,11 @@ impl Running {
             tracing::warn!("shutdown: some work did not finish in time");
             return;
         }
+        if let Some(cluster) = self.app.processor.cluster.get()
+            && let Err(e) = cluster.leave().await
+        {
+            tracing::warn!(error = %e, "cannot leave the cluster; the others take over once the shards expire");
+        }
         if let Err(e) = self.app.processor.give_up_lease().await {
             tracing::warn!(error = %e, "cannot release the processing lease");
         }
@@ -174,13 +182,23 @@ impl Running {
 /// Starts the daemon on `listener` (bound by the caller, so tests can use port 0).
 pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartError> {
     let app = Arc::new(app);
-    app.processor.take_lease("daemon").await??;
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: app.config.http_addr,
         source,
     })?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    if app.store().dialect() == Dialect::Postgres {
+        // One of any number of daemons on the database: see `crate::cluster`.
+        let cluster = Arc::new(Cluster::new(&app.config.cluster, app.store().clone(), addr));
+        cluster.join().await??;
+        app.processor.set_cluster(cluster.clone());
+        cluster.tick(&app.processor).await?;
+        tracing::info!(daemon = %cluster.name, shards = cluster.shards, "joined the cluster of daemons on this database");
+        tasks.spawn(cluster.run(app.processor.clone(), shutdown.clone()));
+    } else {
+        app.processor.take_lease("daemon").await??;
+    }
 
     tasks.spawn(app.processor.clone().run(shutdown.clone()));
     let scheduler = Arc::new(Scheduler {
@@ -216,7 +234,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
             .await;
         });
     }
-    {
+    if app.processor.cluster.get().is_none() {
         // Processing writes extend the lease too; this keeps it while idle.
         let (processor, shutdown) = (app.processor.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -264,7 +282,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(%addr, rules = %app.config.rules_dir.display(), database = %app.config.database_url, "nurtured is running");
+    tracing::info!(%addr, rules = %app.config.rules_dir.display(), database = %crate::store::copy::shown(&app.config.database_url), "nurtured is running");
     Ok(Running {
         addr,
         app,

@@ -14,6 +14,7 @@
 //! - [`schedule`]: cron-driven jobs (interest decay, rule functions over leads);
 //! - [`sla`]: business time for the sales handoff's deadlines;
 //! - [`store`]: all SQL (SQLite and PostgreSQL), and copying a base between them;
+//! - [`cluster`]: several daemons on one PostgreSQL database (lead shards, a leader);
 //! - [`report`]: read models for the API and the CLI;
 //! - [`config`], [`clock`], [`daemon`] (wiring), [`cli`], [`bench`] (with
 //!   [`smtp_sink`], a local SMTP server for the benchmark and the tests).
@@ -21,6 +22,7 @@
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod domain;

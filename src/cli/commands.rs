@@ -37,13 +37,18 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Mail { command } => super::mail::mail(config, clock, command).await,
         Command::Stats => {
             let app = App::build(config, clock).await?;
-            let stats = Stats::load(
+            let mut stats = Stats::load(
                 app.store(),
                 0,
                 Some(app.rules.status()),
                 app.templates.errors(),
             )
             .await?;
+            if app.store().dialect() == crate::store::Dialect::Postgres {
+                let c = &app.config.cluster;
+                stats.cluster =
+                    Some(crate::cluster::view(app.store(), c.shards, c.lease_timeout, None).await?);
+            }
             println!("{}", serde_json::to_string_pretty(&stats)?);
             Ok(ExitCode::SUCCESS)
         }

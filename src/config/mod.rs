@@ -47,6 +47,7 @@ pub struct Config {
     pub funnel: Funnel,
     pub thresholds: BTreeMap<String, f64>,
     pub processing: Processing,
+    pub cluster: Cluster,
     pub limits: Limits,
     pub schedules: Vec<Schedule>,
     pub mail: MailConfig,
@@ -61,6 +62,17 @@ pub struct Processing {
     pub memory: Memory,
     pub poll_interval: Duration,
     pub recent_activity: usize,
+}
+
+/// Several daemons on one PostgreSQL database (see `crate::cluster`).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// This daemon's name among the others; empty: `pid@host`.
+    pub name: String,
+    /// Leads are split into this many shards (lead id modulo shards).
+    pub shards: u32,
+    /// A daemon that stopped renewing its shards for this long loses them.
+    pub lease_timeout: Duration,
 }
 
 /// The memory budget of `processing.memory` and how it is shared out.
@@ -406,6 +418,26 @@ fn validate(
     };
     let poll_interval = duration("processing.poll_interval", &raw.processing.poll_interval);
     let timeout = duration("limits.timeout", &raw.limits.timeout);
+    let lease_timeout = duration("cluster.lease_timeout", &raw.cluster.lease_timeout);
+    if lease_timeout < Duration::from_secs(1) {
+        bad(
+            "cluster.lease_timeout",
+            "must be at least 1s: heartbeats go every quarter of it".into(),
+        );
+    }
+    let shards = positive("cluster.shards", raw.cluster.shards);
+    if shards > 4096 {
+        bad(
+            "cluster.shards",
+            format!("{shards} is too many: at most 4096 (the default 32 serves 32 daemons)"),
+        );
+    }
+    if raw.cluster.name.chars().any(|c| c.is_control()) || raw.cluster.name.len() > 200 {
+        bad(
+            "cluster.name",
+            "must be a short name without control characters (e.g. the host name)".into(),
+        );
+    }
 
     for (name, value) in &raw.thresholds {
         if !value.is_finite() {
@@ -472,6 +504,11 @@ fn validate(
             memory,
             poll_interval,
             recent_activity,
+        },
+        cluster: Cluster {
+            name: raw.cluster.name.trim().to_string(),
+            shards: shards as u32,
+            lease_timeout,
         },
         limits: Limits {
             max_operations,

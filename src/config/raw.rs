@@ -37,6 +37,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub processing: RawProcessing,
     #[serde(default)]
+    pub cluster: RawCluster,
+    #[serde(default)]
     pub limits: RawLimits,
     #[serde(default = "d::thresholds")]
     pub thresholds: BTreeMap<String, f64>,
@@ -292,6 +294,24 @@ pub struct RawProcessing {
     pub history_events: Option<i64>,
     #[serde(default = "d::recent_activity")]
     pub recent_activity: i64,
+}
+
+/// Several daemons on one PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default = "d::shards")]
+    pub shards: i64,
+    #[serde(default = "d::lease_timeout")]
+    pub lease_timeout: String,
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        toml::from_str("").expect("every cluster key has a default")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -619,6 +639,12 @@ mod d {
     }
     pub fn batch_size() -> i64 {
         2000
+    }
+    pub fn shards() -> i64 {
+        32
+    }
+    pub fn lease_timeout() -> String {
+        "10s".into()
     }
     pub fn poll_interval() -> String {
         "250ms".into()

@@ -59,6 +59,10 @@ pub struct Lead {
     pub attributes: Map<String, Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Counted up by every write in a cluster of daemons (see `crate::cluster`); a
+    /// write from an older copy is refused.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 const MAX_TAG: usize = 64;
@@ -100,6 +104,7 @@ impl Lead {
             attributes: Map::new(),
             created_at: at,
             updated_at: at,
+            version: 0,
         }
     }
 

@@ -56,6 +56,25 @@ impl Desk {
         answer: Answer,
         by: &str,
     ) -> Result<HandoffRow, AnswerError> {
+        // In a cluster, the lead may be changed by another daemon between reading and
+        // writing it: the answer is then made again on the lead as stored.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.answer_unchanged(id, round, answer.clone(), by).await {
+                Err(AnswerError::Store(StoreError::LeadChanged(_))) if tries < 5 => {}
+                done => return done,
+            }
+        }
+    }
+
+    async fn answer_unchanged(
+        &self,
+        id: i64,
+        round: Option<i64>,
+        answer: Answer,
+        by: &str,
+    ) -> Result<HandoffRow, AnswerError> {
         match self.answer_once(id, round, answer.clone(), by).await {
             // A CRM answers whoever has the handoff: if it was reassigned just now, the
             // answer counts for the new round.

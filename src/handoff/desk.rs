@@ -406,7 +406,7 @@ impl Desk {
             tracing::warn!(handoff = h.id, error = %e, "cannot return the lead to marketing");
         }
         let update = ended(&h);
-        let mut tx = edit.begin().await?;
+        let mut tx = edit.begin_as_leader().await?;
         if !tx.update_handoff(&update, to_ms(now)).await? {
             return Ok(false);
         }

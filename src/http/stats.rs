@@ -12,18 +12,28 @@ use crate::report::Stats;
 use crate::report::stats::QueueStats;
 
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
-    Stats::load(
+    let mut stats = Stats::load(
         &state.processor.store,
         state.duplicates.load(Ordering::Relaxed),
         Some(state.rules.status()),
         state.templates.errors(),
     )
     .await
-    .map(|mut s| {
-        s.processing = Some(crate::report::stats::Processing::of(&state.processor));
-        Json(s)
-    })
-    .map_err(ApiError::internal)
+    .map_err(ApiError::internal)?;
+    stats.processing = Some(crate::report::stats::Processing::of(&state.processor));
+    if let Some(c) = state.processor.cluster.get() {
+        stats.cluster = Some(
+            crate::cluster::view(
+                &state.processor.store,
+                c.shards,
+                c.lease_timeout,
+                Some(&c.name),
+            )
+            .await
+            .map_err(ApiError::internal)?,
+        );
+    }
+    Ok(Json(stats))
 }
 
 pub async fn queue(State(state): State<AppState>) -> Result<Json<QueueStats>, ApiError> {

@@ -184,12 +184,19 @@ impl Mailer {
     }
 
     async fn until_next(&self) -> Duration {
+        // In a cluster the other daemons queue mail without waking this one: look
+        // every poll interval.
+        let max_idle = if self.processor.cluster.get().is_some() {
+            self.processor.poll_interval.min(MAX_IDLE)
+        } else {
+            MAX_IDLE
+        };
         match self.store().next_mail_due().await {
             Ok(Some(due)) => {
                 let wait = due - to_ms(self.clock.now());
-                Duration::from_millis(wait.clamp(0, MAX_IDLE.as_millis() as i64) as u64)
+                Duration::from_millis(wait.clamp(0, max_idle.as_millis() as i64) as u64)
             }
-            _ => MAX_IDLE,
+            _ => max_idle,
         }
     }
 
@@ -202,6 +209,11 @@ impl Mailer {
     /// `shutdown` is cancelled: a backlog of queued mail waits for the next start
     /// instead of holding up the stop.
     pub async fn run_due_until(&self, shutdown: &CancellationToken) -> Result<Pass, MailError> {
+        if self.processor.held_lease().is_err() {
+            // Another process sends (the leader of a cluster, or the daemon working this
+            // database while a command runs).
+            return Ok(Pass::default());
+        }
         let mut pass = Pass {
             steps_queued: self.queue_steps().await?,
             ..Pass::default()

@@ -17,15 +17,17 @@ use super::processor::Processor;
 use crate::domain::change::Outcome;
 use crate::domain::{Changes, Lead};
 use crate::mail::StreamPlan;
-use crate::store::{Lease, Store, StoreError, build};
+use crate::store::{Dialect, Fence, Store, StoreError, build};
 
 /// Events written in one transaction at most.
 const MAX_GROUP: usize = 4_000;
 
-/// Writes the results of `dones` in one transaction that checks the lease.
+/// Writes the results of `dones` in one transaction that checks the lease (or the
+/// shards) and, on PostgreSQL, that no lead was written meanwhile by another daemon.
+/// On success the leads' versions are counted up as in the store.
 pub async fn write_group(
     store: &Store,
-    lease: &Lease,
+    fence: &Fence,
     plan: &StreamPlan,
     now: DateTime<Utc>,
     dones: &[Done],
@@ -88,10 +90,16 @@ pub async fn write_group(
         .and(build::changes(store.dialect(), &records))
         .and(build::mails(store.dialect(), &records, &plan.params, now))
         .and(build::handoffs(store.dialect(), &records, now));
+    let mut versions: Vec<(i64, i64)> = dones
+        .iter()
+        .filter_map(|d| d.lead.as_ref().map(|l| (l.id, l.version)))
+        .collect();
+    versions.sort_unstable();
     let waited = Instant::now();
     let mut tx = store.begin_write().await?;
     let held = Instant::now();
-    tx.hold_lease(lease).await?;
+    tx.hold(fence).await?;
+    tx.claim_versions(&versions).await?;
     tx.execute(statements).await?;
     // Every event must still have been pending; anything else means another process
     // got to them.
@@ -111,6 +119,16 @@ pub async fn write_group(
         "results written"
     );
     done
+}
+
+/// After a write on PostgreSQL, the lead's version is the one [`write_group`] counted
+/// up to.
+pub fn written_version(dialect: Dialect, done: &mut Done) {
+    if dialect == Dialect::Postgres
+        && let Some(lead) = &mut done.lead
+    {
+        lead.version += 1;
+    }
 }
 
 /// After a write: wakes the mailer and the desk, and logs failed events and skipped
@@ -178,14 +196,15 @@ pub async fn run(
         let written = if group.iter().all(|d| d.outcomes.is_empty()) {
             Ok(())
         } else {
-            match p.held_lease() {
-                Ok(lease) => write_group(&p.store, &lease, &p.plan, p.clock.now(), &group).await,
+            match p.processing_fence() {
+                Ok(fence) => write_group(&p.store, &fence, &p.plan, p.clock.now(), &group).await,
                 Err(e) => Err(e),
             }
         };
         match written {
             Ok(()) => {
                 for d in &mut group {
+                    written_version(p.store.dialect(), d);
                     p.keep(d);
                 }
                 report(&p, &group);
@@ -200,6 +219,13 @@ pub async fn run(
                 }
                 if matches!(e, StoreError::LeaseLost) {
                     return Stopped::LeaseLost;
+                }
+                if let StoreError::LeadChanged(ids) = &e {
+                    // Another daemon changed a lead (the stage API, the desk): the jobs
+                    // run again on the leads as stored.
+                    tracing::debug!(leads = ?ids, "leads changed by another daemon; processing them again");
+                    queues.pause(Duration::from_millis(20));
+                    continue;
                 }
                 tracing::error!(error = %e, retry_in = ?backoff, "writing processing results failed; nothing of it was written, retrying");
                 failed = true;

@@ -67,6 +67,7 @@ impl CompactLead {
         }
         w.int(to_ms(lead.created_at));
         w.int(to_ms(lead.updated_at));
+        w.int(lead.version);
         Self(w.0.into_boxed_slice())
     }
 
@@ -148,6 +149,7 @@ impl CompactLead {
             attributes,
             created_at: r.time()?,
             updated_at: r.time()?,
+            version: r.int()?,
         })
     }
 

@@ -62,8 +62,16 @@ impl LeadEdit<'_> {
         }
     }
 
-    /// Opens the write transaction, holding the processing lease.
+    /// Opens the write transaction, holding the processing lease (in a cluster, where
+    /// any daemon may change a lead, the lead's version is checked at commit).
     pub async fn begin(&self) -> Result<WriteTx, StoreError> {
+        self.processor.begin_lead_write().await
+    }
+
+    /// Opens the write transaction holding the processing lease, also in a cluster
+    /// (where it is the leader's): for work done once for the base, such as the sales
+    /// desk's.
+    pub async fn begin_as_leader(&self) -> Result<WriteTx, StoreError> {
         let lease = self.processor.held_lease()?;
         let mut tx = self.processor.store.begin_write().await?;
         tx.hold_lease(&lease).await?;
@@ -81,11 +89,19 @@ impl LeadEdit<'_> {
             .and(build::changes(tx.dialect(), &records))
             .and(build::mails(tx.dialect(), &records, &p.plan.params, now))
             .and(build::handoffs(tx.dialect(), &records, now));
+        if let Err(e) = tx
+            .claim_versions(&[(self.lead.id, self.lead.version)])
+            .await
+        {
+            p.cache.forget(self.lead.id);
+            return Err(e);
+        }
         tx.execute(statements).await?;
         if let Err(e) = tx.commit().await {
             p.cache.forget(self.lead.id);
             return Err(e);
         }
+        p.wrote_version(&mut self.lead);
         p.remember([&self.lead]);
         p.wake([&self.changes]);
         Ok(self.lead)

@@ -97,17 +97,36 @@ impl Processor {
                 at,
             ))
             .and(build::handoffs(self.store.dialect(), &records, at));
+        let mut versions: Vec<(i64, i64)> = results
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().ok().map(|(l, _)| (*id, l.version)))
+            .collect();
+        versions.sort_unstable();
         let lease = self.held_lease()?;
         let mut tx = self.store.begin_write().await?;
         tx.hold_lease(&lease).await?;
-        tx.execute(statements).await?;
-        if let Err(e) = tx.commit().await {
+        let written = match tx.claim_versions(&versions).await {
+            Ok(()) => match tx.execute(statements).await {
+                Ok(_) => tx.commit().await,
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             for id in ids {
                 self.cache.forget(*id);
             }
             return Err(e.into());
         }
-        self.remember(saved);
+        let saved: Vec<Lead> = saved
+            .into_iter()
+            .map(|l| {
+                let mut l = l.clone();
+                self.wrote_version(&mut l);
+                l
+            })
+            .collect();
+        self.remember(&saved);
         self.wake(records.iter().map(|(_, _, c)| *c));
         Ok(results
             .into_iter()

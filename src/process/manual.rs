@@ -19,9 +19,37 @@ pub enum ManualError {
     Store(#[from] StoreError),
 }
 
+/// Tries of a manual change that found its lead changed meanwhile by another daemon.
+const TRIES: usize = 5;
+
+/// Runs `attempt` again while it finds its lead changed by another daemon.
+async fn retried<T, F, Fut>(mut attempt: F) -> Result<T, ManualError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ManualError>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(ManualError::Store(StoreError::LeadChanged(_))) if tries < TRIES => tries += 1,
+            done => return done,
+        }
+    }
+}
+
 impl Processor {
     /// Moves a lead to `stage` on behalf of `user`, with `reason`.
     pub async fn set_stage_by(
+        &self,
+        email: &Email,
+        stage: &str,
+        reason: &str,
+        user: &str,
+    ) -> Result<(Lead, Outcome), ManualError> {
+        retried(|| self.try_set_stage_by(email, stage, reason, user)).await
+    }
+
+    async fn try_set_stage_by(
         &self,
         email: &Email,
         stage: &str,
@@ -56,14 +84,15 @@ impl Processor {
         )?;
         if outcome == Outcome::Applied {
             self.plan.follow(&before, &lead, None, &mut changes);
-            self.save_one(&lead, &changes).await?;
+            self.save_one(&mut lead, &changes).await?;
         }
         Ok((lead, outcome))
     }
 
     /// Writes one lead changed by hand with its records, mails and stream changes, in
-    /// one transaction that checks the lease. Call with the lead's lock held.
-    async fn save_one(&self, lead: &Lead, changes: &Changes) -> Result<(), ManualError> {
+    /// one transaction that checks the lease (in a cluster: the lead's version). Call
+    /// with the lead's lock held.
+    async fn save_one(&self, lead: &mut Lead, changes: &Changes) -> Result<(), ManualError> {
         let records = [(lead.id, None, changes)];
         let statements = build::leads(self.store.dialect(), &[(lead, 0)])
             .and(build::changes(self.store.dialect(), &records))
@@ -78,15 +107,19 @@ impl Processor {
                 &records,
                 self.clock.now(),
             ));
-        let lease = self.held_lease()?;
-        let mut tx = self.store.begin_write().await?;
-        tx.hold_lease(&lease).await?;
+        let mut tx = self.begin_lead_write().await?;
+        let claimed = tx.claim_versions(&[(lead.id, lead.version)]).await;
+        if let Err(e) = claimed {
+            self.cache.forget(lead.id);
+            return Err(e.into());
+        }
         tx.execute(statements).await?;
         if let Err(e) = tx.commit().await {
             self.cache.forget(lead.id);
             return Err(e.into());
         }
-        self.remember([lead]);
+        self.wrote_version(lead);
+        self.remember([&*lead]);
         self.wake([changes]);
         Ok(())
     }
@@ -106,6 +139,17 @@ impl Processor {
     /// `email` (links carry both). Withdrawing mail consent also ends every stream.
     /// Returns the lead, or `None` when no such lead has that address.
     pub async fn set_consent(
+        &self,
+        lead_id: i64,
+        email: &str,
+        kind: ConsentKind,
+        granted: bool,
+        source: &str,
+    ) -> Result<Option<Lead>, ManualError> {
+        retried(|| self.try_set_consent(lead_id, email, kind, granted, source)).await
+    }
+
+    async fn try_set_consent(
         &self,
         lead_id: i64,
         email: &str,
@@ -146,7 +190,7 @@ impl Processor {
                 reason: format!("consent withdrawn ({source})"),
             });
         }
-        self.save_one(&lead, &changes).await?;
+        self.save_one(&mut lead, &changes).await?;
         tracing::info!(lead = lead.id, ?kind, granted, source, "consent recorded");
         Ok(Some(lead))
     }

@@ -250,7 +250,11 @@ impl Queues {
 pub async fn run(p: Arc<Processor>, shutdown: CancellationToken) -> bool {
     let queues = Arc::new(Queues::default());
     p.set_queues(Some(queues.clone()));
-    p.feed.open();
+    // In a cluster, intake hands over events of every shard: the pipeline reads its
+    // own from the store.
+    if p.cluster.get().is_none() {
+        p.feed.open();
+    }
     let stopping = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = flume::unbounded::<Vec<Done>>();
     let lanes = Lanes::start(&p.parts(), &done_tx, &stopping);
@@ -298,7 +302,12 @@ async fn dispatch(p: Arc<Processor>, queues: Arc<Queues>, lanes: Lanes, stop: Ca
         let room = queues.room();
         if room > 0 {
             let ask = room.min(p.batch_size);
-            let fed = p.feed.take(queues.cursor(), ask);
+            // In a cluster the feed is closed: every wake reads the store.
+            let fed = if p.cluster.get().is_some() {
+                None
+            } else {
+                p.feed.take(queues.cursor(), ask)
+            };
             let in_step = fed.is_some() && !store_behind && store_read.elapsed() < p.poll_interval;
             let complete = match fed {
                 Some((rows, _)) if !rows.is_empty() => {
@@ -306,7 +315,7 @@ async fn dispatch(p: Arc<Processor>, queues: Arc<Queues>, lanes: Lanes, stop: Ca
                     true
                 }
                 _ if in_step => true,
-                _ => match p.store.pending_events(Some(queues.cursor()), ask).await {
+                _ => match pending(&p, Some(queues.cursor()), ask).await {
                     Ok(rows) => {
                         read_failures = 0;
                         store_read = Instant::now();
@@ -331,7 +340,7 @@ async fn dispatch(p: Arc<Processor>, queues: Arc<Queues>, lanes: Lanes, stop: Ca
             if complete && rescanned.elapsed() >= every {
                 let held = MAX_QUEUED - queues.room();
                 queues.begin_rescan();
-                match p.store.pending_events(None, held + 1_000).await {
+                match pending(&p, None, held + 1_000).await {
                     Ok(rows) => progressed |= queues.add(rows, true) > 0,
                     Err(_) => {
                         queues.add(Vec::new(), true);
@@ -388,6 +397,22 @@ async fn dispatch(p: Arc<Processor>, queues: Arc<Queues>, lanes: Lanes, stop: Ca
                 _ = tokio::time::sleep(p.poll_interval) => {}
             }
         }
+    }
+}
+
+/// Pending events from the store: in a cluster, of the shards the pipeline works on.
+async fn pending(
+    p: &Processor,
+    after: Option<i64>,
+    limit: usize,
+) -> Result<Vec<PendingEvent>, crate::store::StoreError> {
+    match p.generation() {
+        Some((shards, n)) => {
+            p.store
+                .pending_events_of(after, limit, Some((&shards, n)))
+                .await
+        }
+        None => p.store.pending_events(after, limit).await,
     }
 }
 
@@ -472,12 +497,15 @@ impl Processor {
     /// Processes events until `shutdown`. When another process takes the lease, stops
     /// writing, forgets what it held, and takes the lease back once it is free.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        if let Some(cluster) = self.cluster.get().cloned() {
+            return self.run_in_cluster(&cluster, shutdown).await;
+        }
         loop {
             if run(self.clone(), shutdown.clone()).await {
                 return;
             }
             self.cache.clear();
-            self.drop_lease();
+            self.forget_lease();
             tracing::error!(
                 "lost the processing lease to another process; processing paused until it is free"
             );
@@ -496,5 +524,56 @@ impl Processor {
                 }
             }
         }
+    }
+}
+
+impl Processor {
+    /// In a cluster: processes the events of the shards this daemon holds, starting
+    /// over (from the oldest pending event of those shards, with nothing cached) each
+    /// time they change.
+    async fn run_in_cluster(
+        self: Arc<Self>,
+        cluster: &crate::cluster::Cluster,
+        shutdown: CancellationToken,
+    ) {
+        let mut owned = cluster.owned();
+        loop {
+            let shards = owned.borrow_and_update().clone();
+            cluster.set_working(shards.clone());
+            self.set_generation(Some(shards.clone()));
+            if shards.is_empty() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    r = owned.changed() => if r.is_err() { break },
+                }
+                continue;
+            }
+            tracing::info!(shards = ?shards, "processing the events of these shards");
+            let stop = shutdown.child_token();
+            let watcher = {
+                let (mut owned, stop) = (owned.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let _ = owned.changed().await;
+                    stop.cancel();
+                })
+            };
+            let kept = run(self.clone(), stop).await;
+            watcher.abort();
+            self.cache.clear();
+            self.set_generation(None);
+            cluster.set_working(Arc::new(Vec::new()));
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if !kept {
+                tracing::warn!("a shard was taken over by another daemon; processing the others");
+                if let Err(e) = cluster.recheck().await {
+                    tracing::warn!(error = %e, "cannot read which shards are held");
+                    tokio::time::sleep(cluster.heartbeat_every()).await;
+                }
+            }
+        }
+        self.set_generation(None);
+        cluster.set_working(Arc::new(Vec::new()));
     }
 }

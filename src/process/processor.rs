@@ -23,7 +23,7 @@ use crate::domain::{Changes, Funnel, Lead};
 use crate::ingest::NewLeads;
 use crate::mail::StreamPlan;
 use crate::rules::{Context, RuleError, Rules, Sandbox};
-use crate::store::{Lease, LeaseHeld, PendingEvent, Store, StoreError};
+use crate::store::{Fence, Lease, LeaseHeld, PendingEvent, Store, StoreError};
 
 /// Everything processing needs.
 pub struct Processor {
@@ -50,8 +50,13 @@ pub struct Processor {
     pub handoff_wake: Arc<Notify>,
     /// The nurture streams, for moving leads between them.
     pub plan: Arc<StreamPlan>,
-    /// The processing lease, while this process holds it; every write checks it.
+    /// The processing lease, while this process holds it; every write checks it. In a
+    /// cluster: the leader's lease.
     lease: std::sync::Mutex<Option<Lease>>,
+    /// This daemon's part in a cluster of daemons (PostgreSQL).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// In a cluster: the shards the pipeline works on now.
+    generation: std::sync::Mutex<Option<Arc<Vec<i32>>>>,
     /// The per-lead queues while the daemon's pipeline runs (for the counters).
     queues: std::sync::Mutex<Option<Arc<Queues>>>,
     pub(super) runtime: tokio::runtime::Handle,
@@ -115,6 +120,8 @@ impl Processor {
             handoff_wake: Arc::new(Notify::new()),
             plan: Arc::new(StreamPlan::default()),
             lease: std::sync::Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
+            generation: std::sync::Mutex::new(None),
             queues: std::sync::Mutex::new(None),
             runtime: tokio::runtime::Handle::current(),
         }
@@ -124,6 +131,11 @@ impl Processor {
     pub fn with_streams(mut self, plan: StreamPlan) -> Self {
         self.plan = Arc::new(plan);
         self
+    }
+
+    /// Makes this processor a daemon of a cluster (before it runs).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Where leads seen for the first time start.
@@ -207,9 +219,64 @@ impl Processor {
         (queues, self.cache.usage())
     }
 
+    /// Opens a write of leads changed outside event processing (the API, sales
+    /// answers): it checks the lease; in a cluster, where any daemon may make such a
+    /// change, the write checks the leads' versions instead
+    /// ([`crate::store::WriteTx::claim_versions`]).
+    pub async fn begin_lead_write(&self) -> Result<crate::store::WriteTx, StoreError> {
+        if self.cluster.get().is_some() {
+            return self.store.begin_write().await;
+        }
+        let lease = self.held_lease()?;
+        let mut tx = self.store.begin_write().await?;
+        tx.hold_lease(&lease).await?;
+        Ok(tx)
+    }
+
+    /// After a lead was written: on PostgreSQL its version went up by one.
+    pub(super) fn wrote_version(&self, lead: &mut Lead) {
+        if self.store.dialect() == crate::store::Dialect::Postgres {
+            lead.version += 1;
+        }
+    }
+
     /// Forgets the lease after another process took it.
-    pub(super) fn drop_lease(&self) {
+    pub fn forget_lease(&self) {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Holds `lease` from now on (a daemon of a cluster became the leader).
+    pub fn set_lease(&self, lease: Lease) {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
+    }
+
+    /// In a cluster: the shards the pipeline works on from now (`None`: it stopped).
+    pub(super) fn set_generation(&self, shards: Option<Arc<Vec<i32>>>) {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = shards;
+    }
+
+    /// The shards the pipeline reads events of: `None` when not in a cluster.
+    pub(super) fn generation(&self) -> Option<(Arc<Vec<i32>>, u32)> {
+        let c = self.cluster.get()?;
+        let shards = self
+            .generation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        Some((shards, c.shards))
+    }
+
+    /// What a write of processing results checks: the lease, or in a cluster the
+    /// shards the pipeline works on.
+    pub fn processing_fence(&self) -> Result<Fence, StoreError> {
+        match self.cluster.get() {
+            Some(c) => match self.generation() {
+                Some((shards, _)) if !shards.is_empty() => Ok(c.fence(shards)),
+                _ => Err(StoreError::LeaseLost),
+            },
+            None => self.held_lease().map(Fence::Lease),
+        }
     }
 
     pub fn held_lease(&self) -> Result<Lease, StoreError> {
@@ -220,10 +287,13 @@ impl Processor {
             .ok_or(StoreError::LeaseLost)
     }
 
-    /// The lead as committed, with its lock held: from the cache, else the store.
+    /// The lead as committed, with its lock held: from the cache, else the store. In a
+    /// cluster always from the store (another daemon may have changed it).
     pub(super) async fn locked_lead(&self, guard: &LeadGuard) -> Result<Option<Lead>, StoreError> {
         let id = guard.lead_id();
-        if let Some(lead) = self.cache.lead(id) {
+        if self.cluster.get().is_none()
+            && let Some(lead) = self.cache.lead(id)
+        {
             return Ok(Some(lead));
         }
         Ok(self.store.leads_by_ids(&[id]).await?.remove(&id))
@@ -400,7 +470,8 @@ impl Processor {
             return Err(ProcessError::Transient(e));
         }
         let mut dones = dones;
-        let written = write_group(&self.store, &lease, &self.plan, self.clock.now(), &dones).await;
+        let fence = Fence::Lease(lease);
+        let written = write_group(&self.store, &fence, &self.plan, self.clock.now(), &dones).await;
         if let Err(e) = written {
             for d in &dones {
                 self.cache.forget(d.lead_id);
@@ -408,6 +479,7 @@ impl Processor {
             return Err(e.into());
         }
         for d in &mut dones {
+            super::commit::written_version(self.store.dialect(), d);
             self.keep(d);
         }
         super::commit::report(self, &dones);
@@ -420,7 +492,12 @@ impl Processor {
     pub async fn drain(&self) -> Result<usize, ProcessError> {
         let mut total = 0;
         loop {
-            let n = self.run_once().await?.events.len();
+            let n = match self.run_once().await {
+                Ok(batch) => batch.events.len(),
+                // A daemon of the cluster changed a lead meanwhile: again, as stored.
+                Err(ProcessError::Store(StoreError::LeadChanged(_))) => continue,
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 return Ok(total);
             }

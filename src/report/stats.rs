@@ -26,6 +26,9 @@ pub struct Stats {
     /// What the processor holds in memory now (the daemon only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub processing: Option<Processing>,
+    /// The daemons sharing a PostgreSQL database, their shards and backlogs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// `GET /v1/stats/queue`: the event queue and the sales desk's backlog, without the
@@ -105,6 +108,7 @@ impl Stats {
             recent_jobs: store.recent_job_runs(10).await?,
             mails: store.mail_counts().await?,
             processing: None,
+            cluster: None,
         })
     }
 }

@@ -225,7 +225,11 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             let now = self.processor.clock.now();
-            self.run_due(now).await;
+            // Schedules run where the lease is: once for the base, by the leader of a
+            // cluster.
+            if self.processor.held_lease().is_ok() {
+                self.run_due(now).await;
+            }
             let wait = self
                 .next_due(now)
                 .map(|t| (t - now).to_std().unwrap_or_default())

@@ -10,7 +10,7 @@ use sqlx::{FromRow, QueryBuilder};
 
 use super::rows::ms_as_rfc3339;
 use super::{
-    Dialect, Statements, Store, StoreError, Tx, WriteTx, for_dialect, in_tx, is_pg, read,
+    Db, Dialect, Statements, Store, StoreError, Tx, WriteTx, for_dialect, in_tx, is_pg, read,
     rows_per_statement, sql, sql_owned,
 };
 use crate::clock::to_ms;
@@ -128,14 +128,38 @@ impl Store {
         after: Option<i64>,
         limit: usize,
     ) -> Result<Vec<PendingEvent>, StoreError> {
+        self.pending_events_of(after, limit, None).await
+    }
+
+    /// Like [`Store::pending_events`], only of the leads in `shards` (a daemon of a
+    /// cluster: `(shards held, number of shards)`; PostgreSQL).
+    pub async fn pending_events_of(
+        &self,
+        after: Option<i64>,
+        limit: usize,
+        shards: Option<(&[i32], u32)>,
+    ) -> Result<Vec<PendingEvent>, StoreError> {
+        const SELECT: &str = "SELECT e.seq, e.message_id, e.lead_id, e.kind, e.name, \
+             e.properties, e.traits, e.context, e.occurred_at, \
+             COALESCE(f.attempts, 0) AS attempts \
+             FROM event_queue q JOIN events e ON e.seq = q.seq \
+             LEFT JOIN event_failures f ON f.seq = q.seq";
+        if let (Some((held, n)), Db::Postgres { pool }) = (shards, &*self.db) {
+            return Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{SELECT} WHERE q.seq > $1 AND (e.lead_id % $3)::int = ANY($4) \
+                 ORDER BY q.seq LIMIT $2"
+            )))
+            .bind(after.unwrap_or(0))
+            .bind(limit as i64)
+            .bind(i64::from(n))
+            .bind(held)
+            .fetch_all(pool)
+            .await?);
+        }
         Ok(read!(self, |pool, DB| {
-            sqlx::query_as(sql::<DB>(
-                "SELECT e.seq, e.message_id, e.lead_id, e.kind, e.name, e.properties, e.traits, \
-                        e.context, e.occurred_at, COALESCE(f.attempts, 0) AS attempts \
-                 FROM event_queue q JOIN events e ON e.seq = q.seq \
-                 LEFT JOIN event_failures f ON f.seq = q.seq \
-                 WHERE q.seq > ? ORDER BY q.seq LIMIT ?",
-            ))
+            sqlx::query_as(sql_owned::<DB>(format!(
+                "{SELECT} WHERE q.seq > ? ORDER BY q.seq LIMIT ?"
+            )))
             .bind(after.unwrap_or(0))
             .bind(limit as i64)
             .fetch_all(pool)
@@ -300,6 +324,7 @@ impl WriteTx {
         let dialect = self.dialect();
         let statements = build::events(dialect, events, received_at, false);
         if dialect == Dialect::Postgres {
+            self.events_in_commit_order().await?;
             // The statements queue what they insert; their rows affected are those.
             return self.execute(statements).await;
         }
@@ -323,6 +348,20 @@ impl WriteTx {
         Ok(n)
     }
 
+    /// On PostgreSQL, makes the transactions that store events (of every daemon on the
+    /// database) take their sequence numbers one transaction after the other, until
+    /// commit: so events become visible in sequence order, and a reader that saw event
+    /// `n` has seen every event before it. Processing reads on from the last sequence
+    /// number it saw, and keeps each lead's events in order, by this.
+    async fn events_in_commit_order(&mut self) -> Result<(), StoreError> {
+        if let Tx::Postgres(tx) = &mut self.tx {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('nurtured.events'))")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Like [`WriteTx::insert_events`], for the events of several requests at once:
     /// returns the message ids of the events that were new, with their sequence
     /// numbers.
@@ -335,6 +374,7 @@ impl WriteTx {
         let pg = dialect == Dialect::Postgres;
         // On PostgreSQL the statements queue what they insert (see `build::events`).
         let before: i64 = if pg {
+            self.events_in_commit_order().await?;
             0
         } else {
             let (before,): (i64,) = in_tx!(self, |tx, DB| {

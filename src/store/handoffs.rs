@@ -920,13 +920,20 @@ impl WriteTx {
             .bind(owner)
             .execute(&mut **tx)
             .await?;
-            sqlx::query_as(sql::<DB>(
+            // PostgreSQL: rows another transaction is claiming are passed over.
+            sqlx::query_as(sql::<DB>(if is_pg::<DB>() {
+                "UPDATE webhooks SET status = 'sending', claimed_by = ?, attempts = attempts + 1, \
+                 first_try_at = COALESCE(first_try_at, ?) \
+                 WHERE id IN (SELECT id FROM webhooks WHERE status = 'queued' AND due_at <= ? \
+                 ORDER BY due_at, id LIMIT ? FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, handoff_id, team, event, body, attempts, first_try_at"
+            } else {
                 "UPDATE webhooks SET status = 'sending', claimed_by = ?, attempts = attempts + 1, \
                  first_try_at = COALESCE(first_try_at, ?) \
                  WHERE id IN (SELECT id FROM webhooks WHERE status = 'queued' AND due_at <= ? \
                  ORDER BY due_at, id LIMIT ?) \
-                 RETURNING id, handoff_id, team, event, body, attempts, first_try_at",
-            ))
+                 RETURNING id, handoff_id, team, event, body, attempts, first_try_at"
+            }))
             .bind(owner)
             .bind(now)
             .bind(now)

@@ -382,7 +382,8 @@ impl WriteTx {
             .await?;
             sqlx::query(sql::<DB>(
                 "UPDATE leads SET interest = CASE WHEN abs(interest * ?1) < 0.01 THEN 0 \
-                 ELSE interest * ?1 END, updated_at = ?2 WHERE interest <> 0",
+                 ELSE interest * ?1 END, updated_at = ?2, version = version + 1 \
+                 WHERE interest <> 0",
             ))
             .bind(factor)
             .bind(ms)
@@ -405,7 +406,7 @@ pub mod build {
     /// Writes the full state of each lead (one statement per few hundred leads), and
     /// adds the number of events processed for it.
     pub fn leads(dialect: Dialect, leads: &[(&Lead, i64)]) -> Statements {
-        const COLUMNS: usize = 31;
+        const COLUMNS: usize = 32;
         for_dialect!(dialect, |DB| {
             let mut out: Vec<QueryBuilder<DB>> = Vec::new();
             for chunk in leads.chunks(rows_per_statement(COLUMNS)) {
@@ -442,6 +443,7 @@ pub mod build {
                         .push_bind(json(&l.attributes))
                         .push_bind(to_ms(l.created_at))
                         .push_bind(to_ms(l.updated_at))
+                        .push_bind(l.version)
                         .push_bind(*events);
                 });
                 // external_id is left alone: ingest owns it.

@@ -18,6 +18,20 @@ const NAME: &str = "processor";
 #[derive(Debug, Clone)]
 pub struct Lease {
     holder: String,
+    /// How long it lasts without renewal, in milliseconds.
+    ttl_ms: i64,
+}
+
+/// What a processing write checks in its transaction: the processing lease (one daemon
+/// on the database), or the lead shards of a daemon in a cluster.
+#[derive(Debug, Clone)]
+pub enum Fence {
+    Lease(Lease),
+    Shards {
+        holder: String,
+        shards: std::sync::Arc<Vec<i32>>,
+        ttl_ms: i64,
+    },
 }
 
 impl Lease {
@@ -69,6 +83,16 @@ impl Store {
     /// `tag` tells holders in one process apart (e.g. a test running two daemons).
     pub async fn acquire_lease(&self, tag: &str) -> Result<Result<Lease, LeaseHeld>, StoreError> {
         let holder = format!("{}:{tag}@{}", std::process::id(), hostname());
+        self.acquire_lease_as(holder, LEASE_TTL).await
+    }
+
+    /// Takes the processing lease as `holder` for `ttl` (the leader of a cluster).
+    pub async fn acquire_lease_as(
+        &self,
+        holder: String,
+        ttl: Duration,
+    ) -> Result<Result<Lease, LeaseHeld>, StoreError> {
+        let ttl_ms = ttl.as_millis() as i64;
         let mut tx = self.begin_write().await?;
         let current: Option<(String, i64)> = in_tx!(tx, |tx, DB| {
             if is_pg::<DB>() {
@@ -101,12 +125,25 @@ impl Store {
             ))
             .bind(NAME)
             .bind(&holder)
-            .bind(now_ms() + LEASE_TTL.as_millis() as i64)
+            .bind(now_ms() + ttl_ms)
             .execute(&mut **tx)
             .await?;
         });
         tx.commit().await?;
-        Ok(Ok(Lease { holder }))
+        Ok(Ok(Lease { holder, ttl_ms }))
+    }
+
+    /// Who holds the processing lease now (not expired), if anyone.
+    pub async fn lease_holder(&self) -> Result<Option<String>, StoreError> {
+        let row: Option<(String, i64)> = super::read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT holder, expires_at FROM leases WHERE name = ?",
+            ))
+            .bind(NAME)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.filter(|(_, exp)| *exp >= now_ms()).map(|(h, _)| h))
     }
 
     /// Extends the lease; false when it was lost to another process.
@@ -140,6 +177,19 @@ impl Store {
 }
 
 impl super::WriteTx {
+    /// Checks `fence` in this transaction (see [`WriteTx::hold_lease`] and
+    /// [`WriteTx::hold_shards`]).
+    pub async fn hold(&mut self, fence: &Fence) -> Result<(), StoreError> {
+        match fence {
+            Fence::Lease(lease) => self.hold_lease(lease).await,
+            Fence::Shards {
+                holder,
+                shards,
+                ttl_ms,
+            } => self.hold_shards(holder, shards, *ttl_ms).await,
+        }
+    }
+
     /// Checks, inside this transaction, that `lease` is still held, and extends it.
     /// Every processing write does this, so a process that lost the lease can never
     /// commit: two processes never apply the same events.
@@ -148,7 +198,7 @@ impl super::WriteTx {
             sqlx::query(sql::<DB>(
                 "UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
             ))
-            .bind(now_ms() + LEASE_TTL.as_millis() as i64)
+            .bind(now_ms() + lease.ttl_ms)
             .bind(NAME)
             .bind(&lease.holder)
             .execute(&mut **tx)

@@ -10,6 +10,7 @@
 //! leaves this module.
 
 mod briefs;
+pub mod cluster;
 pub mod copy;
 mod events;
 mod handoffs;
@@ -41,7 +42,7 @@ pub use handoffs::{
 };
 pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
-pub use lease::{Lease, LeaseHeld};
+pub use lease::{Fence, Lease, LeaseHeld};
 pub use outbox::{
     DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
     OutboxRow, StepDone, StepMail,
@@ -50,7 +51,7 @@ pub use reports::{
     BreachCountRow, EnteredRow, HandoffReportRow, LeadStageRow, MoveCountRow, NewLeadRow,
     ReachedRow, StayRow, WaitingHandoffRow,
 };
-pub use rows::{HistoryRow, LedgerRow};
+pub use rows::{HistoryRow, LedgerRow, rfc3339};
 pub use stats::EventCounts;
 
 /// Errors from the store.
@@ -70,6 +71,11 @@ pub enum StoreError {
          over); nothing was written"
     )]
     LeaseLost,
+    #[error(
+        "{} lead(s) were changed meanwhile by another daemon; read again and retry",
+        .0.len()
+    )]
+    LeadChanged(Vec<i64>),
     #[error("stored data is damaged ({what}): {detail}")]
     Corrupt { what: &'static str, detail: String },
 }

@@ -458,11 +458,17 @@ impl WriteTx {
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         in_tx!(self, |tx, DB| {
-            let ids: Vec<(i64,)> = sqlx::query_as(sql::<DB>(
+            // PostgreSQL: rows another transaction is claiming are passed over, so one
+            // mail is never handed to two daemons.
+            let ids: Vec<(i64,)> = sqlx::query_as(sql::<DB>(if is_pg::<DB>() {
                 "UPDATE outbox SET status = 'sending', claimed_by = ?, attempts = attempts + 1 \
                  WHERE id IN (SELECT id FROM outbox WHERE status = 'queued' AND due_at <= ? \
-                 ORDER BY due_at, id LIMIT ?) RETURNING id",
-            ))
+                 ORDER BY due_at, id LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING id"
+            } else {
+                "UPDATE outbox SET status = 'sending', claimed_by = ?, attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM outbox WHERE status = 'queued' AND due_at <= ? \
+                 ORDER BY due_at, id LIMIT ?) RETURNING id"
+            }))
             .bind(owner)
             .bind(now)
             .bind(limit)

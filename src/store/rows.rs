@@ -43,6 +43,7 @@ pub(super) struct LeadRow {
     pub attributes: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub version: i64,
 }
 
 /// Every column of `leads`, for SELECT and the batch upsert.
@@ -50,7 +51,7 @@ pub(super) const LEAD_COLUMNS: &str = "id, email, external_id, first_name, last_
     company, title, industry, employees, revenue, country, time_zone, locale, consent_email, \
     consent_email_at, consent_email_source, consent_tracking, consent_tracking_at, \
     consent_tracking_source, stage, stage_since, fit, fit_parts, interest, tags, owner, \
-    attributes, created_at, updated_at";
+    attributes, created_at, updated_at, version";
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -102,6 +103,7 @@ impl TryFrom<LeadRow> for Lead {
                 .map_err(|e| corrupt("lead attributes", e))?,
             created_at: from_ms(r.created_at),
             updated_at: from_ms(r.updated_at),
+            version: r.version,
         })
     }
 }
@@ -142,6 +144,6 @@ pub(crate) fn ms_as_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::O
     s.serialize_str(&rfc3339(*ms))
 }
 
-pub(crate) fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     from_ms(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

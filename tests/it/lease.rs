@@ -81,6 +81,19 @@ fn a_second_daemon_is_refused_and_a_killed_one_is_taken_over() {
     let dir = prepare_dir();
     let (mut first, rx) = run_daemon(dir.path());
     wait_for(&rx, "nurtured is running").expect("first daemon starts");
+    if nurtured::store::testing::postgres_server().is_some() {
+        // On PostgreSQL daemons share a database: the second joins, and leads once the
+        // first was killed.
+        let (mut second, rx2) = run_daemon(dir.path());
+        wait_for(&rx2, "joined the cluster").expect("a second daemon joins");
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let leads = wait_for(&rx2, "this daemon leads now");
+        second.kill().unwrap();
+        second.wait().unwrap();
+        leads.expect("the second daemon takes over from the killed one");
+        return;
+    }
 
     let (mut second, rx2) = run_daemon(dir.path());
     let status = second.wait().unwrap();
