@@ -108,9 +108,10 @@ impl Store {
             .fetch_optional(&mut **tx)
             .await?
         });
+        let now = tx.lease_clock().await?;
         let free = match &current {
             None => true,
-            Some((h, expires)) => *h == holder || *expires < now_ms() || holder_is_dead(h),
+            Some((h, expires)) => *h == holder || *expires < now || holder_is_dead(h),
         };
         if !free {
             return Ok(Err(LeaseHeld {
@@ -125,7 +126,7 @@ impl Store {
             ))
             .bind(NAME)
             .bind(&holder)
-            .bind(now_ms() + ttl_ms)
+            .bind(now + ttl_ms)
             .execute(&mut **tx)
             .await?;
         });
@@ -135,15 +136,21 @@ impl Store {
 
     /// Who holds the processing lease now (not expired), if anyone.
     pub async fn lease_holder(&self) -> Result<Option<String>, StoreError> {
-        let row: Option<(String, i64)> = super::read!(self, |pool, DB| {
-            sqlx::query_as(sql::<DB>(
-                "SELECT holder, expires_at FROM leases WHERE name = ?",
-            ))
+        let row: Option<(String, i64, i64)> = super::read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(if is_pg::<DB>() {
+                "SELECT holder, expires_at, \
+                 (extract(epoch from clock_timestamp()) * 1000)::bigint \
+                 FROM leases WHERE name = ?"
+            } else {
+                "SELECT holder, expires_at, 0 FROM leases WHERE name = ?"
+            }))
             .bind(NAME)
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.filter(|(_, exp)| *exp >= now_ms()).map(|(h, _)| h))
+        Ok(row
+            .filter(|(_, exp, db_now)| *exp >= if *db_now > 0 { *db_now } else { now_ms() })
+            .map(|(h, _, _)| h))
     }
 
     /// Extends the lease; false when it was lost to another process.
@@ -177,6 +184,23 @@ impl Store {
 }
 
 impl super::WriteTx {
+    /// The time leases are measured in, in milliseconds: the database server's on
+    /// PostgreSQL (shared by the daemons of a cluster, whatever their hosts' clocks
+    /// say), this host's on SQLite.
+    async fn lease_clock(&mut self) -> Result<i64, StoreError> {
+        Ok(in_tx!(self, |tx, DB| {
+            if is_pg::<DB>() {
+                let (now,): (i64,) =
+                    sqlx::query_as("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+                        .fetch_one(&mut **tx)
+                        .await?;
+                now
+            } else {
+                now_ms()
+            }
+        }))
+    }
+
     /// Checks `fence` in this transaction (see [`WriteTx::hold_lease`] and
     /// [`WriteTx::hold_shards`]).
     pub async fn hold(&mut self, fence: &Fence) -> Result<(), StoreError> {
@@ -195,10 +219,19 @@ impl super::WriteTx {
     /// commit: two processes never apply the same events.
     pub async fn hold_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
         let done = in_tx!(self, |tx, DB| {
-            sqlx::query(sql::<DB>(
-                "UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?",
-            ))
-            .bind(now_ms() + lease.ttl_ms)
+            // PostgreSQL: by the database server's clock, which all daemons share.
+            sqlx::query(sql::<DB>(if is_pg::<DB>() {
+                "UPDATE leases SET expires_at = \
+                 (extract(epoch from clock_timestamp()) * 1000)::bigint + ? \
+                 WHERE name = ? AND holder = ?"
+            } else {
+                "UPDATE leases SET expires_at = ? WHERE name = ? AND holder = ?"
+            }))
+            .bind(if is_pg::<DB>() {
+                lease.ttl_ms
+            } else {
+                now_ms() + lease.ttl_ms
+            })
             .bind(NAME)
             .bind(&lease.holder)
             .execute(&mut **tx)
