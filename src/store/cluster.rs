@@ -284,3 +284,89 @@ impl WriteTx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::{Email, Lead};
+    use crate::store::build;
+    use crate::store::testing::{fresh_postgres, postgres_server};
+
+    /// A store on a fresh PostgreSQL database, when the tests have a server.
+    async fn postgres() -> Option<Store> {
+        let server = postgres_server()?;
+        Some(Store::open(&fresh_postgres(&server)).await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_shard_taken_over_cannot_be_written_for_by_its_old_holder() {
+        let Some(store) = postgres().await else {
+            return;
+        };
+        store.prepare_shards(4).await.unwrap().unwrap();
+        assert_eq!(
+            store.claim_shards("a", &[0, 1], 60_000).await.unwrap(),
+            [0, 1]
+        );
+        // Held and not expired: nobody else gets it.
+        assert!(
+            store
+                .claim_shards("b", &[1], 60_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let mut tx = store.begin_write().await.unwrap();
+        tx.hold_shards("a", &[0, 1], 60_000).await.unwrap();
+        tx.commit().await.unwrap();
+
+        // `a` falls silent; its lease runs out and `b` takes shard 1.
+        store.claim_shards("a", &[1], -1).await.unwrap();
+        assert_eq!(store.claim_shards("b", &[1], 60_000).await.unwrap(), [1]);
+        let mut tx = store.begin_write().await.unwrap();
+        assert!(matches!(
+            tx.hold_shards("a", &[0, 1], 60_000).await,
+            Err(StoreError::LeaseLost)
+        ));
+        drop(tx);
+        assert_eq!(store.renew_shards("a", 60_000).await.unwrap(), [0]);
+
+        // Another shard count is refused while shards are held, taken once none is.
+        assert!(store.prepare_shards(8).await.unwrap().is_err());
+        store.release_shards("a", &[0]).await.unwrap();
+        store.leave_cluster("b").await.unwrap();
+        store.prepare_shards(8).await.unwrap().unwrap();
+        assert_eq!(store.shards().await.unwrap().len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_lead_written_meanwhile_is_not_written_over() {
+        let Some(store) = postgres().await else {
+            return;
+        };
+        let lead = Lead::new(7, Email::parse("v@x.example").unwrap(), "lead", Utc::now());
+        let mut tx = store.begin_write().await.unwrap();
+        tx.execute(build::leads(store.dialect(), &[(&lead, 0)]))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        // Two daemons read version 0; the first to write counts it up to 1.
+        let mut tx = store.begin_write().await.unwrap();
+        tx.claim_versions(&[(7, 0)]).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        match tx.claim_versions(&[(7, 0)]).await {
+            Err(StoreError::LeadChanged(ids)) => assert_eq!(ids, [7]),
+            other => panic!("{other:?}"),
+        }
+        drop(tx);
+        let read = store.leads_by_ids(&[7]).await.unwrap().remove(&7).unwrap();
+        assert_eq!(read.version, 1);
+        // A lead that is gone is no conflict.
+        let mut tx = store.begin_write().await.unwrap();
+        tx.claim_versions(&[(7, 1), (99, 0)]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+}
