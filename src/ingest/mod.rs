@@ -169,6 +169,10 @@ async fn store_all(
     let mut known = Known::default();
     known.add(store.lead_keys(&emails, &user_ids).await?);
     let mut tx = store.begin_write().await?;
+    // On PostgreSQL the intake of every daemon goes one transaction at a time from here
+    // (see `WriteTx::events_in_commit_order`): a lead that another daemon's intake is
+    // creating is found below once that one committed, not created twice.
+    tx.events_in_commit_order().await?;
     // Someone may have created some of the missing leads since the lookup.
     let (emails, user_ids) = keys_of(
         requests

@@ -353,7 +353,7 @@ impl WriteTx {
     /// commit: so events become visible in sequence order, and a reader that saw event
     /// `n` has seen every event before it. Processing reads on from the last sequence
     /// number it saw, and keeps each lead's events in order, by this.
-    async fn events_in_commit_order(&mut self) -> Result<(), StoreError> {
+    pub async fn events_in_commit_order(&mut self) -> Result<(), StoreError> {
         if let Tx::Postgres(tx) = &mut self.tx {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtext('nurtured.events'))")
                 .execute(&mut **tx)
