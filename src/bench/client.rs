@@ -1,5 +1,6 @@
-//! The bench's side of the HTTP API: posting event batches from several connections,
-//! reading GET /v1/stats and /v1/stats/queue, and waiting until the daemon has processed what it got.
+//! The bench's side of the HTTP API: posting event batches from several connections
+//! (to one daemon or round-robin to several), reading GET /v1/stats and
+//! /v1/stats/queue, and waiting until the daemon has processed what it got.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +25,49 @@ pub struct Stats {
     pub mails_sent: u64,
     pub mails_failed: u64,
     pub mails_suppressed: u64,
+    /// Only on PostgreSQL, where every daemon is a cluster member.
+    #[serde(default)]
+    pub cluster: Option<ClusterSeen>,
+}
+
+/// The `cluster` object of GET /v1/stats, as far as the bench reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterSeen {
+    pub shards: u32,
+    pub members: Vec<MemberSeen>,
+}
+
+/// A cluster member: its name and the shards it holds.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MemberSeen {
+    pub daemon: String,
+    pub shards: Vec<i32>,
+}
+
+impl ClusterSeen {
+    /// Every one of `names` holds shards, and together they hold all of them.
+    pub fn shared_out(&self, names: &[String]) -> bool {
+        let held = |name: &String| self.members.iter().find(|m| &m.daemon == name);
+        let mut all: Vec<i32> = Vec::new();
+        for name in names {
+            match held(name) {
+                Some(m) if !m.shards.is_empty() => all.extend(&m.shards),
+                _ => return false,
+            }
+        }
+        all.sort_unstable();
+        all.dedup();
+        all.len() == self.shards as usize
+    }
+
+    /// How many shards each member holds, as `name count` pairs.
+    pub fn split_line(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{} {}", m.daemon, m.shards.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl Stats {
@@ -138,45 +182,14 @@ impl Api {
         Ok(())
     }
 
-    /// Sends `bodies` over `connections` connections at once, each taking the next
-    /// body when its request is answered. Returns each request's latency.
+    /// Sends `bodies` to this daemon over `connections` connections at once (see
+    /// [`post_round_robin`]). Returns each request's latency.
     pub async fn post_all(
         &self,
         bodies: Arc<Vec<Bytes>>,
         connections: usize,
     ) -> anyhow::Result<Vec<Duration>> {
-        let next = Arc::new(AtomicUsize::new(0));
-        let mut senders = Vec::new();
-        for _ in 0..connections.max(1) {
-            // A client each: one connection per sender, kept alive.
-            let api = Self {
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(300))
-                    .pool_max_idle_per_host(1)
-                    .build()?,
-                ..self.clone()
-            };
-            let (bodies, next) = (bodies.clone(), next.clone());
-            senders.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(body) = bodies.get(i).cloned() else {
-                        return Ok::<_, anyhow::Error>(latencies);
-                    };
-                    let t = Instant::now();
-                    api.post_body(body)
-                        .await
-                        .with_context(|| format!("request {i}"))?;
-                    latencies.push(t.elapsed());
-                }
-            }));
-        }
-        let mut latencies = Vec::new();
-        for s in senders {
-            latencies.extend(s.await??);
-        }
-        Ok(latencies)
+        post_round_robin(std::slice::from_ref(self), bodies, connections).await
     }
 
     /// Polls GET /v1/stats/queue until `done` holds; fails after `limit`.
@@ -200,6 +213,59 @@ impl Api {
             tokio::time::sleep(every).await;
         }
     }
+}
+
+/// Sends `bodies` over `connections` connections at once, each taking the next body
+/// when its request is answered. Body `i` goes to daemon `i` modulo the number of
+/// `daemons`, so each gets the same share. Returns each request's latency.
+pub async fn post_round_robin(
+    daemons: &[Api],
+    bodies: Arc<Vec<Bytes>>,
+    connections: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    anyhow::ensure!(!daemons.is_empty(), "no daemon to send to");
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..connections.max(1) {
+        let targets = sender_of(daemons)?;
+        let (bodies, next) = (bodies.clone(), next.clone());
+        senders.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i).cloned() else {
+                    return Ok::<_, anyhow::Error>(latencies);
+                };
+                let t = Instant::now();
+                targets[i % targets.len()]
+                    .post_body(body)
+                    .await
+                    .with_context(|| format!("request {i}"))?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for s in senders {
+        latencies.extend(s.await??);
+    }
+    Ok(latencies)
+}
+
+/// The daemons as one sender sees them: a client of its own, keeping one connection
+/// alive to each daemon.
+fn sender_of(daemons: &[Api]) -> anyhow::Result<Vec<Api>> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .pool_max_idle_per_host(1)
+        .build()?;
+    Ok(daemons
+        .iter()
+        .map(|api| Api {
+            http: http.clone(),
+            ..api.clone()
+        })
+        .collect())
 }
 
 /// A /v1/batch body.

@@ -1,7 +1,8 @@
 //! The daemon under test, as a child process: `nurtured run` from this executable on a
-//! generated nurtured.toml in a temporary folder (a fresh SQLite file, a free loopback
-//! port, no schedules; otherwise the configuration, rules and templates the bench was
-//! started with). What it costs is read from outside: its memory from
+//! generated nurtured.toml in a temporary folder (a fresh SQLite file or PostgreSQL
+//! database, or a PostgreSQL database shared with other daemons under a cluster name
+//! of its own; a free loopback port, no schedules; otherwise the configuration, rules
+//! and templates the bench was started with). What it costs is read from outside: its memory from
 //! `/proc/<pid>/status`, its database from the file system, its shutdown from SIGTERM
 //! to exit.
 
@@ -104,45 +105,46 @@ impl Daemon {
         mail: MailTo,
         postgres: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("nurtured-bench-")
-            .tempdir()
-            .context("cannot make a temporary folder for the daemon")?;
-        let port = free_port()?;
+        let dir = temp_folder()?;
         let database = match postgres {
             Some(server) => Database::Postgres(crate::store::testing::fresh_postgres(server)),
             None => Database::File(dir.path().join("nurtured.db")),
         };
+        Self::launch(config, mail, dir, database, None).await
+    }
+
+    /// Starts `nurtured run` on the PostgreSQL database `url` that other daemons may
+    /// share, as the cluster member `name`, and waits until /healthz answers.
+    pub async fn start_member(
+        config: &Config,
+        mail: MailTo,
+        url: &str,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let database = Database::Postgres(url.to_string());
+        Self::launch(config, mail, temp_folder()?, database, Some(name)).await
+    }
+
+    async fn launch(
+        config: &Config,
+        mail: MailTo,
+        dir: TempDir,
+        database: Database,
+        name: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let port = free_port()?;
         let url = match &database {
             Database::File(path) => format!("sqlite://{}", path.display()),
             Database::Postgres(url) => url.clone(),
         };
-        let table = child_config(config, dir.path(), port, mail, url)?;
+        let mut table = child_config(config, dir.path(), port, mail, url)?;
+        if let Some(name) = name {
+            set(&mut table, &["cluster", "name"], Value::String(name.into()));
+        }
         let file = dir.path().join("nurtured.toml");
         std::fs::write(&file, toml::to_string(&table)?)
             .with_context(|| format!("cannot write {}", file.display()))?;
-        let log = std::fs::File::create(dir.path().join("daemon.log"))?;
-        let exe = std::env::current_exe().context("cannot find the nurtured executable")?;
-        let mut command = tokio::process::Command::new(&exe);
-        command
-            .arg("--config")
-            .arg(&file)
-            .arg("run")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
-        // The environment's overrides are written into the generated file already; left
-        // in place they would replace its database and address.
-        for (var, _) in std::env::vars() {
-            if var.starts_with(env::PREFIX) {
-                command.env_remove(var);
-            }
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {} run", exe.display()))?;
+        let child = spawn(dir.path(), &file)?;
         let pid = child.id().context("the daemon exited at once")?;
         let mut daemon = Self {
             child,
@@ -277,13 +279,13 @@ impl Daemon {
         }
     }
 
-    /// Sends SIGTERM and waits for the exit; kills the process when it takes longer
-    /// than a minute.
     /// The daemon's folder: its configuration, database, log and mail.
     pub fn folder(&self) -> &Path {
         &self.folder
     }
 
+    /// Sends SIGTERM and waits for the exit; kills the process when it takes longer
+    /// than a minute.
     pub async fn stop(mut self) -> anyhow::Result<Stopped> {
         let sent = Instant::now();
         let kill = std::process::Command::new("kill")
@@ -319,6 +321,41 @@ fn clock_ticks() -> f64 {
             .filter(|t: &f64| *t > 0.0)
             .unwrap_or(100.0)
     })
+}
+
+/// A new folder for a daemon's configuration, data and log.
+fn temp_folder() -> anyhow::Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix("nurtured-bench-")
+        .tempdir()
+        .context("cannot make a temporary folder for the daemon")
+}
+
+/// `nurtured run` from this executable with the configuration `file`, in `dir`, its
+/// output going to `daemon.log` there.
+fn spawn(dir: &Path, file: &Path) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::File::create(dir.join("daemon.log"))?;
+    let exe = std::env::current_exe().context("cannot find the nurtured executable")?;
+    let mut command = tokio::process::Command::new(&exe);
+    command
+        .arg("--config")
+        .arg(file)
+        .arg("run")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    // The environment's overrides are written into the generated file already; left
+    // in place they would replace its database and address.
+    for (var, _) in std::env::vars() {
+        if var.starts_with(env::PREFIX) {
+            command.env_remove(var);
+        }
+    }
+    command
+        .spawn()
+        .with_context(|| format!("cannot start {} run", exe.display()))
 }
 
 fn free_port() -> anyhow::Result<u16> {

@@ -6,10 +6,16 @@
 //! turning MQL at once ([`burst`], `--burst`), single-event intake driven by wrk
 //! ([`single`], `--single`), and mail ([`mail`], `--mails`). [`client`] talks to the
 //! API, [`report`] prints the machine, the figures and the medians of `--runs`.
+//!
+//! The event run can also start several daemons on one PostgreSQL database
+//! (`--daemons N`, [`fleet`]), and compare setups in one invocation: each of
+//! `--daemons 1,2,3` and, with `--sqlite-too`, one daemon on SQLite, run by turns
+//! (1, 2, 3, 1, 2, 3, ...) so that the machine's noise hits all alike.
 
 mod burst;
 mod client;
 mod daemon;
+mod fleet;
 mod load;
 mod mail;
 mod report;
@@ -69,6 +75,101 @@ pub struct BenchArgs {
     /// databases) instead of a fresh SQLite file
     #[arg(long, value_name = "SERVER_URL")]
     pub postgres: Option<String>,
+    /// Daemons in the event run: more than one needs --postgres and starts them as a
+    /// cluster on one fresh database per run, the requests going round-robin to them.
+    /// A list (1,2,3) runs each count --runs times by turns and compares the medians
+    #[arg(
+        long,
+        value_name = "N[,N...]",
+        value_delimiter = ',',
+        default_value = "1"
+    )]
+    pub daemons: Vec<usize>,
+    /// With --postgres: also run the event run with one daemon on a fresh SQLite file,
+    /// by turns with the --daemons counts, and compare
+    #[arg(long)]
+    pub sqlite_too: bool,
+}
+
+/// What one event run starts: one daemon on a fresh SQLite file, or N daemons on one
+/// fresh PostgreSQL database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Setup {
+    Sqlite,
+    Postgres(usize),
+}
+
+impl Setup {
+    /// The setup as a column of the comparison names it.
+    fn label(self) -> String {
+        match self {
+            Setup::Sqlite => "SQLite".into(),
+            Setup::Postgres(1) => "PG 1 daemon".into(),
+            Setup::Postgres(n) => format!("PG {n} daemons"),
+        }
+    }
+}
+
+/// The setups the command line asks for, in the order they take turns.
+fn setups(args: &BenchArgs, kind: Kind, shards: u32) -> anyhow::Result<Vec<Setup>> {
+    let counts = &args.daemons;
+    let one = counts.as_slice() == [1];
+    if kind != Kind::Load {
+        anyhow::ensure!(
+            one && !args.sqlite_too,
+            "--daemons and --sqlite-too are for the event run (the default); --burst, --single and --mails start one daemon"
+        );
+    }
+    anyhow::ensure!(
+        !counts.is_empty() && counts.iter().all(|n| *n >= 1),
+        "--daemons must be at least 1"
+    );
+    let mut seen = counts.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    anyhow::ensure!(seen.len() == counts.len(), "--daemons lists a count twice");
+    if args.postgres.is_none() {
+        anyhow::ensure!(
+            one,
+            "--daemons with more than one daemon needs --postgres SERVER_URL: several daemons share one PostgreSQL database (on SQLite one daemon runs at a time)"
+        );
+        anyhow::ensure!(
+            !args.sqlite_too,
+            "--sqlite-too compares SQLite with --postgres: give --postgres SERVER_URL (without it every run is on SQLite)"
+        );
+        return Ok(vec![Setup::Sqlite]);
+    }
+    let most = seen.last().copied().unwrap_or(1);
+    anyhow::ensure!(
+        most <= shards as usize,
+        "--daemons {most} is more than the {shards} shards of cluster.shards: each daemon needs one"
+    );
+    let sqlite = args.sqlite_too.then_some(Setup::Sqlite);
+    Ok(sqlite
+        .into_iter()
+        .chain(counts.iter().map(|n| Setup::Postgres(*n)))
+        .collect())
+}
+
+/// The header line that says how many daemons run.
+fn daemons_line(setups: &[Setup]) -> String {
+    let counts: Vec<String> = setups
+        .iter()
+        .filter_map(|s| match s {
+            Setup::Sqlite => None,
+            Setup::Postgres(n) => Some(n.to_string()),
+        })
+        .collect();
+    let shared = "cluster members on one PostgreSQL database, the requests round-robin";
+    match setups {
+        [Setup::Sqlite] | [Setup::Postgres(1)] => "daemons: 1".into(),
+        [Setup::Postgres(n)] => format!("daemons: {n} ({shared})"),
+        _ if setups.contains(&Setup::Sqlite) => format!(
+            "daemons: 1 on SQLite and {} on PostgreSQL, by turns ({shared})",
+            counts.join(", ")
+        ),
+        _ => format!("daemons: {}, by turns ({shared})", counts.join(", ")),
+    }
 }
 
 /// The measurement a command line asks for.
@@ -118,6 +219,7 @@ async fn measure(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let connections = args.connections.unwrap_or(if single { 50 } else { 4 });
     anyhow::ensure!(leads > 0, "--leads must be at least 1");
     anyhow::ensure!(connections > 0, "--connections must be at least 1");
+    let setups = setups(&args, kind, config.cluster.shards)?;
     let what = match kind {
         Kind::Load => format!("{} events for {leads} leads", args.events),
         Kind::Burst => format!("a burst of {} leads turning MQL", args.burst),
@@ -128,8 +230,13 @@ async fn measure(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         Kind::Mails => format!("{} mails", args.mails),
     };
     println!(
-        "nurtured bench: {what}; {} run(s), the daemon in a child process",
-        args.runs
+        "nurtured bench: {what}; {} run(s){}",
+        args.runs,
+        match setups.as_slice() {
+            [Setup::Sqlite] | [Setup::Postgres(1)] => ", the daemon in a child process",
+            [_] => ", the daemons in child processes",
+            _ => " of each setup, by turns, the daemons in child processes",
+        }
     );
     println!("machine: {}", report::machine());
     println!(
@@ -144,12 +251,18 @@ async fn measure(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         "store: {}",
         match &args.postgres {
             Some(server) => format!(
-                "a fresh PostgreSQL database per run on {}",
-                server.split('@').next_back().unwrap_or_default()
+                "a fresh PostgreSQL database per run on {}{}",
+                server.split('@').next_back().unwrap_or_default(),
+                if args.sqlite_too {
+                    "; a fresh SQLite file per SQLite run"
+                } else {
+                    ""
+                }
             ),
             None => "a fresh SQLite file per run".into(),
         }
     );
+    println!("{}", daemons_line(&setups));
 
     // The SMTP server the daemon sends to, in this process.
     let sink = || SmtpSink::start_on(std::net::TcpListener::bind("127.0.0.1:0")?, false);
@@ -164,22 +277,44 @@ async fn measure(config: Config, args: BenchArgs) -> anyhow::Result<ExitCode> {
         Kind::Single => Mode::Single,
         Kind::Mails => Mode::Mails(sink()?),
     };
-    let mut runs: Vec<Figures> = Vec::new();
+    let mut runs: Vec<Vec<Figures>> = vec![Vec::new(); setups.len()];
     for i in 1..=args.runs {
-        println!();
-        println!("run {i} of {}", args.runs);
-        let figures = match &mode {
-            Mode::Load(bodies) => {
-                load::run(&config, &args, leads, connections, bodies.clone()).await?
+        for (s, setup) in setups.iter().enumerate() {
+            println!();
+            match setups.len() {
+                1 => println!("run {i} of {}", args.runs),
+                _ => println!("run {i} of {}: {}", args.runs, setup.label()),
             }
-            Mode::Burst(sink) => burst::run(&config, &args, connections, sink).await?,
-            Mode::Single => single::run(&config, &args, leads, connections).await?,
-            Mode::Mails(sink) => mail::run(&config, &args, sink).await?,
-        };
-        runs.push(figures);
+            let figures = match &mode {
+                Mode::Load(bodies) => {
+                    load::run(&config, &args, *setup, leads, connections, bodies.clone()).await?
+                }
+                Mode::Burst(sink) => burst::run(&config, &args, connections, sink).await?,
+                Mode::Single => single::run(&config, &args, leads, connections).await?,
+                Mode::Mails(sink) => mail::run(&config, &args, sink).await?,
+            };
+            runs[s].push(figures);
+        }
     }
-    report::print_summary(&runs);
+    summarize(&setups, runs);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The medians of each setup's runs, then, for several setups, their medians side by
+/// side.
+fn summarize(setups: &[Setup], runs: Vec<Vec<Figures>>) {
+    if let [runs] = runs.as_slice() {
+        report::print_summary(runs);
+        return;
+    }
+    let named: Vec<(String, Vec<Figures>)> = setups.iter().map(|s| s.label()).zip(runs).collect();
+    for (name, runs) in &named {
+        report::print_runs(
+            &format!("{name}: all {} runs and their medians", runs.len()),
+            runs,
+        );
+    }
+    report::print_comparison(&named);
 }
 
 /// A small deterministic generator, so runs are comparable.

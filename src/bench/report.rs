@@ -1,13 +1,14 @@
-//! What a bench run prints: the machine it ran on, the figures of each run, and the
-//! medians over `--runs`. Every mode hands its figures over as a [`Figures`] list, so
-//! the summary table is the same for all of them.
+//! What a bench run prints: the machine it ran on, the figures of each run, the
+//! medians over `--runs`, and, when several setups alternate (`--daemons 1,2,3`,
+//! `--sqlite-too`), one table of the medians per setup. Every mode hands its figures
+//! over as a [`Figures`] list, so the summary table is the same for all of them.
 
 use std::time::Duration;
 
 /// One measured value of a run.
 #[derive(Debug, Clone)]
 pub struct Figure {
-    pub name: &'static str,
+    pub name: String,
     pub value: f64,
     pub unit: &'static str,
     /// Decimals to print.
@@ -19,9 +20,15 @@ pub struct Figure {
 pub struct Figures(pub Vec<Figure>);
 
 impl Figures {
-    pub fn add(&mut self, name: &'static str, value: f64, unit: &'static str, decimals: usize) {
+    pub fn add(
+        &mut self,
+        name: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        decimals: usize,
+    ) {
         self.0.push(Figure {
-            name,
+            name: name.into(),
             value,
             unit,
             decimals,
@@ -32,6 +39,12 @@ impl Figures {
 /// Prints every run's figures side by side with their median. Nothing for one run:
 /// its figures were printed with it.
 pub fn print_summary(runs: &[Figures]) {
+    print_runs(&format!("all {} runs and their medians", runs.len()), runs);
+}
+
+/// Prints the figures of `runs` side by side with their median under `title`; nothing
+/// for fewer than two runs.
+pub fn print_runs(title: &str, runs: &[Figures]) {
     let Some(first) = runs.first() else {
         return;
     };
@@ -39,7 +52,7 @@ pub fn print_summary(runs: &[Figures]) {
         return;
     }
     println!();
-    println!("all {} runs and their medians", runs.len());
+    println!("{title}");
     let width = first.0.iter().map(|f| f.name.len()).max().unwrap_or(0) + 1;
     let mut head = format!("  {:<width$}", "");
     for i in 1..=runs.len() {
@@ -64,6 +77,67 @@ pub fn print_summary(runs: &[Figures]) {
         ));
         println!("{line}");
     }
+}
+
+/// Prints one column of medians per setup (`(name, its runs)`): a row for every
+/// figure any setup has, in the order they first appear, `-` where a setup has none.
+pub fn print_comparison(setups: &[(String, Vec<Figures>)]) {
+    let rows = comparison_rows(setups);
+    let width = rows.iter().map(|r| r.0.name.len()).max().unwrap_or(0) + 1;
+    let column = setups
+        .iter()
+        .map(|(name, _)| name.len())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    println!();
+    println!(
+        "medians per setup ({} run(s) each, alternating)",
+        setups.first().map_or(0, |(_, runs)| runs.len())
+    );
+    let mut head = format!("  {:<width$}", "");
+    for (name, _) in setups {
+        head.push_str(&format!("  {name:>column$}"));
+    }
+    println!("{head}");
+    for (figure, medians) in rows {
+        let mut line = format!("  {:<width$}", figure.name);
+        for m in medians {
+            match m {
+                Some(v) => line.push_str(&format!("  {:>column$.*}", figure.decimals, v)),
+                None => line.push_str(&format!("  {:>column$}", "-")),
+            }
+        }
+        line.push_str(&format!(" {}", figure.unit));
+        println!("{}", line.trim_end());
+    }
+}
+
+/// The rows of [`print_comparison`]: each figure (by name) with its median in every
+/// setup. A figure first seen in a later setup goes right after the one it follows
+/// there, so each daemon's row stays beside the sum.
+fn comparison_rows(setups: &[(String, Vec<Figures>)]) -> Vec<(Figure, Vec<Option<f64>>)> {
+    let mut rows: Vec<(Figure, Vec<Option<f64>>)> = Vec::new();
+    for (s, (_, runs)) in setups.iter().enumerate() {
+        let mut after = 0;
+        for figure in runs.iter().flat_map(|r| r.0.iter()) {
+            let at = match rows.iter().position(|(f, _)| f.name == figure.name) {
+                Some(at) => at,
+                None => {
+                    rows.insert(after, (figure.clone(), vec![None; setups.len()]));
+                    after
+                }
+            };
+            after = at + 1;
+            let values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.0.iter().find(|g| g.name == figure.name))
+                .map(|g| g.value)
+                .collect();
+            rows[at].1[s] = Some(median(&values));
+        }
+    }
+    rows
 }
 
 /// The median; the mean of the middle two for an even count.
@@ -137,6 +211,41 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn the_comparison_has_a_row_for_every_figure_and_the_median_of_each_setup() {
+        let run = |rate: f64, daemons: usize| {
+            let mut f = Figures::default();
+            f.add("end to end", rate, "events/s", 0);
+            for k in 1..=daemons {
+                f.add(format!("peak RSS of bench-{k}"), 100.0, "MiB", 0);
+            }
+            f
+        };
+        let with_shutdown = |mut f: Figures| {
+            f.add("shutdown", 0.5, "s", 2);
+            f
+        };
+        let setups = vec![
+            ("0".to_string(), vec![with_shutdown(run(7.0, 0))]),
+            ("1".to_string(), vec![run(1.0, 1), run(3.0, 1), run(2.0, 1)]),
+            ("2".to_string(), vec![run(5.0, 2), run(4.0, 2), run(6.0, 2)]),
+        ];
+        let rows = comparison_rows(&setups);
+        let names: Vec<&str> = rows.iter().map(|(f, _)| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "end to end",
+                "peak RSS of bench-1",
+                "peak RSS of bench-2",
+                "shutdown"
+            ]
+        );
+        assert_eq!(rows[0].1, [Some(7.0), Some(2.0), Some(5.0)]);
+        assert_eq!(rows[2].1, [None, None, Some(100.0)]);
+        assert_eq!(rows[3].1, [Some(0.5), None, None]);
     }
 
     #[test]

@@ -1,14 +1,25 @@
 //! `nurtured bench` with tiny numbers, through the built binary: each mode starts the
 //! daemon as a child process, drives it over HTTP and prints its report. The figures
 //! are checked for what must hold whatever the machine, so a broken bench fails here.
+//! Several daemons on one database need a PostgreSQL server (`NURTURED_TEST_POSTGRES`).
 
 use std::path::Path;
+
+use nurtured::store::testing::postgres_server;
 
 use crate::helpers::{cli_in, prepare_dir, text};
 
 /// Runs `nurtured bench ARGS` in a folder with the shipped rules and templates.
 fn bench(args: &[&str]) -> String {
+    bench_with("", args)
+}
+
+/// [`bench`] with `extra` added to the configuration.
+fn bench_with(extra: &str, args: &[&str]) -> String {
     let dir = prepare_dir();
+    let file = dir.path().join("nurtured.toml");
+    let config = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{config}\n{extra}")).unwrap();
     let out = cli_in(dir.path(), &[&["bench"], args].concat());
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
@@ -141,4 +152,106 @@ fn single_event_intake_is_driven_by_wrk_and_every_answered_event_is_processed() 
     assert_eq!(received, 200 + requests + open, "{shown}");
     assert!(open <= 10, "{shown}");
     assert!(shown.contains(", 0 failed"), "{shown}");
+}
+
+#[test]
+fn several_daemons_need_postgres_and_the_event_run() {
+    let dir = prepare_dir();
+    let refused = |args: &[&str], why: &str| {
+        let out = cli_in(dir.path(), &[&["bench"], args].concat());
+        let shown = text(&out);
+        assert!(!out.status.success(), "{shown}");
+        assert!(shown.contains(why), "{why} not in:\n{shown}");
+    };
+    refused(&["--daemons", "2"], "needs --postgres SERVER_URL");
+    refused(
+        &["--sqlite-too"],
+        "--sqlite-too compares SQLite with --postgres",
+    );
+    let server = "postgres://nobody@127.0.0.1:1/none";
+    refused(
+        &["--burst", "5", "--daemons", "2", "--postgres", server],
+        "--daemons and --sqlite-too are for the event run",
+    );
+    refused(
+        &["--daemons", "1,0", "--postgres", server],
+        "--daemons must be at least 1",
+    );
+    refused(
+        &["--daemons", "2,2", "--postgres", server],
+        "--daemons lists a count twice",
+    );
+}
+
+#[test]
+fn several_daemons_share_one_postgres_database_and_the_setups_are_compared() {
+    let Some(server) = postgres_server() else {
+        println!("skipped: needs NURTURED_TEST_POSTGRES");
+        return;
+    };
+    // One connection: each request is answered before the next, so every lead is
+    // created before events of it go to another daemon.
+    // Members share the shards out within two heartbeats (a quarter of this each).
+    let fast = "[cluster]\nlease_timeout = \"1s\"\n";
+    let shown = bench_with(
+        fast,
+        &[
+            "--postgres",
+            &server,
+            "--daemons",
+            "1,2",
+            "--sqlite-too",
+            "--events",
+            "600",
+            "--leads",
+            "100",
+            "--batch",
+            "100",
+            "--connections",
+            "1",
+        ],
+    );
+    assert!(
+        shown.contains("daemons: 1 on SQLite and 1, 2 on PostgreSQL, by turns"),
+        "{shown}"
+    );
+    assert!(shown.contains("run 1 of 1: PG 2 daemons"), "{shown}");
+    assert!(shown.contains("round-robin over the 2 daemons"), "{shown}");
+    assert!(shown.contains("shards shared out"), "{shown}");
+    let bench_1 = number_after(&shown, "peak RSS per daemon: bench-1");
+    let bench_2 = number_after(&shown, "MiB, bench-2");
+    let sum = number_after(&shown, "MiB; sum");
+    assert!((bench_1 + bench_2 - sum).abs() <= 1.0, "{shown}");
+    assert_eq!(
+        shown
+            .matches("events: 600 received, 600 processed, 0 failed; leads 100")
+            .count(),
+        3,
+        "{shown}"
+    );
+    let (_, table) = shown.split_once("medians per setup").unwrap();
+    let head = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        head.contains("SQLite") && head.contains("PG 1 daemon") && head.contains("PG 2 daemons"),
+        "{table}"
+    );
+    let rates = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("end to end "))
+        .unwrap_or_else(|| panic!("no end-to-end row in:\n{table}"));
+    assert_eq!(
+        rates
+            .split_whitespace()
+            .filter(|w| w.parse::<f64>().is_ok())
+            .count(),
+        3,
+        "{rates}"
+    );
+    let second = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("bench-2 peak RSS"))
+        .unwrap_or_else(|| panic!("no bench-2 row in:\n{table}"));
+    // Only the two-daemon setup has a second daemon.
+    let dashes = second.split_whitespace().filter(|w| *w == "-").count();
+    assert_eq!(dashes, 2, "{second}");
 }
