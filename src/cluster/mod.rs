@@ -256,6 +256,10 @@ impl Cluster {
     /// Reports in until `shutdown`.
     pub async fn run(self: Arc<Self>, processor: Arc<Processor>, shutdown: CancellationToken) {
         let mut failures = 0u32;
+        // A heartbeat every quarter of the timeout, however long a round takes.
+        let mut every = tokio::time::interval(self.heartbeat_every());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
         loop {
             match self.tick(&processor).await {
                 Ok(()) => failures = 0,
@@ -266,7 +270,7 @@ impl Cluster {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.heartbeat_every()) => {}
+                _ = every.tick() => {}
             }
         }
     }

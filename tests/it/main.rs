@@ -5,6 +5,7 @@ mod api;
 mod bad_data;
 mod bench;
 mod cli;
+mod cluster;
 mod desk;
 mod dkim;
 mod handoff;
