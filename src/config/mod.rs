@@ -251,7 +251,7 @@ impl Config {
 }
 
 fn validate(
-    raw: RawConfig,
+    mut raw: RawConfig,
     file: Option<PathBuf>,
     base: &Path,
     origin: &dyn Fn(&str) -> String,
@@ -274,6 +274,18 @@ fn validate(
     };
 
     let data_dir = resolve(&raw.data_dir);
+    // `[database] url` is another spelling of `database_url`.
+    let mut url_key = "database_url";
+    if !raw.database.url.is_empty() {
+        if !raw.database_url.is_empty() && raw.database_url != raw.database.url {
+            bad(
+                "database.url",
+                "database_url names another database: set only one of the two".into(),
+            );
+        }
+        raw.database_url = raw.database.url.clone();
+        url_key = "database.url";
+    }
     let database_url = if raw.database_url.is_empty() {
         format!("sqlite://{}", data_dir.join("nurtured.db").display())
     } else if let Some(path) = raw.database_url.strip_prefix("sqlite://") {
@@ -282,7 +294,7 @@ fn validate(
         raw.database_url.clone()
     } else {
         bad(
-            "database_url",
+            url_key,
             format!(
                 "`{}` is not supported: use sqlite://PATH, postgres://USER:PASSWORD@HOST/DATABASE, or leave it empty for {}/nurtured.db",
                 raw.database_url, raw.data_dir
@@ -621,6 +633,23 @@ mod tests {
             c.database_url
         );
         assert!(c.rules_dir.is_absolute() || c.rules_dir.starts_with(std::env::temp_dir()));
+    }
+
+    #[test]
+    fn the_database_url_can_be_given_as_a_table_key_but_not_twice_apart() {
+        let url = "postgres://n:secret@db.internal/nurtured";
+        let c = load("", &[("NURTURED_DATABASE__URL", url)]).unwrap();
+        assert_eq!(c.database_url, url);
+        let c = load(&format!("[database]\nurl = \"{url}\"\n"), &[]).unwrap();
+        assert_eq!(c.database_url, url);
+        let err = load(
+            &format!("database_url = \"sqlite://x.db\"\n[database]\nurl = \"{url}\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`database.url`"), "{err}");
+        assert!(err.contains("only one"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct RawConfig {
     pub data_dir: String,
     #[serde(default)]
     pub database_url: String,
+    /// `[database] url`: the same as `database_url`, for those who write it so
+    /// (`NURTURED_DATABASE__URL`).
+    #[serde(default)]
+    pub database: RawDatabase,
     #[serde(default = "d::http_addr")]
     pub http_addr: String,
     #[serde(default = "d::api_token")]
@@ -294,6 +298,14 @@ pub struct RawProcessing {
     pub history_events: Option<i64>,
     #[serde(default = "d::recent_activity")]
     pub recent_activity: i64,
+}
+
+/// `[database]`: the database URL as a table key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    #[serde(default)]
+    pub url: String,
 }
 
 /// Several daemons on one PostgreSQL database.
