@@ -61,8 +61,12 @@ pub struct App {
 impl App {
     pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
         let config = Arc::new(config);
-        let store =
-            Store::open_with(&config.database_url, config.processing.memory.page_cache()).await?;
+        let store = Store::open_tuned(
+            &config.database_url,
+            config.processing.memory.page_cache(),
+            config.database_connections,
+        )
+        .await?;
         store
             .keep_sales_indexes(&config.funnel.open_sales_stages())
             .await?;

@@ -35,6 +35,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://` URL of the database.
     pub database_url: String,
+    /// Connections a process keeps to PostgreSQL at most (`database.max_connections`).
+    pub database_connections: u32,
     pub http_addr: SocketAddr,
     pub api_token: String,
     pub rules_dir: PathBuf,
@@ -430,6 +432,16 @@ fn validate(
     };
     let poll_interval = duration("processing.poll_interval", &raw.processing.poll_interval);
     let timeout = duration("limits.timeout", &raw.limits.timeout);
+    let database_connections = raw.database.max_connections;
+    if !(2..=1000).contains(&database_connections) {
+        bad(
+            "database.max_connections",
+            format!(
+                "{database_connections} is out of range: from 2 (one to write, one to read) \
+                 to 1000; the default 8 suits most bases (docs/operations.md#connections)"
+            ),
+        );
+    }
     let lease_timeout = duration("cluster.lease_timeout", &raw.cluster.lease_timeout);
     if lease_timeout < Duration::from_secs(1) {
         bad(
@@ -502,6 +514,7 @@ fn validate(
         file,
         data_dir,
         database_url,
+        database_connections: database_connections.clamp(2, 1000) as u32,
         http_addr,
         api_token: raw.api_token,
         rules_dir: resolve(&raw.rules_dir),
@@ -650,6 +663,17 @@ mod tests {
         .to_string();
         assert!(err.contains("`database.url`"), "{err}");
         assert!(err.contains("only one"), "{err}");
+    }
+
+    #[test]
+    fn the_pool_size_is_checked() {
+        assert_eq!(load("", &[]).unwrap().database_connections, 8);
+        let c = load("[database]\nmax_connections = 20\n", &[]).unwrap();
+        assert_eq!(c.database_connections, 20);
+        let err = load("[database]\nmax_connections = 1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`database.max_connections`"), "{err}");
     }
 
     #[test]

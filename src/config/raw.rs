@@ -300,12 +300,20 @@ pub struct RawProcessing {
     pub recent_activity: i64,
 }
 
-/// `[database]`: the database URL as a table key.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[database]`: the database URL as a table key, and the connections to PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
     #[serde(default)]
     pub url: String,
+    #[serde(default = "d::max_connections")]
+    pub max_connections: i64,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        toml::from_str("").expect("every database key has a default")
+    }
 }
 
 /// Several daemons on one PostgreSQL database.
@@ -651,6 +659,9 @@ mod d {
     }
     pub fn batch_size() -> i64 {
         2000
+    }
+    pub fn max_connections() -> i64 {
+        8
     }
     pub fn shards() -> i64 {
         32

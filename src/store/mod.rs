@@ -261,19 +261,34 @@ impl Store {
 
     /// Like [`Store::open`], with the given page caches (SQLite only).
     pub async fn open_with(url: &str, cache: PageCache) -> Result<Self, StoreError> {
-        Self::connect(url, cache, true).await
+        Self::connect(url, cache, true, PG_CONNECTIONS).await
+    }
+
+    /// Like [`Store::open_with`], keeping at most `pg_connections` connections to
+    /// PostgreSQL (the daemon: `database.max_connections`).
+    pub async fn open_tuned(
+        url: &str,
+        cache: PageCache,
+        pg_connections: u32,
+    ) -> Result<Self, StoreError> {
+        Self::connect(url, cache, true, pg_connections).await
     }
 
     /// Like [`Store::open`] for a base that exists already: a missing SQLite file is an
     /// error instead of a new empty database. Pending migrations run, as the daemon
     /// runs them at start.
     pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
-        Self::connect(url, PageCache::default(), false).await
+        Self::connect(url, PageCache::default(), false, PG_CONNECTIONS).await
     }
 
-    async fn connect(url: &str, cache: PageCache, create: bool) -> Result<Self, StoreError> {
+    async fn connect(
+        url: &str,
+        cache: PageCache,
+        create: bool,
+        pg_connections: u32,
+    ) -> Result<Self, StoreError> {
         let db = if is_postgres_url(url) {
-            Self::open_postgres(url).await?
+            Self::open_postgres(url, pg_connections).await?
         } else {
             Self::open_sqlite(url, cache, create).await?
         };
@@ -283,10 +298,10 @@ impl Store {
         })
     }
 
-    async fn open_postgres(url: &str) -> Result<Db, StoreError> {
+    async fn open_postgres(url: &str, connections: u32) -> Result<Db, StoreError> {
         let options = PgConnectOptions::from_str(url)?.application_name("nurtured");
         let pool = PgPoolOptions::new()
-            .max_connections(PG_CONNECTIONS)
+            .max_connections(connections)
             .min_connections(1)
             .connect_with(options)
             .await?;
