@@ -165,12 +165,7 @@ impl Cluster {
         let mine: BTreeSet<i32> = (0..self.shards as i32)
             .filter(|s| alive.get(*s as usize % alive.len().max(1)) == Some(&self.name.as_str()))
             .collect();
-        let held: BTreeSet<i32> = self
-            .store
-            .renew_shards(&self.name, self.ttl_ms())
-            .await?
-            .into_iter()
-            .collect();
+        let held = self.renew().await?;
         // Shards to hand over: once the pipeline works on them no more.
         let working: BTreeSet<i32> = self.working().iter().copied().collect();
         let leaving: Vec<i32> = held
@@ -233,14 +228,19 @@ impl Cluster {
         Ok(())
     }
 
-    /// After a write found a shard gone: keeps only the shards still held.
-    pub async fn recheck(&self) -> Result<(), StoreError> {
-        let held: BTreeSet<i32> = self
+    /// Extends the shards this daemon still holds; returns them.
+    async fn renew(&self) -> Result<BTreeSet<i32>, StoreError> {
+        Ok(self
             .store
             .renew_shards(&self.name, self.ttl_ms())
             .await?
             .into_iter()
-            .collect();
+            .collect())
+    }
+
+    /// After a write found a shard gone: keeps only the shards still held.
+    pub async fn recheck(&self) -> Result<(), StoreError> {
+        let held = self.renew().await?;
         self.owned.send_if_modified(|o| {
             let kept: Vec<i32> = o.iter().copied().filter(|s| held.contains(s)).collect();
             if kept.len() == o.len() {
