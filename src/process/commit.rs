@@ -17,7 +17,7 @@ use super::processor::Processor;
 use crate::domain::change::Outcome;
 use crate::domain::{Changes, Lead};
 use crate::mail::StreamPlan;
-use crate::store::{Dialect, Fence, Store, StoreError, build};
+use crate::store::{Fence, Store, StoreError, build};
 
 /// Events written in one transaction at most.
 const MAX_GROUP: usize = 4_000;
@@ -121,16 +121,6 @@ pub async fn write_group(
     done
 }
 
-/// After a write on PostgreSQL, the lead's version is the one [`write_group`] counted
-/// up to.
-pub fn written_version(dialect: Dialect, done: &mut Done) {
-    if dialect == Dialect::Postgres
-        && let Some(lead) = &mut done.lead
-    {
-        lead.version += 1;
-    }
-}
-
 /// After a write: wakes the mailer and the desk, and logs failed events and skipped
 /// actions.
 pub fn report(p: &Processor, dones: &[Done]) {
@@ -204,7 +194,9 @@ pub async fn run(
         match written {
             Ok(()) => {
                 for d in &mut group {
-                    written_version(p.store.dialect(), d);
+                    if let Some(lead) = &mut d.lead {
+                        p.wrote_version(lead);
+                    }
                     p.keep(d);
                 }
                 report(&p, &group);

@@ -233,7 +233,8 @@ impl Processor {
         Ok(tx)
     }
 
-    /// After a lead was written: on PostgreSQL its version went up by one.
+    /// After a lead was written: on PostgreSQL its version went up by one (see
+    /// [`crate::store::WriteTx::claim_versions`]).
     pub(super) fn wrote_version(&self, lead: &mut Lead) {
         if self.store.dialect() == crate::store::Dialect::Postgres {
             lead.version += 1;
@@ -479,7 +480,9 @@ impl Processor {
             return Err(e.into());
         }
         for d in &mut dones {
-            super::commit::written_version(self.store.dialect(), d);
+            if let Some(lead) = &mut d.lead {
+                self.wrote_version(lead);
+            }
             self.keep(d);
         }
         super::commit::report(self, &dones);
