@@ -429,6 +429,12 @@ fn child_config(
                 &["mail", "url"],
                 s(format!("smtp://127.0.0.1:{port}")),
             );
+            // The bench's SMTP server is on loopback: its links need not be https.
+            set(
+                &mut table,
+                &["mail", "allow_insecure_links"],
+                Value::Boolean(true),
+            );
             // The daemon refuses SMTP with the shipped secret; the bench's mail stays
             // on loopback, so a throwaway secret does.
             if secret == raw::DEV_SECRET {

@@ -10,12 +10,25 @@ use super::raw::{RawMail, RawStream};
 use crate::domain::Funnel;
 
 /// How mail leaves the daemon.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum TransportConfig {
     /// `.eml` files in a folder (the embedded default: no mail server needed).
     File(PathBuf),
     /// An SMTP URL as lettre reads it: `smtp://`, `smtps://`, `?tls=required`.
     Smtp(String),
+}
+
+/// Shown with the password of an SMTP URL masked.
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportConfig::File(dir) => f.debug_tuple("File").field(dir).finish(),
+            TransportConfig::Smtp(url) => f
+                .debug_tuple("Smtp")
+                .field(&super::redact::url(url))
+                .finish(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +53,12 @@ pub struct MailConfig {
     pub cap: Cap,
     pub window: SendWindow,
     pub dkim: Option<Dkim>,
+    /// Trigger mails for events that were older than this when processed are not sent
+    /// (suppressed as `stale_event`).
+    pub max_event_age: Duration,
+    /// The pause of delivery while the server refuses the sender: first wait, longest.
+    pub pause_first: Duration,
+    pub pause_max: Duration,
 }
 
 impl MailConfig {
@@ -73,13 +92,25 @@ pub struct SendWindow {
     pub until: NaiveTime,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Dkim {
     pub domain: String,
     pub selector: String,
     /// The private key (PEM).
     pub key_pem: String,
     pub key_file: PathBuf,
+}
+
+/// Shown without the key itself.
+impl std::fmt::Debug for Dkim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dkim")
+            .field("domain", &self.domain)
+            .field("selector", &self.selector)
+            .field("key_pem", &super::redact::MASK)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
 }
 
 /// A nurture stream.
@@ -164,7 +195,7 @@ pub(super) fn mail(
                 "`{}` is not a mail URL: use smtp://user:pass@host:587?tls=required, \
                  smtps://user:pass@host:465, file://FOLDER, or leave it empty for .eml files \
                  in the data folder",
-                raw.url
+                super::redact::url(&raw.url)
             ),
         );
         TransportConfig::File(data_dir.join("mail"))
@@ -191,6 +222,24 @@ pub(super) fn mail(
             "mail.public_url",
             format!(
                 "`{}` is not an http(s) URL: links in mails point here (e.g. https://mail.example.com)",
+                raw.public_url
+            ),
+        );
+    }
+    // Unsubscribe links must be HTTPS for real mail (RFC 8058); .eml files in a folder
+    // are for trying things out and may point at a local http:// address.
+    if matches!(transport, TransportConfig::Smtp(_))
+        && public_url.starts_with("http://")
+        && !raw.allow_insecure_links
+    {
+        bad(
+            "mail.public_url",
+            format!(
+                "`{}` is plain http, but mail goes out over SMTP: the unsubscribe and \
+                 confirmation links in real mail must be https:// (RFC 8058). Set \
+                 mail.public_url to the https:// address at which leads reach this daemon \
+                 (e.g. behind a reverse proxy), or, for a test setup only, set \
+                 mail.allow_insecure_links = true",
                 raw.public_url
             ),
         );
@@ -271,6 +320,9 @@ pub(super) fn mail(
         },
         window: window?,
         dkim,
+        max_event_age: (c.duration)("mail.max_event_age", &raw.max_event_age),
+        pause_first: (c.duration)("mail.pause.first", &raw.pause.first),
+        pause_max: (c.duration)("mail.pause.max", &raw.pause.max),
     })
 }
 
@@ -427,4 +479,93 @@ pub(super) fn streams(raw: &[RawStream], funnel: Option<&Funnel>, c: &Checker) -
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(Some(&path), Vec::new())
+    }
+
+    const SECRET: &str = "secret = \"a-secret-of-at-least-thirty-two-characters\"\n";
+
+    #[test]
+    fn smtp_needs_an_https_public_url_unless_insecure_links_are_allowed() {
+        let smtp = format!("[mail]\nurl = \"smtp://127.0.0.1:2525\"\n{SECRET}");
+        let err = load(&format!("{smtp}public_url = \"http://mail.example.com\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mail.public_url"), "{err}");
+        assert!(err.contains("https://"), "{err}");
+        assert!(err.contains("mail.allow_insecure_links = true"), "{err}");
+        load(&format!(
+            "{smtp}public_url = \"https://mail.example.com\"\n"
+        ))
+        .unwrap();
+        load(&format!(
+            "{smtp}public_url = \"http://127.0.0.1:8080\"\nallow_insecure_links = true\n"
+        ))
+        .unwrap();
+        // .eml files keep working with the shipped http://127.0.0.1:8080.
+        load("[mail]\npublic_url = \"http://127.0.0.1:8080\"\n").unwrap();
+    }
+
+    #[test]
+    fn errors_and_debug_output_never_show_the_smtp_password() {
+        let err = load("[mail]\nurl = \"smtpx://mailer:hunter2-secret@mail.example.com\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("smtpx://mailer:***@mail.example.com"), "{err}");
+        let err = load("database_url = \"mysql://app:hunter2-secret@db/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("mysql://app:***@db/x"), "{err}");
+        let c = load(&format!(
+            "[mail]\nurl = \"smtp://mailer:hunter2-secret@mail.example.com\"\n{SECRET}\
+             public_url = \"https://mail.example.com\"\n"
+        ))
+        .unwrap();
+        let shown = format!("{:?}", c.mail.transport);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("mailer:***@"), "{shown}");
+        // A broken URL in the pool's own checks.
+        let Err(e) = crate::mail::smtp_pool::SmtpPool::from_url(
+            "smtp://mailer:hunter2-secret@mail.example.com?tls=maybe",
+            "x",
+            std::time::Duration::from_secs(1),
+            1,
+        ) else {
+            panic!("tls=maybe is refused");
+        };
+        assert!(!e.contains("hunter2"), "{e}");
+        let Err(e) = crate::mail::smtp_pool::SmtpPool::from_url(
+            "smtp://mailer:hunter2%zz@",
+            "x",
+            std::time::Duration::from_secs(1),
+            1,
+        ) else {
+            panic!("no host");
+        };
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn dkim_keys_are_not_shown_in_debug_output() {
+        let d = super::Dkim {
+            domain: "example.com".into(),
+            selector: "s1".into(),
+            key_pem: "-----BEGIN RSA PRIVATE KEY-----\nMIIBOgIBAAJBAK".into(),
+            key_file: "dkim.pem".into(),
+        };
+        let shown = format!("{d:?}");
+        assert!(!shown.contains("MIIBOg"), "{shown}");
+        assert!(shown.contains("dkim.pem"), "{shown}");
+    }
 }

@@ -6,6 +6,7 @@
 pub mod env;
 pub mod mail;
 pub mod raw;
+pub mod redact;
 pub mod sales;
 
 use std::{
@@ -299,7 +300,8 @@ fn validate(
             url_key,
             format!(
                 "`{}` is not supported: use sqlite://PATH, postgres://USER:PASSWORD@HOST/DATABASE, or leave it empty for {}/nurtured.db",
-                raw.database_url, raw.data_dir
+                redact::url(&raw.database_url),
+                raw.data_dir
             ),
         );
         String::new()

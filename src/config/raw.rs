@@ -190,6 +190,14 @@ pub struct RawMail {
     pub send_window: RawWindow,
     #[serde(default)]
     pub dkim: RawDkim,
+    /// Lets SMTP delivery run with an `http://` public URL (a test setup).
+    #[serde(default)]
+    pub allow_insecure_links: bool,
+    /// Trigger mails for events older than this (when processed) are not sent.
+    #[serde(default = "d::max_event_age")]
+    pub max_event_age: String,
+    #[serde(default)]
+    pub pause: RawPause,
 }
 
 /// Who sends: shown in every layout's footer (the imprint a German B2B mail needs).
@@ -235,6 +243,24 @@ pub struct RawDkim {
     pub selector: String,
     #[serde(default)]
     pub key_file: String,
+}
+
+/// `[mail.pause]`: how delivery pauses while the SMTP server refuses the sender.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPause {
+    /// The first pause; each refused probe doubles it.
+    #[serde(default = "d::pause_first")]
+    pub first: String,
+    /// The longest pause between two probes.
+    #[serde(default = "d::pause_max")]
+    pub max: String,
+}
+
+impl Default for RawPause {
+    fn default() -> Self {
+        toml::from_str("").expect("every pause key has a default")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -455,6 +481,15 @@ mod d {
     }
     pub fn retry_max_age() -> String {
         "2d".into()
+    }
+    pub fn max_event_age() -> String {
+        "1d".into()
+    }
+    pub fn pause_first() -> String {
+        "30s".into()
+    }
+    pub fn pause_max() -> String {
+        "15m".into()
     }
     pub fn sender_company() -> String {
         "Beispiel GmbH".into()

@@ -95,7 +95,9 @@ impl SmtpPool {
         connect_timeout: Duration,
         max_idle: usize,
     ) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        // Errors show the URL with its password masked.
+        let shown = crate::config::redact::url(text);
+        let url = url::Url::parse(text).map_err(|e| format!("`{shown}` is not a URL: {e}"))?;
         let tls = url
             .query_pairs()
             .find(|(k, _)| k == "tls")
@@ -115,7 +117,7 @@ impl SmtpPool {
         };
         let host = url
             .host_str()
-            .ok_or_else(|| format!("`{text}` names no host"))?
+            .ok_or_else(|| format!("`{shown}` names no host"))?
             .trim_matches(['[', ']'])
             .to_string();
         let port = url.port().unwrap_or(match security {
@@ -125,7 +127,7 @@ impl SmtpPool {
         });
         let decode = |s: &str| {
             percent_decode(s)
-                .ok_or_else(|| format!("`{text}`: bad percent-encoding in the credentials"))
+                .ok_or_else(|| format!("`{shown}`: bad percent-encoding in the credentials"))
         };
         let credentials = match url.password() {
             Some(p) => Some(Credentials::new(decode(url.username())?, decode(p)?)),
