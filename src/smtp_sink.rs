@@ -1,7 +1,8 @@
 //! A local SMTP server (mailin-embedded) that records what it receives, for the
 //! integration tests and `nurtured bench --mails`. Its answers can be steered while it
-//! runs: refuse a recipient (550), fail the next messages temporarily (451), or hold
-//! the answer to RCPT or to the end of DATA for a while.
+//! runs: refuse a recipient (550), refuse every recipient or the sender (550 5.1.8),
+//! fail the next messages temporarily (451), or hold the answer to RCPT or to the end
+//! of DATA for a while.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -20,6 +21,11 @@ pub struct Behavior {
     /// (e.g. 451 for greylisting). At RCPT, not at the end of DATA: mailin stays in
     /// DATA mode after refusing a message there.
     pub next_rcpt: VecDeque<(u16, String)>,
+    /// Answer to every RCPT while set (before `next_rcpt` and `rcpt`), e.g. `550 5.1.8
+    /// Access denied, bad outbound sender` for a sending account the server blocks.
+    pub rcpt_all: Option<(u16, String)>,
+    /// Answer to every MAIL FROM while set.
+    pub mail_from: Option<(u16, String)>,
     /// Wait before answering RCPT.
     pub rcpt_delay: Duration,
     /// Keep the raw messages (off for benchmarks).
@@ -85,15 +91,22 @@ impl Session {
 
 impl Handler for Session {
     fn mail(&mut self, _ip: IpAddr, _domain: &str, from: &str) -> Response {
-        self.state().log.push(format!("MAIL {from}"));
-        response::OK
+        let mut s = self.state();
+        s.log.push(format!("MAIL {from}"));
+        match &s.behavior.mail_from {
+            Some((code, text)) => Response::custom(*code, text.clone()),
+            None => response::OK,
+        }
     }
 
     fn rcpt(&mut self, to: &str) -> Response {
         let (delay, answer) = {
             let mut s = self.state();
             s.log.push(format!("RCPT {to}"));
-            let next = s.behavior.next_rcpt.pop_front();
+            let next = match s.behavior.rcpt_all.clone() {
+                Some(all) => Some(all),
+                None => s.behavior.next_rcpt.pop_front(),
+            };
             (
                 s.behavior.rcpt_delay,
                 next.or_else(|| s.behavior.rcpt.get(to).cloned()),

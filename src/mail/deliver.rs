@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::breaker::{Admit, Breaker, Tripped};
 use super::links::Links;
 use super::message::{self, DkimSigner, Parts};
 use super::plan::StreamPlan;
@@ -90,6 +91,10 @@ pub struct Mailer {
     pub clock: SharedClock,
     pub wake: Arc<Notify>,
     sending: Arc<Semaphore>,
+    /// The pause of delivery while the server refuses the sender.
+    pub breaker: Arc<Breaker>,
+    /// The version of the breaker's state last written to the database.
+    pause_written: std::sync::atomic::AtomicU64,
     /// Unset in production; only [`Mailer::inject_send_fault`] sets it.
     send_hook: Arc<OnceLock<SendHook>>,
 }
@@ -125,7 +130,10 @@ impl Mailer {
     ) -> Self {
         let signer = Arc::new(Signer::new(&config.secret));
         let sending = Arc::new(Semaphore::new(config.connections));
+        let breaker = Arc::new(Breaker::new(config.pause_first, config.pause_max));
         Self {
+            breaker,
+            pause_written: std::sync::atomic::AtomicU64::new(0),
             wake: processor.mail_wake.clone(),
             processor,
             signer,
@@ -159,6 +167,19 @@ impl Mailer {
     /// Runs passes until `shutdown`: woken when mail is queued, otherwise when the next
     /// mail is due (at most [`MAX_IDLE`] apart).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        // A pause stored by the previous run goes on: the server is probed when it ends.
+        match self.store().mail_pause().await {
+            Ok(Some(pause)) => {
+                tracing::warn!(
+                    answer = %pause.answer,
+                    next_probe = %pause.next_probe,
+                    "delivery stays paused: the SMTP server refused the sender before the restart"
+                );
+                self.breaker.restore(pause);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the stored pause of delivery"),
+        }
         let mut backoff = Duration::from_millis(500);
         loop {
             if shutdown.is_cancelled() {
@@ -191,6 +212,12 @@ impl Mailer {
         } else {
             MAX_IDLE
         };
+        let now = self.clock.now();
+        if let Admit::Wait(until) = self.breaker.admit(now) {
+            // Paused: the mails that are due wait for the probe.
+            let wait = (until - now).num_milliseconds();
+            return Duration::from_millis(wait.clamp(0, max_idle.as_millis() as i64) as u64);
+        }
         match self.store().next_mail_due().await {
             Ok(Some(due)) => {
                 let wait = due - to_ms(self.clock.now());
@@ -223,12 +250,22 @@ impl Mailer {
                 return Ok(pass);
             }
             let now = self.clock.now();
+            // While the server refuses the sender, nothing goes out; when the pause is
+            // over, one mail goes as a probe.
+            let limit = match self.breaker.admit(now) {
+                Admit::All => CLAIM,
+                Admit::Probe => 1,
+                Admit::Wait(_) => {
+                    self.write_pause().await;
+                    return Ok(pass);
+                }
+            };
             let lease = self.processor.held_lease()?;
             let mut tx = self.store().begin_write().await?;
             tx.hold_lease(&lease).await?;
             // Mails claimed by a process that stopped (or lost the lease) go again.
             let requeued = tx.requeue_claims(lease.holder(), &[]).await?;
-            let claimed = tx.claim_mails(lease.holder(), to_ms(now), CLAIM).await?;
+            let claimed = tx.claim_mails(lease.holder(), to_ms(now), limit).await?;
             tx.commit().await?;
             if requeued > 0 {
                 tracing::warn!(
@@ -240,7 +277,9 @@ impl Mailer {
                 return Ok(pass);
             }
             let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
-            if let Err(e) = self.deliver(claimed, &mut pass).await {
+            let delivered = self.deliver(claimed, &mut pass).await;
+            self.write_pause().await;
+            if let Err(e) = delivered {
                 // Whatever has no outcome recorded goes again in a later pass.
                 let mut tx = self.store().begin_write().await?;
                 tx.hold_lease(&lease).await?;
@@ -248,9 +287,23 @@ impl Mailer {
                 tx.commit().await?;
                 return Err(e);
             }
-            if (ids.len() as i64) < CLAIM {
+            if (ids.len() as i64) < limit {
                 return Ok(pass);
             }
+        }
+    }
+
+    /// Writes the breaker's state to the database when it changed since the last write
+    /// (for the stats of every daemon and `nurtured stats`).
+    async fn write_pause(&self) {
+        use std::sync::atomic::Ordering;
+        let (version, pause) = self.breaker.snapshot();
+        if self.pause_written.load(Ordering::Relaxed) == version {
+            return;
+        }
+        match self.store().set_mail_pause(pause.as_ref()).await {
+            Ok(()) => self.pause_written.store(version, Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "cannot store the pause of delivery"),
         }
     }
 
@@ -410,7 +463,23 @@ impl Mailer {
                 suppressed: suppressed.get(&row.email).map(String::as_str),
                 recent_marketing: recent.get(&row.lead_id).copied(),
             };
-            match policy::decide(&self.config, self.time_zone, &facts, now) {
+            let decision = match (
+                policy::decide(&self.config, self.time_zone, &facts, now),
+                self.breaker.paused_until(self.clock.now()),
+            ) {
+                // The server refused the sender while this batch was under way: the
+                // rest waits for the probe, without using up a try.
+                (Decision::Send, Some(until)) => {
+                    let _ = tx.send(ToRecord {
+                        outcome: paused(&row, until, &self.breaker),
+                        answered: None,
+                        recorded: None,
+                    });
+                    continue;
+                }
+                (decision, _) => decision,
+            };
+            match decision {
                 Decision::Send => {
                     let lead = lead.expect("decide sends only to known leads").clone();
                     if row.class() == MailClass::Marketing {
@@ -524,7 +593,25 @@ impl Mailer {
             dkim: self.dkim.clone(),
             signer: self.signer.clone(),
             send_hook: self.send_hook.clone(),
+            breaker: self.breaker.clone(),
+            clock: self.clock.clone(),
         }
+    }
+}
+
+/// The outcome of a mail held back by a pause of delivery: queued again for the end
+/// of the pause, its tries unchanged.
+fn paused(row: &OutboxRow, until: DateTime<Utc>, breaker: &Breaker) -> Outcome {
+    let answer = breaker.snapshot().1.map(|p| p.answer).unwrap_or_default();
+    Outcome {
+        finish: Finish::Later {
+            id: row.id,
+            until: to_ms(until),
+            reason: format!("delivery paused, the SMTP server refuses the sender: {answer}"),
+            retry: false,
+        },
+        step: None,
+        suppress: None,
     }
 }
 
@@ -550,6 +637,8 @@ struct Shared {
     dkim: Option<Arc<DkimSigner>>,
     signer: Arc<Signer>,
     send_hook: Arc<OnceLock<SendHook>>,
+    breaker: Arc<Breaker>,
+    clock: SharedClock,
 }
 
 /// One mail to render and send.
@@ -667,6 +756,16 @@ impl SendJob {
             .send(built.message, m.config.timeout, &self.gate)
             .await;
         *accepted = permit;
+        // The server answered about this mail, not about the sender: delivery runs.
+        if !matches!(sent, Err(SendError::Paused(_)))
+            && let Some(ended) = m.breaker.accepted()
+        {
+            tracing::info!(
+                paused_since = %ended.since,
+                refused_probes = ended.refused_probes,
+                "delivery resumes: the SMTP server takes mail again"
+            );
+        }
         match sent {
             Ok(()) => finished(Finish::Sent {
                 id: row.id,
@@ -679,6 +778,26 @@ impl SendJob {
                     headers,
                 },
             }),
+            Err(SendError::Paused(answer)) => {
+                let (tripped, until) = m.breaker.refused(m.clock.now(), &answer);
+                match tripped {
+                    Tripped::Opened(pause) => tracing::error!(
+                        mail = row.id,
+                        answer = %answer,
+                        pause = ?pause,
+                        "delivery paused: the SMTP server refuses the sender; no address is \
+                         suppressed and mails keep their tries"
+                    ),
+                    Tripped::Longer(pause) => tracing::warn!(
+                        mail = row.id,
+                        answer = %answer,
+                        pause = ?pause,
+                        "delivery stays paused: the SMTP server still refuses the sender"
+                    ),
+                    Tripped::Already => {}
+                }
+                paused(row, until, &m.breaker)
+            }
             Err(SendError::Retry(error)) => failed_try(&m.config, &m.plan, row, self.now, &error),
             Err(SendError::Final { message, rejected }) => {
                 tracing::error!(mail = row.id, error = %message, "mail refused by the server");

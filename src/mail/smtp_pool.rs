@@ -40,6 +40,10 @@ use lettre::transport::smtp::{Error, response::Response};
 pub enum PoolError {
     Connect(String),
     Smtp(Error),
+    /// The server refused the login (AUTH): a problem of the sender's account.
+    Login(String),
+    /// The server answered MAIL FROM with an error: it refuses the sender.
+    Sender(Error),
     /// The server cannot take this mail as it is (it lacks SMTPUTF8 or 8BITMIME).
     Unsupported(String),
 }
@@ -191,7 +195,7 @@ impl SmtpPool {
         let mail = Mail::new(envelope.from().cloned(), options);
         if let Err(e) = conn.command(mail).await {
             conn.abort().await;
-            return Err(e.into());
+            return Err(PoolError::Sender(e));
         }
         for to in envelope.to() {
             if let Err(e) = conn.command(Rcpt::new(to.clone(), Vec::new())).await {
@@ -287,11 +291,11 @@ impl SmtpPool {
             }
         }
         if let Some(c) = &self.credentials {
-            // A refused login is a problem of the configuration, not of the mail: the
-            // mail waits (and the log says why) until it is fixed.
+            // A refused login is a problem of the configuration, not of the mail:
+            // delivery pauses (and the log says why) until the server takes it again.
             conn.auth(&[Mechanism::Plain, Mechanism::Login], c)
                 .await
-                .map_err(|e| failed("login refused by", &e))?;
+                .map_err(|e| PoolError::Login(format!("login refused by {at}: {e}")))?;
         }
         Ok(conn)
     }

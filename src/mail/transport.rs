@@ -13,6 +13,7 @@ use std::time::Duration;
 use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::refusal::{self, Step, Whose};
 use super::smtp_pool::{PoolError, SmtpPool};
 use crate::config::mail::{MailConfig, TransportConfig};
 
@@ -28,6 +29,9 @@ pub enum SendError {
     Retry(String),
     /// Do not try again (5xx). `rejected` when the server refused the recipient.
     Final { message: String, rejected: bool },
+    /// The server refuses the sender (its account, domain or login): delivery pauses
+    /// and the mail waits without using up a try.
+    Paused(String),
 }
 
 impl Transport {
@@ -95,39 +99,33 @@ impl Transport {
     }
 }
 
-/// True when a permanent error names the recipient's address as the problem: the
-/// enhanced status code 5.1.x (RFC 3463: bad mailbox, unknown user, bad domain), as in
-/// "550 5.1.1 no such user". Other refusals (policy, DMARC, a blocked sender) fail the
-/// mail but say nothing about the address, so it is not suppressed for them.
-fn recipient_rejected(message: &str) -> bool {
-    message.split_whitespace().any(|w| {
-        let mut parts = w.trim_end_matches([',', ';', ':']).split('.');
-        parts.next() == Some("5")
-            && parts.next() == Some("1")
-            && parts
-                .next()
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            && parts.next().is_none()
-    })
-}
-
-/// 5xx is final, everything else (4xx, network, timeout) is worth another try.
+/// 5xx is final, everything else (4xx, network, timeout) is worth another try; a
+/// refusal of the sender (see [`super::refusal`]) pauses delivery.
 fn classify(e: &PoolError) -> SendError {
-    let e = match e {
+    let (e, step) = match e {
         PoolError::Connect(m) => return SendError::Retry(m.clone()),
+        PoolError::Login(m) => return SendError::Paused(m.clone()),
         PoolError::Unsupported(m) => {
             return SendError::Final {
                 message: m.clone(),
                 rejected: false,
             };
         }
-        PoolError::Smtp(e) => e,
+        PoolError::Smtp(e) => (e, Step::Later),
+        PoolError::Sender(e) => (e, Step::MailFrom),
     };
     let message = e.to_string();
     if e.is_permanent() {
-        SendError::Final {
-            rejected: recipient_rejected(&message),
-            message,
+        match refusal::whose(step, e.status().map(u16::from), &message) {
+            Whose::Recipient => SendError::Final {
+                message,
+                rejected: true,
+            },
+            Whose::Sender => SendError::Paused(message),
+            Whose::Mail => SendError::Final {
+                message,
+                rejected: false,
+            },
         }
     } else if e.is_client() {
         SendError::Final {
@@ -136,29 +134,5 @@ fn classify(e: &PoolError) -> SendError {
         }
     } else {
         SendError::Retry(message)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::recipient_rejected;
-
-    #[test]
-    fn only_mailbox_problems_suppress_the_address() {
-        assert!(recipient_rejected(
-            "permanent error (550): 5.1.1 no such mailbox"
-        ));
-        assert!(recipient_rejected(
-            "permanent error (553): 5.1.3 bad address syntax"
-        ));
-        assert!(!recipient_rejected(
-            "permanent error (550): 5.7.26 DMARC policy"
-        ));
-        assert!(!recipient_rejected(
-            "permanent error (550): mailbox unavailable"
-        ));
-        assert!(!recipient_rejected(
-            "permanent error (554): 5.7.1 relay denied"
-        ));
     }
 }

@@ -29,6 +29,17 @@ pub struct Stats {
     /// The daemons sharing a PostgreSQL database, their shards and backlogs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<crate::cluster::ClusterView>,
+    /// Whether mail goes out or waits while the SMTP server refuses the sender.
+    pub delivery: Delivery,
+}
+
+/// `"running"`, or `"paused"` with when it began, the next probe and the server's
+/// answer (see [`crate::mail::breaker`]).
+#[derive(Debug, Serialize)]
+pub struct Delivery {
+    pub state: &'static str,
+    #[serde(flatten)]
+    pub pause: Option<crate::mail::breaker::Pause>,
 }
 
 /// `GET /v1/stats/queue`: the event queue and the sales desk's backlog, without the
@@ -109,6 +120,13 @@ impl Stats {
             mails: store.mail_counts().await?,
             processing: None,
             cluster: None,
+            delivery: {
+                let pause = store.mail_pause().await?;
+                Delivery {
+                    state: if pause.is_some() { "paused" } else { "running" },
+                    pause,
+                }
+            },
         })
     }
 }

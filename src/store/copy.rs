@@ -118,8 +118,9 @@ const fn boolean(name: &'static str) -> Column {
     }
 }
 
-/// Every table of the schema but `leases`, `cluster_members` and `shard_leases` (each
-/// base keeps its own) and `_sqlx_migrations` (written by the migrations), in
+/// Every table of the schema but `leases`, `cluster_members`, `shard_leases` (each
+/// base keeps its own), `mail_pause` (the state of the sending daemon's dialogue with
+/// its SMTP server, found anew by the daemon on the new base) and `_sqlx_migrations` (written by the migrations), in
 /// foreign-key order.
 pub const TABLES: &[Table] = &[
     Table {
@@ -176,6 +177,7 @@ pub const TABLES: &[Table] = &[
             text_or_null("context"),
             int("occurred_at"),
             int("received_at"),
+            boolean("history"),
         ],
     },
     Table {
@@ -1080,6 +1082,7 @@ mod tests {
                     "sqlite_sequence",
                     "cluster_members",
                     "shard_leases",
+                    "mail_pause",
                 ]
                 .contains(t)
             })

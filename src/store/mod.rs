@@ -18,6 +18,7 @@ mod jobs;
 mod leads;
 pub mod lease;
 mod outbox;
+mod pause;
 mod reports;
 mod rows;
 mod stats;

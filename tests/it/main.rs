@@ -6,6 +6,7 @@ mod bad_data;
 mod bench;
 mod cli;
 mod cluster;
+mod delivery;
 mod desk;
 mod dkim;
 mod handoff;
