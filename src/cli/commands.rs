@@ -17,7 +17,7 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
     let clock: SharedClock = Arc::new(SystemClock);
     match command {
         Command::Run => run(config, clock).await,
-        Command::Ingest { file } => ingest_file(config, clock, &file).await,
+        Command::Ingest { file, history } => ingest_file(config, clock, &file, history).await,
         Command::Lead {
             command: LeadCommand::Show { email, json },
         } => lead_show(config, clock, &email, json).await,
@@ -138,9 +138,15 @@ async fn ingest_file(
     config: Config,
     clock: SharedClock,
     path: &std::path::Path,
+    history: bool,
 ) -> anyhow::Result<ExitCode> {
     let checked = match file::check(path, clock.now()) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            for item in &mut c.items {
+                item.event.history = history;
+            }
+            c
+        }
         Err(errors) => {
             for e in &errors {
                 eprintln!("{e}");

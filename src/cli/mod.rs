@@ -35,7 +35,12 @@ pub enum Command {
     /// Run the daemon: HTTP API, event processing, schedules, rule reload
     Run,
     /// Store the events of a JSONL file (one Segment event per line, with "type")
-    Ingest { file: PathBuf },
+    Ingest {
+        file: PathBuf,
+        /// Past events: rules, scores and stages, but no mail, streams or handoffs
+        #[arg(long)]
+        history: bool,
+    },
     /// Look at leads
     Lead {
         #[command(subcommand)]

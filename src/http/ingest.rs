@@ -83,7 +83,22 @@ pub async fn batch(
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let v = body(bytes)?;
-    let items = segment::parse_batch(&v, state.processor.clock.now(), &mut new_id)
+    let mut items = segment::parse_batch(&v, state.processor.clock.now(), &mut new_id)
         .map_err(ApiError::input)?;
+    // `"history": true`: past events, processed without mail, streams or handoffs.
+    let history = match v.get("history") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::input(vec![segment::InputError {
+                index: None,
+                path: "history".into(),
+                message: "must be true or false".into(),
+            }]));
+        }
+    };
+    for item in &mut items {
+        item.event.history = history;
+    }
     store(&state, items, true).await
 }

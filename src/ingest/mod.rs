@@ -192,10 +192,13 @@ async fn store_all(
     // Which requests can be stored, and the leads they create.
     let mut results: Vec<Result<Accepted, AcceptError>> = Vec::with_capacity(requests.len());
     let mut creating: Vec<(Email, Option<String>, String)> = Vec::new();
+    // Per lead created: created by an event taken in as history (joins no stream).
+    let mut created_by_history: Vec<bool> = Vec::new();
     let mut planned = Known::default();
     for r in &requests {
         let mut errors = Vec::new();
         let mut mine: Vec<(Email, Option<String>, String)> = Vec::new();
+        let mut mine_history: Vec<bool> = Vec::new();
         let mut overlay = Known::default();
         for (n, item) in r.items.iter().enumerate() {
             let found = known
@@ -213,6 +216,7 @@ async fn store_all(
                     overlay.plan(email, user.as_deref());
                     let reason = format!("first seen ({} event)", item.event.kind);
                     mine.push((email.clone(), user, reason));
+                    mine_history.push(item.event.history);
                 }
                 (None, None) => {
                     let (index, prefix) = (r.paths)(n);
@@ -229,6 +233,7 @@ async fn store_all(
                 ..Accepted::default()
             }));
             creating.extend(mine);
+            created_by_history.extend(mine_history);
         } else {
             results.push(Err(AcceptError::Input(errors)));
         }
@@ -240,10 +245,16 @@ async fn store_all(
         if let Some(plan) = new_leads.streams {
             let joins = plan.created(new_leads.stage);
             if !joins.streams.is_empty() {
-                let records: Vec<(i64, Option<i64>, &crate::domain::Changes)> =
-                    ids.iter().map(|id| (*id, None, &joins)).collect();
-                tx.execute(build::mails(tx.dialect(), &records, &plan.params, now))
-                    .await?;
+                let records: Vec<(i64, Option<i64>, &crate::domain::Changes)> = ids
+                    .iter()
+                    .zip(&created_by_history)
+                    .filter(|(_, history)| !**history)
+                    .map(|(id, _)| (*id, None, &joins))
+                    .collect();
+                if !records.is_empty() {
+                    tx.execute(build::mails(tx.dialect(), &records, &plan.params, now))
+                        .await?;
+                }
             }
         }
         known.add(
@@ -297,6 +308,7 @@ async fn store_all(
                 context: e.context.clone(),
                 occurred_at: crate::clock::to_ms(e.occurred_at),
                 attempts: 0,
+                history: e.history,
             })
             .collect()
     } else {

@@ -365,6 +365,7 @@ pub fn parse_item(
             traits: traits_json,
             context,
             occurred_at,
+            history: false,
         },
     })
 }

@@ -349,7 +349,9 @@ impl Mailer {
         let enrollments = self.store().enrollment_statuses(&enrollment_ids).await?;
         let seqs: Vec<i64> = claimed.iter().filter_map(|r| r.event_seq).collect();
         let events = self.store().events_by_seq(&seqs).await?;
+        let event_times = self.store().event_times(&seqs).await?;
         let data = BatchData {
+            event_times,
             read_at,
             leads,
             suppressed,
@@ -445,6 +447,7 @@ impl Mailer {
             recent,
             enrollments,
             events,
+            event_times,
         } = data;
         let mut recent = recent.clone();
         for row in claimed {
@@ -463,8 +466,21 @@ impl Mailer {
                 suppressed: suppressed.get(&row.email).map(String::as_str),
                 recent_marketing: recent.get(&row.lead_id).copied(),
             };
+            // A trigger mail answers what a lead just did: for an event that was already
+            // older than `mail.max_event_age` when it was processed, none goes out.
+            let stale = row.kind == "trigger"
+                && row
+                    .event_seq
+                    .and_then(|s| event_times.get(&s))
+                    .is_some_and(|at| {
+                        row.created_at - at > self.config.max_event_age.as_millis() as i64
+                    });
             let decision = match (
-                policy::decide(&self.config, self.time_zone, &facts, now),
+                if stale {
+                    Decision::Suppress("stale_event")
+                } else {
+                    policy::decide(&self.config, self.time_zone, &facts, now)
+                },
                 self.breaker.paused_until(self.clock.now()),
             ) {
                 // The server refused the sender while this batch was under way: the
@@ -624,6 +640,8 @@ struct BatchData {
     recent: HashMap<i64, (i64, i64)>,
     enrollments: HashMap<i64, String>,
     events: HashMap<i64, (String, Value)>,
+    /// When the events of trigger mails happened (ms).
+    event_times: HashMap<i64, i64>,
 }
 
 /// What a send task needs from the mailer.

@@ -326,5 +326,8 @@ fn evaluate_event(
                 reason: format!("consent withdrawn ({source})"),
             });
     }
+    if row.history {
+        crate::process::history_only::strip(&mut eval.changes);
+    }
     Ok((eval.lead, eval.changes))
 }

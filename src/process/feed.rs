@@ -125,6 +125,7 @@ mod tests {
             context: None,
             occurred_at: 0,
             attempts: 0,
+            history: false,
         })
         .collect()
     }

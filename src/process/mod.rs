@@ -24,6 +24,7 @@ pub mod edit;
 pub mod evaluate;
 pub mod feed;
 pub mod history;
+pub mod history_only;
 pub mod jobs;
 pub mod lanes;
 pub mod locks;

@@ -29,6 +29,9 @@ pub struct NewEvent {
     /// JSON object: the sender's context (campaign, page, user agent...).
     pub context: Option<String>,
     pub occurred_at: DateTime<Utc>,
+    /// Taken in as history: processed, but it queues no mail, starts no stream and
+    /// hands no lead to sales.
+    pub history: bool,
 }
 
 /// A stored event.
@@ -69,6 +72,8 @@ pub struct PendingEvent {
     pub occurred_at: i64,
     /// Times it failed before (a retried event), 0 for a new one.
     pub attempts: i64,
+    /// Taken in as history (see [`NewEvent::history`]).
+    pub history: bool,
 }
 
 /// A past event as counting needs it.
@@ -141,7 +146,7 @@ impl Store {
     ) -> Result<Vec<PendingEvent>, StoreError> {
         const SELECT: &str = "SELECT e.seq, e.message_id, e.lead_id, e.kind, e.name, \
              e.properties, e.traits, e.context, e.occurred_at, \
-             COALESCE(f.attempts, 0) AS attempts \
+             COALESCE(f.attempts, 0) AS attempts, e.history \
              FROM event_queue q JOIN events e ON e.seq = q.seq \
              LEFT JOIN event_failures f ON f.seq = q.seq";
         if let (Some((held, n)), Db::Postgres { pool }) = (shards, &*self.db) {
@@ -519,7 +524,7 @@ mod build {
         returning: bool,
     ) -> Statements {
         let received = to_ms(received_at);
-        let per_statement = rows_per_statement(9);
+        let per_statement = rows_per_statement(10);
         for_dialect!(dialect, |DB| {
             let pg = is_pg::<DB>();
             let mut out: Vec<QueryBuilder<DB>> = Vec::new();
@@ -527,10 +532,10 @@ mod build {
             while events.peek().is_some() {
                 let mut q = QueryBuilder::<DB>::new(if pg {
                     "WITH new AS (INSERT INTO events (message_id, lead_id, kind, name, properties, \
-                     traits, context, occurred_at, received_at) "
+                     traits, context, occurred_at, received_at, history) "
                 } else {
                     "INSERT INTO events (message_id, lead_id, kind, name, properties, traits, context, \
-                     occurred_at, received_at) "
+                     occurred_at, received_at, history) "
                 });
                 q.push_values(events.by_ref().take(per_statement), |mut b, (lead, e)| {
                     b.push_bind(e.message_id)
@@ -541,7 +546,8 @@ mod build {
                         .push_bind(e.traits)
                         .push_bind(e.context)
                         .push_bind(to_ms(e.occurred_at))
-                        .push_bind(received);
+                        .push_bind(received)
+                        .push_bind(e.history);
                 });
                 q.push(" ON CONFLICT (message_id) DO NOTHING");
                 match (pg, returning) {

@@ -269,6 +269,13 @@ impl Store {
             .collect())
     }
 
+    /// When the given events happened (ms), to hold back trigger mails for stale ones.
+    pub async fn event_times(&self, seqs: &[i64]) -> Result<HashMap<i64, i64>, StoreError> {
+        let head = "SELECT seq, occurred_at FROM events WHERE seq IN ";
+        let rows: Vec<(i64, i64)> = self.fetch_in(head, seqs, "").await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// Status of the given enrollments.
     pub async fn enrollment_statuses(
         &self,

@@ -11,6 +11,7 @@ mod desk;
 mod dkim;
 mod handoff;
 mod helpers;
+mod history;
 mod isolation;
 pub mod lease;
 pub mod mail;
