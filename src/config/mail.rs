@@ -40,6 +40,9 @@ pub struct MailConfig {
     pub cap: Cap,
     pub window: SendWindow,
     pub dkim: Option<Dkim>,
+    /// The base of the VERP envelope sender (`bounce@example.com` becomes
+    /// `bounce+TOKEN@example.com`); `None`: the From address, without VERP.
+    pub bounce_address: Option<lettre::Address>,
 }
 
 impl MailConfig {
@@ -242,6 +245,8 @@ pub(super) fn mail(
     )
     .map(|(days, from, until)| SendWindow { days, from, until });
     let dkim = dkim(raw, c);
+    let bounce_address =
+        super::bounces::bounce_address(&raw.bounce_address, from.as_ref().map(|f| &f.email), bad);
     Some(MailConfig {
         transport,
         from: from?,
@@ -271,6 +276,7 @@ pub(super) fn mail(
         },
         window: window?,
         dkim,
+        bounce_address,
     })
 }
 
