@@ -380,6 +380,57 @@ mod tests {
         }
     }
 
+    fn cert() -> Vec<u8> {
+        CertificateDer::from_pem_slice(include_bytes!("../../tests/fixtures/bounces/sns-cert.pem"))
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn signature_version_1_verifies_and_an_altered_message_does_not() {
+        let m: SnsMessage =
+            serde_json::from_str(include_str!("../../tests/fixtures/bounces/sns-v1.json")).unwrap();
+        verify_with(&m, &cert()).expect("the SHA1withRSA signature verifies");
+        let mut altered = m.clone();
+        altered.message = altered.message.replace("anna@", "bert@");
+        assert!(matches!(
+            verify_with(&altered, &cert()),
+            Err(SnsError::Signature)
+        ));
+        let r = reports(&m.message, "s").unwrap();
+        assert_eq!(r[0].kind, Kind::Complaint);
+        assert_eq!(r[0].recipient.as_deref(), Some("anna@kunde.example"));
+    }
+
+    #[test]
+    fn signature_version_2_verifies_and_version_1_text_does_not_pass_as_2() {
+        let key = ring::signature::RsaKeyPair::from_pkcs8(include_bytes!(
+            "../../tests/fixtures/bounces/sns-key.pk8"
+        ))
+        .unwrap();
+        let mut m: SnsMessage =
+            serde_json::from_str(include_str!("../../tests/fixtures/bounces/sns-v1.json")).unwrap();
+        m.signature_version = "2".into();
+        let mut sig = vec![0; key.public().modulus_len()];
+        key.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            m.string_to_sign().as_bytes(),
+            &mut sig,
+        )
+        .unwrap();
+        let v1 = m.signature.clone();
+        m.signature = base64::engine::general_purpose::STANDARD.encode(&sig);
+        verify_with(&m, &cert()).expect("the SHA256withRSA signature verifies");
+        m.signature = v1;
+        assert!(matches!(verify_with(&m, &cert()), Err(SnsError::Signature)));
+        m.signature_version = "3".into();
+        assert!(matches!(
+            verify_with(&m, &cert()),
+            Err(SnsError::Version(_))
+        ));
+    }
+
     #[test]
     fn only_sns_hosts_serve_certificates() {
         let c = ses(None);
