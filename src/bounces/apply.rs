@@ -27,8 +27,8 @@ pub struct Applied {
     pub lead_id: Option<i64>,
     pub outbox_id: Option<i64>,
     pub status: Option<String>,
-    /// `suppressed`, `counted`, `unsubscribed`, or `none` (no lead to unsubscribe, or
-    /// nothing to match).
+    /// `suppressed`, `counted`, `unsubscribed`, `duplicate` (logged before), or
+    /// `none` (no lead to unsubscribe, or nothing to match).
     pub action: &'static str,
 }
 
@@ -114,6 +114,7 @@ pub async fn apply(
                 status: report.status.as_deref(),
                 diagnostic: report.diagnostic.as_deref(),
                 source: report.source,
+                report_id: report.id.as_deref(),
             },
             SoftLimit {
                 limit: i64::from(config.soft_limit),

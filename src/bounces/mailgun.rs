@@ -30,6 +30,8 @@ struct Signature {
 
 #[derive(Debug, Deserialize)]
 struct EventData {
+    #[serde(default)]
+    id: Option<String>,
     event: String,
     #[serde(default)]
     severity: Option<String>,
@@ -127,6 +129,7 @@ pub fn reports(
     };
     let mut r = Report::new(kind, "mailgun");
     r.recipient = e.recipient;
+    r.id = e.id;
     r.status = status.or_else(|| e.severity.clone());
     r.diagnostic = status_text;
     r.message_id = e.message.and_then(|m| m.headers).and_then(|h| {

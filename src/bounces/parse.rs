@@ -75,6 +75,7 @@ pub fn parse(raw: &[u8], secret: &str, envelope: &[String]) -> Result<Vec<Report
                     .and_then(|a| a.address())
                     .map(str::to_string);
                 r.diagnostic = message.subject().map(str::to_string);
+                r.id = message.message_id().map(str::to_string);
                 return Ok(vec![r]);
             }
             plain_bounce(&message).ok_or(ParseError::Unknown)?
@@ -84,7 +85,9 @@ pub fn parse(raw: &[u8], secret: &str, envelope: &[String]) -> Result<Vec<Report
     if let Some(o) = &original {
         delivered.extend(o.return_path.iter().cloned());
     }
+    let own_id = message.message_id().map(str::to_string);
     for r in &mut reports {
+        r.id.clone_from(&own_id);
         r.verp_from(
             secret,
             Purpose::Bounce,

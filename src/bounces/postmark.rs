@@ -12,6 +12,8 @@ use super::report::{Kind, Report, status_code};
 struct Event {
     #[serde(default)]
     record_type: Option<String>,
+    #[serde(rename = "ID", default)]
+    id: Option<serde_json::Value>,
     #[serde(rename = "Type", default)]
     kind: Option<String>,
     email: String,
@@ -36,6 +38,7 @@ pub fn reports(body: &[u8]) -> Result<Vec<Report>, String> {
     };
     let mut r = Report::new(kind, "postmark");
     r.recipient = Some(e.email);
+    r.id = e.id.map(|id| id.to_string());
     let text = [e.details.as_deref(), e.description.as_deref()]
         .into_iter()
         .flatten()

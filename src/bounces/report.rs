@@ -47,6 +47,9 @@ pub struct Report {
     pub outbox: Option<i64>,
     /// The original mail's Message-ID (with or without angle brackets).
     pub message_id: Option<String>,
+    /// The report's own id (its Message-ID, the webhook event's id): a report read
+    /// again is not counted again.
+    pub id: Option<String>,
 }
 
 impl Report {
@@ -59,6 +62,7 @@ impl Report {
             diagnostic: None,
             outbox: None,
             message_id: None,
+            id: None,
         }
     }
 

@@ -28,6 +28,8 @@ struct Event {
     reason: Option<String>,
     #[serde(default, rename = "smtp-id")]
     smtp_id: Option<String>,
+    #[serde(default)]
+    sg_event_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,7 @@ pub fn reports(
             r.status = status.or(e.kind);
             r.diagnostic = e.reason;
             r.message_id = e.smtp_id;
+            r.id = e.sg_event_id;
             Some(r)
         })
         .collect())

@@ -91,7 +91,11 @@ pub async fn ses(State(state): State<AppState>, body: Bytes) -> Result<Json<Valu
             ))
         }
         "Notification" => {
-            let reports = ses::reports(&message.message, &state.config.mail.secret).map_err(bad)?;
+            let mut reports =
+                ses::reports(&message.message, &state.config.mail.secret).map_err(bad)?;
+            for r in &mut reports {
+                r.id = Some(message.message_id.clone());
+            }
             act(&state, &reports).await
         }
         _ => Ok(Json(json!({ "reports": [] }))),

@@ -24,6 +24,7 @@ pub struct BounceLogRow {
     pub status: Option<String>,
     pub diagnostic: Option<String>,
     pub source: String,
+    pub report_id: Option<String>,
     pub action: String,
 }
 
@@ -39,6 +40,7 @@ pub struct NewBounce<'a> {
     pub status: Option<&'a str>,
     pub diagnostic: Option<&'a str>,
     pub source: &'a str,
+    pub report_id: Option<&'a str>,
 }
 
 /// When soft bounces suppress an address: `limit` of them since `since`.
@@ -100,7 +102,7 @@ impl Store {
             match email {
                 Some(email) => sqlx::query_as(sql::<DB>(
                     "SELECT id, at, email, lead_id, outbox_id, kind, status, diagnostic, source, \
-                     action FROM bounce_log WHERE email = ? ORDER BY id DESC LIMIT ?",
+                     report_id, action FROM bounce_log WHERE email = ? ORDER BY id DESC LIMIT ?",
                 ))
                 .bind(email)
                 .bind(limit)
@@ -108,7 +110,7 @@ impl Store {
                 .await?,
                 None => sqlx::query_as(sql::<DB>(
                     "SELECT id, at, email, lead_id, outbox_id, kind, status, diagnostic, source, \
-                     action FROM bounce_log ORDER BY id DESC LIMIT ?",
+                     report_id, action FROM bounce_log ORDER BY id DESC LIMIT ?",
                 ))
                 .bind(limit)
                 .fetch_all(pool)
@@ -121,7 +123,8 @@ impl Store {
 impl WriteTx {
     /// Logs a report and suppresses its address when it calls for it: a hard bounce
     /// at once, a soft one when it makes `soft.limit` since `soft.since`. Returns the
-    /// action taken: `suppressed`, `counted`, or `action` for other kinds.
+    /// action taken: `suppressed`, `counted`, or `action` for other kinds;
+    /// `duplicate` (and nothing written) for a report already logged.
     pub async fn log_bounce(
         &mut self,
         b: &NewBounce<'_>,
@@ -129,6 +132,19 @@ impl WriteTx {
         action: &'static str,
     ) -> Result<&'static str, StoreError> {
         in_tx!(self, |tx, DB| {
+            if let Some(report_id) = b.report_id {
+                let seen: Option<(i64,)> = sqlx::query_as(sql::<DB>(
+                    "SELECT id FROM bounce_log WHERE source = ? AND report_id = ? AND email = ?",
+                ))
+                .bind(b.source)
+                .bind(report_id)
+                .bind(b.email)
+                .fetch_optional(&mut **tx)
+                .await?;
+                if seen.is_some() {
+                    return Ok("duplicate");
+                }
+            }
             let (action, detail) = match b.kind {
                 "hard" => (
                     "suppressed",
@@ -165,8 +181,8 @@ impl WriteTx {
             };
             sqlx::query(sql::<DB>(
                 "INSERT INTO bounce_log \
-                 (at, email, lead_id, outbox_id, kind, status, diagnostic, source, action) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 (at, email, lead_id, outbox_id, kind, status, diagnostic, source, report_id, \
+                 action) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             ))
             .bind(b.at)
             .bind(b.email)
@@ -176,6 +192,7 @@ impl WriteTx {
             .bind(b.status)
             .bind(b.diagnostic)
             .bind(b.source)
+            .bind(b.report_id)
             .bind(action)
             .execute(&mut **tx)
             .await?;

@@ -394,6 +394,7 @@ pub const TABLES: &[Table] = &[
             text_or_null("status"),
             text_or_null("diagnostic"),
             text("source"),
+            text_or_null("report_id"),
             text("action"),
         ],
     },

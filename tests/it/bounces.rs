@@ -139,6 +139,9 @@ async fn a_dsn_for_a_sent_mail_suppresses_the_address_and_the_next_mail() {
     assert_eq!(r["action"], "suppressed", "{body}");
     assert!(r["outbox_id"].is_i64(), "mapped to its mail: {body}");
 
+    // The same report again (a retried pipe): logged once.
+    let (_, again) = post_message(&app, report_for(DSN, &sent, email)).await;
+    assert_eq!(again["reports"][0]["action"], "duplicate", "{again}");
     let log = bounce_log(app.dir.path(), email).await;
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].status.as_deref(), Some("5.1.1"));
@@ -434,8 +437,102 @@ async fn soft_bounces_suppress_only_at_the_limit() {
     let (_, body) = post_message(&app, full.clone()).await;
     assert_eq!(body["reports"][0]["kind"], "soft", "{body}");
     assert_eq!(body["reports"][0]["action"], "counted", "{body}");
-    let (_, body) = post_message(&app, full).await;
+    // The same report again counts nothing; another one reaches the limit.
+    let (_, body) = post_message(&app, full.clone()).await;
+    assert_eq!(body["reports"][0]["action"], "duplicate", "{body}");
+    let second = full.replace("<20261207090002.3F1A2C0123@", "<20261208090002.4A2B3C0456@");
+    let (_, body) = post_message(&app, second).await;
     assert_eq!(body["reports"][0]["action"], "suppressed", "{body}");
     next_mail_is_suppressed(&app, &sink, email).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailgun_and_sendgrid_webhooks_need_their_signatures() {
+    use hmac::{Hmac, KeyInit, Mac};
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
+
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    // The verification key as SendGrid shows it: base64 of the DER public key.
+    let mut spki = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").unwrap();
+    spki.extend_from_slice(key.public_key().as_ref());
+    let public = base64::engine::general_purpose::STANDARD.encode(spki);
+    let signing_key = "mailgun-signing-key-0123456789";
+    let sink = SmtpSink::start().unwrap();
+    let dir = mail_dir(sink.port, "");
+    append(
+        dir.path(),
+        &format!(
+            "\n[bounces.mailgun]\nsigning_key = \"{signing_key}\"\n\n[bounces.sendgrid]\npublic_key = \"{public}\"\n"
+        ),
+    );
+    let app = spawn_in(dir).await;
+    let (mg, sg) = ("mg@kunde.example", "sg@kunde.example");
+    let sent = mailed(&app, &sink, mg).await;
+    mailed(&app, &sink, sg).await;
+
+    // Mailgun: a permanent failure, signed with the key.
+    let now = chrono::Utc::now().timestamp().to_string();
+    let token = "a8ce0edb2dd8301dee6c2405235584e45aa91d1e9f979f3de0";
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(signing_key.as_bytes()).unwrap();
+    mac.update(format!("{now}{token}").as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let event = json!({"id": "G9Bn5sl1TC6b8nxE0ulTig", "event": "failed", "severity": "permanent",
+        "reason": "bounce", "recipient": mg, "timestamp": 1765098000.0,
+        "delivery-status": {"code": 550, "message": "5.1.1 The email account that you tried to reach does not exist",
+            "description": ""},
+        "envelope": {"sender": sent.from, "targets": mg},
+        "message": {"headers": {"message-id": sent.header("Message-ID").unwrap().trim_matches(['<', '>'])}}});
+    let url = format!("{}/hooks/mailgun", app.base);
+    let forged = json!({"signature": {"timestamp": now, "token": token, "signature": "00".repeat(32)},
+        "event-data": event});
+    let r = app.client.post(&url).json(&forged).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let signed = json!({"signature": {"timestamp": now, "token": token, "signature": signature},
+        "event-data": event});
+    let r = app.client.post(&url).json(&signed).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["reports"][0]["action"], "suppressed", "{body}");
+    assert!(body["reports"][0]["outbox_id"].is_i64(), "{body}");
+
+    // SendGrid: a spam report, signed over the timestamp and the body.
+    let events = json!([{"email": sg, "timestamp": 1765098000, "event": "spamreport",
+        "sg_event_id": "c3BhbXJlcG9ydC0x", "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"}])
+    .to_string();
+    let mut payload = now.as_bytes().to_vec();
+    payload.extend_from_slice(events.as_bytes());
+    let sig = base64::engine::general_purpose::STANDARD.encode(key.sign(&rng, &payload).unwrap());
+    let url = format!("{}/hooks/sendgrid", app.base);
+    let post = |signature: String| {
+        app.client
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("X-Twilio-Email-Event-Webhook-Signature", signature)
+            .header("X-Twilio-Email-Event-Webhook-Timestamp", now.clone())
+            .body(events.clone())
+            .send()
+    };
+    let other = base64::engine::general_purpose::STANDARD.encode(key.sign(&rng, b"other").unwrap());
+    assert_eq!(post(other).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.lead(sg).await["consent_email"]["granted"], true);
+    let r = post(sig).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let lead = app.lead(sg).await;
+    assert_eq!(lead["consent_email"]["granted"], false, "{lead}");
+    assert_eq!(lead["consent_email"]["source"], "complaint:sendgrid");
+
+    // A provider that is not configured is not there.
+    let r = app
+        .client
+        .post(format!("{}/hooks/postmark", app.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
