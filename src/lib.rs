@@ -20,6 +20,7 @@
 //!   [`smtp_sink`], a local SMTP server for the benchmark and the tests).
 
 pub mod bench;
+pub mod bounces;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

@@ -1,6 +1,7 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
 //! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`.
 
+mod bounces;
 mod commands;
 mod log;
 mod mail;
@@ -80,6 +81,21 @@ pub enum Command {
     },
     /// Measure end-to-end throughput over the HTTP API with the configured rules
     Bench(crate::bench::BenchArgs),
+    /// Bounces and complaints: read delivery and feedback reports from files
+    Bounces {
+        #[command(subcommand)]
+        command: BouncesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BouncesCommand {
+    /// Act on the delivery reports, feedback reports and unsubscribe mails in .eml or
+    /// mbox files (as POST /v1/bounces does)
+    Ingest {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

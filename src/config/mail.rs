@@ -59,6 +59,9 @@ pub struct MailConfig {
     /// The pause of delivery while the server refuses the sender: first wait, longest.
     pub pause_first: Duration,
     pub pause_max: Duration,
+    /// The base of the VERP envelope sender (`bounce@example.com` becomes
+    /// `bounce+TOKEN@example.com`); `None`: the From address, without VERP.
+    pub bounce_address: Option<lettre::Address>,
 }
 
 impl MailConfig {
@@ -291,6 +294,8 @@ pub(super) fn mail(
     )
     .map(|(days, from, until)| SendWindow { days, from, until });
     let dkim = dkim(raw, c);
+    let bounce_address =
+        super::bounces::bounce_address(&raw.bounce_address, from.as_ref().map(|f| &f.email), bad);
     Some(MailConfig {
         transport,
         from: from?,
@@ -323,6 +328,7 @@ pub(super) fn mail(
         max_event_age: (c.duration)("mail.max_event_age", &raw.max_event_age),
         pause_first: (c.duration)("mail.pause.first", &raw.pause.first),
         pause_max: (c.duration)("mail.pause.max", &raw.pause.max),
+        bounce_address,
     })
 }
 

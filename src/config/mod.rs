@@ -3,6 +3,7 @@
 //! durations, stages and schedules. A mistake stops start-up with the file (or the
 //! variable), the key and what is allowed.
 
+pub mod bounces;
 pub mod env;
 pub mod mail;
 pub mod raw;
@@ -56,6 +57,8 @@ pub struct Config {
     pub mail: MailConfig,
     pub streams: Vec<Stream>,
     pub sales: SalesConfig,
+    /// Bounces, complaints and the ESP webhooks (`[bounces]`).
+    pub bounces: bounces::BouncesConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -506,6 +509,7 @@ fn validate(
     let mail = mail::mail(&raw.mail, &data_dir, funnel.as_ref(), &checker);
     let streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
     let sales = sales::sales(&raw.sales, funnel.as_ref(), time_zone, &checker);
+    let bounces = bounces::bounces(&raw.bounces, &checker);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -550,6 +554,7 @@ fn validate(
         mail: mail.expect("checked above"),
         streams,
         sales,
+        bounces,
     })
 }
 

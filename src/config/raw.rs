@@ -56,6 +56,8 @@ pub struct RawConfig {
     pub streams: Vec<RawStream>,
     #[serde(default)]
     pub sales: RawSales,
+    #[serde(default)]
+    pub bounces: super::bounces::RawBounces,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens
@@ -198,6 +200,10 @@ pub struct RawMail {
     pub max_event_age: String,
     #[serde(default)]
     pub pause: RawPause,
+    /// The envelope sender (Return-Path) of mails, made `bounce+TOKEN@domain`; empty:
+    /// `bounce@` the From domain; `none`: the From address, without VERP.
+    #[serde(default)]
+    pub bounce_address: String,
 }
 
 /// Who sends: shown in every layout's footer (the imprint a German B2B mail needs).

@@ -5,8 +5,10 @@
 //! links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token.
 
 mod auth;
+mod bounces;
 mod error;
 mod handoffs;
+mod hooks;
 mod ingest;
 mod leads;
 mod links;
@@ -66,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .route("/handoffs/{id}/reject", post(handoffs::reject))
         .route("/reports/funnel", get(reports::funnel))
         .route("/reports/sla", get(reports::sla))
+        .route("/bounces", post(bounces::ingest))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -87,6 +90,10 @@ pub fn router(state: AppState) -> Router {
             "/h/{token}",
             get(handoffs::link_page).post(handoffs::link_answer),
         )
+        .route("/hooks/ses", post(hooks::ses))
+        .route("/hooks/postmark", post(hooks::postmark))
+        .route("/hooks/mailgun", post(hooks::mailgun))
+        .route("/hooks/sendgrid", post(hooks::sendgrid))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -732,7 +732,10 @@ impl SendJob {
         if marketing {
             unsubscribe.push(links.unsubscribe());
             if let Some(to) = &m.config.unsubscribe_mailto {
-                unsubscribe.push(format!("mailto:{to}?subject=unsubscribe"));
+                unsubscribe.push(format!(
+                    "mailto:{}?subject=unsubscribe",
+                    crate::bounces::verp::mailto(to, &m.config.secret, row.id)
+                ));
             }
         }
         let name = if internal {
@@ -752,6 +755,14 @@ impl SendJob {
                 text: rendered.text.clone(),
                 html: html.clone(),
                 unsubscribe,
+                return_path: m.config.bounce_address.as_ref().map(|b| {
+                    crate::bounces::verp::address(
+                        b,
+                        &m.config.secret,
+                        crate::bounces::verp::Purpose::Bounce,
+                        row.id,
+                    )
+                }),
             },
             m.dkim.as_deref(),
         );

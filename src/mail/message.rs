@@ -38,6 +38,8 @@ pub struct Parts<'a> {
     /// `List-Unsubscribe` targets (URL, and mailto when configured); empty for mail
     /// that is not marketing.
     pub unsubscribe: Vec<String>,
+    /// The envelope sender (a VERP address); `None`: the From address.
+    pub return_path: Option<String>,
 }
 
 /// A message ready for the transport.
@@ -111,7 +113,7 @@ impl DkimSigner {
 pub fn build(parts: Parts, dkim: Option<&DkimSigner>) -> Result<Built, BuildError> {
     let domain = parts.from.email.domain().to_string();
     let message_id = format!("<mail-{}.{}@{domain}>", parts.outbox_id, parts.created_at);
-    let address = parts
+    let address: lettre::Address = parts
         .to
         .parse()
         .map_err(|_| BuildError::Recipient(parts.to.to_string()))?;
@@ -120,11 +122,19 @@ pub fn build(parts: Parts, dkim: Option<&DkimSigner>) -> Result<Built, BuildErro
     let mut headers = BTreeMap::new();
     let mut b = Message::builder()
         .from(parts.from.clone())
-        .to(Mailbox::new(name, address))
+        .to(Mailbox::new(name, address.clone()))
         .subject(one_line(parts.subject))
         .message_id(Some(message_id.clone()));
     if let Some(r) = parts.reply_to {
         b = b.reply_to(r.clone());
+    }
+    if let Some(sender) = parts.return_path.as_deref().and_then(|a| a.parse().ok()) {
+        let envelope = lettre::address::Envelope::new(Some(sender), vec![address])?;
+        headers.insert(
+            "Envelope-From".to_string(),
+            parts.return_path.clone().unwrap_or_default(),
+        );
+        b = b.envelope(envelope);
     }
     if !parts.unsubscribe.is_empty() {
         let value = parts
@@ -179,6 +189,7 @@ mod tests {
                 text: format!("Hallo {to_name}"),
                 html: format!("<p>Hallo {to_name}</p>"),
                 unsubscribe: vec!["https://mail.example.com/u/abc\r\nBcc: x@y.example".into()],
+                return_path: None,
             },
             None,
         )

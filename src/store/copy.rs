@@ -382,6 +382,24 @@ pub const TABLES: &[Table] = &[
             int_or_null("finished_at"),
         ],
     },
+    Table {
+        name: "bounce_log",
+        identity: true,
+        chunk: CHUNK,
+        columns: &[
+            int("id"),
+            int("at"),
+            text("email"),
+            int_or_null("lead_id"),
+            int_or_null("outbox_id"),
+            text("kind"),
+            text_or_null("status"),
+            text_or_null("diagnostic"),
+            text("source"),
+            text_or_null("report_id"),
+            text("action"),
+        ],
+    },
 ];
 
 /// Why a copy was refused or failed.

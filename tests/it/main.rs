@@ -4,6 +4,7 @@
 mod api;
 mod bad_data;
 mod bench;
+mod bounces;
 mod cli;
 mod cluster;
 mod delivery;

@@ -1,0 +1,21 @@
+//! Bounces, complaints and unsubscribe mails that arrive after the SMTP dialogue.
+//!
+//! - [`verp`]: the `bounce+TOKEN@` envelope sender and `unsubscribe+TOKEN@` address;
+//! - [`parse`]: a raw message (DSN, ARF, plain bounce, unsubscribe mail) into
+//!   [`report::Report`]s; [`mailbox`]: the messages of an `.eml` or mbox file;
+//! - [`ses`], [`postmark`], [`mailgun`], [`sendgrid`]: the ESPs' webhooks, each
+//!   with its signature or secret checked;
+//! - [`apply`]: map a report to its mail and act (suppress, count, unsubscribe).
+
+pub mod apply;
+pub mod mailbox;
+pub mod mailgun;
+pub mod parse;
+pub mod postmark;
+pub mod report;
+pub mod sendgrid;
+pub mod ses;
+pub mod verp;
+
+pub use apply::{Applied, ApplyError, apply};
+pub use report::{Kind, Report};

@@ -1,0 +1,235 @@
+//! The checked `[bounces]` table: how soft bounces add up to a suppression, and the
+//! secrets of the ESP webhooks (`[bounces.ses]`, `[bounces.postmark]`,
+//! `[bounces.mailgun]`, `[bounces.sendgrid]`); plus `mail.bounce_address`, the base of
+//! the VERP envelope sender.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::mail::Checker;
+
+/// `[bounces]` as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBounces {
+    /// Soft bounces of one address within `soft_period` that suppress it.
+    #[serde(default = "soft_limit")]
+    pub soft_limit: i64,
+    #[serde(default = "soft_period")]
+    pub soft_period: String,
+    #[serde(default)]
+    pub ses: RawSes,
+    #[serde(default)]
+    pub postmark: RawPostmark,
+    #[serde(default)]
+    pub mailgun: RawMailgun,
+    #[serde(default)]
+    pub sendgrid: RawSendgrid,
+}
+
+fn soft_limit() -> i64 {
+    3
+}
+
+fn soft_period() -> String {
+    "30d".into()
+}
+
+impl Default for RawBounces {
+    fn default() -> Self {
+        toml::from_str("").expect("every bounces key has a default")
+    }
+}
+
+/// `[bounces.ses]`: Amazon SES notifications through an SNS topic.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSes {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Topic ARNs whose messages are taken; empty: any topic.
+    #[serde(default)]
+    pub topic_arns: Vec<String>,
+    /// Another URL prefix signing certificates may come from, besides
+    /// `https://sns.<region>.amazonaws.com/` (for a test or a private endpoint).
+    #[serde(default)]
+    pub cert_url_prefix: String,
+}
+
+/// `[bounces.postmark]`: Postmark does not sign its webhooks; they carry HTTP Basic
+/// credentials set in the webhook's URL.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostmark {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+/// `[bounces.mailgun]`: the HTTP webhook signing key.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMailgun {
+    #[serde(default)]
+    pub signing_key: String,
+}
+
+/// `[bounces.sendgrid]`: the signed event webhook's verification key.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSendgrid {
+    /// The base64 public key SendGrid shows for the signed event webhook.
+    #[serde(default)]
+    pub public_key: String,
+}
+
+/// The checked `[bounces]`.
+#[derive(Debug, Clone)]
+pub struct BouncesConfig {
+    pub soft_limit: u32,
+    pub soft_period: Duration,
+    pub ses: Option<Ses>,
+    pub postmark: Option<Postmark>,
+    pub mailgun: Option<Mailgun>,
+    pub sendgrid: Option<Sendgrid>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ses {
+    pub topic_arns: Vec<String>,
+    pub cert_url_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Postmark {
+    pub user: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Mailgun {
+    pub signing_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sendgrid {
+    /// The uncompressed P-256 point of the verification key.
+    pub public_key: Vec<u8>,
+}
+
+/// The DER prefix of a P-256 public key (SubjectPublicKeyInfo with id-ecPublicKey and
+/// prime256v1) before its 65-byte uncompressed point.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+pub(super) fn bounces(raw: &RawBounces, c: &Checker) -> BouncesConfig {
+    let bad = c.bad;
+    let soft_limit = if (1..=100).contains(&raw.soft_limit) {
+        raw.soft_limit as u32
+    } else {
+        bad(
+            "bounces.soft_limit",
+            format!("must be between 1 and 100, not {}", raw.soft_limit),
+        );
+        3
+    };
+    let ses = raw.ses.enabled.then(|| {
+        let prefix = raw.ses.cert_url_prefix.trim();
+        if !(prefix.is_empty() || prefix.starts_with("https://") || prefix.starts_with("http://")) {
+            bad(
+                "bounces.ses.cert_url_prefix",
+                format!("`{prefix}` is not an http(s) URL prefix"),
+            );
+        }
+        Ses {
+            topic_arns: raw.ses.topic_arns.clone(),
+            cert_url_prefix: (!prefix.is_empty()).then(|| prefix.to_string()),
+        }
+    });
+    let postmark = match (raw.postmark.user.as_str(), raw.postmark.password.as_str()) {
+        ("", "") => None,
+        (user, password) if !user.is_empty() && password.len() >= 16 => Some(Postmark {
+            user: user.to_string(),
+            password: password.to_string(),
+        }),
+        _ => {
+            bad(
+                "bounces.postmark",
+                "give user and a password of at least 16 characters (or neither, to leave \
+                 /hooks/postmark off)"
+                    .into(),
+            );
+            None
+        }
+    };
+    let mailgun = match raw.mailgun.signing_key.trim() {
+        "" => None,
+        k => Some(Mailgun {
+            signing_key: k.to_string(),
+        }),
+    };
+    let sendgrid = match raw.sendgrid.public_key.trim() {
+        "" => None,
+        k => {
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(k)
+                .ok()
+                .filter(|d| d.len() == 91 && d.starts_with(&P256_SPKI_PREFIX));
+            match der {
+                Some(d) => Some(Sendgrid {
+                    public_key: d[P256_SPKI_PREFIX.len()..].to_vec(),
+                }),
+                None => {
+                    bad(
+                        "bounces.sendgrid.public_key",
+                        "is not a base64 P-256 public key: copy the verification key SendGrid \
+                         shows under Mail Settings > Event Webhook > Signed Event Webhook"
+                            .into(),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    BouncesConfig {
+        soft_limit,
+        soft_period: (c.duration)("bounces.soft_period", &raw.soft_period),
+        ses,
+        postmark,
+        mailgun,
+        sendgrid,
+    }
+}
+
+/// `mail.bounce_address`: empty gives `bounce@` the From domain, `none` turns VERP off.
+pub(super) fn bounce_address(
+    raw: &str,
+    from: Option<&lettre::Address>,
+    bad: &dyn Fn(&str, String),
+) -> Option<lettre::Address> {
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("none") {
+        return None;
+    }
+    if raw.is_empty() {
+        return from.and_then(|f| format!("bounce@{}", f.domain()).parse().ok());
+    }
+    match raw.parse::<lettre::Address>() {
+        Ok(a) if !a.user().contains('+') => Some(a),
+        _ => {
+            bad(
+                "mail.bounce_address",
+                format!(
+                    "`{raw}` is not a plain address (like bounce@example.com, without `+`): \
+                     mails go out with bounce+TOKEN@ its domain as envelope sender"
+                ),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! `POST /v1/bounces`: a raw message (`Content-Type: message/rfc822`) that came back to
+//! the bounce or unsubscribe address: a delivery report, a feedback report or an
+//! unsubscribe mail. `?recipient=ADDR` may name the envelope recipient it was
+//! delivered to (a mail server's pipe knows it). Answers what was done per report.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::bounces::{self, Report, parse};
+
+#[derive(Debug, Deserialize)]
+pub struct Envelope {
+    #[serde(default)]
+    recipient: Vec<String>,
+}
+
+/// Acts on `reports` and answers with what was done.
+pub(super) async fn act(state: &AppState, reports: &[Report]) -> Result<Json<Value>, ApiError> {
+    let mut done = Vec::with_capacity(reports.len());
+    for r in reports {
+        let applied = bounces::apply(
+            &state.processor,
+            &state.config.bounces,
+            r,
+            state.processor.clock.now(),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        done.push(applied);
+    }
+    Ok(Json(json!({ "reports": done })))
+}
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    Query(envelope): Query<Envelope>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !(content_type.starts_with("message/rfc822") || content_type.starts_with("message/global")) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the raw message as it arrived, with Content-Type: message/rfc822",
+        ));
+    }
+    let reports =
+        parse::parse(&body, &state.config.mail.secret, &envelope.recipient).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_a_report",
+                e.to_string(),
+            )
+        })?;
+    act(&state, &reports).await
+}
