@@ -6,6 +6,7 @@
 
 mod auth;
 mod error;
+mod gzip;
 mod handoffs;
 mod ingest;
 mod leads;
@@ -66,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .route("/handoffs/{id}/reject", post(handoffs::reject))
         .route("/reports/funnel", get(reports::funnel))
         .route("/reports/sla", get(reports::sla))
+        .route("/screen", post(ingest::screen))
+        .route("/alias", post(ingest::alias))
+        .route("/group", post(ingest::group))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gzip::inflate))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

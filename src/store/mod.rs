@@ -9,6 +9,7 @@
 //! [`is_pg`]. Callers see plain functions and a [`WriteTx`] with typed methods; no SQL
 //! leaves this module.
 
+mod anonymous;
 mod briefs;
 pub mod cluster;
 pub mod copy;
@@ -34,6 +35,7 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+pub use anonymous::{Joined, ProfileRow, ProfileSummary};
 pub use briefs::BriefRows;
 pub use events::{CountQuery, EventRow, FailedEvent, NewEvent, PastEvent, PendingEvent};
 pub use handoffs::{

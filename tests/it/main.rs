@@ -1,6 +1,7 @@
 //! Integration tests: the daemon over real HTTP on a loopback port, the `nurtured`
 //! binary, and real SQLite files in temporary folders.
 
+mod anonymous;
 mod api;
 mod bad_data;
 mod bench;
