@@ -355,13 +355,23 @@ pub fn parse_item(
         }
     }
 
+    // RudderStack's SDKs send identify traits in context.traits only.
+    let context_traits = match context.and_then(|c| c.get("traits")) {
+        Some(Value::Object(t)) if traits.is_none() && kind == "identify" => Some(t),
+        _ => None,
+    };
     let person_traits = match kind {
-        "identify" => Some(traits.cloned().unwrap_or_default()),
+        "identify" => Some(traits.or(context_traits).cloned().unwrap_or_default()),
         "group" => Some(company_traits(traits)),
         _ => None,
     };
+    let traits_path = at.path(if context_traits.is_some() {
+        "context.traits"
+    } else {
+        "traits"
+    });
     let traits_json = if let Some(t) = person_traits {
-        if let Err(errs) = Traits::parse(&t, &at.path("traits")) {
+        if let Err(errs) = Traits::parse(&t, &traits_path) {
             errors.extend(errs.into_iter().map(|e| InputError {
                 index: at.index,
                 path: e.path,
@@ -591,6 +601,24 @@ mod tests {
         assert_eq!(screen.event.kind, "page");
         assert_eq!(screen.event.name, PAGE_VIEWED);
         assert!(screen.event.properties.contains("\"name\":\"Pricing\""));
+    }
+
+    #[test]
+    fn identify_traits_may_come_in_context() {
+        let item = one(
+            &json!({"userId": "crm-1", "context": {"traits": {"email": "a@b.example",
+                    "title": "CTO", "employees": "many"}}}),
+            Some("identify"),
+        )
+        .unwrap_err();
+        assert_eq!(item[0].path, "context.traits.employees");
+        let item = one(
+            &json!({"userId": "crm-1", "context": {"traits": {"email": "a@b.example", "title": "CTO"}}}),
+            Some("identify"),
+        )
+        .unwrap();
+        assert_eq!(item.key.email.unwrap().as_str(), "a@b.example");
+        assert!(item.event.traits.unwrap().contains("\"title\":\"CTO\""));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod mail;
 mod reports;
 mod rules;
 mod schedules;
+mod sdk;
 mod shutdown;
 mod store_copy;
 mod streams;
