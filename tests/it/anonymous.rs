@@ -367,3 +367,66 @@ async fn anonymous_profiles_never_joined_are_deleted_after_the_cutoff() {
         "{lead:#}"
     );
 }
+
+/// A second daemon on the same database when the tests run on PostgreSQL (cluster
+/// mode); on SQLite (one daemon per database) the same requests go to one daemon.
+async fn second_daemon(first: &crate::helpers::TestApp) -> Option<crate::helpers::TestApp> {
+    nurtured::store::testing::postgres_server()?;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = std::fs::read_to_string(first.dir.path().join("nurtured.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("nurtured.toml"),
+        format!("{toml}\n[cluster]\nname = \"second\"\n"),
+    )
+    .unwrap();
+    crate::helpers::copy_tree(&first.dir.path().join("rules"), &dir.path().join("rules"));
+    crate::helpers::copy_tree(
+        &first.dir.path().join("templates"),
+        &dir.path().join("templates"),
+    );
+    Some(crate::helpers::spawn_in(dir).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identifies_of_one_visitor_join_its_history_once() {
+    let app = spawn_app().await;
+    let other = second_daemon(&app).await;
+    let target = other.as_ref().unwrap_or(&app);
+    let (status, body) = app
+        .post(
+            "/v1/page",
+            &json!({"anonymousId": "both-1", "messageId": "c-1", "timestamp": ago(10),
+                    "properties": {"url": "https://acme.example/pricing"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let identify =
+        |id: &str| json!({"anonymousId": "both-1", "messageId": id, "userId": "lou@acme.example"});
+    let (i2, i3, i4) = (identify("c-2"), identify("c-3"), identify("c-4"));
+    let (a, b, c) = tokio::join!(
+        app.post("/v1/identify", &i2),
+        target.post("/v1/identify", &i3),
+        target.post("/v1/identify", &i4),
+    );
+    for (status, body) in [a, b, c] {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    app.settle().await;
+    target.settle().await;
+    let lead = app.lead("lou@acme.example").await;
+    assert_eq!(
+        pricing_points(&lead),
+        [(25.0, "viewed the pricing page".to_string())],
+        "{lead:#}"
+    );
+    let pages = lead["recent_activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["type"] == "page")
+        .count();
+    assert_eq!(pages, 1, "{lead:#}");
+    if let Some(other) = other {
+        other.stop().await;
+    }
+}
