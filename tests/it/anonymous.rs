@@ -430,3 +430,44 @@ async fn concurrent_identifies_of_one_visitor_join_its_history_once() {
         other.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_of_anonymous_views_and_the_identify_puts_the_pricing_points_on_the_lead() {
+    let app = spawn_app().await;
+    let batch = json!({"batch": [
+        {"type": "page", "anonymousId": "one-batch", "messageId": "ob-1", "timestamp": ago(40),
+         "properties": {"url": "https://acme.example/blog/scoring"}},
+        {"type": "page", "anonymousId": "one-batch", "messageId": "ob-2", "timestamp": ago(30),
+         "properties": {"url": "https://acme.example/pricing"}},
+        {"type": "identify", "anonymousId": "one-batch", "messageId": "ob-3", "timestamp": ago(20),
+         "traits": {"email": "ida@acme.example"}},
+    ]});
+    let (status, body) = app.post("/v1/batch", &batch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["accepted"], 3, "{body}");
+    app.settle().await;
+    let lead = app.lead("ida@acme.example").await;
+    assert_eq!(
+        pricing_points(&lead),
+        [(25.0, "viewed the pricing page".to_string())],
+        "{lead:#}"
+    );
+    assert_eq!(lead["interest"].as_f64().unwrap(), 26.0, "{lead:#}");
+    // The pricing view's points carry the view's own event.
+    let seqs: Vec<i64> = lead["recent_activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["properties"]["path"] == "/pricing")
+        .map(|a| a["seq"].as_i64().unwrap())
+        .collect();
+    let ledger = lead["score_ledger"].as_array().unwrap();
+    let pricing = ledger
+        .iter()
+        .find(|s| s["reason"] == "viewed the pricing page")
+        .unwrap();
+    assert_eq!(seqs, [pricing["event"].as_i64().unwrap()], "{lead:#}");
+    let store = &app.running.as_ref().unwrap().app.processor.store;
+    let p = store.anonymous_profile("one-batch").await.unwrap().unwrap();
+    assert_eq!((p.lead_id, p.waiting_events), (lead["id"].as_i64(), 0));
+}
