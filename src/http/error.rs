@@ -19,6 +19,9 @@ pub struct ApiError {
 #[derive(Serialize)]
 struct Body<'a> {
     error: &'a str,
+    /// The same code under the name Segment's and RudderStack's SDKs read (they log
+    /// `code` and `message` of a refused batch).
+    code: &'a str,
     message: &'a str,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     details: &'a [InputError],
@@ -73,6 +76,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Body {
             error: self.code,
+            code: self.code,
             message: &self.message,
             details: &self.details,
         };

@@ -102,3 +102,24 @@ pub async fn batch(
     }
     store(&state, items, true).await
 }
+
+pub async fn screen(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    single(state, bytes, "screen").await
+}
+
+pub async fn alias(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    single(state, bytes, "alias").await
+}
+
+pub async fn group(
+    State(state): State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    single(state, bytes, "group").await
+}

@@ -7,6 +7,7 @@
 mod auth;
 mod bounces;
 mod error;
+mod gzip;
 mod handoffs;
 mod hooks;
 mod ingest;
@@ -69,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/reports/funnel", get(reports::funnel))
         .route("/reports/sla", get(reports::sla))
         .route("/bounces", post(bounces::ingest))
+        .route("/screen", post(ingest::screen))
+        .route("/alias", post(ingest::alias))
+        .route("/group", post(ingest::group))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gzip::inflate))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -3,6 +3,7 @@
 //! durably in one transaction. Either the whole request is stored or none of it;
 //! concurrent requests share a transaction ([`group`]).
 
+mod anonymous;
 pub mod file;
 pub mod group;
 pub mod segment;
@@ -15,7 +16,7 @@ use serde::Serialize;
 use crate::domain::Email;
 use crate::mail::StreamPlan;
 use crate::store::{PendingEvent, Store, StoreError, build};
-pub use segment::{InputError, Item, LeadKey};
+pub use segment::{Call, InputError, Item, LeadKey};
 
 /// What a request added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -188,6 +189,9 @@ async fn store_all(
     if !emails.is_empty() || !user_ids.is_empty() {
         known.add(tx.find_lead_keys(&emails, &user_ids).await?);
     }
+    let all: Vec<&Item> = requests.iter().flat_map(|r| &r.items).collect();
+    let mut visitors = anonymous::Visitors::load(&mut tx, &all).await?;
+    drop(all);
 
     // Which requests can be stored, and the leads they create.
     let mut results: Vec<Result<Accepted, AcceptError>> = Vec::with_capacity(requests.len());
@@ -218,6 +222,7 @@ async fn store_all(
                     mine.push((email.clone(), user, reason));
                     mine_history.push(item.event.history);
                 }
+                (None, None) if visitors.can_take(item) => {}
                 (None, None) => {
                     let (index, prefix) = (r.paths)(n);
                     errors.push(unknown_user(item, index, &prefix));
@@ -278,21 +283,29 @@ async fn store_all(
             continue;
         }
         for item in r.items {
-            let id = known.find(&item.key).ok_or_else(|| StoreError::Corrupt {
-                what: "intake",
-                detail: "a lead planned for an event was not created".into(),
-            })?;
+            if item.key.email.is_some() && known.find(&item.key).is_none() {
+                return Err(StoreError::Corrupt {
+                    what: "intake",
+                    detail: "a lead planned for an event was not created".into(),
+                });
+            }
             // Remember the sender's id for this lead the first time we see one.
-            if let Some(u) = known.new_user_id(id, &item.key) {
+            if let Some(id) = known.find(&item.key)
+                && let Some(u) = known.new_user_id(id, &item.key)
+            {
                 let u = u.to_string();
                 tx.set_external_id(id, &u).await?;
                 known.by_user.insert(u, id);
                 known.has_user.insert(id, true);
             }
             counted.push((r_index, item.event.message_id.clone()));
-            events.push((id, item.event));
+            visitors
+                .place(&mut tx, &known, item, now, &mut events)
+                .await?;
         }
     }
+    // Events of visitors not joined wait; aliases and visitors' group calls are taken.
+    let taken = visitors.finish(&mut tx, now).await?;
     // What processing needs of each event, copied before the insert takes the text.
     let mut kept: Vec<PendingEvent> = if keep {
         events
@@ -315,7 +328,20 @@ async fn store_all(
         Vec::new()
     };
     let new = tx.insert_events_returning(events, now).await?;
-    tx.count_received(new.len() as u64).await?;
+    // Each new message id counts for the first request that brought it.
+    let mut claimed = std::collections::HashSet::with_capacity(new.len());
+    for (r_index, message_id) in counted {
+        if let Ok(a) = &mut results[r_index] {
+            if (new.contains_key(&message_id) || taken.contains(&message_id))
+                && claimed.insert(message_id)
+            {
+                a.accepted += 1;
+            } else {
+                a.duplicates += 1;
+            }
+        }
+    }
+    tx.count_received(claimed.len() as u64).await?;
     tx.commit().await?;
     // A message id sent twice in the group was stored once: keep its first copy.
     let mut seen = std::collections::HashSet::with_capacity(kept.len());
@@ -327,18 +353,6 @@ async fn store_all(
         _ => false,
     });
     kept.sort_unstable_by_key(|e| e.seq);
-
-    // Each new message id counts for the first request that brought it.
-    let mut claimed = std::collections::HashSet::with_capacity(new.len());
-    for (r_index, message_id) in counted {
-        if let Ok(a) = &mut results[r_index] {
-            if new.contains_key(&message_id) && claimed.insert(message_id) {
-                a.accepted += 1;
-            } else {
-                a.duplicates += 1;
-            }
-        }
-    }
     Ok((results, kept))
 }
 

@@ -1,6 +1,6 @@
-//! Payloads of the Segment HTTP tracking API (`identify`, `track`, `page`, `batch`),
-//! checked field by field into [`Item`]s. Every problem names its JSON path and, in a
-//! batch, the index of the item.
+//! Payloads of the Segment HTTP tracking API (`identify`, `track`, `page`, `screen`,
+//! `alias`, `group`, `batch`), checked field by field into [`Item`]s. Every problem
+//! names its JSON path and, in a batch, the index of the item.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -9,13 +9,15 @@ use serde_json::{Map, Value};
 use crate::domain::{Email, Traits};
 use crate::store::NewEvent;
 
-/// The event types this API takes.
-pub const KINDS: [&str; 3] = ["identify", "track", "page"];
+/// The event types this API takes (`screen` is stored as a page view).
+pub const KINDS: [&str; 6] = ["identify", "track", "page", "screen", "alias", "group"];
 
 /// Name stored for page views, as in Segment's naming for page calls.
 pub const PAGE_VIEWED: &str = "Page Viewed";
 /// Name stored for identify calls.
 pub const IDENTIFY: &str = "Identify";
+/// Name stored for the identify that carries a group's traits to a member.
+pub const GROUP: &str = "Group";
 
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 const MAX_NAME: usize = 200;
@@ -27,6 +29,21 @@ pub struct LeadKey {
     pub email: Option<Email>,
     /// The sender's own id for the person, when it is not an e-mail address.
     pub user_id: Option<String>,
+    /// Segment's `anonymousId`: the visitor before (or besides) a known identity.
+    pub anonymous_id: Option<String>,
+}
+
+/// What a checked call asks for beyond storing its event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    /// An event (identify, track, page, screen).
+    Event,
+    /// `alias`: `previous_id` (an anonymous id, or another user id) is the same person
+    /// as the key. Nothing is stored as an event.
+    Alias { previous_id: String },
+    /// `group`: the key belongs to the group; `traits` (JSON object) are the group's.
+    /// The item's event is the identify that carries them as company traits.
+    Group { group_id: String, traits: String },
 }
 
 /// One checked event with the key of its lead.
@@ -34,6 +51,7 @@ pub struct LeadKey {
 pub struct Item {
     pub key: LeadKey,
     pub event: NewEvent,
+    pub call: Call,
 }
 
 /// A problem with the input.
@@ -185,34 +203,38 @@ pub fn parse_item(
     let traits = object("traits", &mut errors);
     let context = object("context", &mut errors);
 
-    let user_id = match obj.get("userId") {
+    let id = |field: &str, errors: &mut Vec<InputError>| match obj.get(field) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => None,
         Some(Value::String(s)) if s.len() > MAX_ID => {
-            errors.push(at.error("userId", format!("is longer than {MAX_ID} characters")));
+            errors.push(at.error(field, format!("is longer than {MAX_ID} characters")));
             None
         }
         Some(Value::String(s)) => Some(s.trim().to_string()),
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(_) => {
-            errors.push(at.error("userId", "must be a string"));
+            errors.push(at.error(field, "must be a string"));
             None
         }
     };
+    let user_id = id("userId", &mut errors);
+    let anonymous_id = id("anonymousId", &mut errors);
 
     // The e-mail that names the lead: traits, then context.traits, then properties
     // (track/page), then a userId that is itself an address.
     let mut email = None;
-    let mut email_sources: Vec<(String, Option<&Value>)> = vec![
-        ("traits.email".into(), traits.and_then(|t| t.get("email"))),
-        (
-            "context.traits.email".into(),
-            context
-                .and_then(|c| c.get("traits"))
-                .and_then(|t| t.get("email")),
-        ),
-    ];
-    if kind != "identify" {
+    let mut email_sources: Vec<(String, Option<&Value>)> = Vec::new();
+    if !matches!(kind, "group" | "alias") {
+        // A group's traits describe the group: their e-mail is not the person's.
+        email_sources.push(("traits.email".into(), traits.and_then(|t| t.get("email"))));
+    }
+    email_sources.push((
+        "context.traits.email".into(),
+        context
+            .and_then(|c| c.get("traits"))
+            .and_then(|t| t.get("email")),
+    ));
+    if matches!(kind, "track" | "page" | "screen") {
         email_sources.push((
             "properties.email".into(),
             properties.and_then(|p| p.get("email")),
@@ -238,11 +260,51 @@ pub fn parse_item(
         email.get_or_insert(e);
         user_id = None;
     }
-    if email.is_none() && user_id.is_none() && errors.is_empty() {
+    let call = match kind {
+        "alias" => {
+            let previous_id = id("previousId", &mut errors);
+            if email.is_none() && user_id.is_none() && errors.is_empty() {
+                errors.push(at.error(
+                    "userId",
+                    "missing: alias needs the userId (or e-mail address) that previousId is \
+                     now known by",
+                ));
+            }
+            match previous_id {
+                Some(previous_id) => Call::Alias { previous_id },
+                None => {
+                    if !errors.iter().any(|e| e.path == at.path("previousId")) {
+                        errors.push(at.error(
+                            "previousId",
+                            "missing: alias needs the previous id (an anonymousId or a userId)",
+                        ));
+                    }
+                    Call::Event
+                }
+            }
+        }
+        "group" => match id("groupId", &mut errors) {
+            Some(group_id) => Call::Group {
+                group_id,
+                traits: Value::Object(traits.cloned().unwrap_or_default()).to_string(),
+            },
+            None => {
+                if !errors.iter().any(|e| e.path == at.path("groupId")) {
+                    errors.push(at.error(
+                        "groupId",
+                        "missing: name the group (account) the person belongs to",
+                    ));
+                }
+                Call::Event
+            }
+        },
+        _ => Call::Event,
+    };
+    if email.is_none() && user_id.is_none() && anonymous_id.is_none() && errors.is_empty() {
         errors.push(at.error(
             "userId",
-            "missing: give userId, or traits.email (context.traits.email for track and page), \
-             so the event can be tied to a lead",
+            "missing: give userId, anonymousId, or traits.email (context.traits.email for \
+             track and page), so the event can be tied to a lead or a visitor",
         ));
     }
 
@@ -261,12 +323,17 @@ pub fn parse_item(
             )),
             Some(_) => errors.push(at.error("event", "must be a string")),
         },
-        "page" => name = PAGE_VIEWED.into(),
+        "page" | "screen" => name = PAGE_VIEWED.into(),
+        "group" => name = GROUP.into(),
+        "alias" => name = "Alias".into(),
         _ => name = IDENTIFY.into(),
     }
 
     let mut props = properties.cloned().unwrap_or_default();
-    if kind == "page" {
+    if let Call::Group { group_id, .. } = &call {
+        props.insert("groupId".into(), Value::String(group_id.clone()));
+    }
+    if matches!(kind, "page" | "screen") {
         match obj.get("name") {
             None | Some(Value::Null) => {}
             Some(Value::String(n)) => {
@@ -288,9 +355,23 @@ pub fn parse_item(
         }
     }
 
-    let traits_json = if kind == "identify" {
-        let t = traits.cloned().unwrap_or_default();
-        if let Err(errs) = Traits::parse(&t, &at.path("traits")) {
+    // RudderStack's SDKs send identify traits in context.traits only.
+    let context_traits = match context.and_then(|c| c.get("traits")) {
+        Some(Value::Object(t)) if traits.is_none() && kind == "identify" => Some(t),
+        _ => None,
+    };
+    let person_traits = match kind {
+        "identify" => Some(traits.or(context_traits).cloned().unwrap_or_default()),
+        "group" => Some(company_traits(traits)),
+        _ => None,
+    };
+    let traits_path = at.path(if context_traits.is_some() {
+        "context.traits"
+    } else {
+        "traits"
+    });
+    let traits_json = if let Some(t) = person_traits {
+        if let Err(errs) = Traits::parse(&t, &traits_path) {
             errors.extend(errs.into_iter().map(|e| InputError {
                 index: at.index,
                 path: e.path,
@@ -356,10 +437,15 @@ pub fn parse_item(
         return Err(errors);
     }
     Ok(Item {
-        key: LeadKey { email, user_id },
+        key: LeadKey {
+            email,
+            user_id,
+            anonymous_id,
+        },
+        call,
         event: NewEvent {
             message_id: message_id.unwrap_or_else(|| new_id(v)),
-            kind,
+            kind: stored_kind(kind),
             name,
             properties,
             traits: traits_json,
@@ -368,6 +454,47 @@ pub fn parse_item(
             history: false,
         },
     })
+}
+
+/// The kind an event is stored as: a screen is a page view, a group call an identify
+/// (with the group's traits as company traits).
+fn stored_kind(kind: &'static str) -> &'static str {
+    match kind {
+        "screen" => "page",
+        "group" => "identify",
+        other => other,
+    }
+}
+
+/// Group traits that name the company of a member lead.
+const COMPANY_KEYS: &[&str] = &[
+    "name",
+    "industry",
+    "employees",
+    "employee_count",
+    "employeeCount",
+    "revenue",
+    "annualRevenue",
+    "annual_revenue",
+];
+
+/// A group's traits as identify traits of a member: name, industry, employees and
+/// revenue go into the `company` object; every other group trait becomes the free
+/// attribute `company_<trait>`.
+pub fn company_traits(group: Option<&Map<String, Value>>) -> Map<String, Value> {
+    let mut company = Map::new();
+    let mut out = Map::new();
+    for (k, v) in group.into_iter().flatten() {
+        if COMPANY_KEYS.contains(&k.as_str()) {
+            company.insert(k.clone(), v.clone());
+        } else if !matches!(k.as_str(), "id" | "groupId") {
+            out.insert(format!("company_{k}"), v.clone());
+        }
+    }
+    if !company.is_empty() {
+        out.insert("company".into(), Value::Object(company));
+    }
+    out
 }
 
 /// The path part of a URL (`https://x.de/preise?a=1` -> `/preise`).
@@ -435,7 +562,7 @@ mod tests {
         let body = json!({"batch": [
             {"type": "track", "userId": "u1", "event": "X"},
             {"type": "track", "userId": "u1"},
-            {"type": "alias", "userId": "u1"},
+            {"type": "merge", "userId": "u1"},
             {"type": "identify", "traits": {"email": "bad"}},
         ]});
         let errs = parse_batch(&body, Utc::now(), &mut |_| "g".into()).unwrap_err();
@@ -453,8 +580,96 @@ mod tests {
 
     #[test]
     fn needs_a_way_to_find_the_lead() {
-        let errs = one(&json!({"event": "X", "anonymousId": "a"}), Some("track")).unwrap_err();
+        let errs = one(&json!({"event": "X", "anonymousId": ""}), Some("track")).unwrap_err();
         assert_eq!(errs[0].path, "userId");
+        assert!(
+            errs[0].message.contains("anonymousId"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn anonymous_track_and_screen_are_accepted() {
+        let item = one(&json!({"event": "X", "anonymousId": "a-1"}), Some("track")).unwrap();
+        assert_eq!(item.key.anonymous_id.as_deref(), Some("a-1"));
+        assert_eq!((item.key.email, item.key.user_id), (None, None));
+        let screen = one(
+            &json!({"type": "screen", "anonymousId": "a-1", "name": "Pricing"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(screen.event.kind, "page");
+        assert_eq!(screen.event.name, PAGE_VIEWED);
+        assert!(screen.event.properties.contains("\"name\":\"Pricing\""));
+    }
+
+    #[test]
+    fn identify_traits_may_come_in_context() {
+        let item = one(
+            &json!({"userId": "crm-1", "context": {"traits": {"email": "a@b.example",
+                    "title": "CTO", "employees": "many"}}}),
+            Some("identify"),
+        )
+        .unwrap_err();
+        assert_eq!(item[0].path, "context.traits.employees");
+        let item = one(
+            &json!({"userId": "crm-1", "context": {"traits": {"email": "a@b.example", "title": "CTO"}}}),
+            Some("identify"),
+        )
+        .unwrap();
+        assert_eq!(item.key.email.unwrap().as_str(), "a@b.example");
+        assert!(item.event.traits.unwrap().contains("\"title\":\"CTO\""));
+    }
+
+    #[test]
+    fn alias_needs_both_ids() {
+        let item = one(
+            &json!({"type": "alias", "previousId": "a-1", "userId": "crm-1"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            item.call,
+            Call::Alias {
+                previous_id: "a-1".into()
+            }
+        );
+        let errs = one(&json!({"type": "alias", "userId": "crm-1"}), None).unwrap_err();
+        assert_eq!(errs[0].path, "previousId");
+        let errs = one(&json!({"type": "alias", "previousId": "a-1"}), None).unwrap_err();
+        assert_eq!(errs[0].path, "userId");
+    }
+
+    #[test]
+    fn group_traits_become_company_traits() {
+        let item = one(
+            &json!({"type": "group", "userId": "crm-1", "groupId": "g-1",
+                    "traits": {"name": "ACME GmbH", "industry": "Software", "employees": 120,
+                               "plan": "enterprise", "email": "info@acme.example"}}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(item.event.kind, "identify");
+        assert_eq!(item.event.name, GROUP);
+        // The group's e-mail does not name the person.
+        assert_eq!(item.key.email, None);
+        let traits: Value = serde_json::from_str(item.event.traits.as_deref().unwrap()).unwrap();
+        assert_eq!(traits["company"]["name"], "ACME GmbH");
+        assert_eq!(traits["company"]["employees"], 120);
+        assert_eq!(traits["company_plan"], "enterprise");
+        let t = Traits::parse(traits.as_object().unwrap(), "traits").unwrap();
+        assert_eq!(
+            t.company,
+            crate::domain::traits::Patch::Set("ACME GmbH".into())
+        );
+        assert_eq!(t.employees, crate::domain::traits::Patch::Set(120));
+        let errs = one(
+            &json!({"type": "group", "userId": "crm-1", "traits": {"employees": "many"}}),
+            None,
+        )
+        .unwrap_err();
+        assert!(errs.iter().any(|e| e.path == "groupId"), "{errs:?}");
     }
 
     #[test]

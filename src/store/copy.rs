@@ -400,6 +400,53 @@ pub const TABLES: &[Table] = &[
             text("action"),
         ],
     },
+    Table {
+        name: "anonymous_profiles",
+        identity: false,
+        chunk: CHUNK,
+        columns: &[
+            text("anonymous_id"),
+            text_or_null("user_id"),
+            int_or_null("lead_id"),
+            int("first_seen"),
+            int("last_seen"),
+            int_or_null("joined_at"),
+        ],
+    },
+    Table {
+        name: "anonymous_events",
+        identity: false,
+        chunk: CHUNK,
+        columns: &[
+            text("message_id"),
+            text("anonymous_id"),
+            text("kind"),
+            text("name"),
+            text("properties"),
+            text_or_null("traits"),
+            text_or_null("context"),
+            int("occurred_at"),
+            int("received_at"),
+        ],
+    },
+    Table {
+        name: "company_groups",
+        identity: false,
+        chunk: CHUNK,
+        columns: &[text("group_id"), text("traits"), int("updated_at")],
+    },
+    Table {
+        name: "group_members",
+        identity: true,
+        chunk: CHUNK,
+        columns: &[
+            int("id"),
+            text("group_id"),
+            int_or_null("lead_id"),
+            text_or_null("anonymous_id"),
+            int("joined_at"),
+        ],
+    },
 ];
 
 /// Why a copy was refused or failed.

@@ -10,6 +10,7 @@
 //! leaves this module.
 
 mod bounces;
+mod anonymous;
 mod briefs;
 pub mod cluster;
 pub mod copy;
@@ -37,6 +38,7 @@ use sqlx::{
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 pub use bounces::{BounceLogRow, BouncedMail, NewBounce, SoftLimit};
+pub use anonymous::{Joined, ProfileRow, ProfileSummary};
 pub use briefs::BriefRows;
 pub use events::{CountQuery, EventRow, FailedEvent, NewEvent, PastEvent, PendingEvent};
 pub use handoffs::{

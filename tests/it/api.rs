@@ -187,7 +187,7 @@ async fn bad_input_gets_documented_errors_and_stores_nothing() {
                 {"type": "identify", "userId": "ok@example.com"},
                 {"type": "track", "userId": "ok@example.com", "event": "Email Clicked"},
                 {"type": "track", "userId": "ok@example.com"},
-                {"type": "screen", "userId": "ok@example.com"},
+                {"type": "merge", "userId": "ok@example.com"},
             ]}),
         )
         .await;

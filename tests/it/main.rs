@@ -1,6 +1,7 @@
 //! Integration tests: the daemon over real HTTP on a loopback port, the `nurtured`
 //! binary, and real SQLite files in temporary folders.
 
+mod anonymous;
 mod api;
 mod bad_data;
 mod bench;
@@ -19,6 +20,7 @@ pub mod mail;
 mod reports;
 mod rules;
 mod schedules;
+mod sdk;
 mod shutdown;
 mod store_copy;
 mod streams;

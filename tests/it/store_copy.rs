@@ -123,6 +123,24 @@ async fn store_copy_moves_pending_work_and_the_next_daemon_sends_each_mail_once(
     app.post("/v1/page", &pricing_view(waits)).await;
     let (status, body) = app.post_journey("journey@kunde.example").await;
     assert!(status.is_success(), "{body}");
+    // An anonymous visitor waiting, and a group with a lead and a visitor in it.
+    for (path, body) in [
+        (
+            "/v1/page",
+            json!({"anonymousId": "visitor-1", "messageId": "v-1", "name": "Preise"}),
+        ),
+        (
+            "/v1/group",
+            json!({"userId": sent, "groupId": "kunde", "traits": {"name": "Kunde AG"}}),
+        ),
+        (
+            "/v1/group",
+            json!({"anonymousId": "visitor-1", "groupId": "kunde", "traits": {"plan": "pro"}}),
+        ),
+    ] {
+        let (status, body) = app.post(path, &body).await;
+        assert!(status.is_success(), "{path}: {body}");
+    }
     eventually("the mail to be sent", 10, || mails_to(&sink, sent).pop()).await;
     let start = std::time::Instant::now();
     loop {
