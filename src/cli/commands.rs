@@ -55,6 +55,9 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Report { command } => super::report::report(config, clock, command).await,
         Command::Store { command } => super::store::store(command).await,
         Command::Bench(args) => crate::bench::run(config, args).await,
+        Command::Key {
+            command: super::KeyCommand::New { name, scopes },
+        } => super::key::new(&name, &scopes),
     }
 }
 

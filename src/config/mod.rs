@@ -4,6 +4,7 @@
 //! variable), the key and what is allowed.
 
 pub mod env;
+pub mod http;
 pub mod mail;
 pub mod raw;
 pub mod sales;
@@ -55,6 +56,8 @@ pub struct Config {
     pub mail: MailConfig,
     pub streams: Vec<Stream>,
     pub sales: SalesConfig,
+    /// API keys and scopes, CORS, the link rate limit (`[http]`, `[[api_keys]]`).
+    pub http: http::HttpConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -299,7 +302,8 @@ fn validate(
             url_key,
             format!(
                 "`{}` is not supported: use sqlite://PATH, postgres://USER:PASSWORD@HOST/DATABASE, or leave it empty for {}/nurtured.db",
-                raw.database_url, raw.data_dir
+                http::without_password(&raw.database_url),
+                raw.data_dir
             ),
         );
         String::new()
@@ -504,6 +508,7 @@ fn validate(
     let mail = mail::mail(&raw.mail, &data_dir, funnel.as_ref(), &checker);
     let streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
     let sales = sales::sales(&raw.sales, funnel.as_ref(), time_zone, &checker);
+    let http = http::http(&raw.http, &raw.api_token, &raw.api_keys, &checker);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -548,6 +553,7 @@ fn validate(
         mail: mail.expect("checked above"),
         streams,
         sales,
+        http,
     })
 }
 

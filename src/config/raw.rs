@@ -56,6 +56,12 @@ pub struct RawConfig {
     pub streams: Vec<RawStream>,
     #[serde(default)]
     pub sales: RawSales,
+    /// `[http]`: CORS for the intake routes, the link rate limit, trusted proxies.
+    #[serde(default)]
+    pub http: super::http::RawHttp,
+    /// `[[api_keys]]`: keys with scopes, next to the admin `api_token`.
+    #[serde(default)]
+    pub api_keys: Vec<super::http::RawApiKey>,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens
