@@ -11,6 +11,7 @@ mod dkim;
 mod handoff;
 mod helpers;
 mod isolation;
+mod keys;
 pub mod lease;
 pub mod mail;
 mod reports;
