@@ -343,3 +343,45 @@ async fn a_burst_of_link_requests_from_one_address_gets_429() {
     let (status, _) = app.get("/v1/stats").await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_answered_with_a_write_key_names_the_key() {
+    let app = spawn_with_keys("").await;
+    let email = "handoff-key@example.com";
+    let (status, body) = app.post_journey(email).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The MQL goes to sales; wait until an owner has it.
+    let start = std::time::Instant::now();
+    let id = loop {
+        let (status, body) = call(&app, Method::GET, "/v1/handoffs", Some(READER), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let open = body["handoffs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["email"] == email && h["state"] == "open")
+            .map(|h| h["id"].as_i64().unwrap());
+        if let Some(id) = open {
+            break id;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "no open handoff: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let accept = format!("/v1/handoffs/{id}/accept");
+    let (status, _) = call(&app, Method::POST, &accept, Some(READER), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, h) = call(
+        &app,
+        Method::POST,
+        &accept,
+        Some(CRM),
+        Some(json!({"by": "anna"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{h}");
+    assert_eq!(h["state"], "accepted", "{h}");
+    assert_eq!(h["answered_by"], "api:crm", "{h}");
+}
