@@ -7,7 +7,7 @@ use base64::Engine as _;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TOKEN, TestApp, mql_journey, prepare_dir, spawn_in};
+use crate::helpers::{TOKEN, TestApp, cli_in, mql_journey, prepare_dir, spawn_in, text};
 
 const WEB: &str = "web-key-0123456789abcdef";
 const READER: &str = "reader-key-0123456789abcdef";
@@ -384,4 +384,45 @@ async fn a_handoff_answered_with_a_write_key_names_the_key() {
     assert_eq!(status, StatusCode::OK, "{h}");
     assert_eq!(h["state"], "accepted", "{h}");
     assert_eq!(h["answered_by"], "api:crm", "{h}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_made_by_the_command_line_works_with_its_printed_entry() {
+    let dir = prepare_dir();
+    let out = cli_in(dir.path(), &["key", "new", "shop", "--scopes", "ingest"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().next().unwrap().trim().to_string();
+    assert!(key.starts_with("nk_"), "{stdout}");
+    let entry = &stdout[stdout.find("[[api_keys]]").expect("an entry")..];
+    assert!(
+        !entry.contains(&key),
+        "the entry holds only the hash:\n{entry}"
+    );
+    let path = dir.path().join("nurtured.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{config}\n{entry}")).unwrap();
+    let app = spawn_in(dir).await;
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/v1/identify",
+        Some(&key),
+        Some(json!({"userId": "shop@example.com", "traits": {"email": "shop@example.com"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = call(&app, Method::GET, "/v1/stats", Some(&key), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let out = cli_in(
+        app.dir.path(),
+        &["key", "new", "shop", "--scopes", "ingest,owner"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("`owner` is not a scope"),
+        "{}",
+        text(&out)
+    );
 }
