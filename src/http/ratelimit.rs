@@ -85,7 +85,11 @@ fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAd
             .map(str::trim)
             .collect::<Vec<_>>();
         for hop in hops.iter().rev() {
-            match hop.parse::<IpAddr>() {
+            // Some proxies add the client's port: `192.0.2.1:5678`, `[2001:db8::1]:443`.
+            let hop = hop
+                .parse::<IpAddr>()
+                .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()));
+            match hop {
                 Ok(hop) if trusted.contains(&hop) => ip = hop,
                 Ok(hop) => {
                     ip = hop;
@@ -131,6 +135,11 @@ mod tests {
         let two = [ip("10.0.0.2"), ip("10.0.0.3")];
         let h = xff("198.51.100.7, 10.0.0.3");
         assert_eq!(client(Some(ip("10.0.0.2")), &h, &two), ip("198.51.100.7"));
+        // A hop with its port.
+        assert_eq!(
+            client(Some(ip("10.0.0.2")), &xff("198.51.100.7:4711"), &proxy),
+            ip("198.51.100.7")
+        );
         // No header: the proxy itself.
         assert_eq!(
             client(Some(ip("10.0.0.2")), &HeaderMap::new(), &proxy),
