@@ -277,7 +277,11 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         desk: app.desk.clone(),
         intake,
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown({
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown({
         let s = shutdown.clone();
         async move { s.cancelled().await }
     });

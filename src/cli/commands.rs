@@ -58,6 +58,9 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Bounces {
             command: super::BouncesCommand::Ingest { files },
         } => super::bounces::ingest(config, clock, &files).await,
+        Command::Key {
+            command: super::KeyCommand::New { name, scopes },
+        } => super::key::new(&name, &scopes),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
-//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`.
+//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`, `key new`.
 
 mod bounces;
 mod commands;
+mod key;
 mod log;
 mod mail;
 mod report;
@@ -95,6 +96,23 @@ pub enum BouncesCommand {
     Ingest {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// API keys: make a new one
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print a fresh random key and its `[[api_keys]]` entry (with the key's hash)
+    New {
+        /// The key's name, recorded as `api:NAME` in what it changes
+        name: String,
+        /// What the key may do: ingest, read, write, admin (comma-separated)
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
     },
 }
 

@@ -5,6 +5,7 @@
 
 pub mod bounces;
 pub mod env;
+pub mod http;
 pub mod mail;
 pub mod raw;
 pub mod redact;
@@ -59,6 +60,8 @@ pub struct Config {
     pub sales: SalesConfig,
     /// Bounces, complaints and the ESP webhooks (`[bounces]`).
     pub bounces: bounces::BouncesConfig,
+    /// API keys and scopes, CORS, the link rate limit (`[http]`, `[[api_keys]]`).
+    pub http: http::HttpConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -305,6 +308,8 @@ fn validate(
                 "`{}` is not supported: use sqlite://PATH, postgres://USER:PASSWORD@HOST/DATABASE, or leave it empty for {}/nurtured.db",
                 redact::url(&raw.database_url),
                 raw.data_dir
+                http::without_password(&raw.database_url),
+                raw.data_dir
             ),
         );
         String::new()
@@ -510,6 +515,7 @@ fn validate(
     let streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
     let sales = sales::sales(&raw.sales, funnel.as_ref(), time_zone, &checker);
     let bounces = bounces::bounces(&raw.bounces, &checker);
+    let http = http::http(&raw.http, &raw.api_token, &raw.api_keys, &checker);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -555,6 +561,7 @@ fn validate(
         streams,
         sales,
         bounces,
+        http,
     })
 }
 

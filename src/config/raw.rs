@@ -58,6 +58,12 @@ pub struct RawConfig {
     pub sales: RawSales,
     #[serde(default)]
     pub bounces: super::bounces::RawBounces,
+    /// `[http]`: CORS for the intake routes, the link rate limit, trusted proxies.
+    #[serde(default)]
+    pub http: super::http::RawHttp,
+    /// `[[api_keys]]`: keys with scopes, next to the admin `api_token`.
+    #[serde(default)]
+    pub api_keys: Vec<super::http::RawApiKey>,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens

@@ -1,50 +1,145 @@
-//! API token check: `Authorization: Bearer TOKEN`, or HTTP Basic with the token as user
-//! name (how Segment sends its write key).
+//! API keys and scopes: `Authorization: Bearer KEY`, or HTTP Basic with the key as user
+//! name and an empty password (how Segment sends its write key). Each group of routes
+//! needs one scope ([`scoped`]); the key that passed is the request's [`Caller`].
+//!
+//! Neither a presented key nor a configured one ever goes into a response or the log.
 
+use axum::Router;
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::Next;
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
+use crate::config::http::{ApiKey, Scope};
 
-/// The token in the request, if any.
-fn presented(req: &Request) -> Option<String> {
-    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, rest) = value.split_once(' ')?;
-    match scheme.to_ascii_lowercase().as_str() {
-        "bearer" => Some(rest.trim().to_string()),
-        "basic" => {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(rest.trim())
-                .ok()?;
-            let text = String::from_utf8(decoded).ok()?;
-            Some(
-                text.split_once(':')
-                    .map_or(text.clone(), |(u, _)| u.to_string()),
-            )
+/// The key a request came with: recorded as `api:NAME` in what it changes.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub admin: bool,
+}
+
+impl Caller {
+    fn of(key: &ApiKey) -> Self {
+        Caller {
+            name: key.name.clone(),
+            admin: key.allows(Scope::Admin),
         }
-        _ => None,
+    }
+
+    /// Someone the request names (its `by` field), if the key may name someone: only
+    /// an admin key may.
+    fn named(&self, by: Option<&str>) -> Option<String> {
+        by.map(str::trim)
+            .filter(|b| self.admin && !b.is_empty())
+            .map(str::to_string)
+    }
+
+    /// The user of a stage move, shown as `api:USER`: the one an admin key names, else
+    /// the key's name.
+    pub fn user(&self, by: Option<&str>) -> String {
+        self.named(by).unwrap_or_else(|| self.name.clone())
+    }
+
+    /// Who answered a handoff: the one an admin key names, else `api:NAME`.
+    pub fn by(&self, by: Option<&str>) -> String {
+        self.named(by)
+            .unwrap_or_else(|| format!("api:{}", self.name))
     }
 }
 
-/// Compares through a hash so the time taken does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
+/// Why the credentials of a request cannot be read.
+enum Presented {
+    Key(String),
+    Missing,
+    BasicWithPassword,
+    Unreadable,
 }
 
-pub async fn require_token(
-    State(state): State<AppState>,
-    req: Request,
+fn presented(req: &Request) -> Presented {
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return Presented::Missing;
+    };
+    let Some((scheme, rest)) = value.to_str().ok().and_then(|v| v.trim().split_once(' ')) else {
+        return Presented::Unreadable;
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" => Presented::Key(rest.trim().to_string()),
+        "basic" => {
+            let Some(text) = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|d| String::from_utf8(d).ok())
+            else {
+                return Presented::Unreadable;
+            };
+            match text.split_once(':') {
+                Some((user, "")) => Presented::Key(user.to_string()),
+                Some(_) => Presented::BasicWithPassword,
+                None => Presented::Key(text),
+            }
+        }
+        _ => Presented::Unreadable,
+    }
+}
+
+const HOW: &str = "send `Authorization: Bearer KEY`, or HTTP Basic with the key as user name and an empty password";
+
+/// Finds the request's key, refuses it without `scope` (403 naming the scope), and
+/// hands the [`Caller`] to the handler.
+async fn require(
+    State((state, scope)): State<(AppState, Scope)>,
+    mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    match presented(&req) {
-        Some(token) if same(&token, &state.config.api_token) => Ok(next.run(req).await),
-        Some(_) => Err(ApiError::unauthorized("the API token is wrong")),
-        None => Err(ApiError::unauthorized(
-            "missing API token: send `Authorization: Bearer TOKEN`, or HTTP Basic with the token as user name",
-        )),
+    let key = match presented(&req) {
+        Presented::Key(k) => state
+            .config
+            .http
+            .key(&k)
+            .ok_or_else(|| ApiError::unauthorized("the API key is wrong"))?,
+        Presented::Missing => {
+            return Err(ApiError::unauthorized(&format!("missing API key: {HOW}")));
+        }
+        Presented::BasicWithPassword => {
+            return Err(ApiError::unauthorized(&format!(
+                "HTTP Basic with a password is refused: {HOW}"
+            )));
+        }
+        Presented::Unreadable => {
+            return Err(ApiError::unauthorized(&format!(
+                "the Authorization header cannot be read: {HOW}"
+            )));
+        }
+    };
+    if !key.allows(scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "the API key `{}` lacks the `{scope}` scope that {} {} needs; use a key with \
+                 `{scope}` (or `admin`)",
+                key.name,
+                req.method(),
+                req.uri().path()
+            ),
+        ));
     }
+    req.extensions_mut().insert(Caller::of(key));
+    Ok(next.run(req).await)
+}
+
+/// `router`'s routes need a key with `scope` (or admin). Add a route to a group in
+/// `http::router` and it needs that group's scope.
+pub fn scoped(router: Router<AppState>, scope: Scope, state: &AppState) -> Router<AppState> {
+    if !router.has_routes() {
+        return router;
+    }
+    router.route_layer(middleware::from_fn_with_state(
+        (state.clone(), scope),
+        require,
+    ))
 }

@@ -6,16 +6,16 @@
 //! A link that does not verify gets 400; one that expired 410; one for a handoff that
 //! was answered or went to another owner 409. Nothing changes in those cases.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::handoff::{Answer, AnswerError};
 use crate::ingest::InputError;
 use crate::mail::token::{Claim, Purpose};
@@ -90,7 +90,8 @@ pub async fn show(
 struct AnswerRequest {
     #[serde(default)]
     reason: Option<String>,
-    /// Who answers (a salesperson, a CRM name); recorded.
+    /// Who answers (a salesperson, a CRM name); recorded when an admin key names them,
+    /// else `api:NAME` of the key.
     #[serde(default)]
     by: Option<String>,
 }
@@ -114,32 +115,37 @@ fn request(bytes: Result<Bytes, BytesRejection>) -> Result<AnswerRequest, ApiErr
 
 pub async fn accept(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req = request(bytes)?;
-    answer_api(&state, id, Answer::Accept, req.by).await
+    answer_api(&state, id, Answer::Accept, caller.by(req.by.as_deref())).await
 }
 
 pub async fn reject(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<i64>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let req = request(bytes)?;
     let reason = req.reason.unwrap_or_default();
-    answer_api(&state, id, Answer::Reject { reason }, req.by).await
+    answer_api(
+        &state,
+        id,
+        Answer::Reject { reason },
+        caller.by(req.by.as_deref()),
+    )
+    .await
 }
 
 async fn answer_api(
     state: &AppState,
     id: i64,
     answer: Answer,
-    by: Option<String>,
+    by: String,
 ) -> Result<Json<Value>, ApiError> {
-    let by = by
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or_else(|| "api".into());
     match state.desk.answer(id, None, answer, &by).await {
         Ok(h) => Ok(Json(serde_json::to_value(h).unwrap_or_default())),
         Err(AnswerError::NotFound(_)) => Err(ApiError::not_found(format!("no handoff {id}"))),

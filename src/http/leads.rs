@@ -1,14 +1,14 @@
 //! `GET /v1/leads/{email}` and `POST /v1/leads/{email}/stage`.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::domain::Email;
 use crate::domain::change::Outcome;
 use crate::ingest::InputError;
@@ -38,13 +38,15 @@ pub async fn show(
 struct StageRequest {
     stage: String,
     reason: String,
-    /// Who asks (a salesperson, a CRM name); recorded in the history.
+    /// Who asks (a salesperson, a CRM name); recorded in the history when an admin
+    /// key names them, else the key's name is.
     #[serde(default)]
     by: Option<String>,
 }
 
 pub async fn set_stage(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -59,14 +61,10 @@ pub async fn set_stage(
             ),
         }])
     })?;
-    let user = req
-        .by
-        .as_deref()
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or("api");
+    let user = caller.user(req.by.as_deref());
     match state
         .processor
-        .set_stage_by(&email, &req.stage, &req.reason, user)
+        .set_stage_by(&email, &req.stage, &req.reason, &user)
         .await
     {
         Ok((lead, outcome)) => Ok(Json(json!({

@@ -1,11 +1,13 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
 //! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), handoffs to sales
 //! (`/v1/handoffs`), counters (`/v1/stats`), reports (`/v1/reports/funnel`,
-//! `/v1/reports/sla`) and `/healthz`. Everything under `/v1` needs the API token; the
-//! links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token.
+//! `/v1/reports/sla`), `/v1/health` and `/healthz`. Everything under `/v1` needs an API
+//! key with the route's scope (see `auth`); the links in mails (`/u/`, `/confirm/`,
+//! `/o/`, `/c/`, `/h/`) carry their own signed token and are rate-limited per client.
 
 mod auth;
 mod bounces;
+mod cors;
 mod error;
 mod gzip;
 mod handoffs;
@@ -14,22 +16,25 @@ mod ingest;
 mod leads;
 mod links;
 mod mails;
+mod ratelimit;
 mod reports;
 mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::{Router, middleware};
 
 use crate::config::Config;
+use crate::config::http::Scope;
 use crate::handoff::Desk;
 use crate::mail::{Signer, Templates};
 use crate::process::Processor;
 use crate::rules::Rules;
 
+pub use auth::Caller;
 pub use error::ApiError;
 
 /// What handlers share.
@@ -48,25 +53,27 @@ pub struct AppState {
     pub intake: crate::ingest::group::Intake,
 }
 
-/// The whole API.
+/// The whole API. Each group of `/v1` routes needs one scope of API key: add a route to
+/// the group whose scope it needs. The link routes are rate-limited per client address.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.max_request_bytes;
-    let v1 = Router::new()
+    let http = &state.config.http;
+    // Intake: ingest keys, callable from the websites of `http.cors_origins`.
+    let intake = Router::new()
         .route("/identify", post(ingest::identify))
         .route("/track", post(ingest::track))
         .route("/page", post(ingest::page))
         .route("/batch", post(ingest::batch))
-        .route("/import", post(ingest::batch))
+        .route("/import", post(ingest::batch));
+    let read = Router::new()
+        .route("/health", get(stats::health))
         .route("/leads/{email}", get(leads::show))
-        .route("/leads/{email}/stage", post(leads::set_stage))
         .route("/stats", get(stats::stats))
         .route("/stats/queue", get(stats::queue))
         .route("/mails", get(mails::list))
         .route("/mails/{id}", get(mails::show))
         .route("/handoffs", get(handoffs::list))
         .route("/handoffs/{id}", get(handoffs::show))
-        .route("/handoffs/{id}/accept", post(handoffs::accept))
-        .route("/handoffs/{id}/reject", post(handoffs::reject))
         .route("/reports/funnel", get(reports::funnel))
         .route("/reports/sla", get(reports::sla))
         .route("/bounces", post(bounces::ingest))
@@ -81,6 +88,23 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(stats::healthz))
+        .route("/reports/sla", get(reports::sla));
+    let write = Router::new()
+        .route("/leads/{email}/stage", post(leads::set_stage))
+        .route("/handoffs/{id}/accept", post(handoffs::accept))
+        .route("/handoffs/{id}/reject", post(handoffs::reject));
+    // Admin keys only (lead export and erase, bounce intake).
+    let admin = Router::new();
+    let v1 = Router::new()
+        .merge(cors::intake(
+            auth::scoped(intake, Scope::Ingest, &state),
+            http,
+        ))
+        .merge(auth::scoped(read, Scope::Read, &state))
+        .merge(auth::scoped(write, Scope::Write, &state))
+        .merge(auth::scoped(admin, Scope::Admin, &state));
+    // The links in mails, with their own signed tokens.
+    let links = Router::new()
         .route(
             "/u/{token}",
             get(links::unsubscribe_page).post(links::unsubscribe),
@@ -99,6 +123,11 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/postmark", post(hooks::postmark))
         .route("/hooks/mailgun", post(hooks::mailgun))
         .route("/hooks/sendgrid", post(hooks::sendgrid))
+        );
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(stats::healthz))
+        .merge(ratelimit::limited(links, http))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -1,4 +1,4 @@
-//! `GET /v1/stats` and `GET /healthz`.
+//! `GET /v1/stats`, `GET /v1/health` and `GET /healthz`.
 
 use std::sync::atomic::Ordering;
 
@@ -49,12 +49,52 @@ pub async fn queue(State(state): State<AppState>) -> Result<Json<QueueStats>, Ap
     .map_err(ApiError::internal)
 }
 
+/// Ok or not, and nothing more: the answer is public.
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.processor.store.has_pending().await {
         Ok(_) => (StatusCode::OK, Json(json!({"status": "ok"}))),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "message": e.to_string()})),
-        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: the database does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+        }
     }
+}
+
+/// `GET /v1/health` (read scope): the database, who holds the processing lease, and
+/// the backlog.
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let store = &state.processor.store;
+    let duplicates = state.duplicates.load(Ordering::Relaxed);
+    let (database, backlog) = match QueueStats::load(store, duplicates).await {
+        Ok(q) => (
+            json!({"ok": true}),
+            json!({
+                "events_pending": q.events.events_pending,
+                "events_failed": q.events.events_failed,
+                "handoffs_waiting": q.handoffs_waiting,
+            }),
+        ),
+        Err(e) => (json!({"ok": false, "error": e.to_string()}), Value::Null),
+    };
+    let lease = match store.lease_holder().await {
+        Ok(holder) => json!({"holder": holder}),
+        Err(e) => json!({"error": e.to_string()}),
+    };
+    let ok = database["ok"] == true;
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "database": database,
+        "lease": lease,
+        "backlog": backlog,
+        "cluster": state.processor.cluster.get().map(|c| c.name.clone()),
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
 }

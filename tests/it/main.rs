@@ -15,6 +15,7 @@ mod handoff;
 mod helpers;
 mod history;
 mod isolation;
+mod keys;
 pub mod lease;
 pub mod mail;
 mod reports;
