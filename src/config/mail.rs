@@ -40,6 +40,8 @@ pub struct MailConfig {
     pub cap: Cap,
     pub window: SendWindow,
     pub dkim: Option<Dkim>,
+    /// Earlier secrets: links they signed still verify (`mail.previous_secrets`).
+    pub previous_secrets: Vec<String>,
 }
 
 impl MailConfig {
@@ -94,6 +96,8 @@ pub struct Stream {
     pub reentry: Reentry,
     pub on_quarantine: OnQuarantine,
     pub steps: Vec<Step>,
+    /// The topic of its mails (`[[topics]]`).
+    pub topic: String,
 }
 
 impl Stream {
@@ -201,6 +205,14 @@ pub(super) fn mail(
             "must be at least 32 characters: it signs unsubscribe and confirmation links".into(),
         );
     }
+    for (i, p) in raw.previous_secrets.iter().enumerate() {
+        if p.len() < 32 {
+            bad(
+                &format!("mail.previous_secrets[{i}]"),
+                "must be at least 32 characters, like mail.secret".into(),
+            );
+        }
+    }
     super::check_stages(funnel, &raw.quarantine, "mail.quarantine", bad);
     let unsubscribe_mailto = match raw.unsubscribe_mailto.trim() {
         "" => None,
@@ -271,6 +283,7 @@ pub(super) fn mail(
         },
         window: window?,
         dkim,
+        previous_secrets: raw.previous_secrets.clone(),
     })
 }
 
@@ -424,6 +437,7 @@ pub(super) fn streams(raw: &[RawStream], funnel: Option<&Funnel>, c: &Checker) -
             reentry,
             on_quarantine,
             steps,
+            topic: s.topic.clone(),
         });
     }
     out

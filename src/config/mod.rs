@@ -7,6 +7,7 @@ pub mod env;
 pub mod mail;
 pub mod raw;
 pub mod sales;
+pub mod topics;
 
 use std::{
     collections::BTreeMap,
@@ -55,6 +56,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub streams: Vec<Stream>,
     pub sales: SalesConfig,
+    pub topics: topics::Topics,
 }
 
 #[derive(Debug, Clone)]
@@ -502,7 +504,8 @@ fn validate(
         resolve: &resolve,
     };
     let mail = mail::mail(&raw.mail, &data_dir, funnel.as_ref(), &checker);
-    let streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
+    let mut streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
+    let topics = topics::topics(&raw.topics, &mut streams, &checker);
     let sales = sales::sales(&raw.sales, funnel.as_ref(), time_zone, &checker);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
@@ -548,6 +551,7 @@ fn validate(
         mail: mail.expect("checked above"),
         streams,
         sales,
+        topics,
     })
 }
 

@@ -56,6 +56,8 @@ pub struct RawConfig {
     pub streams: Vec<RawStream>,
     #[serde(default)]
     pub sales: RawSales,
+    #[serde(default = "super::topics::default_raw")]
+    pub topics: Vec<super::topics::RawTopic>,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens
@@ -190,6 +192,9 @@ pub struct RawMail {
     pub send_window: RawWindow,
     #[serde(default)]
     pub dkim: RawDkim,
+    /// Secrets that signed links before `secret`: their links still verify.
+    #[serde(default)]
+    pub previous_secrets: Vec<String>,
 }
 
 /// Who sends: shown in every layout's footer (the imprint a German B2B mail needs).
@@ -251,6 +256,9 @@ pub struct RawStream {
     #[serde(default = "d::on_quarantine")]
     pub on_quarantine: String,
     pub steps: Vec<RawStep>,
+    /// The topic of the stream's mails; empty: the default topic.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -512,6 +520,7 @@ mod d {
                     ("7d", "stream/lead-checklist"),
                     ("14d", "stream/lead-webinar"),
                 ]),
+                topic: String::new(),
             },
             RawStream {
                 name: "recycled".into(),
@@ -524,6 +533,7 @@ mod d {
                     ("7d", "stream/recycled-update"),
                     ("30d", "stream/recycled-planning"),
                 ]),
+                topic: String::new(),
             },
             RawStream {
                 name: "mql".into(),
@@ -537,6 +547,7 @@ mod d {
                     ("5d", "stream/mql-case-study"),
                     ("10d", "stream/mql-roi"),
                 ]),
+                topic: String::new(),
             },
             RawStream {
                 name: "customers".into(),
@@ -549,6 +560,7 @@ mod d {
                     ("7d", "stream/customer-onboarding"),
                     ("30d", "stream/customer-best-practice"),
                 ]),
+                topic: "product".into(),
             },
         ]
     }

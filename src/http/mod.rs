@@ -2,7 +2,8 @@
 //! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), handoffs to sales
 //! (`/v1/handoffs`), counters (`/v1/stats`), reports (`/v1/reports/funnel`,
 //! `/v1/reports/sla`) and `/healthz`. Everything under `/v1` needs the API token; the
-//! links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token.
+//! links in mails (`/u/`, `/p/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed
+//! token.
 
 mod auth;
 mod error;
@@ -11,6 +12,7 @@ mod ingest;
 mod leads;
 mod links;
 mod mails;
+mod preferences;
 mod reports;
 mod stats;
 
@@ -75,8 +77,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(stats::healthz))
         .route(
             "/u/{token}",
-            get(links::unsubscribe_page).post(links::unsubscribe),
+            get(preferences::unsubscribe_page).post(preferences::unsubscribe),
         )
+        .route("/p/{token}", get(preferences::page).post(preferences::save))
         .route(
             "/confirm/{token}",
             get(links::confirm_page).post(links::confirm),

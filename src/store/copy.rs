@@ -159,6 +159,7 @@ pub const TABLES: &[Table] = &[
             int("updated_at"),
             int("events"),
             int("version"),
+            text("topics_left"),
         ],
     },
     Table {
@@ -378,6 +379,18 @@ pub const TABLES: &[Table] = &[
             int("due_at"),
             text_or_null("claimed_by"),
             int_or_null("finished_at"),
+        ],
+    },
+    Table {
+        name: "lead_topics",
+        identity: false,
+        chunk: CHUNK,
+        columns: &[
+            int("lead_id"),
+            text("topic"),
+            text("state"),
+            int("at"),
+            text("source"),
         ],
     },
 ];
