@@ -19,3 +19,4 @@ mod schedules;
 mod shutdown;
 mod store_copy;
 mod streams;
+mod topics;
