@@ -341,3 +341,75 @@ async fn a_link_signed_with_the_previous_secret_still_works_after_a_rotation() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_read_whether_the_lead_gets_a_topic() {
+    let app = crate::helpers::spawn_app().await;
+    crate::helpers::write_rule(
+        &app,
+        "70-topics.rhai",
+        "fn on_event(lead, event) {\n\
+         \x20   if event.name == \"Topic Check\" {\n\
+         \x20       if lead.subscribed(\"insights\") { lead.tag(\"gets-insights\"); }\n\
+         \x20       else { lead.tag(\"left-insights\"); }\n\
+         \x20   }\n\
+         \x20   if event.name == \"Bad Topic\" { lead.subscribed(\"nope\"); }\n\
+         }\n",
+    )
+    .await;
+    let email = "rules@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    let check = json!({"userId": email, "event": "Topic Check"});
+    app.post("/v1/track", &check).await;
+    app.settle().await;
+    let lead = app.lead(email).await;
+    assert!(
+        lead["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("gets-insights")),
+        "{lead}"
+    );
+
+    // The lead leaves the topic through a preference link (signed like the daemon does).
+    let signer = Signer::new(nurtured::config::raw::DEV_SECRET);
+    let token = signer.sign(&nurtured::mail::token::Claim {
+        purpose: Purpose::Preferences,
+        lead: lead["id"].as_i64().unwrap(),
+        to: signer.address(email),
+        mail: None,
+        url: None,
+        expires: None,
+        round: None,
+        topic: None,
+        key: 0,
+    });
+    let (status, page) = post_form(&app, &format!("{}/p/{token}", app.base), "keep=product").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    app.post("/v1/track", &check).await;
+    app.settle().await;
+    let lead = app.lead(email).await;
+    assert!(
+        lead["tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("left-insights")),
+        "{lead}"
+    );
+
+    // An unknown topic fails the event with the topics there are.
+    app.post("/v1/track", &json!({"userId": email, "event": "Bad Topic"}))
+        .await;
+    app.wait_for("the event to fail", |s| s["events_failed"] == 1)
+        .await;
+    let lead = app.lead(email).await;
+    let error = &lead["recent_activity"][0]["error"];
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown topic `nope`; the topics are: insights, product"),
+        "{error}"
+    );
+    app.stop().await;
+}
