@@ -87,6 +87,7 @@ impl App {
             .map_err(StartError::Templates)?,
         );
         let plan = StreamPlan::new(config.streams.clone(), config.mail.quarantine.clone())
+            .with_topics(config.topics.clone())
             .with_sales(
                 config.sales.team_names(),
                 config.sales.on_stage.clone(),

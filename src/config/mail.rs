@@ -62,6 +62,8 @@ pub struct MailConfig {
     /// The base of the VERP envelope sender (`bounce@example.com` becomes
     /// `bounce+TOKEN@example.com`); `None`: the From address, without VERP.
     pub bounce_address: Option<lettre::Address>,
+    /// Earlier secrets: links they signed still verify (`mail.previous_secrets`).
+    pub previous_secrets: Vec<String>,
 }
 
 impl MailConfig {
@@ -128,6 +130,8 @@ pub struct Stream {
     pub reentry: Reentry,
     pub on_quarantine: OnQuarantine,
     pub steps: Vec<Step>,
+    /// The topic of its mails (`[[topics]]`).
+    pub topic: String,
 }
 
 impl Stream {
@@ -253,6 +257,14 @@ pub(super) fn mail(
             "must be at least 32 characters: it signs unsubscribe and confirmation links".into(),
         );
     }
+    for (i, p) in raw.previous_secrets.iter().enumerate() {
+        if p.len() < 32 {
+            bad(
+                &format!("mail.previous_secrets[{i}]"),
+                "must be at least 32 characters, like mail.secret".into(),
+            );
+        }
+    }
     super::check_stages(funnel, &raw.quarantine, "mail.quarantine", bad);
     let unsubscribe_mailto = match raw.unsubscribe_mailto.trim() {
         "" => None,
@@ -329,6 +341,7 @@ pub(super) fn mail(
         pause_first: (c.duration)("mail.pause.first", &raw.pause.first),
         pause_max: (c.duration)("mail.pause.max", &raw.pause.max),
         bounce_address,
+        previous_secrets: raw.previous_secrets.clone(),
     })
 }
 
@@ -482,6 +495,7 @@ pub(super) fn streams(raw: &[RawStream], funnel: Option<&Funnel>, c: &Checker) -
             reentry,
             on_quarantine,
             steps,
+            topic: s.topic.clone(),
         });
     }
     out

@@ -10,6 +10,7 @@ pub mod mail;
 pub mod raw;
 pub mod redact;
 pub mod sales;
+pub mod topics;
 
 use std::{
     collections::BTreeMap,
@@ -62,6 +63,7 @@ pub struct Config {
     pub bounces: bounces::BouncesConfig,
     /// API keys and scopes, CORS, the link rate limit (`[http]`, `[[api_keys]]`).
     pub http: http::HttpConfig,
+    pub topics: topics::Topics,
 }
 
 #[derive(Debug, Clone)]
@@ -512,7 +514,8 @@ fn validate(
         resolve: &resolve,
     };
     let mail = mail::mail(&raw.mail, &data_dir, funnel.as_ref(), &checker);
-    let streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
+    let mut streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
+    let topics = topics::topics(&raw.topics, &mut streams, &checker);
     let sales = sales::sales(&raw.sales, funnel.as_ref(), time_zone, &checker);
     let bounces = bounces::bounces(&raw.bounces, &checker);
     let http = http::http(&raw.http, &raw.api_token, &raw.api_keys, &checker);
@@ -562,6 +565,7 @@ fn validate(
         sales,
         bounces,
         http,
+        topics,
     })
 }
 

@@ -64,6 +64,8 @@ pub struct RawConfig {
     /// `[[api_keys]]`: keys with scopes, next to the admin `api_token`.
     #[serde(default)]
     pub api_keys: Vec<super::http::RawApiKey>,
+    #[serde(default = "super::topics::default_raw")]
+    pub topics: Vec<super::topics::RawTopic>,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens
@@ -210,6 +212,9 @@ pub struct RawMail {
     /// `bounce@` the From domain; `none`: the From address, without VERP.
     #[serde(default)]
     pub bounce_address: String,
+    /// Secrets that signed links before `secret`: their links still verify.
+    #[serde(default)]
+    pub previous_secrets: Vec<String>,
 }
 
 /// Who sends: shown in every layout's footer (the imprint a German B2B mail needs).
@@ -289,6 +294,9 @@ pub struct RawStream {
     #[serde(default = "d::on_quarantine")]
     pub on_quarantine: String,
     pub steps: Vec<RawStep>,
+    /// The topic of the stream's mails; empty: the default topic.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -559,6 +567,7 @@ mod d {
                     ("7d", "stream/lead-checklist"),
                     ("14d", "stream/lead-webinar"),
                 ]),
+                topic: String::new(),
             },
             RawStream {
                 name: "recycled".into(),
@@ -571,6 +580,7 @@ mod d {
                     ("7d", "stream/recycled-update"),
                     ("30d", "stream/recycled-planning"),
                 ]),
+                topic: String::new(),
             },
             RawStream {
                 name: "mql".into(),
@@ -584,6 +594,7 @@ mod d {
                     ("5d", "stream/mql-case-study"),
                     ("10d", "stream/mql-roi"),
                 ]),
+                topic: String::new(),
             },
             RawStream {
                 name: "customers".into(),
@@ -596,6 +607,7 @@ mod d {
                     ("7d", "stream/customer-onboarding"),
                     ("30d", "stream/customer-best-practice"),
                 ]),
+                topic: "product".into(),
             },
         ]
     }

@@ -59,6 +59,8 @@ pub struct Lead {
     pub attributes: Map<String, Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The `[[topics]]` the lead left (its mails of those topics are not sent).
+    pub topics_left: BTreeSet<String>,
     /// Counted up by every write in a cluster of daemons (see `crate::cluster`); a
     /// write from an older copy is refused.
     #[serde(skip)]
@@ -104,6 +106,7 @@ impl Lead {
             attributes: Map::new(),
             created_at: at,
             updated_at: at,
+            topics_left: BTreeSet::new(),
             version: 0,
         }
     }
@@ -137,6 +140,7 @@ impl Lead {
             && self.locale == other.locale
             && self.consent_email == other.consent_email
             && self.consent_tracking == other.consent_tracking
+            && self.topics_left == other.topics_left
     }
 
     /// Takes identify traits into the lead. Consent changes are recorded with the time

@@ -74,7 +74,7 @@ pub struct Desk {
 impl Desk {
     pub fn new(config: Arc<Config>, processor: Arc<Processor>, clock: SharedClock) -> Self {
         Self {
-            signer: Signer::new(&config.mail.secret),
+            signer: Signer::from_config(&config.mail),
             wake: processor.handoff_wake.clone(),
             webhook_wake: Arc::new(Notify::new()),
             config,
@@ -621,11 +621,15 @@ impl Desk {
         let claim = |purpose| Claim {
             purpose,
             lead: lead.id,
-            email: owner.map(|o| o.email.email.to_string()).unwrap_or_default(),
+            to: self
+                .signer
+                .address(&owner.map(|o| o.email.email.to_string()).unwrap_or_default()),
             mail: Some(h.id),
             url: None,
             expires: Some(expires),
             round: Some(h.round),
+            topic: None,
+            key: 0,
         };
         let base = &self.config.mail.public_url;
         (

@@ -322,8 +322,8 @@ pub async fn link_answer(
         .sales
         .owners
         .iter()
-        .find(|o| o.email.email.to_string() == claim.email)
-        .map_or_else(|| claim.email.clone(), |o| o.id.clone());
+        .find(|o| state.signer.is_for(&claim, o.email.email.as_ref()))
+        .map_or_else(|| "sales link".to_string(), |o| o.id.clone());
     let answer = match claim.purpose {
         Purpose::Accept => Answer::Accept,
         _ => Answer::Reject {

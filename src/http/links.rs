@@ -1,9 +1,8 @@
 //! The links in mails, served without the API token (the signed token is the
-//! permission): `/u/{token}` unsubscribe (GET shows a page, POST unsubscribes at once,
-//! RFC 8058 one-click), `/confirm/{token}` double opt-in (GET shows a page, POST
+//! permission): `/confirm/{token}` double opt-in (GET shows a page, POST
 //! confirms; the link works for 30 days), `/o/{token}` open pixel and `/c/{token}`
-//! click redirect. A token that does not verify gets 400 and changes
-//! nothing; a valid token for a lead that no longer has that address gets 404.
+//! click redirect (unsubscribe and preferences: [`super::preferences`]). A token that
+//! does not verify gets 400 and changes nothing; a valid token for a lead that no longer has that address gets 404.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -59,38 +58,6 @@ fn unknown() -> Response {
 
 fn verify(state: &AppState, token: &str, purpose: Purpose) -> Option<Claim> {
     state.signer.verify(token, purpose).ok()
-}
-
-/// GET: asks before unsubscribing (mail scanners follow links; they must not
-/// unsubscribe anyone).
-pub async fn unsubscribe_page(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-) -> Response {
-    if verify(&state, &token, Purpose::Unsubscribe).is_none() {
-        return invalid();
-    }
-    page(
-        StatusCode::OK,
-        "Abmelden",
-        "<p>Möchten Sie keine weiteren E-Mails von uns erhalten?</p>\
-         <form method=\"post\">\
-         <button type=\"submit\" name=\"List-Unsubscribe\" value=\"One-Click\">\
-         Ja, abmelden</button></form>",
-    )
-}
-
-/// POST: unsubscribes at once (the page's button, or a mail client's one-click).
-pub async fn unsubscribe(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let Some(claim) = verify(&state, &token, Purpose::Unsubscribe) else {
-        return invalid();
-    };
-    let done = Done {
-        title: "Abgemeldet",
-        body: "<p>Sie erhalten keine Marketing-E-Mails mehr von uns.</p>",
-        failed: "Die Abmeldung",
-    };
-    record_consent(&state, &claim, false, "unsubscribe link", done).await
 }
 
 /// GET: asks to confirm the newsletter sign-up (mail scanners follow links; they must
@@ -150,7 +117,7 @@ async fn record_consent(
         .processor
         .set_consent(
             claim.lead,
-            &claim.email,
+            &|email: &str| state.signer.is_for(claim, email),
             ConsentKind::Email,
             granted,
             &source,
@@ -229,21 +196,25 @@ async fn engagement(
         return;
     }
     let p = &state.processor;
-    match p.store.leads_by_ids(&[claim.lead]).await {
+    let email = match p.store.leads_by_ids(&[claim.lead]).await {
         Ok(leads) => match leads.get(&claim.lead) {
-            Some(l) if l.email.as_str() == claim.email && l.consent_tracking.granted => {}
+            Some(l)
+                if state.signer.is_for(claim, l.email.as_str()) && l.consent_tracking.granted =>
+            {
+                l.email.as_str().to_string()
+            }
             _ => return,
         },
         Err(e) => {
             tracing::warn!(error = %e, "cannot look up the lead of a tracking link");
             return;
         }
-    }
+    };
     if let Some(m) = claim.mail {
         properties["mail_id"] = json!(m);
     }
     let body = json!({
-        "userId": claim.email,
+        "userId": email,
         "event": name,
         "properties": properties,
         "messageId": message_id,

@@ -4,6 +4,9 @@
 //! `/v1/reports/sla`), `/v1/health` and `/healthz`. Everything under `/v1` needs an API
 //! key with the route's scope (see `auth`); the links in mails (`/u/`, `/confirm/`,
 //! `/o/`, `/c/`, `/h/`) carry their own signed token and are rate-limited per client.
+//! `/v1/reports/sla`) and `/healthz`. Everything under `/v1` needs the API token; the
+//! links in mails (`/u/`, `/p/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed
+//! token.
 
 mod auth;
 mod bounces;
@@ -17,6 +20,7 @@ mod leads;
 mod links;
 mod mails;
 mod ratelimit;
+mod preferences;
 mod reports;
 mod stats;
 
@@ -107,8 +111,9 @@ pub fn router(state: AppState) -> Router {
     let links = Router::new()
         .route(
             "/u/{token}",
-            get(links::unsubscribe_page).post(links::unsubscribe),
+            get(preferences::unsubscribe_page).post(preferences::unsubscribe),
         )
+        .route("/p/{token}", get(preferences::page).post(preferences::save))
         .route(
             "/confirm/{token}",
             get(links::confirm_page).post(links::confirm),

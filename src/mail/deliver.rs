@@ -128,7 +128,7 @@ impl Mailer {
         time_zone: Tz,
         clock: SharedClock,
     ) -> Self {
-        let signer = Arc::new(Signer::new(&config.secret));
+        let signer = Arc::new(Signer::from_config(&config));
         let sending = Arc::new(Semaphore::new(config.connections));
         let breaker = Arc::new(Breaker::new(config.pause_first, config.pause_max));
         Self {
@@ -455,6 +455,7 @@ impl Mailer {
                 return;
             }
             let lead = leads.get(&row.lead_id);
+            let topic = self.plan.topic_of(&row.source, &row.template).to_string();
             let facts = Facts {
                 class: row.class(),
                 stream_step: row.kind == "stream",
@@ -465,6 +466,7 @@ impl Mailer {
                 lead,
                 suppressed: suppressed.get(&row.email).map(String::as_str),
                 recent_marketing: recent.get(&row.lead_id).copied(),
+                topic: (row.class() == MailClass::Marketing).then_some(topic.as_str()),
             };
             // A trigger mail answers what a lead just did: for an event that was already
             // older than `mail.max_event_age` when it was processed, none goes out.
@@ -700,6 +702,7 @@ impl SendJob {
             email: self.lead.email.as_str(),
             mail: row.id,
             queued: from_ms(row.created_at),
+            topic: marketing.then(|| m.plan.topic_of(&row.source, &row.template)),
         };
         let context = template_context(&self.lead, row, self.event.as_ref(), &links, &m.config);
         let finished = |finish: Finish| Outcome {
@@ -867,6 +870,10 @@ impl SendJob {
         };
         self.lead.consent_email.granted = gate.consent_email;
         self.lead.stage = gate.stage;
+        if let Ok(left) = serde_json::from_str(&gate.topics_left) {
+            self.lead.topics_left = left;
+        }
+        let topic = m.plan.topic_of(&row.source, &row.template);
         let facts = Facts {
             class: row.class(),
             stream_step: row.kind == "stream",
@@ -875,6 +882,7 @@ impl SendJob {
             suppressed: gate.suppressed.as_deref(),
             // The cap was counted when the batch was decided.
             recent_marketing: None,
+            topic: (row.class() == MailClass::Marketing).then_some(topic),
         };
         let decision = policy::decide(&m.config, m.time_zone, &facts, self.now);
         not_sent(&m.plan, row, decision, self.now)
@@ -1062,8 +1070,11 @@ fn template_context(
             "template": row.template,
             "marketing": row.class() == MailClass::Marketing,
         },
+        "topic": links.topic.unwrap_or_default(),
+        "preferences_url": links.preferences(),
         "links": {
             "unsubscribe": links.unsubscribe(),
+            "preferences": links.preferences(),
             // Only the opt-in mail carries a confirmation link.
             "confirm": if row.kind == "optin" { links.confirm() } else { String::new() },
         },

@@ -13,6 +13,8 @@ pub struct Links<'a> {
     pub mail: i64,
     /// When the mail was queued: confirmation links work for [`CONFIRM_DAYS`] after.
     pub queued: chrono::DateTime<chrono::Utc>,
+    /// The topic of a marketing mail: its one-click unsubscribe leaves this topic.
+    pub topic: Option<&'a str>,
 }
 
 /// How long a double opt-in link works.
@@ -22,20 +24,31 @@ impl Links<'_> {
     fn token(&self, purpose: Purpose, url: Option<&str>) -> String {
         let expires = (purpose == Purpose::Confirm)
             .then(|| (self.queued + chrono::Duration::days(CONFIRM_DAYS)).timestamp());
+        let topic = (purpose == Purpose::Unsubscribe)
+            .then_some(self.topic)
+            .flatten()
+            .map(str::to_string);
         self.signer.sign(&Claim {
             purpose,
             lead: self.lead,
-            email: self.email.to_string(),
+            to: self.signer.address(self.email),
             mail: Some(self.mail),
             url: url.map(str::to_string),
             expires,
             round: None,
+            topic,
+            key: 0,
         })
     }
 
     /// One-click unsubscribe (GET shows a page, POST unsubscribes).
     pub fn unsubscribe(&self) -> String {
         format!("{}/u/{}", self.base, self.token(Purpose::Unsubscribe, None))
+    }
+
+    /// The preference page: which topics the lead receives (GET shows, POST acts).
+    pub fn preferences(&self) -> String {
+        format!("{}/p/{}", self.base, self.token(Purpose::Preferences, None))
     }
 
     /// Double opt-in confirmation.
@@ -106,6 +119,7 @@ mod tests {
             email: "a@example.com",
             mail: 9,
             queued: chrono::Utc::now(),
+            topic: None,
         };
         let html = "<body><a href=\"https://www.example.com/x?a=1&amp;b=2\">x</a> \
                     <a href=\"https://m.example.com/u/T\">abmelden</a></body>";

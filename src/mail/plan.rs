@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::config::topics::Topics;
 use crate::config::{OnQuarantine, Stream};
 use crate::domain::{Changes, HandoffRequest, Lead, SettledHandoff, Source, StreamChange};
 use crate::store::EnrollParams;
@@ -23,6 +24,8 @@ pub struct StreamPlan {
     pub teams: Vec<String>,
     /// Stages worked by sales.
     pub sales_stages: BTreeSet<String>,
+    /// What marketing mail is about (`[[topics]]`).
+    pub topics: Topics,
 }
 
 impl StreamPlan {
@@ -35,7 +38,22 @@ impl StreamPlan {
             handoff_on: BTreeMap::new(),
             teams: Vec::new(),
             sales_stages: BTreeSet::new(),
+            topics: Topics::default(),
         }
+    }
+
+    /// Sets the topics.
+    pub fn with_topics(mut self, topics: Topics) -> Self {
+        self.topics = topics;
+        self
+    }
+
+    /// The topic of a marketing mail: its stream's, else its template's.
+    pub fn topic_of(&self, source: &str, template: &str) -> &str {
+        source
+            .strip_prefix("stream:")
+            .and_then(|name| self.stream(name))
+            .map_or_else(|| self.topics.of_template(template), |s| s.topic.as_str())
     }
 
     /// Sets the sales teams, the stages that hand leads to them and the stages sales
@@ -91,7 +109,7 @@ impl StreamPlan {
         }
         self.streams
             .iter()
-            .filter(|s| s.serves(&lead.stage, &lead.tags))
+            .filter(|s| s.serves(&lead.stage, &lead.tags) && !lead.topics_left.contains(&s.topic))
             .map(|s| StreamChange::Enroll {
                 stream: s.name.clone(),
             })
@@ -150,6 +168,10 @@ impl StreamPlan {
             let was = s.serves(&before.stage, &before.tags);
             let is = s.serves(&after.stage, &after.tags);
             if !moved && was == is {
+                continue;
+            }
+            if is && after.topics_left.contains(&s.topic) {
+                // The lead left the stream's topic: it does not join.
                 continue;
             }
             let change = if is && !quarantined {
@@ -214,6 +236,7 @@ mod tests {
                 after: Duration::from_secs(60),
                 template: "t".into(),
             }],
+            topic: "news".into(),
         }
     }
 

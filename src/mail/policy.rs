@@ -1,6 +1,6 @@
 //! May this lead receive this mail now? Decided at send time, in one place, for every
-//! mail: the address is not suppressed; marketing mail needs consent, is never sent in
-//! quarantine and respects the frequency cap; stream steps wait for the send window
+//! mail: the address is not suppressed; marketing mail needs consent, is not sent
+//! for a topic the lead left (`topic_left`), is never sent in quarantine and respects the frequency cap; stream steps wait for the send window
 //! and end with the stream.
 
 use chrono::{DateTime, Utc};
@@ -35,6 +35,8 @@ pub struct Facts<'a> {
     pub suppressed: Option<&'a str>,
     /// Marketing mails sent to the lead within the cap period: (count, oldest).
     pub recent_marketing: Option<(i64, i64)>,
+    /// The topic of a marketing mail.
+    pub topic: Option<&'a str>,
 }
 
 /// Decides for one mail.
@@ -54,6 +56,9 @@ pub fn decide(config: &MailConfig, default_tz: Tz, facts: &Facts, now: DateTime<
     }
     if !lead.consent_email.granted {
         return Decision::Suppress("no_consent");
+    }
+    if facts.topic.is_some_and(|t| lead.topics_left.contains(t)) {
+        return Decision::Suppress("topic_left");
     }
     if config.in_quarantine(&lead.stage) {
         return Decision::Suppress("quarantine");
@@ -128,6 +133,7 @@ mod tests {
             lead: Some(lead),
             suppressed: None,
             recent_marketing: None,
+            topic: Some("news"),
         }
     }
 
@@ -154,11 +160,20 @@ mod tests {
             decide(&c, tz, &facts(&no_consent, MailClass::Marketing), now()),
             Decision::Suppress("no_consent")
         );
-        let ok = lead("lead", true);
+        let mut ok = lead("lead", true);
         assert_eq!(
             decide(&c, tz, &facts(&ok, MailClass::Marketing), now()),
             Decision::Send
         );
+        ok.topics_left.insert("news".into());
+        assert_eq!(
+            decide(&c, tz, &facts(&ok, MailClass::Marketing), now()),
+            Decision::Suppress("topic_left")
+        );
+        let mut other = facts(&ok, MailClass::Marketing);
+        other.topic = Some("events");
+        assert_eq!(decide(&c, tz, &other, now()), Decision::Send);
+        ok.topics_left.clear();
         let mut f = facts(&ok, MailClass::Transactional);
         f.suppressed = Some("rejected");
         assert_eq!(

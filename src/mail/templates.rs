@@ -415,8 +415,11 @@ pub fn sample_context() -> Value {
         "data": {"topic": "security"},
         "stream": {"name": "new-leads", "step": 1},
         "mail": {"id": 1, "template": "sample", "marketing": true},
+        "topic": "insights",
+        "preferences_url": "https://mail.example.com/p/TOKEN",
         "links": {
             "unsubscribe": "https://mail.example.com/u/TOKEN",
+            "preferences": "https://mail.example.com/p/TOKEN",
             "confirm": "https://mail.example.com/confirm/TOKEN",
         },
         "sender": {

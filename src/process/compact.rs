@@ -68,6 +68,10 @@ impl CompactLead {
         w.int(to_ms(lead.created_at));
         w.int(to_ms(lead.updated_at));
         w.int(lead.version);
+        w.uint(lead.topics_left.len() as u64);
+        for t in &lead.topics_left {
+            w.str(t);
+        }
         Self(w.0.into_boxed_slice())
     }
 
@@ -122,6 +126,11 @@ impl CompactLead {
             "" => Map::new(),
             text => serde_json::from_str::<Map<String, Value>>(text).ok()?,
         };
+        let (created_at, updated_at, version) = (r.time()?, r.time()?, r.int()?);
+        let mut topics_left = BTreeSet::new();
+        for _ in 0..r.uint()? {
+            topics_left.insert(r.str()?.to_string());
+        }
         Some(Lead {
             id,
             email,
@@ -147,9 +156,10 @@ impl CompactLead {
             tags,
             owner,
             attributes,
-            created_at: r.time()?,
-            updated_at: r.time()?,
-            version: r.int()?,
+            created_at,
+            updated_at,
+            topics_left,
+            version,
         })
     }
 
@@ -287,6 +297,7 @@ mod tests {
         lead.attributes
             .insert("plan".into(), json!({"seats": 5, "x": [1, null]}));
         lead.interest = -0.25;
+        lead.topics_left.insert("product".into());
         let c = CompactLead::encode(&lead);
         assert_eq!(c.decode().as_ref(), Some(&lead));
         assert!(c.bytes() < 300, "{}", c.bytes());

@@ -23,7 +23,7 @@ pub enum ManualError {
 const TRIES: usize = 5;
 
 /// Runs `attempt` again while it finds its lead changed by another daemon.
-async fn retried<T, F, Fut>(mut attempt: F) -> Result<T, ManualError>
+pub(super) async fn retried<T, F, Fut>(mut attempt: F) -> Result<T, ManualError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ManualError>>,
@@ -93,6 +93,17 @@ impl Processor {
     /// one transaction that checks the lease (in a cluster: the lead's version). Call
     /// with the lead's lock held.
     async fn save_one(&self, lead: &mut Lead, changes: &Changes) -> Result<(), ManualError> {
+        self.save_one_with(lead, changes, crate::store::Statements::Empty)
+            .await
+    }
+
+    /// [`Self::save_one`] with `extra` statements in the same transaction.
+    pub(super) async fn save_one_with(
+        &self,
+        lead: &mut Lead,
+        changes: &Changes,
+        extra: crate::store::Statements,
+    ) -> Result<(), ManualError> {
         let records = [(lead.id, None, changes)];
         let statements = build::leads(self.store.dialect(), &[(lead, 0)])
             .and(build::changes(self.store.dialect(), &records))
@@ -106,7 +117,8 @@ impl Processor {
                 self.store.dialect(),
                 &records,
                 self.clock.now(),
-            ));
+            ))
+            .and(extra);
         let mut tx = self.begin_lead_write().await?;
         let claimed = tx.claim_versions(&[(lead.id, lead.version)]).await;
         if let Err(e) = claimed {
@@ -135,13 +147,14 @@ pub enum ConsentKind {
 }
 
 impl Processor {
-    /// Records a consent change for lead `lead_id`, which must still have the address
-    /// `email` (links carry both). Withdrawing mail consent also ends every stream.
-    /// Returns the lead, or `None` when no such lead has that address.
+    /// Records a consent change for lead `lead_id`, whose address must pass `is_for`
+    /// (links carry the lead and a keyed hash of its address). Withdrawing mail consent
+    /// also ends every stream. Returns the lead, or `None` when no such lead has that
+    /// address.
     pub async fn set_consent(
         &self,
         lead_id: i64,
-        email: &str,
+        email: &(dyn Fn(&str) -> bool + Sync),
         kind: ConsentKind,
         granted: bool,
         source: &str,
@@ -152,7 +165,7 @@ impl Processor {
     async fn try_set_consent(
         &self,
         lead_id: i64,
-        email: &str,
+        email: &(dyn Fn(&str) -> bool + Sync),
         kind: ConsentKind,
         granted: bool,
         source: &str,
@@ -162,7 +175,7 @@ impl Processor {
         let Some(mut lead) = self.locked_lead(&guard).await? else {
             return Ok(None);
         };
-        if lead.email.as_str() != email {
+        if !email(lead.email.as_str()) {
             return Ok(None);
         }
         let now = self.clock.now();

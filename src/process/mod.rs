@@ -15,7 +15,8 @@
 //! - [`manual`]: changes made through the API (sales, CRM), under the lead's lock;
 //! - [`edit`]: one lead's change written together with the caller's own rows (a
 //!   handoff answered);
-//! - [`jobs`]: scheduled work on many leads (rule functions, interest decay).
+//! - [`jobs`]: scheduled work on many leads (rule functions, interest decay);
+//! - [`topics`]: a lead's topic preferences, changed by the lead.
 
 pub mod cache;
 pub mod commit;
@@ -31,6 +32,7 @@ pub mod locks;
 pub mod manual;
 pub mod pipeline;
 pub mod processor;
+pub mod topics;
 
 pub use edit::LeadEdit;
 pub use evaluate::EventOutcome;

@@ -174,6 +174,7 @@ impl Processor {
             history: Arc::new(self.store_history()),
             streams: Arc::new(self.plan.names()),
             teams: Arc::new(self.plan.teams.clone()),
+            topics: Arc::new(self.plan.topics.ids()),
         }
     }
 
@@ -544,6 +545,7 @@ impl EvalParts {
             history: Arc::new(store_history()),
             streams: self.streams.clone(),
             teams: self.teams.clone(),
+            topics: Arc::new(self.plan.topics.ids()),
         };
         Evaluator {
             sandbox: &self.sandbox,

@@ -11,7 +11,7 @@ use crate::domain::{Email, Lead};
 use crate::rules::RuleError;
 use crate::store::{
     EnrollmentRow, EventRow, HandoffFilter, HandoffRow, HistoryRow, LedgerRow, MailFilter,
-    OutboxRow, Store, StoreError,
+    OutboxRow, Store, StoreError, TopicChoice,
 };
 
 /// Everything worth knowing about one lead.
@@ -29,6 +29,8 @@ pub struct LeadReport {
     pub mails: Vec<OutboxRow>,
     /// Handoffs to sales, newest first, with sales' answers.
     pub handoffs: Vec<HandoffRow>,
+    /// The lead's topic choices (left or kept again), with when and where.
+    pub topics: Vec<TopicChoice>,
 }
 
 /// One event in the lead's recent activity.
@@ -85,6 +87,7 @@ impl LeadReport {
                 limit: recent as i64,
             })
             .await?;
+        let topics = store.topic_choices(lead.id).await?;
         Ok(Some(Self {
             name: lead.name(),
             lead,
@@ -94,6 +97,7 @@ impl LeadReport {
             streams,
             mails,
             handoffs,
+            topics,
         }))
     }
 
@@ -159,6 +163,10 @@ impl LeadReport {
             consent(&l.consent_email),
             consent(&l.consent_tracking)
         );
+        if !l.topics_left.is_empty() {
+            let left: Vec<&str> = l.topics_left.iter().map(String::as_str).collect();
+            let _ = writeln!(out, "topics    left: {}", left.join(", "));
+        }
         if let Some(owner) = &l.owner {
             let _ = writeln!(out, "owner     {owner}");
         }

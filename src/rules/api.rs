@@ -43,6 +43,8 @@ pub struct Session {
     pub streams: Arc<Vec<String>>,
     /// Names of the sales teams.
     pub teams: Arc<Vec<String>>,
+    /// Ids of the configured `[[topics]]`.
+    pub topics: Arc<Vec<String>>,
     /// "Now" for the rules: the event's time, or the job's run time.
     pub at: DateTime<Utc>,
     /// Counting sees events up to this one (the current event included).
@@ -83,6 +85,7 @@ impl LeadHandle {
                     history: guard.history.clone(),
                     streams: guard.streams.clone(),
                     teams: guard.teams.clone(),
+                    topics: guard.topics.clone(),
                     at: guard.at,
                     upto_seq: guard.upto_seq,
                     file: guard.file.clone(),

@@ -1,6 +1,7 @@
 //! What a rule can ask for in mail: `lead.send_mail(template, options)` for trigger
 //! mails, `lead.send_opt_in()` for the double opt-in confirmation, and
-//! `lead.enroll(stream)` / `lead.unenroll(stream)`.
+//! `lead.enroll(stream)` / `lead.unenroll(stream)`, and `lead.subscribed(topic)`: true
+//! while the lead has marketing consent and has not left the topic.
 //!
 //! Asking is not sending: the mail goes to the outbox with the rest of the event's
 //! changes, and consent, quarantine and the frequency cap are checked when it is sent.
@@ -93,6 +94,22 @@ fn known_stream(ctx: &NativeCallContext, l: &LeadHandle, stream: &str) -> Res<()
 
 pub fn register(engine: &mut Engine) {
     engine
+        .register_fn(
+            "subscribed",
+            |ctx: NativeCallContext, l: &mut LeadHandle, topic: &str| -> Res<bool> {
+                let s = l.lock();
+                if !s.topics.iter().any(|t| t == topic) {
+                    return Err(runtime(
+                        &ctx,
+                        format!(
+                            "unknown topic `{topic}`; the topics are: {} (see [[topics]] in nurtured.toml)",
+                            s.topics.join(", ")
+                        ),
+                    ));
+                }
+                Ok(s.lead.consent_email.granted && !s.lead.topics_left.contains(topic))
+            },
+        )
         .register_fn(
             "send_mail",
             |ctx: NativeCallContext, l: &mut LeadHandle, template: &str| -> Res<()> {

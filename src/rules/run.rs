@@ -22,6 +22,8 @@ pub struct Context {
     pub streams: Arc<Vec<String>>,
     /// Names of the sales teams.
     pub teams: Arc<Vec<String>>,
+    /// Ids of the configured `[[topics]]`.
+    pub topics: Arc<Vec<String>>,
 }
 
 impl Context {
@@ -34,6 +36,7 @@ impl Context {
             history: self.history.clone(),
             streams: self.streams.clone(),
             teams: self.teams.clone(),
+            topics: self.topics.clone(),
             at,
             upto_seq,
             file,

@@ -160,6 +160,7 @@ pub const TABLES: &[Table] = &[
             int("updated_at"),
             int("events"),
             int("version"),
+            text("topics_left"),
         ],
     },
     Table {
@@ -445,6 +446,18 @@ pub const TABLES: &[Table] = &[
             int_or_null("lead_id"),
             text_or_null("anonymous_id"),
             int("joined_at"),
+        ],
+    },
+    Table {
+        name: "lead_topics",
+        identity: false,
+        chunk: CHUNK,
+        columns: &[
+            int("lead_id"),
+            text("topic"),
+            text("state"),
+            int("at"),
+            text("source"),
         ],
     },
 ];

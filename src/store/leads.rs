@@ -406,7 +406,7 @@ pub mod build {
     /// Writes the full state of each lead (one statement per few hundred leads), and
     /// adds the number of events processed for it.
     pub fn leads(dialect: Dialect, leads: &[(&Lead, i64)]) -> Statements {
-        const COLUMNS: usize = 32;
+        const COLUMNS: usize = 33;
         for_dialect!(dialect, |DB| {
             let mut out: Vec<QueryBuilder<DB>> = Vec::new();
             for chunk in leads.chunks(rows_per_statement(COLUMNS)) {
@@ -444,6 +444,7 @@ pub mod build {
                         .push_bind(to_ms(l.created_at))
                         .push_bind(to_ms(l.updated_at))
                         .push_bind(l.version)
+                        .push_bind(json(&l.topics_left))
                         .push_bind(*events);
                 });
                 // external_id is left alone: ingest owns it.
@@ -463,7 +464,8 @@ pub mod build {
                  stage = excluded.stage, stage_since = excluded.stage_since, fit = excluded.fit, \
                  fit_parts = excluded.fit_parts, interest = excluded.interest, \
                  tags = excluded.tags, owner = excluded.owner, attributes = excluded.attributes, \
-                 updated_at = excluded.updated_at, events = leads.events + excluded.events",
+                 updated_at = excluded.updated_at, topics_left = excluded.topics_left, \
+                 events = leads.events + excluded.events",
                 );
                 out.push(q);
             }

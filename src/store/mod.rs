@@ -25,6 +25,7 @@ mod reports;
 mod rows;
 mod stats;
 pub mod testing;
+mod topics;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
@@ -58,6 +59,7 @@ pub use reports::{
 };
 pub use rows::{HistoryRow, LedgerRow, rfc3339};
 pub use stats::EventCounts;
+pub use topics::TopicChoice;
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -485,6 +487,7 @@ pub mod build {
     pub use super::handoffs::build::handoffs;
     pub use super::leads::build::{changes, lead_states, leads};
     pub use super::outbox::build::mails;
+    pub use super::topics::build::topic_choices;
 }
 
 /// Splits per-lead operations into rounds: round `r` holds every lead's `r`-th

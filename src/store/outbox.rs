@@ -137,6 +137,8 @@ pub struct Gate {
     pub stage: String,
     pub suppressed: Option<String>,
     pub enrollment: Option<String>,
+    /// JSON array of the topics the lead left.
+    pub topics_left: String,
 }
 
 /// One of a lead's stream memberships.
@@ -185,7 +187,7 @@ impl Store {
     ) -> Result<Option<Gate>, StoreError> {
         Ok(read!(self, |pool, DB| {
             sqlx::query_as(sql::<DB>(
-                "SELECT l.consent_email, l.stage, \
+                "SELECT l.consent_email, l.stage, l.topics_left, \
                         (SELECT reason FROM suppressions s WHERE s.email = l.email) AS suppressed, \
                         (SELECT status FROM enrollments e WHERE e.id = ?) AS enrollment \
                  FROM leads l WHERE l.id = ?",

@@ -44,6 +44,7 @@ pub(super) struct LeadRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
+    pub topics_left: String,
 }
 
 /// Every column of `leads`, for SELECT and the batch upsert.
@@ -51,7 +52,7 @@ pub(super) const LEAD_COLUMNS: &str = "id, email, external_id, first_name, last_
     company, title, industry, employees, revenue, country, time_zone, locale, consent_email, \
     consent_email_at, consent_email_source, consent_tracking, consent_tracking_at, \
     consent_tracking_source, stage, stage_since, fit, fit_parts, interest, tags, owner, \
-    attributes, created_at, updated_at, version";
+    attributes, created_at, updated_at, version, topics_left";
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
@@ -103,6 +104,8 @@ impl TryFrom<LeadRow> for Lead {
                 .map_err(|e| corrupt("lead attributes", e))?,
             created_at: from_ms(r.created_at),
             updated_at: from_ms(r.updated_at),
+            topics_left: serde_json::from_str::<BTreeSet<String>>(&r.topics_left)
+                .map_err(|e| corrupt("lead topics_left", e))?,
             version: r.version,
         })
     }

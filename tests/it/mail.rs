@@ -111,7 +111,8 @@ async fn a_trigger_mail_arrives_within_a_second_and_one_click_unsubscribes() {
         .await;
     app.settle().await;
 
-    // GET shows a page and changes nothing; the one-click POST unsubscribes at once.
+    // GET shows a page and changes nothing; the one-click POST leaves the mail's topic
+    // at once (the lead keeps its consent for other topics).
     let token = link_token(&list, "https://mail.example.com/u/");
     let url = format!("{}/u/{token}", app.base);
     let page = app.client.get(&url).send().await.unwrap();
@@ -128,21 +129,23 @@ async fn a_trigger_mail_arrives_within_a_second_and_one_click_unsubscribes() {
         .unwrap();
     assert_eq!(posted.status(), StatusCode::OK);
     let lead = app.lead(email).await;
-    assert_eq!(lead["consent_email"]["granted"], false, "{lead}");
+    assert_eq!(lead["consent_email"]["granted"], true, "{lead}");
+    assert_eq!(lead["topics_left"], json!(["insights"]), "{lead}");
     assert!(
-        lead["consent_email"]["source"]
+        lead["topics"][0]["source"]
             .as_str()
             .unwrap()
             .contains("unsubscribe link"),
         "{lead}"
     );
 
-    // A pricing view asks for a follow-up: suppressed, nothing more is sent.
+    // A pricing view asks for a follow-up of the same topic: suppressed, nothing more
+    // is sent.
     app.post("/v1/page", &pricing_view(email)).await;
     app.settle().await;
     let stats = app
         .wait_for("the follow-up to be suppressed", |s| {
-            s["suppressed_by_reason"]["no_consent"] == 1
+            s["suppressed_by_reason"]["topic_left"] == 1
         })
         .await;
     assert_eq!(stats["mails_sent"], 1, "{stats}");
@@ -152,7 +155,7 @@ async fn a_trigger_mail_arrives_within_a_second_and_one_click_unsubscribes() {
         mails.contains(&(
             "trigger/pricing-follow-up".into(),
             "suppressed".into(),
-            Some("no_consent".into())
+            Some("topic_left".into())
         )),
         "{mails:?}"
     );
@@ -264,17 +267,21 @@ async fn double_opt_in_confirms_consent_and_refuses_forged_tokens() {
     let forged: String = forged_sig.into_iter().collect();
     for bad in [
         format!("{payload}.{forged}"),
-        nurtured::mail::Signer::new("another secret, also long enough to be accepted").sign(
-            &nurtured::mail::token::Claim {
+        {
+            let other =
+                nurtured::mail::Signer::new("another secret, also long enough to be accepted");
+            other.sign(&nurtured::mail::token::Claim {
                 purpose: nurtured::mail::Purpose::Confirm,
                 lead: 1,
-                email: email.into(),
+                to: other.address(email),
                 mail: None,
                 url: None,
                 expires: None,
                 round: None,
-            },
-        ),
+                topic: None,
+                key: 0,
+            })
+        },
         "not-a-token".to_string(),
     ] {
         let r = app

@@ -25,3 +25,4 @@ mod sdk;
 mod shutdown;
 mod store_copy;
 mod streams;
+mod topics;

@@ -142,6 +142,19 @@ async fn store_copy_moves_pending_work_and_the_next_daemon_sends_each_mail_once(
         assert!(status.is_success(), "{path}: {body}");
     }
     eventually("the mail to be sent", 10, || mails_to(&sink, sent).pop()).await;
+    let mail = eventually("the mail to be sent", 10, || mails_to(&sink, sent).pop()).await;
+    // Its lead leaves the mail's topic (a row of lead_topics).
+    let list = mail.header("List-Unsubscribe").expect("List-Unsubscribe");
+    let token = crate::mail::link_token(&list, "https://mail.example.com/u/");
+    let left = app
+        .client
+        .post(format!("{}/u/{token}", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await
+        .unwrap();
+    assert!(left.status().is_success());
     let start = std::time::Instant::now();
     loop {
         let mails = mail_states(&app, waits).await;
@@ -201,6 +214,7 @@ async fn store_copy_moves_pending_work_and_the_next_daemon_sends_each_mail_once(
     }
     assert_eq!(count(&target, "SELECT COUNT(*) FROM event_queue").await, 3);
     assert_eq!(count(&target, "SELECT COUNT(*) FROM leases").await, 0);
+    assert_eq!(count(&target, "SELECT COUNT(*) FROM lead_topics").await, 1);
     assert_eq!(
         count(
             &target,

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::helpers::{TestApp, eventually, mail_dir, start_in};
 use crate::mail::{consenting, mails_to};
 
-fn berlin(m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+pub(crate) fn berlin(m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
     chrono_tz::Europe::Berlin
         .with_ymd_and_hms(2026, m, d, h, min, s)
         .unwrap()
@@ -57,13 +57,13 @@ async fn mail_in(app: &TestApp, email: &str, i: usize, status: &str, reason: &st
 
 /// A daemon on a manual clock that starts on Monday 2 March 2026, 10:00 in Berlin,
 /// sending to `sink`, with `extra` config.
-struct Clocked {
-    app: TestApp,
-    clock: Arc<ManualClock>,
-    mailer: Arc<Mailer>,
+pub(crate) struct Clocked {
+    pub app: TestApp,
+    pub clock: Arc<ManualClock>,
+    pub mailer: Arc<Mailer>,
 }
 
-async fn clocked(sink: &SmtpSink, extra: &str) -> Clocked {
+pub(crate) async fn clocked(sink: &SmtpSink, extra: &str) -> Clocked {
     let dir = mail_dir(sink.port, extra);
     let clock = Arc::new(ManualClock::new(berlin(3, 2, 10, 0, 0)));
     let running = start_in(dir.path(), clock.clone()).await;
@@ -79,12 +79,12 @@ async fn clocked(sink: &SmtpSink, extra: &str) -> Clocked {
 }
 
 /// Sets the clock to `when` and runs a mail pass there.
-async fn pass_at(clock: &ManualClock, mailer: &Mailer, when: DateTime<Utc>) -> Pass {
+pub(crate) async fn pass_at(clock: &ManualClock, mailer: &Mailer, when: DateTime<Utc>) -> Pass {
     clock.set(when);
     mailer.run_due().await.expect("mail pass")
 }
 
-async fn mails(app: &TestApp, email: &str) -> Vec<Value> {
+pub(crate) async fn mails(app: &TestApp, email: &str) -> Vec<Value> {
     let (_, body) = app.get(&format!("/v1/mails?lead={email}")).await;
     let mut list = body["mails"].as_array().unwrap().clone();
     list.reverse();
