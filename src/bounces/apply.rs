@@ -93,8 +93,9 @@ pub async fn apply(
             Kind::Complaint => format!("complaint:{}", report.source),
             _ => format!("unsubscribe:{}", report.source),
         };
+        let is_for = |address: &str| address == email.as_str();
         let changed = processor
-            .set_consent(lead, email.as_str(), ConsentKind::Email, false, &source)
+            .set_consent(lead, &is_for, ConsentKind::Email, false, &source)
             .await?;
         if changed.is_some() {
             action = "unsubscribed";

@@ -87,6 +87,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BouncesCommand,
     },
+    /// API keys: make a new one
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,11 +101,6 @@ pub enum BouncesCommand {
     Ingest {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-    },
-    /// API keys: make a new one
-    Key {
-        #[command(subcommand)]
-        command: KeyCommand,
     },
 }
 

@@ -310,8 +310,6 @@ fn validate(
                 "`{}` is not supported: use sqlite://PATH, postgres://USER:PASSWORD@HOST/DATABASE, or leave it empty for {}/nurtured.db",
                 redact::url(&raw.database_url),
                 raw.data_dir
-                http::without_password(&raw.database_url),
-                raw.data_dir
             ),
         );
         String::new()

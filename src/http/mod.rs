@@ -1,12 +1,11 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
 //! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), handoffs to sales
 //! (`/v1/handoffs`), counters (`/v1/stats`), reports (`/v1/reports/funnel`,
-//! `/v1/reports/sla`), `/v1/health` and `/healthz`. Everything under `/v1` needs an API
-//! key with the route's scope (see `auth`); the links in mails (`/u/`, `/confirm/`,
-//! `/o/`, `/c/`, `/h/`) carry their own signed token and are rate-limited per client.
-//! `/v1/reports/sla`) and `/healthz`. Everything under `/v1` needs the API token; the
-//! links in mails (`/u/`, `/p/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed
-//! token.
+//! `/v1/reports/sla`), bounce reports (`/v1/bounces`), `/v1/health` and `/healthz`.
+//! Everything under `/v1` needs an API key with the route's scope (see `auth`); the links
+//! in mails (`/u/`, `/p/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token
+//! and are rate-limited per client; the providers' bounce webhooks (`/hooks/...`) are
+//! checked by their signatures or secrets.
 
 mod auth;
 mod bounces;
@@ -19,8 +18,8 @@ mod ingest;
 mod leads;
 mod links;
 mod mails;
-mod ratelimit;
 mod preferences;
+mod ratelimit;
 mod reports;
 mod stats;
 
@@ -29,6 +28,7 @@ use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 
 use crate::config::Config;
@@ -67,6 +67,9 @@ pub fn router(state: AppState) -> Router {
         .route("/identify", post(ingest::identify))
         .route("/track", post(ingest::track))
         .route("/page", post(ingest::page))
+        .route("/screen", post(ingest::screen))
+        .route("/alias", post(ingest::alias))
+        .route("/group", post(ingest::group))
         .route("/batch", post(ingest::batch))
         .route("/import", post(ingest::batch));
     let read = Router::new()
@@ -79,26 +82,13 @@ pub fn router(state: AppState) -> Router {
         .route("/handoffs", get(handoffs::list))
         .route("/handoffs/{id}", get(handoffs::show))
         .route("/reports/funnel", get(reports::funnel))
-        .route("/reports/sla", get(reports::sla))
-        .route("/bounces", post(bounces::ingest))
-        .route("/screen", post(ingest::screen))
-        .route("/alias", post(ingest::alias))
-        .route("/group", post(ingest::group))
-        .route_layer(middleware::from_fn_with_state(state.clone(), gzip::inflate))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
-    Router::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(stats::healthz))
         .route("/reports/sla", get(reports::sla));
     let write = Router::new()
         .route("/leads/{email}/stage", post(leads::set_stage))
         .route("/handoffs/{id}/accept", post(handoffs::accept))
         .route("/handoffs/{id}/reject", post(handoffs::reject));
     // Admin keys only (lead export and erase, bounce intake).
-    let admin = Router::new();
+    let admin = Router::new().route("/bounces", post(bounces::ingest));
     let v1 = Router::new()
         .merge(cors::intake(
             auth::scoped(intake, Scope::Ingest, &state),
@@ -106,7 +96,8 @@ pub fn router(state: AppState) -> Router {
         ))
         .merge(auth::scoped(read, Scope::Read, &state))
         .merge(auth::scoped(write, Scope::Write, &state))
-        .merge(auth::scoped(admin, Scope::Admin, &state));
+        .merge(auth::scoped(admin, Scope::Admin, &state))
+        .route_layer(middleware::from_fn_with_state(state.clone(), gzip::inflate));
     // The links in mails, with their own signed tokens.
     let links = Router::new()
         .route(
@@ -123,16 +114,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/h/{token}",
             get(handoffs::link_page).post(handoffs::link_answer),
-        )
+        );
+    // The bounce and complaint webhooks of mail providers, checked by their own
+    // signatures or secrets (providers call from many addresses: not rate-limited).
+    let hooks = Router::new()
         .route("/hooks/ses", post(hooks::ses))
         .route("/hooks/postmark", post(hooks::postmark))
         .route("/hooks/mailgun", post(hooks::mailgun))
-        .route("/hooks/sendgrid", post(hooks::sendgrid))
-        );
+        .route("/hooks/sendgrid", post(hooks::sendgrid));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(stats::healthz))
         .merge(ratelimit::limited(links, http))
+        .merge(hooks)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

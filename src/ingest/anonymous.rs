@@ -273,6 +273,7 @@ impl Visitors {
                     traits: Some(Value::Object(company_traits(Some(&traits))).to_string()),
                     context: None,
                     occurred_at: now,
+                    history: false,
                 },
             ));
         }

@@ -244,6 +244,7 @@ impl WriteTx {
                     traits: w.traits,
                     context: w.context,
                     occurred_at: from_ms(w.occurred_at),
+                    history: false,
                 })
                 .collect(),
             groups,

@@ -9,8 +9,8 @@
 //! [`is_pg`]. Callers see plain functions and a [`WriteTx`] with typed methods; no SQL
 //! leaves this module.
 
-mod bounces;
 mod anonymous;
+mod bounces;
 mod briefs;
 pub mod cluster;
 pub mod copy;
@@ -38,8 +38,8 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-pub use bounces::{BounceLogRow, BouncedMail, NewBounce, SoftLimit};
 pub use anonymous::{Joined, ProfileRow, ProfileSummary};
+pub use bounces::{BounceLogRow, BouncedMail, NewBounce, SoftLimit};
 pub use briefs::BriefRows;
 pub use events::{CountQuery, EventRow, FailedEvent, NewEvent, PastEvent, PendingEvent};
 pub use handoffs::{
