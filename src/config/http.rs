@@ -340,17 +340,6 @@ pub(super) fn http(raw: &RawHttp, api_token: &str, keys: &[RawApiKey], c: &Check
     }
 }
 
-/// `url` with its password (if any) replaced by `***`, for messages.
-pub fn without_password(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// A new random key (32 bytes, hex) and the `[[api_keys]]` entry that holds its hash.
 pub fn new_key(name: &str, scopes: &[Scope]) -> Result<(String, String), getrandom::Error> {
     let mut bytes = [0u8; 32];
@@ -372,15 +361,6 @@ pub fn new_key(name: &str, scopes: &[Scope]) -> Result<(String, String), getrand
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_hidden_from_urls() {
-        assert_eq!(
-            without_password("mysql://u:hunter2@db/x"),
-            "mysql://u:***@db/x"
-        );
-        assert_eq!(without_password("sqlite:///x.db"), "sqlite:///x.db");
-    }
 
     #[test]
     fn rates_are_parsed() {
