@@ -61,6 +61,11 @@ async fn ingest_history_queues_no_mail_and_old_live_events_are_stale() {
     // The rules ran: the prices and downloads counted.
     let lead = app.lead("past0@kunde.example").await;
     assert!(lead["interest"].as_f64().unwrap() > 0.0, "{lead}");
+    let activity = lead["recent_activity"].as_array().unwrap();
+    assert!(
+        !activity.is_empty() && activity.iter().all(|a| a["history"] == true),
+        "{lead}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(mails(&app).await, Vec::<Value>::new());
     assert_eq!(sink.count(), 0);
