@@ -131,3 +131,52 @@ async fn the_batch_api_takes_history_without_mail() {
     assert_eq!(all.len(), 1, "only the live event's mail: {all:?}");
     app.stop().await;
 }
+
+/// The main scenario's events for `email`, with its own ids, `days` ago (or now).
+fn journey(email: &str, days: Option<i64>) -> Vec<Value> {
+    crate::helpers::mql_journey(email)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            e["userId"] = json!(format!("crm-{}", email.replace('@', "-at-")));
+            e["messageId"] = json!(format!("{email}-{i}"));
+            if let Some(days) = days {
+                let at = chrono::Utc::now() - chrono::Duration::days(days)
+                    + chrono::Duration::minutes(i as i64);
+                e["timestamp"] = json!(at.to_rfc3339());
+            }
+            e
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_that_reached_mql_in_history_is_not_handed_to_sales() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let old = "old-mql@kunde.example";
+    let (status, body) = app
+        .post(
+            "/v1/import",
+            &json!({"history": true, "batch": journey(old, Some(30))}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The same journey live: handed over, as always.
+    let live = "live-mql@kunde.example";
+    let (status, body) = app
+        .post("/v1/batch", &json!({"batch": journey(live, None)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+    let lead = app.lead(live).await;
+    assert_eq!(lead["stage"], "mql", "{lead}");
+    assert_eq!(lead["handoffs"].as_array().unwrap().len(), 1, "{lead}");
+
+    let lead = app.lead(old).await;
+    assert_eq!(lead["stage"], "mql", "{lead}");
+    assert_eq!(lead["handoffs"], json!([]), "{lead}");
+    assert_eq!(lead["streams"], json!([]), "{lead}");
+    assert_eq!(lead["mails"], json!([]), "{lead}");
+    app.stop().await;
+}
