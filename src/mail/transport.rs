@@ -136,3 +136,27 @@ fn classify(e: &PoolError) -> SendError {
         SendError::Retry(message)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_login_pauses_and_a_down_server_is_retried() {
+        let login = PoolError::Login(
+            "login refused by smtp.example.com:587: permanent error (535): 5.7.8 bad credentials"
+                .into(),
+        );
+        assert!(matches!(classify(&login), SendError::Paused(m) if m.contains("535")));
+        let down = PoolError::Connect("cannot connect to 127.0.0.1:1: refused".into());
+        assert!(matches!(classify(&down), SendError::Retry(_)));
+        let utf8 = PoolError::Unsupported("the addresses need SMTPUTF8".into());
+        assert!(matches!(
+            classify(&utf8),
+            SendError::Final {
+                rejected: false,
+                ..
+            }
+        ));
+    }
+}

@@ -274,7 +274,11 @@ impl LeadReport {
                 a.kind,
                 a.event.name,
                 detail,
-                a.event.status
+                if a.event.history {
+                    format!("{}, history", a.event.status)
+                } else {
+                    a.event.status.clone()
+                }
             );
             if let Some(e) = &a.error {
                 let _ = writeln!(out, "      error: {e}");

@@ -549,7 +549,8 @@ pub fn shown(url: &str) -> String {
             let _ = parsed.set_password(Some("***"));
             parsed.to_string()
         }
-        _ => url.to_string(),
+        // Not a URL the parser takes: masked as text.
+        _ => crate::config::redact::url(url),
     }
 }
 

@@ -56,6 +56,9 @@ pub struct EventRow {
     pub attempts: i64,
     #[serde(skip)]
     pub error: Option<String>,
+    /// Taken in as history (no mail, streams or handoffs came of it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub history: bool,
 }
 
 /// A pending event: what processing needs.
@@ -120,7 +123,7 @@ pub(super) const EVENT_COLUMNS: &str = "e.seq, e.message_id, e.lead_id, e.kind, 
          ELSE 'processed' END AS status, \
     COALESCE(f.attempts, 0) + CASE WHEN q.seq IS NULL AND f.seq IS NULL THEN 1 ELSE 0 END \
          AS attempts, \
-    f.error";
+    f.error, e.history";
 pub(super) const EVENT_JOINS: &str = "events e LEFT JOIN event_queue q ON q.seq = e.seq \
     LEFT JOIN event_failures f ON f.seq = e.seq";
 

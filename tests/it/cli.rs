@@ -197,7 +197,9 @@ fn real_mail_with_the_shipped_secret_is_refused() {
     let dir = prepare_dir();
     let path = dir.path().join("nurtured.toml");
     let mut config = std::fs::read_to_string(&path).unwrap();
-    config.push_str("\n[mail]\nurl = \"smtp://127.0.0.1:2525\"\n");
+    config.push_str(
+        "\n[mail]\nurl = \"smtp://127.0.0.1:2525\"\npublic_url = \"https://mail.example.com\"\n",
+    );
     std::fs::write(&path, config).unwrap();
     let out = cli_in(dir.path(), &["run"]);
     assert!(!out.status.success(), "{}", text(&out));

@@ -141,3 +141,35 @@ fn the_daemon_refuses_smtp_with_an_http_public_url() {
     assert!(shown.contains("allow_insecure_links"), "{shown}");
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_outlasts_a_restart() {
+    let sink = SmtpSink::start().unwrap();
+    sink.behave(|b| {
+        b.rcpt_all = Some((535, "5.7.8 Authentication credentials invalid".into()));
+    });
+    let app = spawn_in(mail_dir(sink.port, "[mail.pause]\nfirst = \"1s\"\n")).await;
+    let e = "lead@kunde.example";
+    app.post("/v1/identify", &consenting(e, false)).await;
+    app.post("/v1/page", &pricing_view(e)).await;
+    let before = app
+        .wait_for("delivery paused", |s| s["delivery"]["state"] == "paused")
+        .await;
+    let dir = app.stop().await;
+    let app = spawn_in(dir).await;
+    let after = app.stats().await;
+    assert_eq!(after["delivery"]["state"], "paused", "{after}");
+    assert_eq!(
+        after["delivery"]["since"], before["delivery"]["since"],
+        "{after}"
+    );
+    sink.behave(|b| b.rcpt_all = None);
+    let stats = app
+        .wait_for("the mail sent", |s| {
+            s["mails_sent"] == 1 && s["delivery"]["state"] == "running"
+        })
+        .await;
+    assert_eq!(stats["mails_failed"], 0, "{stats}");
+    assert_eq!(sink.count(), 1);
+    app.stop().await;
+}

@@ -61,6 +61,11 @@ async fn ingest_history_queues_no_mail_and_old_live_events_are_stale() {
     // The rules ran: the prices and downloads counted.
     let lead = app.lead("past0@kunde.example").await;
     assert!(lead["interest"].as_f64().unwrap() > 0.0, "{lead}");
+    let activity = lead["recent_activity"].as_array().unwrap();
+    assert!(
+        !activity.is_empty() && activity.iter().all(|a| a["history"] == true),
+        "{lead}"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(mails(&app).await, Vec::<Value>::new());
     assert_eq!(sink.count(), 0);
@@ -124,5 +129,54 @@ async fn the_batch_api_takes_history_without_mail() {
     );
     let all = mails(&app).await;
     assert_eq!(all.len(), 1, "only the live event's mail: {all:?}");
+    app.stop().await;
+}
+
+/// The main scenario's events for `email`, with its own ids, `days` ago (or now).
+fn journey(email: &str, days: Option<i64>) -> Vec<Value> {
+    crate::helpers::mql_journey(email)
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut e)| {
+            e["userId"] = json!(format!("crm-{}", email.replace('@', "-at-")));
+            e["messageId"] = json!(format!("{email}-{i}"));
+            if let Some(days) = days {
+                let at = chrono::Utc::now() - chrono::Duration::days(days)
+                    + chrono::Duration::minutes(i as i64);
+                e["timestamp"] = json!(at.to_rfc3339());
+            }
+            e
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_that_reached_mql_in_history_is_not_handed_to_sales() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let old = "old-mql@kunde.example";
+    let (status, body) = app
+        .post(
+            "/v1/import",
+            &json!({"history": true, "batch": journey(old, Some(30))}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The same journey live: handed over, as always.
+    let live = "live-mql@kunde.example";
+    let (status, body) = app
+        .post("/v1/batch", &json!({"batch": journey(live, None)}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+    let lead = app.lead(live).await;
+    assert_eq!(lead["stage"], "mql", "{lead}");
+    assert_eq!(lead["handoffs"].as_array().unwrap().len(), 1, "{lead}");
+
+    let lead = app.lead(old).await;
+    assert_eq!(lead["stage"], "mql", "{lead}");
+    assert_eq!(lead["handoffs"], json!([]), "{lead}");
+    assert_eq!(lead["streams"], json!([]), "{lead}");
+    assert_eq!(lead["mails"], json!([]), "{lead}");
     app.stop().await;
 }
