@@ -164,7 +164,7 @@ pub(super) fn mail(
                 "`{}` is not a mail URL: use smtp://user:pass@host:587?tls=required, \
                  smtps://user:pass@host:465, file://FOLDER, or leave it empty for .eml files \
                  in the data folder",
-                raw.url
+                super::http::without_password(&raw.url)
             ),
         );
         TransportConfig::File(data_dir.join("mail"))

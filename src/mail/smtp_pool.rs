@@ -95,7 +95,8 @@ impl SmtpPool {
         connect_timeout: Duration,
         max_idle: usize,
     ) -> Result<Self, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+        // Messages never repeat the URL: it may hold the password.
+        let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
         let tls = url
             .query_pairs()
             .find(|(k, _)| k == "tls")
@@ -115,7 +116,7 @@ impl SmtpPool {
         };
         let host = url
             .host_str()
-            .ok_or_else(|| format!("`{text}` names no host"))?
+            .ok_or_else(|| "the URL names no host".to_string())?
             .trim_matches(['[', ']'])
             .to_string();
         let port = url.port().unwrap_or(match security {
@@ -125,7 +126,7 @@ impl SmtpPool {
         });
         let decode = |s: &str| {
             percent_decode(s)
-                .ok_or_else(|| format!("`{text}`: bad percent-encoding in the credentials"))
+                .ok_or_else(|| "bad percent-encoding in the user name or password".to_string())
         };
         let credentials = match url.password() {
             Some(p) => Some(Credentials::new(decode(url.username())?, decode(p)?)),
@@ -381,5 +382,19 @@ mod tests {
         assert_eq!((p.port, p.security), (2465, Security::Wrapper));
         assert!(SmtpPool::from_url("smtp://h?tls=maybe", "x", Duration::from_secs(1), 1).is_err());
         assert_eq!(percent_decode("p%2Bw%40").as_deref(), Some("p+w@"));
+    }
+
+    #[test]
+    fn errors_do_not_show_the_password() {
+        for url in [
+            "smtp:u:hunter2@mail.example.com",
+            "smtp://u:hunter2@mail.example.com?tls=maybe",
+            "smtp://u:hunter2@[::1",
+        ] {
+            let err = SmtpPool::from_url(url, "x", Duration::from_secs(1), 1)
+                .err()
+                .unwrap();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 }
