@@ -10,9 +10,9 @@ pub const MASK: &str = "***";
 /// password either): everything between `scheme://user:` and the last `@` before the
 /// host is masked.
 pub fn url(text: &str) -> String {
-    let Some(start) = text.find("://").map(|i| i + 3) else {
-        return text.to_string();
-    };
+    // Without `://` (a mistyped scheme), everything before the first `:` is taken as
+    // the user name: a password is masked rather than shown.
+    let start = text.find("://").map_or(0, |i| i + 3);
     let rest = &text[start..];
     // The authority ends at the first `/`, `?` or `#` after the last `@` (a password
     // may itself contain `/`, `?` or `@` when it is not percent-encoded).

@@ -369,6 +369,20 @@ impl AsyncWrite for Tls {
 mod tests {
     use super::*;
 
+    #[test]
+    fn errors_do_not_show_the_password() {
+        for url in [
+            "smtp:u:hunter2@mail.example.com",
+            "smtp://u:hunter2@mail.example.com?tls=maybe",
+            "smtp://u:hunter2@[::1",
+        ] {
+            let err = SmtpPool::from_url(url, "x", Duration::from_secs(1), 1)
+                .err()
+                .unwrap();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
     fn pool(url: &str) -> SmtpPool {
         SmtpPool::from_url(url, "example.com", Duration::from_secs(5), 4).unwrap()
     }
