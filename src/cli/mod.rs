@@ -1,9 +1,11 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
-//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`.
+//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`,
+//! `lead export|erase`, `retention run`.
 
 mod commands;
 mod log;
 mod mail;
+mod privacy;
 mod report;
 mod store;
 
@@ -75,6 +77,17 @@ pub enum Command {
     },
     /// Measure end-to-end throughput over the HTTP API with the configured rules
     Bench(crate::bench::BenchArgs),
+    /// Delete old raw events and mail bodies as `[retention]` says
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Run the retention job once now (the daemon runs it daily)
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +98,23 @@ pub enum LeadCommand {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+    },
+    /// Everything stored about a person, as one JSON document
+    Export {
+        email: String,
+        /// Write to FILE instead of stdout
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Erase a person: remove their data everywhere, keep anonymous counts
+    Erase {
+        email: String,
+        /// Why (recorded with the erasure)
+        #[arg(long, default_value = "not given")]
+        reason: String,
+        /// Who asks (recorded with the erasure)
+        #[arg(long, default_value = "cli")]
+        by: String,
     },
 }
 

@@ -6,6 +6,7 @@
 pub mod env;
 pub mod mail;
 pub mod raw;
+pub mod retention;
 pub mod sales;
 
 use std::{
@@ -55,6 +56,8 @@ pub struct Config {
     pub mail: MailConfig,
     pub streams: Vec<Stream>,
     pub sales: SalesConfig,
+    /// `[retention]`: raw events, mail bodies, anonymous profiles.
+    pub retention: retention::Retention,
 }
 
 #[derive(Debug, Clone)]
@@ -504,6 +507,7 @@ fn validate(
     let mail = mail::mail(&raw.mail, &data_dir, funnel.as_ref(), &checker);
     let streams = mail::streams(&raw.streams, funnel.as_ref(), &checker);
     let sales = sales::sales(&raw.sales, funnel.as_ref(), time_zone, &checker);
+    let retention = retention::retention(&raw.retention, &bad);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -548,6 +552,7 @@ fn validate(
         mail: mail.expect("checked above"),
         streams,
         sales,
+        retention,
     })
 }
 

@@ -56,6 +56,8 @@ pub struct RawConfig {
     pub streams: Vec<RawStream>,
     #[serde(default)]
     pub sales: RawSales,
+    #[serde(default)]
+    pub retention: super::retention::RawRetention,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens

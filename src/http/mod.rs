@@ -1,5 +1,5 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
-//! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), handoffs to sales
+//! `/v1/batch`), leads (`/v1/leads/{email}`, its export and erasure), mails (`/v1/mails`), handoffs to sales
 //! (`/v1/handoffs`), counters (`/v1/stats`), reports (`/v1/reports/funnel`,
 //! `/v1/reports/sla`) and `/healthz`. Everything under `/v1` needs the API token; the
 //! links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token.
@@ -11,6 +11,7 @@ mod ingest;
 mod leads;
 mod links;
 mod mails;
+mod privacy;
 mod reports;
 mod stats;
 
@@ -56,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/import", post(ingest::batch))
         .route("/leads/{email}", get(leads::show))
         .route("/leads/{email}/stage", post(leads::set_stage))
+        .route("/leads/{email}/export", get(privacy::export))
+        .route("/leads/{email}", axum::routing::delete(privacy::erase))
         .route("/stats", get(stats::stats))
         .route("/stats/queue", get(stats::queue))
         .route("/mails", get(mails::list))

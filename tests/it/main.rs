@@ -13,6 +13,7 @@ mod helpers;
 mod isolation;
 pub mod lease;
 pub mod mail;
+mod privacy;
 mod reports;
 mod rules;
 mod schedules;
