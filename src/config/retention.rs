@@ -108,9 +108,7 @@ mod tests {
 
     fn check(raw: &RawRetention) -> (Retention, Vec<String>) {
         let problems = std::cell::RefCell::new(Vec::new());
-        let r = retention(raw, &|k, m| {
-            problems.borrow_mut().push(format!("{k}: {m}"))
-        });
+        let r = retention(raw, &|k, m| problems.borrow_mut().push(format!("{k}: {m}")));
         (r, problems.into_inner())
     }
 

@@ -294,6 +294,24 @@ impl Mailer {
             crate::privacy::erased::without_new_consent(self.store(), &key, leads.values()).await?;
         for id in renew {
             if let Some(l) = leads.get_mut(&id) {
+                if l.consent_email.granted {
+                    // The claimed consent is withdrawn on the lead too, so rules plan no
+                    // more marketing mail and a sign-up asks for the confirmation.
+                    let email = l.email.as_str().to_string();
+                    if let Err(e) = self
+                        .processor
+                        .set_consent(
+                            id,
+                            &email,
+                            crate::process::manual::ConsentKind::Email,
+                            false,
+                            crate::privacy::erased::RENEW_SOURCE,
+                        )
+                        .await
+                    {
+                        tracing::warn!(lead = id, error = %e, "cannot withdraw the claimed consent");
+                    }
+                }
                 l.consent_email.granted = false;
             }
         }

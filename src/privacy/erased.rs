@@ -3,7 +3,9 @@
 //! comes back (a re-import, a new sign-up), marketing mail needs *new* consent: mail
 //! consent given after the erasure through the double opt-in confirmation link. Consent
 //! claimed in traits or by an import does not count. The check runs where marketing
-//! mail is sent (see [`crate::mail::deliver`]).
+//! mail is sent (see [`crate::mail::deliver`]); the first mail it holds back also
+//! withdraws the claimed consent on the lead ([`RENEW_SOURCE`]), so rules plan no more
+//! marketing mail and the next sign-up sends the double opt-in confirmation.
 //!
 //! Changing `mail.secret` changes every hash: addresses erased before the change are
 //! no longer recognised.
@@ -19,6 +21,11 @@ use crate::store::{Store, StoreError};
 
 /// What the double opt-in confirmation link records as the consent's source.
 pub const NEW_CONSENT_SOURCE: &str = "double opt-in";
+
+/// The source recorded when consent claimed for an erased address is withdrawn (the
+/// first time marketing mail to it is held back).
+pub const RENEW_SOURCE: &str =
+    "address erased before: marketing mail needs a double opt-in confirmation";
 
 /// The key that hashes erased addresses.
 #[derive(Clone)]

@@ -104,8 +104,17 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
     // The trigger mail went out through SMTP, and the lead went to sales.
     let mail = eventually("the trigger mail", 10, || mails_to(&sink, email).pop()).await;
     let subject = mail.header("Subject").expect("a subject");
-    let (_, handoffs) = app.get("/v1/handoffs?limit=10").await;
-    let handoff = handoffs["handoffs"][0].clone();
+    let mut handoff = Value::Null;
+    for _ in 0..200 {
+        let (_, handoffs) = app.get("/v1/handoffs?limit=10").await;
+        handoff = handoffs["handoffs"][0].clone();
+        if handoff["state"] == "open" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(handoff["state"], "open", "{handoff}");
+    let handoffs = json!({ "handoffs": [handoff.clone()] });
     assert_eq!(handoff["email"], email, "{handoffs}");
     let (status, body) = app
         .post(
@@ -245,7 +254,6 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
     let (status, body) = app.post("/v1/batch", &json!({ "batch": again })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     app.settle().await;
-    assert_eq!(app.lead(email).await["consent_email"]["granted"], true);
     let suppressed = async || {
         let (_, mails) = app.get(&format!("/v1/mails?lead={email}")).await;
         mails["mails"].as_array().unwrap().iter().any(|m| {
@@ -260,6 +268,63 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
     }
     assert!(suppressed().await, "the trigger mail is held back");
     assert_eq!(mails_to(&sink, email).len(), before, "no marketing mail");
+    // The consent the import claimed is withdrawn on the lead, with the reason.
+    let lead = app.lead(email).await;
+    assert_eq!(lead["consent_email"]["granted"], false, "{lead}");
+    assert!(
+        lead["consent_email"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("address erased before"),
+        "{lead}"
+    );
+
+    // New consent: the double opt-in confirmation, given after the erasure. Then
+    // marketing mail flows again.
+    app.post(
+        "/v1/track",
+        &json!({"userId": email, "event": "Newsletter Subscribed"}),
+    )
+    .await;
+    let confirm = eventually("the confirmation mail", 10, || {
+        mails_to(&sink, email)
+            .into_iter()
+            .map(|m| crate::mail::body(&m))
+            .find(|t| t.contains("https://mail.example.com/confirm/"))
+    })
+    .await;
+    let token = crate::mail::link_token(&confirm, "https://mail.example.com/confirm/");
+    let r = app
+        .client
+        .post(format!("{}/confirm/{token}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let lead = app.lead(email).await;
+    assert!(
+        lead["consent_email"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("double opt-in"),
+        "{lead}"
+    );
+    let with_confirmation = mails_to(&sink, email).len();
+    let (status, _) = app
+        .post(
+            "/v1/batch",
+            &json!({"batch": [
+            {"type": "track", "userId": email, "event": "Content Downloaded",
+             "properties": {"type": "whitepaper", "asset": "Cloud 1", "topic": "cloud"}},
+            {"type": "track", "userId": email, "event": "Content Downloaded",
+             "properties": {"type": "whitepaper", "asset": "Cloud 2", "topic": "cloud"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    eventually("a marketing mail after the new consent", 10, || {
+        (mails_to(&sink, email).len() > with_confirmation).then_some(())
+    })
+    .await;
 
     let dir = app.stop().await;
     if !on_postgres() {
