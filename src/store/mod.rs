@@ -48,7 +48,7 @@ pub use outbox::{
     DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
     OutboxRow, StepDone, StepMail,
 };
-pub use privacy::{ERASE_STEPS, EraseStep, ErasureRow, Retained};
+pub use privacy::{ERASE_STEPS, EraseStep, ErasureRow, NOT_PERSONAL, Retained};
 pub use reports::{
     BreachCountRow, EnteredRow, HandoffReportRow, LeadStageRow, MoveCountRow, NewLeadRow,
     ReachedRow, StayRow, WaitingHandoffRow,

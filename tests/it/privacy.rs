@@ -434,3 +434,35 @@ async fn retention_deletes_old_events_and_mail_bodies_and_keeps_scores_and_repor
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_a_lead_whose_events_are_being_processed_drops_them_cleanly() {
+    let app = spawn_in(crate::helpers::prepare_dir()).await;
+    let email = "eilig@kunde.example";
+    let mut batch = vec![
+        json!({"type": "identify", "userId": email, "messageId": "e-0",
+        "traits": {"email": email, "last_name": "Eilig"}}),
+    ];
+    for i in 1..400 {
+        batch.push(
+            json!({"type": "page", "userId": email, "messageId": format!("e-{i}"),
+            "name": "Preise", "properties": {"url": format!("https://www.example.com/p/{i}")}}),
+        );
+    }
+    let (status, body) = app.post("/v1/batch", &json!({ "batch": batch })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // At once, while the events are processed.
+    let (status, erased) = delete(&app, &format!("/v1/leads/{email}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{erased}");
+    let stats = app.settle().await;
+    assert_eq!(stats["events_failed"], 0, "{stats}");
+    let (status, _) = app.get(&format!("/v1/leads/{email}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, funnel) = app.get("/v1/reports/funnel?days=1").await;
+    assert_eq!(funnel["leads_created"], 1, "{funnel}");
+    if !on_postgres() {
+        let hits = found_in(&db_files(app.dir.path()), &[email, "Eilig"]);
+        assert!(hits.is_empty(), "{hits:?}");
+    }
+    app.stop().await;
+}
