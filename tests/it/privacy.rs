@@ -466,3 +466,120 @@ async fn erasing_a_lead_whose_events_are_being_processed_drops_them_cleanly() {
     }
     app.stop().await;
 }
+
+/// Adds `[cluster] name` to a test folder's config.
+fn name_daemon(dir: &Path, name: &str) {
+    let path = dir.join("nurtured.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "\n[cluster]\nname = \"{name}\"\nlease_timeout = \"2s\"\n"
+    ));
+    std::fs::write(path, text).unwrap();
+}
+
+/// Whether both daemons hold shards, all of them together.
+fn both_hold_shards(stats: &Value) -> bool {
+    let members = stats["cluster"]["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let held: Vec<usize> = members
+        .iter()
+        .map(|m| m["shards"].as_array().map_or(0, Vec::len))
+        .collect();
+    held.len() == 2 && held.iter().all(|n| *n > 0) && held.iter().sum::<usize>() == 32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_an_erasure_through_one_daemon_reaches_leads_the_other_holds() {
+    if !on_postgres() {
+        println!("skipped: needs NURTURED_TEST_POSTGRES");
+        return;
+    }
+    let a_dir = crate::helpers::prepare_dir();
+    let b_dir = tempfile::tempdir().unwrap();
+    crate::helpers::copy_tree(a_dir.path(), b_dir.path());
+    name_daemon(a_dir.path(), "privacy-a");
+    name_daemon(b_dir.path(), "privacy-b");
+    let a = spawn_in(a_dir).await;
+    let b = spawn_in(b_dir).await;
+    for _ in 0..200 {
+        if both_hold_shards(&b.stats().await) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(both_hold_shards(&b.stats().await), "{}", b.stats().await);
+
+    let emails: Vec<String> = (0..20).map(|i| format!("cl{i}@kunde.example")).collect();
+    let mut batch = Vec::new();
+    for (i, email) in emails.iter().enumerate() {
+        batch.push(
+            json!({"type": "identify", "userId": email, "messageId": format!("cl-{i}"),
+            "traits": {"email": email, "last_name": "Verteilt"}}),
+        );
+        for n in 0..20 {
+            batch.push(json!({"type": "page", "userId": email,
+                "messageId": format!("cl-{i}-{n}"), "name": "Preise"}));
+        }
+    }
+    let (status, body) = a.post("/v1/batch", &json!({ "batch": batch })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Every other lead is erased through the other daemon, while events are processed.
+    for email in emails.iter().step_by(2) {
+        let (status, erased) = delete(&b, &format!("/v1/leads/{email}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{email}: {erased}");
+    }
+    a.settle().await;
+    let stats = b.settle().await;
+    assert_eq!(stats["events_failed"], 0, "{stats}");
+    for (i, email) in emails.iter().enumerate() {
+        for app in [&a, &b] {
+            let (status, lead) = app.get(&format!("/v1/leads/{email}")).await;
+            if i % 2 == 0 {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{email}: {lead}");
+            } else {
+                assert_eq!(status, StatusCode::OK, "{email}");
+                assert_eq!(lead["last_name"], "Verteilt", "{lead}");
+            }
+        }
+    }
+    let (_, funnel) = a.get("/v1/reports/funnel?days=1").await;
+    assert_eq!(funnel["leads_created"], 20, "{funnel}");
+    // Nothing of the erased leads was written back by the daemon that held them.
+    let url = crate::helpers::config_of(a.dir.path()).database_url;
+    let count = async |sql: &str| {
+        nurtured::store::testing::query_i64(&url, sql.to_string())
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM leads WHERE email LIKE 'cl%@kunde.example'").await,
+        10
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM leads WHERE erased_at IS NOT NULL \
+             AND (last_name IS NOT NULL OR events <> 0)"
+        )
+        .await,
+        0
+    );
+    let rows_of_erased = [
+        "events",
+        "score_ledger",
+        "consent_log",
+        "outbox",
+        "enrollments",
+    ]
+    .map(|t| {
+        format!(
+            "SELECT COUNT(*) FROM {t} WHERE lead_id IN (SELECT id FROM leads WHERE erased_at IS NOT NULL)"
+        )
+    });
+    for sql in rows_of_erased {
+        assert_eq!(count(&sql).await, 0, "{sql}");
+    }
+    b.stop().await;
+    a.stop().await;
+}
