@@ -448,7 +448,25 @@ async fn retention_deletes_old_events_and_mail_bodies_and_keeps_scores_and_repor
         now["interest"].as_f64().unwrap() >= lead_before["interest"].as_f64().unwrap(),
         "{now}"
     );
-    app.stop().await;
+    let dir = app.stop().await;
+
+    // With no daemon on the base, the command line erases.
+    let out = cli_in(
+        dir.path(),
+        &["lead", "erase", email, "--reason", "request", "--by", "dpo"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).starts_with(&format!("erased {email}")),
+        "{}",
+        text(&out)
+    );
+    let out = cli_in(dir.path(), &["lead", "export", email]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no lead with e-mail"), "{}", text(&out));
+    let out = cli_in(dir.path(), &["lead", "erase", email]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no lead with e-mail"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
