@@ -213,6 +213,11 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         started: app.processor.clock.now(),
     });
     tasks.spawn(scheduler.run(shutdown.clone()));
+    tasks.spawn(crate::privacy::retention::run(
+        app.processor.clone(),
+        app.config.retention,
+        shutdown.clone(),
+    ));
     tasks.spawn(watch::watch(
         app.rules.clone(),
         app.sandbox.clone(),

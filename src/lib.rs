@@ -16,6 +16,7 @@
 //! - [`store`]: all SQL (SQLite and PostgreSQL), and copying a base between them;
 //! - [`cluster`]: several daemons on one PostgreSQL database (lead shards, a leader);
 //! - [`report`]: read models for the API and the CLI;
+//! - [`privacy`]: export and erasure of a person's data, retention of raw data;
 //! - [`config`], [`clock`], [`daemon`] (wiring), [`cli`], [`bench`] (with
 //!   [`smtp_sink`], a local SMTP server for the benchmark and the tests).
 
@@ -31,6 +32,7 @@ pub mod handoff;
 pub mod http;
 pub mod ingest;
 pub mod mail;
+pub mod privacy;
 pub mod process;
 pub mod report;
 pub mod rules;

@@ -21,6 +21,13 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Lead {
             command: LeadCommand::Show { email, json },
         } => lead_show(config, clock, &email, json).await,
+        Command::Lead {
+            command: LeadCommand::Export { email, out },
+        } => super::privacy::export(config, clock, &email, out.as_deref()).await,
+        Command::Lead {
+            command: LeadCommand::Erase { email, reason, by },
+        } => super::privacy::erase(config, clock, &email, &reason, &by).await,
+        Command::Retention { .. } => super::privacy::retention_run(config, clock).await,
         Command::Events { command } => events(config, clock, command).await,
         Command::Rules {
             command: RulesCommand::Check,

@@ -1,11 +1,13 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
-//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`, `key new`.
+//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`, `key new`,
+//! `bounces ingest`, `lead export|erase`, `retention run`.
 
 mod bounces;
 mod commands;
 mod key;
 mod log;
 mod mail;
+mod privacy;
 mod report;
 mod store;
 
@@ -92,6 +94,17 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Delete old raw events and mail bodies as `[retention]` says
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Run the retention job once now (the daemon runs it daily)
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,6 +137,23 @@ pub enum LeadCommand {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
+    },
+    /// Everything stored about a person, as one JSON document
+    Export {
+        email: String,
+        /// Write to FILE instead of stdout
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Erase a person: remove their data everywhere, keep anonymous counts
+    Erase {
+        email: String,
+        /// Why (recorded with the erasure)
+        #[arg(long, default_value = "not given")]
+        reason: String,
+        /// Who asks (recorded with the erasure)
+        #[arg(long, default_value = "cli")]
+        by: String,
     },
 }
 

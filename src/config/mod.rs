@@ -9,6 +9,7 @@ pub mod http;
 pub mod mail;
 pub mod raw;
 pub mod redact;
+pub mod retention;
 pub mod sales;
 pub mod topics;
 
@@ -64,6 +65,8 @@ pub struct Config {
     /// API keys and scopes, CORS, the link rate limit (`[http]`, `[[api_keys]]`).
     pub http: http::HttpConfig,
     pub topics: topics::Topics,
+    /// `[retention]`: raw events, mail bodies, anonymous profiles.
+    pub retention: retention::Retention,
 }
 
 #[derive(Debug, Clone)]
@@ -517,6 +520,7 @@ fn validate(
     let sales = sales::sales(&raw.sales, funnel.as_ref(), time_zone, &checker);
     let bounces = bounces::bounces(&raw.bounces, &checker);
     let http = http::http(&raw.http, &raw.api_token, &raw.api_keys, &checker);
+    let retention = retention::retention(&raw.retention, &bad);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -564,6 +568,7 @@ fn validate(
         bounces,
         http,
         topics,
+        retention,
     })
 }
 

@@ -66,6 +66,8 @@ pub struct RawConfig {
     pub api_keys: Vec<super::http::RawApiKey>,
     #[serde(default = "super::topics::default_raw")]
     pub topics: Vec<super::topics::RawTopic>,
+    #[serde(default)]
+    pub retention: super::retention::RawRetention,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens

@@ -1,5 +1,5 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
-//! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), handoffs to sales
+//! `/v1/batch`), leads (`/v1/leads/{email}`, its export and erasure), mails (`/v1/mails`), handoffs to sales
 //! (`/v1/handoffs`), counters (`/v1/stats`), reports (`/v1/reports/funnel`,
 //! `/v1/reports/sla`), bounce reports (`/v1/bounces`), `/v1/health` and `/healthz`.
 //! Everything under `/v1` needs an API key with the route's scope (see `auth`); the links
@@ -19,6 +19,7 @@ mod leads;
 mod links;
 mod mails;
 mod preferences;
+mod privacy;
 mod ratelimit;
 mod reports;
 mod stats;
@@ -88,7 +89,10 @@ pub fn router(state: AppState) -> Router {
         .route("/handoffs/{id}/accept", post(handoffs::accept))
         .route("/handoffs/{id}/reject", post(handoffs::reject));
     // Admin keys only (lead export and erase, bounce intake).
-    let admin = Router::new().route("/bounces", post(bounces::ingest));
+    let admin = Router::new()
+        .route("/bounces", post(bounces::ingest))
+        .route("/leads/{email}/export", get(privacy::export))
+        .route("/leads/{email}", axum::routing::delete(privacy::erase));
     let v1 = Router::new()
         .merge(cors::intake(
             auth::scoped(intake, Scope::Ingest, &state),

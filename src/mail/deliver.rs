@@ -340,7 +340,35 @@ impl Mailer {
         let mut lead_ids: Vec<i64> = claimed.iter().map(|r| r.lead_id).collect();
         lead_ids.sort_unstable();
         lead_ids.dedup();
-        let leads = self.store().leads_by_ids(&lead_ids).await?;
+        let mut leads = self.store().leads_by_ids(&lead_ids).await?;
+        // An address erased before needs new consent (see `crate::privacy::erased`).
+        let key = crate::privacy::AddressKey::new(&self.config.secret);
+        let renew =
+            crate::privacy::erased::without_new_consent(self.store(), &key, leads.values()).await?;
+        for id in renew {
+            if let Some(l) = leads.get_mut(&id) {
+                if l.consent_email.granted {
+                    // The claimed consent is withdrawn on the lead too, so rules plan no
+                    // more marketing mail and a sign-up asks for the confirmation.
+                    let email = l.email.as_str().to_string();
+                    let is_for = |address: &str| address == email;
+                    if let Err(e) = self
+                        .processor
+                        .set_consent(
+                            id,
+                            &is_for,
+                            crate::process::manual::ConsentKind::Email,
+                            false,
+                            crate::privacy::erased::RENEW_SOURCE,
+                        )
+                        .await
+                    {
+                        tracing::warn!(lead = id, error = %e, "cannot withdraw the claimed consent");
+                    }
+                }
+                l.consent_email.granted = false;
+            }
+        }
         let emails: Vec<String> = claimed.iter().map(|r| r.email.clone()).collect();
         let suppressed = self.store().suppressed_among(&emails).await?;
         let since = to_ms(now) - self.config.cap.per.as_millis() as i64;
@@ -869,6 +897,21 @@ impl SendJob {
             }
         };
         self.lead.consent_email.granted = gate.consent_email;
+        if gate.consent_email {
+            let key = crate::privacy::AddressKey::new(&m.config.secret);
+            match crate::privacy::erased::without_new_consent(&m.store, &key, [&self.lead]).await {
+                Ok(renew) if !renew.is_empty() => self.lead.consent_email.granted = false,
+                Ok(_) => {}
+                Err(e) => {
+                    let later = Decision::Later {
+                        until: self.now + chrono::Duration::seconds(30),
+                        reason: "the database did not answer",
+                    };
+                    tracing::warn!(mail = row.id, error = %e, "cannot check the lead before sending");
+                    return not_sent(&m.plan, row, later, self.now);
+                }
+            }
+        }
         self.lead.stage = gate.stage;
         if let Ok(left) = serde_json::from_str(&gate.topics_left) {
             self.lead.topics_left = left;

@@ -188,6 +188,17 @@ impl Evaluator<'_> {
         let mut done_events = Vec::with_capacity(events.len());
         let mut rest = events.into_iter();
         for row in rest.by_ref() {
+            let Some(before) = current.as_ref() else {
+                // The lead was erased (see `super::erase`) after its event was read:
+                // the event is dropped, and nothing of it is kept, in memory or stored.
+                outcomes.push(EventOutcome {
+                    seq: row.seq,
+                    lead_id,
+                    result: Ok(Changes::default()),
+                });
+                done_events.push(row);
+                continue;
+            };
             let at = Instant::now();
             history.record(&Recorded {
                 seq: row.seq,
@@ -195,14 +206,8 @@ impl Evaluator<'_> {
                 name: &row.name,
                 properties: &row.properties,
             });
-            let result = match &current {
-                None => Err(RuleError::new(
-                    "event",
-                    format!("lead {lead_id} of this event no longer exists"),
-                )),
-                Some(before) => evaluate_event(self, &ctx, before, &row)
-                    .map(|(after, changes)| (!before.same_profile(&after), after, changes)),
-            };
+            let result = evaluate_event(self, &ctx, before, &row)
+                .map(|(after, changes)| (!before.same_profile(&after), after, changes));
             let took = at.elapsed();
             slow |= took >= SLOW_EVENT;
             let result = match result {

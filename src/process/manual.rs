@@ -183,7 +183,12 @@ impl Processor {
             ConsentKind::Email => &mut lead.consent_email,
             ConsentKind::Tracking => &mut lead.consent_tracking,
         };
-        if consent.granted == granted && consent.at.is_some() {
+        // A double opt-in confirmation is always recorded: for an address erased
+        // before, it is the new consent marketing mail needs (see
+        // `crate::privacy::erased`), even when an import claimed consent already.
+        let confirmation =
+            granted && source.starts_with(crate::privacy::erased::NEW_CONSENT_SOURCE);
+        if consent.granted == granted && consent.at.is_some() && !confirmation {
             return Ok(Some(lead));
         }
         *consent = crate::domain::Consent {

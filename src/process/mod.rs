@@ -22,6 +22,7 @@ pub mod cache;
 pub mod commit;
 pub mod compact;
 pub mod edit;
+pub mod erase;
 pub mod evaluate;
 pub mod feed;
 pub mod history;

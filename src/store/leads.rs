@@ -63,13 +63,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Loads the given leads; ids that do not exist are left out.
+    /// Loads the given leads; ids that do not exist (or were erased: see
+    /// [`Store::erase_lead`]) are left out.
     pub async fn leads_by_ids(&self, ids: &[i64]) -> Result<HashMap<i64, Lead>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(rows_per_statement(1)) {
             let rows: Vec<LeadRow> = read!(self, |pool, DB| {
                 let mut q = QueryBuilder::<DB>::new(format!(
-                    "SELECT {LEAD_COLUMNS} FROM leads WHERE id IN ("
+                    "SELECT {LEAD_COLUMNS} FROM leads WHERE erased_at IS NULL AND id IN ("
                 ));
                 let mut sep = q.separated(", ");
                 for id in chunk {
@@ -96,7 +97,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<i64>, StoreError> {
         let ids: Vec<(i64,)> = read!(self, |pool, DB| {
-            let mut q = QueryBuilder::<DB>::new("SELECT id FROM leads WHERE id > ");
+            let mut q =
+                QueryBuilder::<DB>::new("SELECT id FROM leads WHERE erased_at IS NULL AND id > ");
             q.push_bind(after);
             if !stages.is_empty() {
                 q.push(" AND stage IN (");

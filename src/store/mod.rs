@@ -21,6 +21,7 @@ mod leads;
 pub mod lease;
 mod outbox;
 mod pause;
+mod privacy;
 mod reports;
 mod rows;
 mod stats;
@@ -53,6 +54,7 @@ pub use outbox::{
     DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
     OutboxRow, StepDone, StepMail,
 };
+pub use privacy::{ERASE_STEPS, EraseStep, ErasureRow, NOT_PERSONAL, Retained};
 pub use reports::{
     BreachCountRow, EnteredRow, HandoffReportRow, LeadStageRow, MoveCountRow, NewLeadRow,
     ReachedRow, StayRow, WaitingHandoffRow,
@@ -334,6 +336,9 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory")
+            // Deleted rows are zeroed where that costs no extra I/O; an erasure turns
+            // it fully on (see `Store::erase_lead`).
+            .pragma("secure_delete", "fast")
             // Rows come from each connection's thread through a channel; a deeper one
             // lets that thread run ahead instead of waiting every 50 rows.
             .row_buffer_size(1024);

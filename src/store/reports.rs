@@ -183,7 +183,8 @@ impl Store {
     }
 
     /// Leads created in the period, with the sources of their first event (by
-    /// `occurred_at`, then arrival) and their `source` attribute.
+    /// `occurred_at`, then arrival) and their `source` attribute. Once the first event
+    /// is gone (erased, or deleted by retention), `leads.first_source` stands for it.
     pub async fn leads_created_between(
         &self,
         since: i64,
@@ -192,8 +193,10 @@ impl Store {
         Ok(read!(self, |pool, DB| {
             let sources = if is_pg::<DB>() {
                 "SELECT l.id, \
-                (e.context::jsonb #>> '{campaign,source}') AS campaign_source, \
-                (e.properties::jsonb ->> 'utm_source') AS utm_source, \
+                COALESCE(l.first_source, e.context::jsonb #>> '{campaign,source}') \
+                    AS campaign_source, \
+                CASE WHEN l.first_source IS NULL THEN e.properties::jsonb ->> 'utm_source' END \
+                    AS utm_source, \
                 (l.attributes::jsonb ->> 'source') AS attribute_source \
              FROM leads l LEFT JOIN events e ON e.seq = ( \
                 SELECT f.seq FROM events f WHERE f.lead_id = l.id \
@@ -202,8 +205,10 @@ impl Store {
              ORDER BY l.id"
             } else {
                 "SELECT l.id, \
-                CAST(json_extract(e.context, '$.campaign.source') AS TEXT) AS campaign_source, \
-                CAST(json_extract(e.properties, '$.utm_source') AS TEXT) AS utm_source, \
+                COALESCE(l.first_source, CAST(json_extract(e.context, '$.campaign.source') AS TEXT)) \
+                    AS campaign_source, \
+                CASE WHEN l.first_source IS NULL \
+                    THEN CAST(json_extract(e.properties, '$.utm_source') AS TEXT) END AS utm_source, \
                 CAST(json_extract(l.attributes, '$.source') AS TEXT) AS attribute_source \
              FROM leads l LEFT JOIN events e ON e.seq = ( \
                 SELECT f.seq FROM events f WHERE f.lead_id = l.id \

@@ -18,6 +18,7 @@ mod isolation;
 mod keys;
 pub mod lease;
 pub mod mail;
+mod privacy;
 mod reports;
 mod rules;
 mod schedules;

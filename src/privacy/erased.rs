@@ -1,0 +1,126 @@
+//! Erased addresses: a keyed hash (HMAC-SHA256 over the lower-cased address, keyed
+//! with `mail.secret`) is all that is kept of an erased person. When the same address
+//! comes back (a re-import, a new sign-up), marketing mail needs *new* consent: mail
+//! consent given after the erasure through the double opt-in confirmation link. Consent
+//! claimed in traits or by an import does not count. The check runs where marketing
+//! mail is sent (see [`crate::mail::deliver`]); the first mail it holds back also
+//! withdraws the claimed consent on the lead ([`RENEW_SOURCE`]), so rules plan no more
+//! marketing mail and the next sign-up sends the double opt-in confirmation.
+//!
+//! Changing `mail.secret` changes every hash: addresses erased before the change are
+//! no longer recognised.
+
+use std::collections::{HashMap, HashSet};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::clock::to_ms;
+use crate::domain::Lead;
+use crate::store::{Store, StoreError};
+
+/// What the double opt-in confirmation link records as the consent's source.
+pub const NEW_CONSENT_SOURCE: &str = "double opt-in";
+
+/// The source recorded when consent claimed for an erased address is withdrawn (the
+/// first time marketing mail to it is held back).
+pub const RENEW_SOURCE: &str =
+    "address erased before: marketing mail needs a double opt-in confirmation";
+
+/// The key that hashes erased addresses.
+#[derive(Clone)]
+pub struct AddressKey {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for AddressKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AddressKey(..)")
+    }
+}
+
+impl AddressKey {
+    pub fn new(secret: &str) -> Self {
+        Self {
+            key: secret.as_bytes().to_vec(),
+        }
+    }
+
+    /// The hex HMAC-SHA256 of the trimmed, lower-cased address.
+    pub fn hash(&self, email: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(email.trim().to_lowercase().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// Whether a lead whose address was erased at `erased_at` (ms) gave new consent since.
+pub fn has_new_consent(lead: &Lead, erased_at: i64) -> bool {
+    let c = &lead.consent_email;
+    c.granted
+        && c.at.is_some_and(|at| to_ms(at) > erased_at)
+        && c.source
+            .as_deref()
+            .is_some_and(|s| s.starts_with(NEW_CONSENT_SOURCE))
+}
+
+/// Of `leads`, those whose address was erased before and who have not given new
+/// consent since: they get no marketing mail.
+pub async fn without_new_consent<'a>(
+    store: &Store,
+    key: &AddressKey,
+    leads: impl IntoIterator<Item = &'a Lead>,
+) -> Result<HashSet<i64>, StoreError> {
+    let by_hash: HashMap<String, &Lead> = leads
+        .into_iter()
+        .map(|l| (key.hash(l.email.as_str()), l))
+        .collect();
+    let hashes: Vec<String> = by_hash.keys().cloned().collect();
+    let erased = store.erased_at_of(&hashes).await?;
+    Ok(erased
+        .iter()
+        .filter_map(|(h, at)| by_hash.get(h).filter(|l| !has_new_consent(l, *at)))
+        .map(|l| l.id)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::from_ms;
+    use crate::domain::{Consent, Email};
+
+    #[test]
+    fn the_hash_is_keyed_and_ignores_case() {
+        let a = AddressKey::new("one");
+        assert_eq!(a.hash("Anna@Example.com "), a.hash("anna@example.com"));
+        assert_ne!(
+            a.hash("anna@example.com"),
+            AddressKey::new("two").hash("anna@example.com")
+        );
+        assert_eq!(a.hash("x").len(), 64);
+    }
+
+    #[test]
+    fn only_a_double_opt_in_after_the_erasure_is_new_consent() {
+        let mut lead = Lead::new(
+            1,
+            Email::parse("a@example.com").unwrap(),
+            "lead",
+            from_ms(0),
+        );
+        let consent = |at: i64, source: &str| Consent {
+            granted: true,
+            at: Some(from_ms(at)),
+            source: Some(source.into()),
+        };
+        lead.consent_email = consent(2_000, "identify");
+        assert!(!has_new_consent(&lead, 1_000), "traits are not new consent");
+        lead.consent_email = consent(500, "double opt-in (mail 3)");
+        assert!(!has_new_consent(&lead, 1_000), "given before the erasure");
+        lead.consent_email = consent(2_000, "double opt-in (mail 3)");
+        assert!(has_new_consent(&lead, 1_000));
+        lead.consent_email.granted = false;
+        assert!(!has_new_consent(&lead, 1_000));
+    }
+}
