@@ -248,8 +248,16 @@ impl Visitors {
         now: DateTime<Utc>,
         events: &mut Vec<(i64, NewEvent)>,
     ) -> Result<(), StoreError> {
-        if self.joined.get(anonymous_id).copied().flatten().is_some() {
-            return Ok(());
+        match self.joined.get(anonymous_id) {
+            Some(Some(_)) => return Ok(()),
+            Some(None) => {}
+            None => {
+                // No profile in the database or this transaction (all were read):
+                // nothing waits, the profile starts joined.
+                tx.add_joined_profile(anonymous_id, lead, now).await?;
+                self.joined.insert(anonymous_id.to_string(), Some(lead));
+                return Ok(());
+            }
         }
         // A profile first named in this transaction is created before it is joined.
         if let Some(user) = self.touched.remove(anonymous_id) {

@@ -161,6 +161,31 @@ impl WriteTx {
         Ok(new)
     }
 
+    /// Records a profile seen for the first time with its lead (nothing of it waits).
+    pub async fn add_joined_profile(
+        &mut self,
+        anonymous_id: &str,
+        lead_id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let ms = to_ms(at);
+        in_tx!(self, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "INSERT INTO anonymous_profiles \
+                 (anonymous_id, lead_id, first_seen, last_seen, joined_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (anonymous_id) DO NOTHING",
+            ))
+            .bind(anonymous_id)
+            .bind(lead_id)
+            .bind(ms)
+            .bind(ms)
+            .bind(ms)
+            .execute(&mut **tx)
+            .await?;
+        });
+        Ok(())
+    }
+
     /// Joins an anonymous profile to a lead (creating it joined when it does not
     /// exist): takes its waiting events out, oldest first, and turns its group
     /// memberships into the lead's. A profile joined already keeps its lead and gives

@@ -471,3 +471,31 @@ async fn one_batch_of_anonymous_views_and_the_identify_puts_the_pricing_points_o
     let p = store.anonymous_profile("one-batch").await.unwrap().unwrap();
     assert_eq!((p.lead_id, p.waiting_events), (lead["id"].as_i64(), 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_id_first_seen_with_a_lead_keeps_pointing_at_it() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post(
+            "/v1/track",
+            &json!({"userId": "pia@acme.example", "anonymousId": "tab-1", "messageId": "k-1",
+                    "event": "Webinar Registered"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // After a logout the tracker sends the same anonymousId alone.
+    let (status, body) = app
+        .post(
+            "/v1/page",
+            &json!({"anonymousId": "tab-1", "messageId": "k-2",
+                    "properties": {"url": "https://acme.example/pricing"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+    let lead = app.lead("pia@acme.example").await;
+    assert_eq!(pricing_points(&lead).len(), 1, "{lead:#}");
+    let store = &app.running.as_ref().unwrap().app.processor.store;
+    let p = store.anonymous_profile("tab-1").await.unwrap().unwrap();
+    assert_eq!((p.lead_id, p.waiting_events), (lead["id"].as_i64(), 0));
+}
