@@ -142,17 +142,18 @@ impl Visitors {
                 for a in joins {
                     self.join(tx, &a, lead, now, events).await?;
                 }
+                // The lead was found through a visitor (its anonymousId, or an
+                // alias's previous id): it is known by the item's userId from now on,
+                // if it has none yet (no lead has that userId, or it would have been
+                // found by it).
+                if known.find(&item.key).is_none()
+                    && let Some(u) = &item.key.user_id
+                {
+                    tx.set_external_id(lead, u).await?;
+                }
                 match item.call {
                     Call::Event => events.push((lead, item.event)),
                     Call::Alias { .. } => {
-                        // The lead was found through the previous id: it is known
-                        // by the new userId from now on (if it has none yet; no
-                        // lead has it, or it would have been found).
-                        if known.find(&item.key).is_none()
-                            && let Some(u) = &item.key.user_id
-                        {
-                            tx.set_external_id(lead, u).await?;
-                        }
                         self.taken.insert(item.event.message_id);
                     }
                     Call::Group { group_id, traits } => {

@@ -483,6 +483,15 @@ async fn an_anonymous_id_first_seen_with_a_lead_keeps_pointing_at_it() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // The CRM id arrives later with the same anonymousId: the lead is known by it.
+    let (status, body) = app
+        .post(
+            "/v1/identify",
+            &json!({"userId": "crm-pia", "anonymousId": "tab-1", "messageId": "k-0",
+                    "traits": {"title": "CFO"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     // After a logout the tracker sends the same anonymousId alone.
     let (status, body) = app
         .post(
@@ -495,6 +504,8 @@ async fn an_anonymous_id_first_seen_with_a_lead_keeps_pointing_at_it() {
     app.settle().await;
     let lead = app.lead("pia@acme.example").await;
     assert_eq!(pricing_points(&lead).len(), 1, "{lead:#}");
+    assert_eq!(lead["external_id"], "crm-pia", "{lead:#}");
+    assert_eq!(lead["title"], "CFO", "{lead:#}");
     let store = &app.running.as_ref().unwrap().app.processor.store;
     let p = store.anonymous_profile("tab-1").await.unwrap().unwrap();
     assert_eq!((p.lead_id, p.waiting_events), (lead["id"].as_i64(), 0));
