@@ -1,7 +1,8 @@
 //! Events in: Segment-style payloads from HTTP or a JSONL file are checked
-//! ([`segment`]), tied to leads (creating a lead for a new e-mail address) and stored
-//! durably in one transaction. Either the whole request is stored or none of it;
-//! concurrent requests share a transaction ([`group`]).
+//! ([`segment`]), tied to leads (creating a lead for a new e-mail address) or to
+//! anonymous visitors, whose events wait until a lead joins them ([`anonymous`]), and
+//! stored durably in one transaction. Either the whole request is stored or none of
+//! it; concurrent requests share a transaction ([`group`]).
 
 mod anonymous;
 pub mod file;
