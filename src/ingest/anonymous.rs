@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::Known;
-use super::segment::{Call, GROUP, Item, company_traits};
+use super::segment::{Call, GROUP, Item, LeadKey, company_traits};
+use crate::domain::Email;
 use crate::store::{NewEvent, StoreError, WriteTx};
 
 /// The anonymous side of one intake transaction.
@@ -33,6 +34,24 @@ pub(super) struct Visitors {
     /// Message ids taken without an event row of a lead: aliases and anonymous group
     /// calls.
     pub taken: HashSet<String>,
+}
+
+/// The lead key an alias's `previousId` would be, when it names a lead rather than a
+/// visitor (a `userId`, or an address).
+pub(super) fn previous_key(item: &Item) -> Option<LeadKey> {
+    let Call::Alias { previous_id } = &item.call else {
+        return None;
+    };
+    Some(match Email::parse(previous_id) {
+        Ok(email) => LeadKey {
+            email: Some(email),
+            ..LeadKey::default()
+        },
+        Err(_) => LeadKey {
+            user_id: Some(previous_id.clone()),
+            ..LeadKey::default()
+        },
+    })
 }
 
 /// Whose an item is.
@@ -96,11 +115,15 @@ impl Visitors {
         if let Some(id) = known.find(&item.key) {
             return Some(Owner::Lead(id));
         }
-        // An alias from a visitor joined already names that visitor's lead.
-        if let Call::Alias { previous_id } = &item.call
-            && let Some(Some(lead)) = self.joined.get(previous_id)
-        {
-            return Some(Owner::Lead(*lead));
+        // An alias from a visitor joined already, or from a lead's other id, names
+        // that lead.
+        if let Call::Alias { previous_id } = &item.call {
+            if let Some(Some(lead)) = self.joined.get(previous_id) {
+                return Some(Owner::Lead(*lead));
+            }
+            if let Some(lead) = previous_key(item).and_then(|k| known.find(&k)) {
+                return Some(Owner::Lead(lead));
+            }
         }
         let visitor = item.key.anonymous_id.clone().or_else(|| {
             item.key
@@ -131,7 +154,9 @@ impl Visitors {
                 if let Some(a) = &item.key.anonymous_id {
                     joins.push(a.clone());
                 }
-                if let Call::Alias { previous_id } = &item.call {
+                if let Call::Alias { previous_id } = &item.call
+                    && previous_key(&item).and_then(|k| known.find(&k)).is_none()
+                {
                     joins.push(previous_id.clone());
                 }
                 if let Some(u) = &item.key.user_id
@@ -149,7 +174,12 @@ impl Visitors {
                 if known.find(&item.key).is_none()
                     && let Some(u) = &item.key.user_id
                 {
-                    tx.set_external_id(lead, u).await?;
+                    if matches!(item.call, Call::Alias { .. }) {
+                        // An alias moves the lead to its new userId.
+                        tx.replace_external_id(lead, u).await?;
+                    } else {
+                        tx.set_external_id(lead, u).await?;
+                    }
                 }
                 match item.call {
                     Call::Event => events.push((lead, item.event)),

@@ -167,7 +167,19 @@ async fn store_all(
     now: DateTime<Utc>,
     keep: bool,
 ) -> Result<(Vec<Result<Accepted, AcceptError>>, Vec<PendingEvent>), StoreError> {
-    let (emails, user_ids) = keys_of(requests.iter().flat_map(|r| &r.items).map(|i| &i.key));
+    // An alias's previous id may name a lead too.
+    let previous: Vec<LeadKey> = requests
+        .iter()
+        .flat_map(|r| &r.items)
+        .filter_map(anonymous::previous_key)
+        .collect();
+    let (emails, user_ids) = keys_of(
+        requests
+            .iter()
+            .flat_map(|r| &r.items)
+            .map(|i| &i.key)
+            .chain(&previous),
+    );
     let mut known = Known::default();
     known.add(store.lead_keys(&emails, &user_ids).await?);
     let mut tx = store.begin_write().await?;

@@ -161,6 +161,23 @@ impl WriteTx {
         Ok(new)
     }
 
+    /// Gives a lead a new userId (an `alias` from its previous one); the caller made
+    /// sure no lead has it.
+    pub async fn replace_external_id(
+        &mut self,
+        lead_id: i64,
+        external_id: &str,
+    ) -> Result<(), StoreError> {
+        in_tx!(self, |tx, DB| {
+            sqlx::query(sql::<DB>("UPDATE leads SET external_id = ? WHERE id = ?"))
+                .bind(external_id)
+                .bind(lead_id)
+                .execute(&mut **tx)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// Records a profile seen for the first time with its lead (nothing of it waits).
     pub async fn add_joined_profile(
         &mut self,

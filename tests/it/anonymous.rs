@@ -265,6 +265,43 @@ async fn alias_joins_the_visitor_and_group_traits_reach_every_member() {
     let jan_id = jan["id"].as_i64().unwrap();
     assert_eq!(store.groups_of_lead(jan_id).await.unwrap(), ["acme"]);
 
+    // An alias from the lead's userId to a new one: the lead is known by the new one.
+    let (status, body) = app
+        .post(
+            "/v1/batch",
+            &json!({"batch": [
+                {"type": "alias", "previousId": "crm-500", "userId": "crm-501", "messageId": "c-1"},
+                {"type": "track", "userId": "crm-501", "event": "Demo Requested", "messageId": "c-2"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/alias",
+            &json!({"previousId": "crm-500", "userId": "crm-501", "messageId": "c-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/track",
+            &json!({"userId": "crm-501", "event": "Demo Requested", "messageId": "c-2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+    let jan = app.lead("jan.roth@acme.example").await;
+    assert_eq!(jan["external_id"], "crm-501", "{jan:#}");
+    assert_eq!(
+        jan["recent_activity"][0]["name"], "Demo Requested",
+        "{jan:#}"
+    );
+    assert!(
+        store.anonymous_profile("crm-500").await.unwrap().is_none(),
+        "a lead's previous userId is not a visitor"
+    );
+
     // A group call without groupId is refused with the field named.
     let (status, body) = app
         .post("/v1/group", &json!({"userId": "eva@acme.example"}))
