@@ -34,6 +34,9 @@ pub(super) struct Visitors {
     /// Message ids taken without an event row of a lead: aliases and anonymous group
     /// calls.
     pub taken: HashSet<String>,
+    /// Message ids of events made here (a group's traits for its other members, or
+    /// for a visitor's lead on joining): received like the events of the request.
+    pub made: Vec<String>,
 }
 
 /// The lead key an alias's `previousId` would be, when it names a lead rather than a
@@ -194,6 +197,7 @@ impl Visitors {
                             if member != lead {
                                 let mut e = item.event.clone();
                                 e.message_id = format!("{}/{member}", e.message_id);
+                                self.made.push(e.message_id.clone());
                                 events.push((member, e));
                             }
                         }
@@ -302,10 +306,12 @@ impl Visitors {
         for (group_id, traits) in joined.groups {
             let traits: serde_json::Map<String, Value> =
                 serde_json::from_str(&traits).unwrap_or_default();
+            let message_id = format!("group:{group_id}:{anonymous_id}");
+            self.made.push(message_id.clone());
             events.push((
                 lead,
                 NewEvent {
-                    message_id: format!("group:{group_id}:{anonymous_id}"),
+                    message_id,
                     kind: "identify",
                     name: GROUP.into(),
                     properties: serde_json::json!({ "groupId": group_id }).to_string(),
@@ -325,7 +331,7 @@ impl Visitors {
     /// Stores what still waits: the profiles, then the events of visitors not joined.
     /// Returns the message ids stored new.
     pub async fn finish(
-        mut self,
+        &mut self,
         tx: &mut WriteTx,
         now: DateTime<Utc>,
     ) -> Result<HashSet<String>, StoreError> {

@@ -342,7 +342,12 @@ async fn store_all(
             }
         }
     }
-    tx.count_received(claimed.len() as u64).await?;
+    let made = visitors
+        .made
+        .iter()
+        .filter(|m| new.contains_key(*m))
+        .count();
+    tx.count_received((claimed.len() + made) as u64).await?;
     tx.commit().await?;
     // A message id sent twice in the group was stored once: keep its first copy.
     let mut seen = std::collections::HashSet::with_capacity(kept.len());

@@ -377,11 +377,20 @@ impl Store {
         let ms = to_ms(cutoff);
         let mut tx = self.begin_write().await?;
         let n = in_tx!(tx, |tx, DB| {
-            sqlx::query(sql::<DB>(
+            let events = sqlx::query(sql::<DB>(
                 "DELETE FROM anonymous_events WHERE anonymous_id IN (SELECT anonymous_id \
                  FROM anonymous_profiles WHERE lead_id IS NULL AND last_seen < ?)",
             ))
             .bind(ms)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            // The event counts go on as if these had never been received (else they
+            // would count as processed).
+            sqlx::query(sql::<DB>(
+                "UPDATE counters SET value = value - ? WHERE name = 'events_received'",
+            ))
+            .bind(events as i64)
             .execute(&mut **tx)
             .await?;
             sqlx::query(sql::<DB>(

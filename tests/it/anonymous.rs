@@ -381,7 +381,16 @@ async fn anonymous_profiles_never_joined_are_deleted_after_the_cutoff() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    app.settle().await;
+    let stats = app.settle().await;
+    assert_eq!(
+        (
+            stats["events_received"].as_i64(),
+            stats["events_processed"].as_i64(),
+            stats["events_anonymous"].as_i64()
+        ),
+        (Some(3), Some(2), Some(1)),
+        "{stats}"
+    );
     let store = &app.running.as_ref().unwrap().app.processor.store;
     // Nothing is old enough yet.
     let n = store
@@ -395,6 +404,16 @@ async fn anonymous_profiles_never_joined_are_deleted_after_the_cutoff() {
         .unwrap();
     assert_eq!(n, 1);
     assert_eq!(store.anonymous_profile("old-1").await.unwrap(), None);
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["events_received"].as_i64(),
+            stats["events_processed"].as_i64(),
+            stats["events_anonymous"].as_i64()
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{stats}"
+    );
     // The joined profile stays, and the lead keeps its events.
     assert!(store.anonymous_profile("kept-1").await.unwrap().is_some());
     let lead = app.lead("kim@acme.example").await;
