@@ -37,6 +37,8 @@ pub(super) struct Visitors {
     /// Message ids of events made here (a group's traits for its other members, or
     /// for a visitor's lead on joining): received like the events of the request.
     pub made: Vec<String>,
+    /// userIds given to a lead in this transaction (a userId names one lead).
+    assigned: HashSet<String>,
 }
 
 /// The lead key an alias's `previousId` would be, when it names a lead rather than a
@@ -176,6 +178,7 @@ impl Visitors {
                 // found by it).
                 if known.find(&item.key).is_none()
                     && let Some(u) = &item.key.user_id
+                    && self.assigned.insert(u.clone())
                 {
                     if matches!(item.call, Call::Alias { .. }) {
                         // An alias moves the lead to its new userId.
