@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::Known;
-use super::segment::{Call, GROUP, Item, company_traits};
+use super::segment::{Call, GROUP, Item, LeadKey, company_traits};
+use crate::domain::Email;
 use crate::store::{NewEvent, StoreError, WriteTx};
 
 /// The anonymous side of one intake transaction.
@@ -33,6 +34,29 @@ pub(super) struct Visitors {
     /// Message ids taken without an event row of a lead: aliases and anonymous group
     /// calls.
     pub taken: HashSet<String>,
+    /// Message ids of events made here (a group's traits for its other members, or
+    /// for a visitor's lead on joining): received like the events of the request.
+    pub made: Vec<String>,
+    /// userIds given to a lead in this transaction (a userId names one lead).
+    assigned: HashSet<String>,
+}
+
+/// The lead key an alias's `previousId` would be, when it names a lead rather than a
+/// visitor (a `userId`, or an address).
+pub(super) fn previous_key(item: &Item) -> Option<LeadKey> {
+    let Call::Alias { previous_id } = &item.call else {
+        return None;
+    };
+    Some(match Email::parse(previous_id) {
+        Ok(email) => LeadKey {
+            email: Some(email),
+            ..LeadKey::default()
+        },
+        Err(_) => LeadKey {
+            user_id: Some(previous_id.clone()),
+            ..LeadKey::default()
+        },
+    })
 }
 
 /// Whose an item is.
@@ -96,11 +120,15 @@ impl Visitors {
         if let Some(id) = known.find(&item.key) {
             return Some(Owner::Lead(id));
         }
-        // An alias from a visitor joined already names that visitor's lead.
-        if let Call::Alias { previous_id } = &item.call
-            && let Some(Some(lead)) = self.joined.get(previous_id)
-        {
-            return Some(Owner::Lead(*lead));
+        // An alias from a visitor joined already, or from a lead's other id, names
+        // that lead.
+        if let Call::Alias { previous_id } = &item.call {
+            if let Some(Some(lead)) = self.joined.get(previous_id) {
+                return Some(Owner::Lead(*lead));
+            }
+            if let Some(lead) = previous_key(item).and_then(|k| known.find(&k)) {
+                return Some(Owner::Lead(lead));
+            }
         }
         let visitor = item.key.anonymous_id.clone().or_else(|| {
             item.key
@@ -131,7 +159,9 @@ impl Visitors {
                 if let Some(a) = &item.key.anonymous_id {
                     joins.push(a.clone());
                 }
-                if let Call::Alias { previous_id } = &item.call {
+                if let Call::Alias { previous_id } = &item.call
+                    && previous_key(&item).and_then(|k| known.find(&k)).is_none()
+                {
                     joins.push(previous_id.clone());
                 }
                 if let Some(u) = &item.key.user_id
@@ -142,17 +172,24 @@ impl Visitors {
                 for a in joins {
                     self.join(tx, &a, lead, now, events).await?;
                 }
+                // The lead was found through a visitor (its anonymousId, or an
+                // alias's previous id): it is known by the item's userId from now on,
+                // if it has none yet (no lead has that userId, or it would have been
+                // found by it).
+                if known.find(&item.key).is_none()
+                    && let Some(u) = &item.key.user_id
+                    && self.assigned.insert(u.clone())
+                {
+                    if matches!(item.call, Call::Alias { .. }) {
+                        // An alias moves the lead to its new userId.
+                        tx.replace_external_id(lead, u).await?;
+                    } else {
+                        tx.set_external_id(lead, u).await?;
+                    }
+                }
                 match item.call {
                     Call::Event => events.push((lead, item.event)),
                     Call::Alias { .. } => {
-                        // The lead was found through the previous id: it is known
-                        // by the new userId from now on (if it has none yet; no
-                        // lead has it, or it would have been found).
-                        if known.find(&item.key).is_none()
-                            && let Some(u) = &item.key.user_id
-                        {
-                            tx.set_external_id(lead, u).await?;
-                        }
                         self.taken.insert(item.event.message_id);
                     }
                     Call::Group { group_id, traits } => {
@@ -163,6 +200,7 @@ impl Visitors {
                             if member != lead {
                                 let mut e = item.event.clone();
                                 e.message_id = format!("{}/{member}", e.message_id);
+                                self.made.push(e.message_id.clone());
                                 events.push((member, e));
                             }
                         }
@@ -248,8 +286,16 @@ impl Visitors {
         now: DateTime<Utc>,
         events: &mut Vec<(i64, NewEvent)>,
     ) -> Result<(), StoreError> {
-        if self.joined.get(anonymous_id).copied().flatten().is_some() {
-            return Ok(());
+        match self.joined.get(anonymous_id) {
+            Some(Some(_)) => return Ok(()),
+            Some(None) => {}
+            None => {
+                // No profile in the database or this transaction (all were read):
+                // nothing waits, the profile starts joined.
+                tx.add_joined_profile(anonymous_id, lead, now).await?;
+                self.joined.insert(anonymous_id.to_string(), Some(lead));
+                return Ok(());
+            }
         }
         // A profile first named in this transaction is created before it is joined.
         if let Some(user) = self.touched.remove(anonymous_id) {
@@ -263,10 +309,12 @@ impl Visitors {
         for (group_id, traits) in joined.groups {
             let traits: serde_json::Map<String, Value> =
                 serde_json::from_str(&traits).unwrap_or_default();
+            let message_id = format!("group:{group_id}:{anonymous_id}");
+            self.made.push(message_id.clone());
             events.push((
                 lead,
                 NewEvent {
-                    message_id: format!("group:{group_id}:{anonymous_id}"),
+                    message_id,
                     kind: "identify",
                     name: GROUP.into(),
                     properties: serde_json::json!({ "groupId": group_id }).to_string(),
@@ -287,7 +335,7 @@ impl Visitors {
     /// Stores what still waits: the profiles, then the events of visitors not joined.
     /// Returns the message ids stored new.
     pub async fn finish(
-        mut self,
+        &mut self,
         tx: &mut WriteTx,
         now: DateTime<Utc>,
     ) -> Result<HashSet<String>, StoreError> {

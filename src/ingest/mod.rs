@@ -1,7 +1,8 @@
 //! Events in: Segment-style payloads from HTTP or a JSONL file are checked
-//! ([`segment`]), tied to leads (creating a lead for a new e-mail address) and stored
-//! durably in one transaction. Either the whole request is stored or none of it;
-//! concurrent requests share a transaction ([`group`]).
+//! ([`segment`]), tied to leads (creating a lead for a new e-mail address) or to
+//! anonymous visitors, whose events wait until a lead joins them ([`anonymous`]), and
+//! stored durably in one transaction. Either the whole request is stored or none of
+//! it; concurrent requests share a transaction ([`group`]).
 
 mod anonymous;
 pub mod file;
@@ -166,7 +167,19 @@ async fn store_all(
     now: DateTime<Utc>,
     keep: bool,
 ) -> Result<(Vec<Result<Accepted, AcceptError>>, Vec<PendingEvent>), StoreError> {
-    let (emails, user_ids) = keys_of(requests.iter().flat_map(|r| &r.items).map(|i| &i.key));
+    // An alias's previous id may name a lead too.
+    let previous: Vec<LeadKey> = requests
+        .iter()
+        .flat_map(|r| &r.items)
+        .filter_map(anonymous::previous_key)
+        .collect();
+    let (emails, user_ids) = keys_of(
+        requests
+            .iter()
+            .flat_map(|r| &r.items)
+            .map(|i| &i.key)
+            .chain(&previous),
+    );
     let mut known = Known::default();
     known.add(store.lead_keys(&emails, &user_ids).await?);
     let mut tx = store.begin_write().await?;
@@ -341,7 +354,12 @@ async fn store_all(
             }
         }
     }
-    tx.count_received(claimed.len() as u64).await?;
+    let made = visitors
+        .made
+        .iter()
+        .filter(|m| new.contains_key(*m))
+        .count();
+    tx.count_received((claimed.len() + made) as u64).await?;
     tx.commit().await?;
     // A message id sent twice in the group was stored once: keep its first copy.
     let mut seen = std::collections::HashSet::with_capacity(kept.len());

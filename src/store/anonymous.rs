@@ -161,6 +161,48 @@ impl WriteTx {
         Ok(new)
     }
 
+    /// Gives a lead a new userId (an `alias` from its previous one); the caller made
+    /// sure no lead has it.
+    pub async fn replace_external_id(
+        &mut self,
+        lead_id: i64,
+        external_id: &str,
+    ) -> Result<(), StoreError> {
+        in_tx!(self, |tx, DB| {
+            sqlx::query(sql::<DB>("UPDATE leads SET external_id = ? WHERE id = ?"))
+                .bind(external_id)
+                .bind(lead_id)
+                .execute(&mut **tx)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Records a profile seen for the first time with its lead (nothing of it waits).
+    pub async fn add_joined_profile(
+        &mut self,
+        anonymous_id: &str,
+        lead_id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let ms = to_ms(at);
+        in_tx!(self, |tx, DB| {
+            sqlx::query(sql::<DB>(
+                "INSERT INTO anonymous_profiles \
+                 (anonymous_id, lead_id, first_seen, last_seen, joined_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (anonymous_id) DO NOTHING",
+            ))
+            .bind(anonymous_id)
+            .bind(lead_id)
+            .bind(ms)
+            .bind(ms)
+            .bind(ms)
+            .execute(&mut **tx)
+            .await?;
+        });
+        Ok(())
+    }
+
     /// Joins an anonymous profile to a lead (creating it joined when it does not
     /// exist): takes its waiting events out, oldest first, and turns its group
     /// memberships into the lead's. A profile joined already keeps its lead and gives
@@ -336,11 +378,20 @@ impl Store {
         let ms = to_ms(cutoff);
         let mut tx = self.begin_write().await?;
         let n = in_tx!(tx, |tx, DB| {
-            sqlx::query(sql::<DB>(
+            let events = sqlx::query(sql::<DB>(
                 "DELETE FROM anonymous_events WHERE anonymous_id IN (SELECT anonymous_id \
                  FROM anonymous_profiles WHERE lead_id IS NULL AND last_seen < ?)",
             ))
             .bind(ms)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            // The event counts go on as if these had never been received (else they
+            // would count as processed).
+            sqlx::query(sql::<DB>(
+                "UPDATE counters SET value = value - ? WHERE name = 'events_received'",
+            ))
+            .bind(events as i64)
             .execute(&mut **tx)
             .await?;
             sqlx::query(sql::<DB>(

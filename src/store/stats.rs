@@ -11,25 +11,31 @@ pub struct EventCounts {
     pub events_processed: i64,
     pub events_pending: i64,
     pub events_failed: i64,
+    /// Events of anonymous visitors waiting to be joined to a lead (received, not
+    /// queued).
+    pub events_anonymous: i64,
 }
 
 impl Store {
     pub async fn event_counts(&self) -> Result<EventCounts, StoreError> {
-        let (received, pending, failed): (i64, i64, i64) = read!(self, |pool, DB| {
-            sqlx::query_as(
-                "SELECT (SELECT value FROM counters WHERE name = 'events_received'), \
+        let (received, pending, failed, anonymous): (i64, i64, i64, i64) =
+            read!(self, |pool, DB| {
+                sqlx::query_as(
+                    "SELECT (SELECT value FROM counters WHERE name = 'events_received'), \
                         (SELECT COUNT(*) FROM event_queue), \
                         (SELECT COUNT(*) FROM event_failures \
-                         WHERE seq NOT IN (SELECT seq FROM event_queue))",
-            )
-            .fetch_one(pool)
-            .await?
-        });
+                         WHERE seq NOT IN (SELECT seq FROM event_queue)), \
+                        (SELECT COUNT(*) FROM anonymous_events)",
+                )
+                .fetch_one(pool)
+                .await?
+            });
         Ok(EventCounts {
             events_received: received,
-            events_processed: received - pending - failed,
+            events_processed: received - pending - failed - anonymous,
             events_pending: pending,
             events_failed: failed,
+            events_anonymous: anonymous,
         })
     }
 

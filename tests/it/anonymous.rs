@@ -265,6 +265,43 @@ async fn alias_joins_the_visitor_and_group_traits_reach_every_member() {
     let jan_id = jan["id"].as_i64().unwrap();
     assert_eq!(store.groups_of_lead(jan_id).await.unwrap(), ["acme"]);
 
+    // An alias from the lead's userId to a new one: the lead is known by the new one.
+    let (status, body) = app
+        .post(
+            "/v1/batch",
+            &json!({"batch": [
+                {"type": "alias", "previousId": "crm-500", "userId": "crm-501", "messageId": "c-1"},
+                {"type": "track", "userId": "crm-501", "event": "Demo Requested", "messageId": "c-2"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/alias",
+            &json!({"previousId": "crm-500", "userId": "crm-501", "messageId": "c-1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/track",
+            &json!({"userId": "crm-501", "event": "Demo Requested", "messageId": "c-2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+    let jan = app.lead("jan.roth@acme.example").await;
+    assert_eq!(jan["external_id"], "crm-501", "{jan:#}");
+    assert_eq!(
+        jan["recent_activity"][0]["name"], "Demo Requested",
+        "{jan:#}"
+    );
+    assert!(
+        store.anonymous_profile("crm-500").await.unwrap().is_none(),
+        "a lead's previous userId is not a visitor"
+    );
+
     // A group call without groupId is refused with the field named.
     let (status, body) = app
         .post("/v1/group", &json!({"userId": "eva@acme.example"}))
@@ -344,7 +381,16 @@ async fn anonymous_profiles_never_joined_are_deleted_after_the_cutoff() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    app.settle().await;
+    let stats = app.settle().await;
+    assert_eq!(
+        (
+            stats["events_received"].as_i64(),
+            stats["events_processed"].as_i64(),
+            stats["events_anonymous"].as_i64()
+        ),
+        (Some(3), Some(2), Some(1)),
+        "{stats}"
+    );
     let store = &app.running.as_ref().unwrap().app.processor.store;
     // Nothing is old enough yet.
     let n = store
@@ -358,6 +404,16 @@ async fn anonymous_profiles_never_joined_are_deleted_after_the_cutoff() {
         .unwrap();
     assert_eq!(n, 1);
     assert_eq!(store.anonymous_profile("old-1").await.unwrap(), None);
+    let stats = app.stats().await;
+    assert_eq!(
+        (
+            stats["events_received"].as_i64(),
+            stats["events_processed"].as_i64(),
+            stats["events_anonymous"].as_i64()
+        ),
+        (Some(2), Some(2), Some(0)),
+        "{stats}"
+    );
     // The joined profile stays, and the lead keeps its events.
     assert!(store.anonymous_profile("kept-1").await.unwrap().is_some());
     let lead = app.lead("kim@acme.example").await;
@@ -469,5 +525,44 @@ async fn one_batch_of_anonymous_views_and_the_identify_puts_the_pricing_points_o
     assert_eq!(seqs, [pricing["event"].as_i64().unwrap()], "{lead:#}");
     let store = &app.running.as_ref().unwrap().app.processor.store;
     let p = store.anonymous_profile("one-batch").await.unwrap().unwrap();
+    assert_eq!((p.lead_id, p.waiting_events), (lead["id"].as_i64(), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_id_first_seen_with_a_lead_keeps_pointing_at_it() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post(
+            "/v1/track",
+            &json!({"userId": "pia@acme.example", "anonymousId": "tab-1", "messageId": "k-1",
+                    "event": "Webinar Registered"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The CRM id arrives later with the same anonymousId: the lead is known by it.
+    let (status, body) = app
+        .post(
+            "/v1/identify",
+            &json!({"userId": "crm-pia", "anonymousId": "tab-1", "messageId": "k-0",
+                    "traits": {"title": "CFO"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // After a logout the tracker sends the same anonymousId alone.
+    let (status, body) = app
+        .post(
+            "/v1/page",
+            &json!({"anonymousId": "tab-1", "messageId": "k-2",
+                    "properties": {"url": "https://acme.example/pricing"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+    let lead = app.lead("pia@acme.example").await;
+    assert_eq!(pricing_points(&lead).len(), 1, "{lead:#}");
+    assert_eq!(lead["external_id"], "crm-pia", "{lead:#}");
+    assert_eq!(lead["title"], "CFO", "{lead:#}");
+    let store = &app.running.as_ref().unwrap().app.processor.store;
+    let p = store.anonymous_profile("tab-1").await.unwrap().unwrap();
     assert_eq!((p.lead_id, p.waiting_events), (lead["id"].as_i64(), 0));
 }
