@@ -896,6 +896,7 @@ fn template_context(
         .strip_prefix("stream:")
         .unwrap_or_default()
         .to_string();
+    let preferences = links.preferences();
     json!({
         "lead": {
             "id": lead.id,
@@ -923,10 +924,10 @@ fn template_context(
             "marketing": row.class() == MailClass::Marketing,
         },
         "topic": links.topic.unwrap_or_default(),
-        "preferences_url": links.preferences(),
+        "preferences_url": preferences,
         "links": {
             "unsubscribe": links.unsubscribe(),
-            "preferences": links.preferences(),
+            "preferences": preferences,
             // Only the opt-in mail carries a confirmation link.
             "confirm": if row.kind == "optin" { links.confirm() } else { String::new() },
         },

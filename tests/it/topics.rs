@@ -357,6 +357,16 @@ async fn rules_read_whether_the_lead_gets_a_topic() {
          }\n",
     )
     .await;
+    // `rules check` names the unknown topic with its position.
+    let out = app.cli(&["rules", "check"]);
+    assert!(!out.status.success());
+    let shown = crate::helpers::text(&out);
+    assert!(
+        shown.contains(
+            "70-topics.rhai:6:41: unknown topic `nope`; the topics are: insights, product"
+        ),
+        "{shown}"
+    );
     let email = "rules@kunde.example";
     app.post("/v1/identify", &consenting(email, false)).await;
     let check = json!({"userId": email, "event": "Topic Check"});
