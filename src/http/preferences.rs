@@ -2,6 +2,9 @@
 //! lead's language (German or English; else `mail.default_locale`), rendered with
 //! Tera with every value escaped.
 //!
+//! The pages show the lead's address masked (`a***@example.com`): a link found in a log
+//! does not tell whose it is.
+//!
 //! GET only shows (mail scanners follow links): the topics with a checkbox each, and
 //! "leave all". POST acts: the topics not ticked are left, the ticked ones kept (or
 //! taken again); "leave all" withdraws the marketing consent. On `/u/`, a POST without
@@ -266,7 +269,7 @@ fn preferences_form(
         paragraphs.push(t.no_consent.to_string());
         return render(status, t, t.preferences, &paragraphs, json!({}));
     }
-    paragraphs.push(t.intro.replace("{email}", lead.email.as_str()));
+    paragraphs.push(t.intro.replace("{email}", &masked(lead.email.as_str())));
     let topics: Vec<_> = state
         .config
         .topics
@@ -288,6 +291,19 @@ fn preferences_form(
         &paragraphs,
         json!({"form": "preferences", "topics": topics}),
     )
+}
+
+/// The address with its local part hidden but for the first character
+/// (`a***@example.com`): enough for the lead to recognise it, nothing for someone who
+/// found the link in a log.
+fn masked(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_string(),
+    }
 }
 
 /// The form fields: every `keep` value, and `action`.
