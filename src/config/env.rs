@@ -58,9 +58,21 @@ pub fn apply(
         })?;
         let value = match default {
             Value::String(_) => Value::String(raw.clone()),
-            Value::Array(_) | Value::Table(_) => {
+            // A list as TOML writes it (`["a", "b"]`): `mail.previous_secrets` next to
+            // `NURTURED_MAIL__SECRET`.
+            Value::Array(_) => match parse_scalar(&raw) {
+                Some(list @ Value::Array(_)) => list,
+                _ => {
+                    return Err(fail(format!(
+                        "`{}` is a list: write it as TOML does, e.g. [\"a\", \"b\"], or set \
+                         it in the config file",
+                        path.join(".")
+                    )));
+                }
+            },
+            Value::Table(_) => {
                 return Err(fail(format!(
-                    "`{}` is a list or table; set it in the config file",
+                    "`{}` is a table; set it in the config file",
                     path.join(".")
                 )));
             }
@@ -155,5 +167,37 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn a_list_is_taken_as_toml_writes_it() {
+        let defaults: Table = "[mail]\nprevious_secrets = []\n".parse().unwrap();
+        let mut t = Table::new();
+        apply(
+            &mut t,
+            &defaults,
+            [(
+                "NURTURED_MAIL__PREVIOUS_SECRETS".to_string(),
+                r#"["old one", "older one"]"#.to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            t["mail"]["previous_secrets"],
+            Value::Array(vec!["old one".into(), "older one".into()])
+        );
+        let err = apply(
+            &mut Table::new(),
+            &defaults,
+            [(
+                "NURTURED_MAIL__PREVIOUS_SECRETS".to_string(),
+                "old one".to_string(),
+            )],
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("is a list: write it as TOML does"),
+            "{err}"
+        );
     }
 }
