@@ -60,8 +60,9 @@ pub fn apply(
             Value::String(_) => Value::String(raw.clone()),
             // A list as TOML writes it (`["a", "b"]`): `mail.previous_secrets` next to
             // `NURTURED_MAIL__SECRET`.
-            Value::Array(_) => match parse_scalar(&raw) {
-                Some(list @ Value::Array(_)) => list,
+            // Lists of tables (stages, streams, ...) stay in the file.
+            Value::Array(items) if !items.iter().any(Value::is_table) => match parse_scalar(&raw) {
+                Some(Value::Array(list)) if !list.iter().any(Value::is_table) => Value::Array(list),
                 _ => {
                     return Err(fail(format!(
                         "`{}` is a list: write it as TOML does, e.g. [\"a\", \"b\"], or set \
@@ -70,9 +71,9 @@ pub fn apply(
                     )));
                 }
             },
-            Value::Table(_) => {
+            Value::Array(_) | Value::Table(_) => {
                 return Err(fail(format!(
-                    "`{}` is a table; set it in the config file",
+                    "`{}` is a list of tables or a table; set it in the config file",
                     path.join(".")
                 )));
             }
@@ -171,7 +172,9 @@ mod tests {
 
     #[test]
     fn a_list_is_taken_as_toml_writes_it() {
-        let defaults: Table = "[mail]\nprevious_secrets = []\n".parse().unwrap();
+        let defaults: Table = "[mail]\nprevious_secrets = []\n[[stages]]\nname = \"x\"\n"
+            .parse()
+            .unwrap();
         let mut t = Table::new();
         apply(
             &mut t,
@@ -199,5 +202,15 @@ mod tests {
             err.message.contains("is a list: write it as TOML does"),
             "{err}"
         );
+        let err = apply(
+            &mut Table::new(),
+            &defaults,
+            [(
+                "NURTURED_STAGES".to_string(),
+                r#"[{ name = "y" }]"#.to_string(),
+            )],
+        )
+        .unwrap_err();
+        assert!(err.message.contains("list of tables"), "{err}");
     }
 }
