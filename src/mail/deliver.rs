@@ -399,7 +399,7 @@ impl Mailer {
                 return;
             }
             let lead = leads.get(&row.lead_id);
-            let topic = self.plan.topic_of(&row.source, &row.template).to_string();
+            let topic = self.plan.topic_of(&row.source, &row.template);
             let facts = Facts {
                 class: row.class(),
                 stream_step: row.kind == "stream",
@@ -410,7 +410,7 @@ impl Mailer {
                 lead,
                 suppressed: suppressed.get(&row.email).map(String::as_str),
                 recent_marketing: recent.get(&row.lead_id).copied(),
-                topic: (row.class() == MailClass::Marketing).then_some(topic.as_str()),
+                topic: (row.class() == MailClass::Marketing).then_some(topic),
             };
             match policy::decide(&self.config, self.time_zone, &facts, now) {
                 Decision::Send => {
