@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
@@ -187,7 +187,16 @@ fn render(
             tracing::error!(error = %e, "the preference page does not render");
             String::from("<!doctype html><title>Error</title>")
         });
-    (status, Html(html)).into_response()
+    // The URL holds the token: not kept by caches, not sent on as a referrer.
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(html),
+    )
+        .into_response()
 }
 
 fn message(status: StatusCode, t: &Texts, title: &str, text: &str) -> Response {

@@ -113,7 +113,10 @@ async fn a_lead_leaves_one_topic_on_the_preference_page_and_keeps_the_other_topi
     let page_url = format!("{}/p/{token}", app.base);
 
     // GET shows both topics ticked and changes nothing.
-    let (status, page) = get_page(&app, &page_url).await;
+    let r = app.client.get(&page_url).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let (status, page) = (r.status(), r.text().await.unwrap());
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("lang=\"de\""), "{page}");
     assert!(page.contains("t***@kunde.example"), "masked: {page}");
