@@ -343,6 +343,30 @@ async fn a_link_signed_with_the_previous_secret_still_works_after_a_rotation() {
             .verify(&new, Purpose::Unsubscribe)
             .is_err()
     );
+
+    // A link of the earlier format (the address in the payload, signed with the old
+    // secret, no topic) still works, and withdraws the consent as it always did.
+    use hmac::{Hmac, KeyInit, Mac};
+    let id = app.lead(other).await["id"].as_i64().unwrap();
+    let payload = format!(r#"{{"p":"unsubscribe","l":{id},"e":"{other}","m":1}}"#);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(payload.as_bytes());
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let legacy = format!(
+        "{}.{}",
+        b64.encode(payload),
+        b64.encode(mac.finalize().into_bytes())
+    );
+    let (status, page) = post_form(
+        &app,
+        &format!("{}/u/{legacy}", app.base),
+        "List-Unsubscribe=One-Click",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let lead = app.lead(other).await;
+    assert_eq!(lead["consent_email"]["granted"], false, "{lead}");
+    assert_eq!(lead["topics_left"], json!([]), "{lead}");
     app.stop().await;
 }
 
