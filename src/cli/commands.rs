@@ -337,6 +337,11 @@ fn rules_check(config: &Config) -> ExitCode {
             }
         }
     }
+    errors.extend(crate::rules::topic_check::unknown_topics(
+        &config.rules_dir,
+        &config.rules_shown,
+        &config.topics,
+    ));
     for e in &errors {
         println!("{e}");
     }

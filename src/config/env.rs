@@ -58,9 +58,22 @@ pub fn apply(
         })?;
         let value = match default {
             Value::String(_) => Value::String(raw.clone()),
+            // A list as TOML writes it (`["a", "b"]`): `mail.previous_secrets` next to
+            // `NURTURED_MAIL__SECRET`.
+            // Lists of tables (stages, streams, ...) stay in the file.
+            Value::Array(items) if !items.iter().any(Value::is_table) => match parse_scalar(&raw) {
+                Some(Value::Array(list)) if !list.iter().any(Value::is_table) => Value::Array(list),
+                _ => {
+                    return Err(fail(format!(
+                        "`{}` is a list: write it as TOML does, e.g. [\"a\", \"b\"], or set \
+                         it in the config file",
+                        path.join(".")
+                    )));
+                }
+            },
             Value::Array(_) | Value::Table(_) => {
                 return Err(fail(format!(
-                    "`{}` is a list or table; set it in the config file",
+                    "`{}` is a list of tables or a table; set it in the config file",
                     path.join(".")
                 )));
             }
@@ -155,5 +168,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn a_list_is_taken_as_toml_writes_it() {
+        let defaults: Table = "[mail]\nprevious_secrets = []\n[[stages]]\nname = \"x\"\n"
+            .parse()
+            .unwrap();
+        let mut t = Table::new();
+        apply(
+            &mut t,
+            &defaults,
+            [(
+                "NURTURED_MAIL__PREVIOUS_SECRETS".to_string(),
+                r#"["old one", "older one"]"#.to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            t["mail"]["previous_secrets"],
+            Value::Array(vec!["old one".into(), "older one".into()])
+        );
+        let err = apply(
+            &mut Table::new(),
+            &defaults,
+            [(
+                "NURTURED_MAIL__PREVIOUS_SECRETS".to_string(),
+                "old one".to_string(),
+            )],
+        )
+        .unwrap_err();
+        assert!(
+            err.message.contains("is a list: write it as TOML does"),
+            "{err}"
+        );
+        let err = apply(
+            &mut Table::new(),
+            &defaults,
+            [(
+                "NURTURED_STAGES".to_string(),
+                r#"[{ name = "y" }]"#.to_string(),
+            )],
+        )
+        .unwrap_err();
+        assert!(err.message.contains("list of tables"), "{err}");
     }
 }

@@ -2,7 +2,8 @@
 //! permission): `/confirm/{token}` double opt-in (GET shows a page, POST
 //! confirms; the link works for 30 days), `/o/{token}` open pixel and `/c/{token}`
 //! click redirect (unsubscribe and preferences: [`super::preferences`]). A token that
-//! does not verify gets 400 and changes nothing; a valid token for a lead that no longer has that address gets 404.
+//! does not verify gets 400 and changes nothing; a valid token for a lead that no
+//! longer has that address gets 404.
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};

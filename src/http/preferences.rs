@@ -2,6 +2,9 @@
 //! lead's language (German or English; else `mail.default_locale`), rendered with
 //! Tera with every value escaped.
 //!
+//! The pages show the lead's address masked (`a***@example.com`): a link found in a log
+//! does not tell whose it is.
+//!
 //! GET only shows (mail scanners follow links): the topics with a checkbox each, and
 //! "leave all". POST acts: the topics not ticked are left, the ticked ones kept (or
 //! taken again); "leave all" withdraws the marketing consent. On `/u/`, a POST without
@@ -15,7 +18,7 @@ use std::sync::LazyLock;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
@@ -184,7 +187,16 @@ fn render(
             tracing::error!(error = %e, "the preference page does not render");
             String::from("<!doctype html><title>Error</title>")
         });
-    (status, Html(html)).into_response()
+    // The URL holds the token: not kept by caches, not sent on as a referrer.
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(html),
+    )
+        .into_response()
 }
 
 fn message(status: StatusCode, t: &Texts, title: &str, text: &str) -> Response {
@@ -266,7 +278,7 @@ fn preferences_form(
         paragraphs.push(t.no_consent.to_string());
         return render(status, t, t.preferences, &paragraphs, json!({}));
     }
-    paragraphs.push(t.intro.replace("{email}", lead.email.as_str()));
+    paragraphs.push(t.intro.replace("{email}", &masked(lead.email.as_str())));
     let topics: Vec<_> = state
         .config
         .topics
@@ -288,6 +300,19 @@ fn preferences_form(
         &paragraphs,
         json!({"form": "preferences", "topics": topics}),
     )
+}
+
+/// The address with its local part hidden but for the first character
+/// (`a***@example.com`): enough for the lead to recognise it, nothing for someone who
+/// found the link in a log.
+fn masked(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_string(),
+    }
 }
 
 /// The form fields: every `keep` value, and `action`.

@@ -483,7 +483,7 @@ impl Mailer {
                 return;
             }
             let lead = leads.get(&row.lead_id);
-            let topic = self.plan.topic_of(&row.source, &row.template).to_string();
+            let topic = self.plan.topic_of(&row.source, &row.template);
             let facts = Facts {
                 class: row.class(),
                 stream_step: row.kind == "stream",
@@ -494,7 +494,7 @@ impl Mailer {
                 lead,
                 suppressed: suppressed.get(&row.email).map(String::as_str),
                 recent_marketing: recent.get(&row.lead_id).copied(),
-                topic: (row.class() == MailClass::Marketing).then_some(topic.as_str()),
+                topic: (row.class() == MailClass::Marketing).then_some(topic),
             };
             // A trigger mail answers what a lead just did: for an event that was already
             // older than `mail.max_event_age` when it was processed, none goes out.
@@ -1087,6 +1087,7 @@ fn template_context(
         .strip_prefix("stream:")
         .unwrap_or_default()
         .to_string();
+    let preferences = links.preferences();
     json!({
         "lead": {
             "id": lead.id,
@@ -1114,10 +1115,10 @@ fn template_context(
             "marketing": row.class() == MailClass::Marketing,
         },
         "topic": links.topic.unwrap_or_default(),
-        "preferences_url": links.preferences(),
+        "preferences_url": preferences,
         "links": {
             "unsubscribe": links.unsubscribe(),
-            "preferences": links.preferences(),
+            "preferences": preferences,
             // Only the opt-in mail carries a confirmation link.
             "confirm": if row.kind == "optin" { links.confirm() } else { String::new() },
         },

@@ -267,6 +267,28 @@ mod tests {
     }
 
     #[test]
+    fn a_lead_that_left_the_topic_does_not_join_its_streams() {
+        let (mut before, mut after) = (lead("lead"), lead("mql"));
+        before.topics_left.insert("news".into());
+        after.topics_left.insert("news".into());
+        let mut c = Changes::default();
+        plan().follow(&before, &after, None, &mut c);
+        assert_eq!(
+            c.streams,
+            vec![StreamChange::Exit {
+                stream: Some("leads".into()),
+                reason: "moved from lead to mql".into()
+            }]
+        );
+        after.consent_email.granted = true;
+        assert!(plan().on_consent(&after).is_empty());
+        after.topics_left.clear();
+        assert_eq!(plan().on_consent(&after).len(), 1);
+        assert_eq!(plan().topic_of("stream:mql", "t"), "news");
+        assert_eq!(plan().topic_of("rule:x", "trigger/x"), "marketing");
+    }
+
+    #[test]
     fn a_stage_change_moves_the_lead_between_streams() {
         assert_eq!(
             follow("lead", "mql"),

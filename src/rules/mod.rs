@@ -6,7 +6,8 @@
 //!   streams;
 //! - [`ruleset`]: compiled files and reload; [`watch`]: reload on change;
 //! - [`run`]: calling `on_event` / a scheduled function;
-//! - [`fixture`]: `nurtured rules test`; [`error`]: errors with file:line:column.
+//! - [`fixture`]: `nurtured rules test`; [`error`]: errors with file:line:column;
+//! - [`topic_check`]: unknown topic ids in `subscribed("...")`, for `nurtured rules check`.
 
 pub mod api;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod ruleset;
 pub mod run;
 pub mod sales_api;
 pub mod sandbox;
+pub mod topic_check;
 pub mod watch;
 
 pub use error::RuleError;

@@ -113,10 +113,14 @@ async fn a_lead_leaves_one_topic_on_the_preference_page_and_keeps_the_other_topi
     let page_url = format!("{}/p/{token}", app.base);
 
     // GET shows both topics ticked and changes nothing.
-    let (status, page) = get_page(&app, &page_url).await;
+    let r = app.client.get(&page_url).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let (status, page) = (r.status(), r.text().await.unwrap());
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(page.contains("lang=\"de\""), "{page}");
-    assert!(page.contains(email), "{page}");
+    assert!(page.contains("t***@kunde.example"), "masked: {page}");
+    assert!(!page.contains(email), "{page}");
     for id in ["insights", "events"] {
         assert!(
             page.contains(&format!("value=\"{id}\" checked")),
@@ -339,6 +343,30 @@ async fn a_link_signed_with_the_previous_secret_still_works_after_a_rotation() {
             .verify(&new, Purpose::Unsubscribe)
             .is_err()
     );
+
+    // A link of the earlier format (the address in the payload, signed with the old
+    // secret, no topic) still works, and withdraws the consent as it always did.
+    use hmac::{Hmac, KeyInit, Mac};
+    let id = app.lead(other).await["id"].as_i64().unwrap();
+    let payload = format!(r#"{{"p":"unsubscribe","l":{id},"e":"{other}","m":1}}"#);
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(payload.as_bytes());
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let legacy = format!(
+        "{}.{}",
+        b64.encode(payload),
+        b64.encode(mac.finalize().into_bytes())
+    );
+    let (status, page) = post_form(
+        &app,
+        &format!("{}/u/{legacy}", app.base),
+        "List-Unsubscribe=One-Click",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let lead = app.lead(other).await;
+    assert_eq!(lead["consent_email"]["granted"], false, "{lead}");
+    assert_eq!(lead["topics_left"], json!([]), "{lead}");
     app.stop().await;
 }
 
@@ -357,6 +385,16 @@ async fn rules_read_whether_the_lead_gets_a_topic() {
          }\n",
     )
     .await;
+    // `rules check` names the unknown topic with its position.
+    let out = app.cli(&["rules", "check"]);
+    assert!(!out.status.success());
+    let shown = crate::helpers::text(&out);
+    assert!(
+        shown.contains(
+            "70-topics.rhai:6:41: unknown topic `nope`; the topics are: insights, product"
+        ),
+        "{shown}"
+    );
     let email = "rules@kunde.example";
     app.post("/v1/identify", &consenting(email, false)).await;
     let check = json!({"userId": email, "event": "Topic Check"});
