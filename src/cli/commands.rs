@@ -58,6 +58,9 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Bounces {
             command: super::BouncesCommand::Ingest { files },
         } => super::bounces::ingest(config, clock, &files).await,
+        Command::Bounces {
+            command: super::BouncesCommand::List { email, limit, json },
+        } => super::bounces::list(config, clock, email.as_deref(), limit, json).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
-//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`.
+//! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`,
+//! `bounces ingest|list`.
 
 mod bounces;
 mod commands;
@@ -90,6 +91,16 @@ pub enum BouncesCommand {
     Ingest {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// The bounce log, newest first: every report read and what was done
+    List {
+        /// Only reports about this address
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
     },
 }
 

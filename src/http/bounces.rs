@@ -64,3 +64,34 @@ pub async fn ingest(
         })?;
     act(&state, &reports).await
 }
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    email: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/bounces[?email=ADDR&limit=N]`: the bounce log, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let email = match q.email.as_deref() {
+        Some(e) => Some(crate::domain::Email::parse(e).map_err(|err| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", err.to_string())
+        })?),
+        None => None,
+    };
+    let rows = state
+        .processor
+        .store
+        .bounce_log(
+            email.as_ref().map(|e| e.as_str()),
+            q.limit.unwrap_or(100).clamp(1, 1000),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "bounces": rows.iter().map(crate::bounces::log_json).collect::<Vec<_>>() }),
+    ))
+}

@@ -1,8 +1,9 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
 //! `/v1/batch`), leads (`/v1/leads/{email}`), mails (`/v1/mails`), handoffs to sales
 //! (`/v1/handoffs`), counters (`/v1/stats`), reports (`/v1/reports/funnel`,
-//! `/v1/reports/sla`) and `/healthz`. Everything under `/v1` needs the API token; the
-//! links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token.
+//! `/v1/reports/sla`), bounce reports (`/v1/bounces`) and `/healthz`. Everything under `/v1` needs the API token; the
+//! links in mails (`/u/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token;
+//! the ESPs' webhooks (`/hooks/...`) are checked by each provider's signature.
 
 mod auth;
 mod bounces;
@@ -68,7 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/handoffs/{id}/reject", post(handoffs::reject))
         .route("/reports/funnel", get(reports::funnel))
         .route("/reports/sla", get(reports::sla))
-        .route("/bounces", post(bounces::ingest))
+        .route("/bounces", post(bounces::ingest).get(bounces::list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

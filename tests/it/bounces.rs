@@ -154,6 +154,11 @@ async fn a_dsn_for_a_sent_mail_suppresses_the_address_and_the_next_mail() {
         "{log:?}"
     );
     assert_eq!(log[0].outbox_id, r["outbox_id"].as_i64());
+    let (status, listed) = app.get(&format!("/v1/bounces?email={email}")).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["bounces"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["bounces"][0]["action"], "suppressed", "{listed}");
+    assert_eq!(listed["bounces"][0]["status"], "5.1.1", "{listed}");
     next_mail_is_suppressed(&app, &sink, email).await;
     app.stop().await;
 }
@@ -412,6 +417,13 @@ async fn bounces_ingest_reads_an_mbox_with_a_dsn_and_a_complaint() {
     assert_eq!(
         (log[0].kind.as_str(), log[0].action.as_str()),
         ("complaint", "unsubscribed")
+    );
+    let out = cli_in(dir.path(), &["bounces", "list", "--email", gone]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("gone@kunde.example hard (dsn, 5.1.1) -> suppressed"),
+        "{shown}"
     );
     let app = spawn_in(dir).await;
     let lead = app.lead(annoyed).await;
