@@ -100,9 +100,12 @@ pub fn parse(raw: &[u8], secret: &str, envelope: &[String]) -> Result<Vec<Report
             r.recipient = original.as_ref().and_then(|o| o.to.clone());
         }
     }
-    if reports.iter().all(|r| r.kind != Kind::Complaint) {
-        // A plain-text bounce must name its mail through the VERP address.
-        reports.retain(|r| r.source != "bounce" || r.outbox.is_some());
+    // A plain-text bounce counts only when it came to a verified VERP address.
+    if reports
+        .iter()
+        .any(|r| r.source == "bounce" && r.outbox.is_none())
+    {
+        return Err(ParseError::Unknown);
     }
     Ok(reports)
 }
@@ -406,6 +409,20 @@ mod tests {
             r[0].message_id.as_deref(),
             Some("mail-41.1765000000000@example.com")
         );
+    }
+
+    #[test]
+    fn a_plain_text_bounce_counts_only_at_a_verp_address() {
+        let body = "Subject: failure notice\r\n\r\nHi. This is the qmail-send program.\r\n\
+                    <anna@kunde.example>:\r\n550 5.1.1 sorry, no mailbox here by that name.\r\n";
+        let to_verp = format!("To: {}\r\n{body}", verp_of(41));
+        let r = parse(to_verp.as_bytes(), SECRET, &[]).unwrap();
+        assert_eq!((r[0].kind, r[0].outbox), (Kind::Hard, Some(41)));
+        let elsewhere = format!("To: bounce@example.com\r\n{body}");
+        assert!(matches!(
+            parse(elsewhere.as_bytes(), SECRET, &[]),
+            Err(ParseError::Unknown)
+        ));
     }
 
     #[test]

@@ -548,3 +548,33 @@ async fn mailgun_and_sendgrid_webhooks_need_their_signatures() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounced_mail_to_a_colleague_touches_neither_the_colleague_nor_the_lead() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let lead = "journey@kunde.example";
+    let owner = "anna.berger@example.com";
+    let (status, body) = app.post_journey(lead).await;
+    assert!(status.is_success(), "{body}");
+    let notification = eventually("the handoff mail", 10, || {
+        mails_to(&sink, owner).into_iter().next()
+    })
+    .await;
+    assert!(
+        notification.from.starts_with("bounce+b"),
+        "{}",
+        notification.from
+    );
+    let consent = app.lead(lead).await["consent_email"].clone();
+    for fixture in [DSN, ARF] {
+        let (status, body) = post_message(&app, report_for(fixture, &notification, owner)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["reports"][0]["action"], "none", "{body}");
+        assert!(body["reports"][0]["lead_id"].is_null(), "{body}");
+    }
+    assert_eq!(app.lead(lead).await["consent_email"], consent);
+    let stats = app.stats().await;
+    assert_eq!(stats["addresses_suppressed"], 0, "{stats}");
+    app.stop().await;
+}
