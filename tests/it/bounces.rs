@@ -272,7 +272,7 @@ async fn serve_certificate() -> String {
 /// An SNS notification carrying `message`, signed (SignatureVersion 2) with the test
 /// key, its certificate at `cert_url`.
 fn sns_notification(message: &Value, cert_url: &str) -> Value {
-    let mut n = json!({
+    signed_sns(json!({
         "Type": "Notification",
         "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
         "TopicArn": "arn:aws:sns:eu-central-1:123456789012:ses-feedback",
@@ -282,17 +282,37 @@ fn sns_notification(message: &Value, cert_url: &str) -> Value {
         "SignatureVersion": "2",
         "SigningCertURL": cert_url,
         "UnsubscribeURL": "https://sns.eu-central-1.amazonaws.com/?Action=Unsubscribe"
-    });
+    }))
+}
+
+/// `n` with its SignatureVersion 2 signature by the test key: SNS signs the listed
+/// fields present in `n`, as `name\nvalue\n`, in this order.
+fn signed_sns(mut n: Value) -> Value {
+    let fields: &[&str] = if n["Type"] == "Notification" {
+        &[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ]
+    } else {
+        &[
+            "Message",
+            "MessageId",
+            "SubscribeURL",
+            "Timestamp",
+            "Token",
+            "TopicArn",
+            "Type",
+        ]
+    };
     let mut text = String::new();
-    for k in [
-        "Message",
-        "MessageId",
-        "Subject",
-        "Timestamp",
-        "TopicArn",
-        "Type",
-    ] {
-        text.push_str(&format!("{k}\n{}\n", n[k].as_str().unwrap()));
+    for k in fields {
+        if let Some(v) = n[*k].as_str() {
+            text.push_str(&format!("{k}\n{v}\n"));
+        }
     }
     let key =
         ring::signature::RsaKeyPair::from_pkcs8(include_bytes!("../fixtures/bounces/sns-key.pk8"))
@@ -367,6 +387,29 @@ async fn an_ses_bounce_through_sns_suppresses_and_a_forged_signature_is_refused(
     assert_eq!(body["reports"][0]["action"], "suppressed", "{body}");
     assert!(body["reports"][0]["outbox_id"].is_i64(), "{body}");
     next_mail_is_suppressed(&app, &sink, email).await;
+
+    // A subscription confirmation is verified too; its SubscribeURL, not on an SNS
+    // host here, is only logged.
+    let confirmation = signed_sns(json!({
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37fb687f5d51e6e2425dacbba",
+        "TopicArn": "arn:aws:sns:eu-central-1:123456789012:ses-feedback",
+        "Message": "You have chosen to subscribe to the topic. To confirm, visit the SubscribeURL.",
+        "SubscribeURL": format!("{prefix}confirm"),
+        "Timestamp": "2026-12-07T09:00:00.000Z",
+        "SignatureVersion": "2",
+        "SigningCertURL": cert_url,
+    }));
+    let r = post(confirmation.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["subscription"], "logged");
+    let mut other_token = confirmation;
+    other_token["Token"] = "another".into();
+    assert_eq!(
+        post(other_token).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
     app.stop().await;
 }
 
