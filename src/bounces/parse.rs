@@ -68,7 +68,11 @@ pub fn parse(raw: &[u8], secret: &str, envelope: &[String]) -> Result<Vec<Report
                 Purpose::Unsubscribe,
                 delivered.iter().map(String::as_str),
             );
-            if r.outbox.is_some() {
+            // An automatic answer (RFC 3834: an out-of-office note) asks for nothing.
+            let automatic = message
+                .header_raw("Auto-Submitted")
+                .is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
+            if r.outbox.is_some() && !automatic {
                 r.recipient = message
                     .from()
                     .and_then(|f| f.first())
@@ -436,6 +440,14 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].kind, Kind::Unsubscribe);
         assert_eq!(r[0].outbox, Some(7));
+        let automatic = format!(
+            "From: Anna <anna@kunde.example>\r\nTo: <{to}>\r\nAuto-Submitted: auto-replied\r\n\
+             Subject: Abwesenheitsnotiz\r\n\r\nIch bin nicht im Haus.\r\n"
+        );
+        assert!(matches!(
+            parse(automatic.as_bytes(), SECRET, &[]),
+            Err(ParseError::Unknown)
+        ));
         let plain =
             "From: a@b.example\r\nTo: unsubscribe@example.com\r\nSubject: hi\r\n\r\nhello\r\n";
         assert!(matches!(
