@@ -5,7 +5,8 @@
 //!   [`report::Report`]s; [`mailbox`]: the messages of an `.eml` or mbox file;
 //! - [`ses`], [`postmark`], [`mailgun`], [`sendgrid`]: the ESPs' webhooks, each
 //!   with its signature or secret checked;
-//! - [`apply`]: map a report to its mail and act (suppress, count, unsubscribe).
+//! - [`apply`]: map a report to its mail and act (suppress, count, unsubscribe);
+//!   [`log_json`]: a line of the bounce log for the API and the command line.
 
 pub mod apply;
 pub mod mailbox;

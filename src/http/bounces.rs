@@ -2,6 +2,7 @@
 //! the bounce or unsubscribe address: a delivery report, a feedback report or an
 //! unsubscribe mail. `?recipient=ADDR` may name the envelope recipient it was
 //! delivered to (a mail server's pipe knows it). Answers what was done per report.
+//! `GET /v1/bounces[?email=ADDR]` lists the bounce log.
 
 use axum::Json;
 use axum::body::Bytes;
