@@ -16,8 +16,7 @@ use crate::bounces::{self, Report, parse};
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
-    #[serde(default)]
-    recipient: Vec<String>,
+    recipient: Option<String>,
 }
 
 /// Acts on `reports` and answers with what was done.
@@ -55,14 +54,14 @@ pub async fn ingest(
             "send the raw message as it arrived, with Content-Type: message/rfc822",
         ));
     }
-    let reports =
-        parse::parse(&body, &state.config.mail.secret, &envelope.recipient).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not_a_report",
-                e.to_string(),
-            )
-        })?;
+    let envelope: Vec<String> = envelope.recipient.into_iter().collect();
+    let reports = parse::parse(&body, &state.config.mail.secret, &envelope).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_a_report",
+            e.to_string(),
+        )
+    })?;
     act(&state, &reports).await
 }
 
