@@ -11,6 +11,8 @@
 //!   to the lead ([`domain`]) -> one transaction per batch;
 //! - [`mail`]: the outbox -> policy (consent, quarantine, cap) -> templates -> SMTP,
 //!   and the nurture streams;
+//! - [`bounces`]: what comes back after sending (delivery and feedback reports, ESP
+//!   webhooks) -> suppression and consent;
 //! - [`schedule`]: cron-driven jobs (interest decay, rule functions over leads);
 //! - [`sla`]: business time for the sales handoff's deadlines;
 //! - [`store`]: all SQL (SQLite and PostgreSQL), and copying a base between them;

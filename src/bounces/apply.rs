@@ -57,6 +57,9 @@ pub async fn apply(
     {
         mail = store.bounced_mail_by_message_id(mid).await?;
     }
+    // A mail to a colleague (a handoff notification) is not the lead's: its bounce is
+    // logged, and neither suppresses the colleague nor touches the lead.
+    let internal = mail.as_ref().is_some_and(|m| m.class == "internal");
     // The mail's own address wins over what the report says.
     let email = match &mail {
         Some(m) => Email::parse(&m.email).ok(),
@@ -69,7 +72,7 @@ pub async fn apply(
         kind: report.kind.as_str(),
         source: report.source,
         email: email.as_ref().map(|e| e.as_str().to_string()),
-        lead_id: mail.as_ref().map(|m| m.lead_id),
+        lead_id: mail.as_ref().filter(|_| !internal).map(|m| m.lead_id),
         outbox_id: mail.as_ref().map(|m| m.outbox_id),
         status: report.status.clone(),
         action: "none",
@@ -82,8 +85,16 @@ pub async fn apply(
         );
         return Ok(applied);
     };
-    if applied.lead_id.is_none() {
+    if applied.lead_id.is_none() && !internal {
         applied.lead_id = store.lead_id_by_email(&email).await?;
+    }
+    if internal {
+        tracing::warn!(
+            mail = applied.outbox_id,
+            kind = applied.kind,
+            status = applied.status.as_deref().unwrap_or(""),
+            "a mail to a colleague came back; check the address in [sales]"
+        );
     }
     let mut action = "none";
     if matches!(report.kind, Kind::Complaint | Kind::Unsubscribe)
@@ -116,6 +127,7 @@ pub async fn apply(
                 diagnostic: report.diagnostic.as_deref(),
                 source: report.source,
                 report_id: report.id.as_deref(),
+                may_suppress: !internal,
             },
             SoftLimit {
                 limit: i64::from(config.soft_limit),

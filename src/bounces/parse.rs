@@ -68,7 +68,11 @@ pub fn parse(raw: &[u8], secret: &str, envelope: &[String]) -> Result<Vec<Report
                 Purpose::Unsubscribe,
                 delivered.iter().map(String::as_str),
             );
-            if r.outbox.is_some() {
+            // An automatic answer (RFC 3834: an out-of-office note) asks for nothing.
+            let automatic = message
+                .header_raw("Auto-Submitted")
+                .is_some_and(|v| !v.trim().eq_ignore_ascii_case("no"));
+            if r.outbox.is_some() && !automatic {
                 r.recipient = message
                     .from()
                     .and_then(|f| f.first())
@@ -100,9 +104,12 @@ pub fn parse(raw: &[u8], secret: &str, envelope: &[String]) -> Result<Vec<Report
             r.recipient = original.as_ref().and_then(|o| o.to.clone());
         }
     }
-    if reports.iter().all(|r| r.kind != Kind::Complaint) {
-        // A plain-text bounce must name its mail through the VERP address.
-        reports.retain(|r| r.source != "bounce" || r.outbox.is_some());
+    // A plain-text bounce counts only when it came to a verified VERP address.
+    if reports
+        .iter()
+        .any(|r| r.source == "bounce" && r.outbox.is_none())
+    {
+        return Err(ParseError::Unknown);
     }
     Ok(reports)
 }
@@ -409,6 +416,20 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_text_bounce_counts_only_at_a_verp_address() {
+        let body = "Subject: failure notice\r\n\r\nHi. This is the qmail-send program.\r\n\
+                    <anna@kunde.example>:\r\n550 5.1.1 sorry, no mailbox here by that name.\r\n";
+        let to_verp = format!("To: {}\r\n{body}", verp_of(41));
+        let r = parse(to_verp.as_bytes(), SECRET, &[]).unwrap();
+        assert_eq!((r[0].kind, r[0].outbox), (Kind::Hard, Some(41)));
+        let elsewhere = format!("To: bounce@example.com\r\n{body}");
+        assert!(matches!(
+            parse(elsewhere.as_bytes(), SECRET, &[]),
+            Err(ParseError::Unknown)
+        ));
+    }
+
+    #[test]
     fn a_mail_to_the_unsubscribe_address_unsubscribes_and_others_are_refused() {
         let base: lettre::Address = "unsubscribe@example.com".parse().unwrap();
         let to = verp::address(&base, SECRET, Purpose::Unsubscribe, 7);
@@ -419,6 +440,14 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].kind, Kind::Unsubscribe);
         assert_eq!(r[0].outbox, Some(7));
+        let automatic = format!(
+            "From: Anna <anna@kunde.example>\r\nTo: <{to}>\r\nAuto-Submitted: auto-replied\r\n\
+             Subject: Abwesenheitsnotiz\r\n\r\nIch bin nicht im Haus.\r\n"
+        );
+        assert!(matches!(
+            parse(automatic.as_bytes(), SECRET, &[]),
+            Err(ParseError::Unknown)
+        ));
         let plain =
             "From: a@b.example\r\nTo: unsubscribe@example.com\r\nSubject: hi\r\n\r\nhello\r\n";
         assert!(matches!(

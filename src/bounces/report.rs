@@ -90,7 +90,7 @@ impl Report {
 /// moved or disabled. Sender, policy and content refusals (5.1.7, 5.1.8, 5.7.x) and a
 /// full mailbox (5.2.2) are not among them.
 pub const HARD_CODES: &[&str] = &[
-    "5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.4", "5.1.6", "5.1.9", "5.1.10", "5.2.1", "5.5.4",
+    "5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.4", "5.1.6", "5.1.10", "5.2.1",
 ];
 
 /// The enhanced status code in a text (`550 5.1.1 <x>: no such user`), if any.

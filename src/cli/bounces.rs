@@ -92,3 +92,44 @@ pub async fn ingest(
     println!("{} report(s) read", reports.len());
     Ok(ExitCode::SUCCESS)
 }
+
+/// `nurtured bounces list`: the bounce log, newest first.
+pub async fn list(
+    config: Config,
+    clock: SharedClock,
+    email: Option<&str>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let email = email.map(crate::domain::Email::parse).transpose()?;
+    let app = App::build(config, clock).await?;
+    let rows = app
+        .store()
+        .bounce_log(email.as_ref().map(|e| e.as_str()), limit.clamp(1, 10_000))
+        .await?;
+    if json {
+        let list: Vec<_> = rows.iter().map(bounces::log_json).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no bounce reports");
+    }
+    for r in &rows {
+        let line = format!(
+            "{} {} {} ({}, {}) -> {}{}",
+            crate::store::rfc3339(r.at),
+            r.email,
+            r.kind,
+            r.source,
+            r.status.as_deref().unwrap_or("no status"),
+            r.action,
+            r.diagnostic
+                .as_deref()
+                .map(|d| format!("\n    {d}"))
+                .unwrap_or_default()
+        );
+        println!("{}", crate::domain::text::printable(&line));
+    }
+    Ok(ExitCode::SUCCESS)
+}

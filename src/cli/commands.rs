@@ -68,6 +68,9 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Key {
             command: super::KeyCommand::New { name, scopes },
         } => super::key::new(&name, &scopes),
+        Command::Bounces {
+            command: super::BouncesCommand::List { email, limit, json },
+        } => super::bounces::list(config, clock, email.as_deref(), limit, json).await,
     }
 }
 

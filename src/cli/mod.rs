@@ -1,6 +1,6 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
 //! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`, `key new`,
-//! `bounces ingest`, `lead export|erase`, `retention run`.
+//! `bounces ingest|list`, `lead export|erase`, `retention run`.
 
 mod bounces;
 mod commands;
@@ -114,6 +114,16 @@ pub enum BouncesCommand {
     Ingest {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// The bounce log, newest first: every report read and what was done
+    List {
+        /// Only reports about this address
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -233,3 +233,57 @@ pub(super) fn bounce_address(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nurtured.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(
+            Some(&path),
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_and_mistakes() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.bounces.soft_limit, 3);
+        assert_eq!(c.bounces.soft_period.as_secs(), 30 * 86_400);
+        assert!(c.bounces.ses.is_none() && c.bounces.postmark.is_none());
+        assert_eq!(
+            c.mail.bounce_address.unwrap().to_string(),
+            "bounce@example.com"
+        );
+        let c = load("[mail]\nbounce_address = \"none\"\n", &[]).unwrap();
+        assert!(c.mail.bounce_address.is_none());
+        let err = load(
+            "[mail]\nbounce_address = \"b+x@example.com\"\n[bounces]\nsoft_limit = 0\n\
+             soft_period = \"a while\"\n[bounces.postmark]\nuser = \"pm\"\npassword = \"short\"\n\
+             [bounces.sendgrid]\npublic_key = \"bm90IGEga2V5\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "`mail.bounce_address`: `b+x@example.com` is not a plain address",
+            "`bounces.soft_limit`: must be between 1 and 100, not 0",
+            "`bounces.soft_period`",
+            "`bounces.postmark`: give user and a password of at least 16 characters",
+            "`bounces.sendgrid.public_key`: is not a base64 P-256 public key",
+        ] {
+            assert!(err.contains(needle), "{needle} in:\n{err}");
+        }
+        assert!(!err.contains("short\""), "no secret in errors: {err}");
+        // Secrets can come from the environment.
+        let c = load(
+            "",
+            &[("NURTURED_BOUNCES__MAILGUN__SIGNING_KEY", "key-0123456789")],
+        )
+        .unwrap();
+        assert_eq!(c.bounces.mailgun.unwrap().signing_key, "key-0123456789");
+    }
+}

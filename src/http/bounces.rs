@@ -2,6 +2,7 @@
 //! the bounce or unsubscribe address: a delivery report, a feedback report or an
 //! unsubscribe mail. `?recipient=ADDR` may name the envelope recipient it was
 //! delivered to (a mail server's pipe knows it). Answers what was done per report.
+//! `GET /v1/bounces[?email=ADDR]` lists the bounce log.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -15,8 +16,7 @@ use crate::bounces::{self, Report, parse};
 
 #[derive(Debug, Deserialize)]
 pub struct Envelope {
-    #[serde(default)]
-    recipient: Vec<String>,
+    recipient: Option<String>,
 }
 
 /// Acts on `reports` and answers with what was done.
@@ -54,13 +54,44 @@ pub async fn ingest(
             "send the raw message as it arrived, with Content-Type: message/rfc822",
         ));
     }
-    let reports =
-        parse::parse(&body, &state.config.mail.secret, &envelope.recipient).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not_a_report",
-                e.to_string(),
-            )
-        })?;
+    let envelope: Vec<String> = envelope.recipient.into_iter().collect();
+    let reports = parse::parse(&body, &state.config.mail.secret, &envelope).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_a_report",
+            e.to_string(),
+        )
+    })?;
     act(&state, &reports).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    email: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/bounces[?email=ADDR&limit=N]`: the bounce log, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let email = match q.email.as_deref() {
+        Some(e) => Some(crate::domain::Email::parse(e).map_err(|err| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", err.to_string())
+        })?),
+        None => None,
+    };
+    let rows = state
+        .processor
+        .store
+        .bounce_log(
+            email.as_ref().map(|e| e.as_str()),
+            q.limit.unwrap_or(100).clamp(1, 1000),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "bounces": rows.iter().map(crate::bounces::log_json).collect::<Vec<_>>() }),
+    ))
 }

@@ -77,6 +77,7 @@ pub async fn ses(State(state): State<AppState>, body: Bytes) -> Result<Json<Valu
                 {
                     CLIENT
                         .get(u)
+                        .timeout(std::time::Duration::from_secs(10))
                         .send()
                         .await
                         .is_ok_and(|r| r.status().is_success())

@@ -1,6 +1,7 @@
 //! The HTTP API: Segment-compatible intake (`/v1/identify`, `/v1/track`, `/v1/page`,
-//! `/v1/batch`), leads (`/v1/leads/{email}`, its export and erasure), mails (`/v1/mails`), handoffs to sales
-//! (`/v1/handoffs`), counters (`/v1/stats`), reports (`/v1/reports/funnel`,
+//! `/v1/batch`, `/v1/screen`, `/v1/alias`, `/v1/group`), leads (`/v1/leads/{email}`, its
+//! export and erasure), mails (`/v1/mails`), handoffs to sales (`/v1/handoffs`),
+//! counters (`/v1/stats`), reports (`/v1/reports/funnel`,
 //! `/v1/reports/sla`), bounce reports (`/v1/bounces`), `/v1/health` and `/healthz`.
 //! Everything under `/v1` needs an API key with the route's scope (see `auth`); the links
 //! in mails (`/u/`, `/p/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token
@@ -83,14 +84,15 @@ pub fn router(state: AppState) -> Router {
         .route("/handoffs", get(handoffs::list))
         .route("/handoffs/{id}", get(handoffs::show))
         .route("/reports/funnel", get(reports::funnel))
-        .route("/reports/sla", get(reports::sla));
+        .route("/reports/sla", get(reports::sla))
+        .route("/bounces", get(bounces::list));
     let write = Router::new()
+        .route("/bounces", post(bounces::ingest))
         .route("/leads/{email}/stage", post(leads::set_stage))
         .route("/handoffs/{id}/accept", post(handoffs::accept))
         .route("/handoffs/{id}/reject", post(handoffs::reject));
-    // Admin keys only (lead export and erase, bounce intake).
+    // Admin keys only (lead export and erase).
     let admin = Router::new()
-        .route("/bounces", post(bounces::ingest))
         .route("/leads/{email}/export", get(privacy::export))
         .route("/leads/{email}", axum::routing::delete(privacy::erase));
     let v1 = Router::new()

@@ -252,6 +252,40 @@ mod tests {
     }
 
     #[test]
+    fn the_envelope_sender_is_the_return_path_when_given() {
+        let from: Mailbox = "Vertrieb <news@firma.example>".parse().unwrap();
+        let parts = |return_path: Option<&str>| Parts {
+            outbox_id: 7,
+            created_at: 1,
+            from: &from,
+            reply_to: None,
+            to: "eve@kunde.example",
+            to_name: "Eve",
+            subject: "Hallo",
+            text: "Hallo".into(),
+            html: "<p>Hallo</p>".into(),
+            unsubscribe: Vec::new(),
+            return_path: return_path.map(str::to_string),
+        };
+        let b = build(parts(Some("bounce+b7-0011223344@firma.example")), None).unwrap();
+        let envelope = b.message.envelope();
+        assert_eq!(
+            envelope.from().map(ToString::to_string).as_deref(),
+            Some("bounce+b7-0011223344@firma.example")
+        );
+        assert_eq!(envelope.to()[0].to_string(), "eve@kunde.example");
+        let b = build(parts(None), None).unwrap();
+        assert_eq!(
+            b.message
+                .envelope()
+                .from()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("news@firma.example")
+        );
+    }
+
+    #[test]
     fn huge_names_and_subjects_build() {
         let name = "N\u{0}ame ".repeat(20_000);
         let raw = built(&name, &"Betreff ".repeat(20_000));

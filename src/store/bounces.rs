@@ -10,6 +10,8 @@ pub struct BouncedMail {
     pub lead_id: i64,
     /// The address the mail went to (the lead's, when it was not sent yet).
     pub email: String,
+    /// `marketing`, `transactional` or `internal` (to a colleague, not the lead).
+    pub class: String,
 }
 
 /// One line of the bounce log.
@@ -41,6 +43,8 @@ pub struct NewBounce<'a> {
     pub diagnostic: Option<&'a str>,
     pub source: &'a str,
     pub report_id: Option<&'a str>,
+    /// Whether a bounce may suppress the address (not for a colleague's).
+    pub may_suppress: bool,
 }
 
 /// When soft bounces suppress an address: `limit` of them since `since`.
@@ -54,7 +58,7 @@ pub struct SoftLimit {
 macro_rules! mail_query {
     ($tail:literal) => {
         concat!(
-            "SELECT o.id AS outbox_id, o.lead_id, COALESCE(c.recipient, l.email) AS email \
+            "SELECT o.id AS outbox_id, o.lead_id, COALESCE(c.recipient, l.email) AS email, o.class \
              FROM outbox o JOIN leads l ON l.id = o.lead_id \
              LEFT JOIN mail_content c ON c.outbox_id = o.id ",
             $tail
@@ -145,7 +149,8 @@ impl WriteTx {
                     return Ok("duplicate");
                 }
             }
-            let (action, detail) = match b.kind {
+            let kind = if b.may_suppress { b.kind } else { "" };
+            let (action, detail) = match kind {
                 "hard" => (
                     "suppressed",
                     Some(format!(

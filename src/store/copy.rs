@@ -160,9 +160,9 @@ pub const TABLES: &[Table] = &[
             int("updated_at"),
             int("events"),
             int("version"),
-            text("topics_left"),
             int_or_null("erased_at"),
             text_or_null("first_source"),
+            text("topics_left"),
         ],
     },
     Table {

@@ -343,6 +343,36 @@ pub const ERASE_STEPS: &[EraseStep] = &[
         statement: "DELETE FROM consent_log WHERE lead_id = ?1",
         with_now: false,
     },
+    // Bounce and complaint reports name the address (and quote it in the answer).
+    EraseStep {
+        table: "bounce_log",
+        statement: "DELETE FROM bounce_log WHERE lead_id = ?1 \
+                    OR email = (SELECT email FROM leads WHERE id = ?1)",
+        with_now: false,
+    },
+    // The visitor profiles joined to the lead, and anything still waiting under them.
+    EraseStep {
+        table: "anonymous_events",
+        statement: "DELETE FROM anonymous_events WHERE anonymous_id IN \
+                    (SELECT anonymous_id FROM anonymous_profiles WHERE lead_id = ?1)",
+        with_now: false,
+    },
+    EraseStep {
+        table: "group_members",
+        statement: "DELETE FROM group_members WHERE lead_id = ?1 OR anonymous_id IN \
+                    (SELECT anonymous_id FROM anonymous_profiles WHERE lead_id = ?1)",
+        with_now: false,
+    },
+    EraseStep {
+        table: "anonymous_profiles",
+        statement: "DELETE FROM anonymous_profiles WHERE lead_id = ?1",
+        with_now: false,
+    },
+    EraseStep {
+        table: "lead_topics",
+        statement: "DELETE FROM lead_topics WHERE lead_id = ?1",
+        with_now: false,
+    },
     // The tombstone: stage and times stay, everything about the person goes.
     EraseStep {
         table: "leads",
@@ -354,7 +384,7 @@ pub const ERASE_STEPS: &[EraseStep] = &[
                     consent_email_source = NULL, consent_tracking = FALSE, \
                     consent_tracking_at = NULL, consent_tracking_source = NULL, fit = 0, \
                     fit_parts = '{}', interest = 0, tags = '[]', owner = NULL, \
-                    attributes = '{}', events = 0, version = version + 1, \
+                    attributes = '{}', topics_left = '[]', events = 0, version = version + 1, \
                     erased_at = ?2, updated_at = ?2 WHERE id = ?1",
         with_now: true,
     },
@@ -376,6 +406,11 @@ const TOUCHED: &[&str] = &[
     "stage_history",
     "suppressions",
     "consent_log",
+    "bounce_log",
+    "anonymous_events",
+    "group_members",
+    "anonymous_profiles",
+    "lead_topics",
 ];
 
 /// One recorded erasure.
@@ -724,6 +759,8 @@ impl Store {
 /// Tables that hold nothing about a person, so an erasure leaves them alone. A new
 /// table goes either here or into [`ERASE_STEPS`] (a test checks every copied table).
 pub const NOT_PERSONAL: &[&str] = &[
+    // Company traits of an account (`group`), not of a person.
+    "company_groups",
     "counters",
     "job_runs",
     "erased_addresses",

@@ -154,6 +154,11 @@ async fn a_dsn_for_a_sent_mail_suppresses_the_address_and_the_next_mail() {
         "{log:?}"
     );
     assert_eq!(log[0].outbox_id, r["outbox_id"].as_i64());
+    let (status, listed) = app.get(&format!("/v1/bounces?email={email}")).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["bounces"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["bounces"][0]["action"], "suppressed", "{listed}");
+    assert_eq!(listed["bounces"][0]["status"], "5.1.1", "{listed}");
     next_mail_is_suppressed(&app, &sink, email).await;
     app.stop().await;
 }
@@ -191,10 +196,28 @@ async fn a_mail_to_the_unsubscribe_address_unsubscribes() {
         .take_while(|c| *c != '?' && *c != '>')
         .collect();
     assert!(to.starts_with("abmelden+u"), "{list}");
+    // The mail server names the envelope recipient; the header shows the plain address.
     let reply = format!(
-        "From: Anna <{email}>\r\nTo: {to}\r\nSubject: unsubscribe\r\nMessage-ID: <r1@kunde.example>\r\n\r\n\r\n"
+        "From: Anna <{email}>\r\nTo: abmelden@example.com\r\nSubject: unsubscribe\r\nMessage-ID: <r1@kunde.example>\r\n\r\n\r\n"
     );
-    let (status, body) = post_message(&app, reply).await;
+    let (status, body) = post_message(&app, reply.clone()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(app.lead(email).await["consent_email"]["granted"], true);
+    let resp = app
+        .client
+        .post(format!(
+            "{}/v1/bounces?recipient={}",
+            app.base,
+            url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+        ))
+        .bearer_auth(TOKEN)
+        .header("content-type", "message/rfc822")
+        .body(reply)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["reports"][0]["action"], "unsubscribed", "{body}");
     let lead = app.lead(email).await;
@@ -267,7 +290,7 @@ async fn serve_certificate() -> String {
 /// An SNS notification carrying `message`, signed (SignatureVersion 2) with the test
 /// key, its certificate at `cert_url`.
 fn sns_notification(message: &Value, cert_url: &str) -> Value {
-    let mut n = json!({
+    signed_sns(json!({
         "Type": "Notification",
         "MessageId": "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
         "TopicArn": "arn:aws:sns:eu-central-1:123456789012:ses-feedback",
@@ -277,17 +300,37 @@ fn sns_notification(message: &Value, cert_url: &str) -> Value {
         "SignatureVersion": "2",
         "SigningCertURL": cert_url,
         "UnsubscribeURL": "https://sns.eu-central-1.amazonaws.com/?Action=Unsubscribe"
-    });
+    }))
+}
+
+/// `n` with its SignatureVersion 2 signature by the test key: SNS signs the listed
+/// fields present in `n`, as `name\nvalue\n`, in this order.
+fn signed_sns(mut n: Value) -> Value {
+    let fields: &[&str] = if n["Type"] == "Notification" {
+        &[
+            "Message",
+            "MessageId",
+            "Subject",
+            "Timestamp",
+            "TopicArn",
+            "Type",
+        ]
+    } else {
+        &[
+            "Message",
+            "MessageId",
+            "SubscribeURL",
+            "Timestamp",
+            "Token",
+            "TopicArn",
+            "Type",
+        ]
+    };
     let mut text = String::new();
-    for k in [
-        "Message",
-        "MessageId",
-        "Subject",
-        "Timestamp",
-        "TopicArn",
-        "Type",
-    ] {
-        text.push_str(&format!("{k}\n{}\n", n[k].as_str().unwrap()));
+    for k in fields {
+        if let Some(v) = n[*k].as_str() {
+            text.push_str(&format!("{k}\n{v}\n"));
+        }
     }
     let key =
         ring::signature::RsaKeyPair::from_pkcs8(include_bytes!("../fixtures/bounces/sns-key.pk8"))
@@ -362,6 +405,29 @@ async fn an_ses_bounce_through_sns_suppresses_and_a_forged_signature_is_refused(
     assert_eq!(body["reports"][0]["action"], "suppressed", "{body}");
     assert!(body["reports"][0]["outbox_id"].is_i64(), "{body}");
     next_mail_is_suppressed(&app, &sink, email).await;
+
+    // A subscription confirmation is verified too; its SubscribeURL, not on an SNS
+    // host here, is only logged.
+    let confirmation = signed_sns(json!({
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+        "Token": "2336412f37fb687f5d51e6e2425dacbba",
+        "TopicArn": "arn:aws:sns:eu-central-1:123456789012:ses-feedback",
+        "Message": "You have chosen to subscribe to the topic. To confirm, visit the SubscribeURL.",
+        "SubscribeURL": format!("{prefix}confirm"),
+        "Timestamp": "2026-12-07T09:00:00.000Z",
+        "SignatureVersion": "2",
+        "SigningCertURL": cert_url,
+    }));
+    let r = post(confirmation.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["subscription"], "logged");
+    let mut other_token = confirmation;
+    other_token["Token"] = "another".into();
+    assert_eq!(
+        post(other_token).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
     app.stop().await;
 }
 
@@ -412,6 +478,13 @@ async fn bounces_ingest_reads_an_mbox_with_a_dsn_and_a_complaint() {
     assert_eq!(
         (log[0].kind.as_str(), log[0].action.as_str()),
         ("complaint", "unsubscribed")
+    );
+    let out = cli_in(dir.path(), &["bounces", "list", "--email", gone]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("gone@kunde.example hard (dsn, 5.1.1) -> suppressed"),
+        "{shown}"
     );
     let app = spawn_in(dir).await;
     let lead = app.lead(annoyed).await;
@@ -534,5 +607,35 @@ async fn mailgun_and_sendgrid_webhooks_need_their_signatures() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounced_mail_to_a_colleague_touches_neither_the_colleague_nor_the_lead() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let lead = "journey@kunde.example";
+    let owner = "anna.berger@example.com";
+    let (status, body) = app.post_journey(lead).await;
+    assert!(status.is_success(), "{body}");
+    let notification = eventually("the handoff mail", 10, || {
+        mails_to(&sink, owner).into_iter().next()
+    })
+    .await;
+    assert!(
+        notification.from.starts_with("bounce+b"),
+        "{}",
+        notification.from
+    );
+    let consent = app.lead(lead).await["consent_email"].clone();
+    for fixture in [DSN, ARF] {
+        let (status, body) = post_message(&app, report_for(fixture, &notification, owner)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["reports"][0]["action"], "none", "{body}");
+        assert!(body["reports"][0]["lead_id"].is_null(), "{body}");
+    }
+    assert_eq!(app.lead(lead).await["consent_email"], consent);
+    let stats = app.stats().await;
+    assert_eq!(stats["addresses_suppressed"], 0, "{stats}");
     app.stop().await;
 }
