@@ -342,7 +342,7 @@ impl Mailer {
         lead_ids.dedup();
         let mut leads = self.store().leads_by_ids(&lead_ids).await?;
         // An address erased before needs new consent (see `crate::privacy::erased`).
-        let key = crate::privacy::AddressKey::new(&self.config.secret);
+        let key = crate::privacy::AddressKey::for_mail(&self.config);
         let renew =
             crate::privacy::erased::without_new_consent(self.store(), &key, leads.values()).await?;
         for id in renew {
@@ -898,7 +898,7 @@ impl SendJob {
         };
         self.lead.consent_email.granted = gate.consent_email;
         if gate.consent_email {
-            let key = crate::privacy::AddressKey::new(&m.config.secret);
+            let key = crate::privacy::AddressKey::for_mail(&m.config);
             match crate::privacy::erased::without_new_consent(&m.store, &key, [&self.lead]).await {
                 Ok(renew) if !renew.is_empty() => self.lead.consent_email.granted = false,
                 Ok(_) => {}

@@ -7,8 +7,9 @@
 //! withdraws the claimed consent on the lead ([`RENEW_SOURCE`]), so rules plan no more
 //! marketing mail and the next sign-up sends the double opt-in confirmation.
 //!
-//! Changing `mail.secret` changes every hash: addresses erased before the change are
-//! no longer recognised.
+//! The hash recorded is made with `mail.secret`; the check also tries each of
+//! `mail.previous_secrets`, so an address erased before a rotation stays recognised
+//! while its old secret is listed there.
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,7 +31,8 @@ pub const RENEW_SOURCE: &str =
 /// The key that hashes erased addresses.
 #[derive(Clone)]
 pub struct AddressKey {
-    key: Vec<u8>,
+    /// The current secret first, then earlier ones (only checked against).
+    keys: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AddressKey {
@@ -42,13 +44,41 @@ impl std::fmt::Debug for AddressKey {
 impl AddressKey {
     pub fn new(secret: &str) -> Self {
         Self {
-            key: secret.as_bytes().to_vec(),
+            keys: vec![secret.as_bytes().to_vec()],
         }
     }
 
-    /// The hex HMAC-SHA256 of the trimmed, lower-cased address.
+    /// The key of `mail.secret`, checking against `mail.previous_secrets` too.
+    pub fn for_mail(mail: &crate::config::MailConfig) -> Self {
+        Self::with_previous(&mail.secret, &mail.previous_secrets)
+    }
+
+    /// The key of `secret`, checking against the `previous` ones too.
+    pub fn with_previous(secret: &str, previous: &[String]) -> Self {
+        Self {
+            keys: std::iter::once(secret)
+                .chain(previous.iter().map(String::as_str))
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+        }
+    }
+
+    /// The hex HMAC-SHA256 of the trimmed, lower-cased address with the current secret:
+    /// what an erasure records.
     pub fn hash(&self, email: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        Self::hash_with(&self.keys[0], email)
+    }
+
+    /// The hashes of `email` under the current and the earlier secrets.
+    pub fn hashes(&self, email: &str) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| Self::hash_with(k, email))
+            .collect()
+    }
+
+    fn hash_with(key: &[u8], email: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key");
         mac.update(email.trim().to_lowercase().as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
@@ -73,7 +103,11 @@ pub async fn without_new_consent<'a>(
 ) -> Result<HashSet<i64>, StoreError> {
     let by_hash: HashMap<String, &Lead> = leads
         .into_iter()
-        .map(|l| (key.hash(l.email.as_str()), l))
+        .flat_map(|l| {
+            key.hashes(l.email.as_str())
+                .into_iter()
+                .map(move |h| (h, l))
+        })
         .collect();
     let hashes: Vec<String> = by_hash.keys().cloned().collect();
     let erased = store.erased_at_of(&hashes).await?;
@@ -99,6 +133,14 @@ mod tests {
             AddressKey::new("two").hash("anna@example.com")
         );
         assert_eq!(a.hash("x").len(), 64);
+    }
+
+    #[test]
+    fn an_address_hashed_before_a_rotation_is_still_found() {
+        let before = AddressKey::new("old").hash("anna@example.com");
+        let key = AddressKey::with_previous("new", &["old".to_string()]);
+        assert_ne!(key.hash("anna@example.com"), before);
+        assert!(key.hashes("Anna@example.com").contains(&before));
     }
 
     #[test]
