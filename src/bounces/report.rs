@@ -85,13 +85,6 @@ impl Report {
     }
 }
 
-/// Enhanced status codes (RFC 3463) of a permanent failure that name the recipient's
-/// address or mailbox as the problem: bad mailbox, unknown user, bad domain, mailbox
-/// moved or disabled. Sender, policy and content refusals (5.1.7, 5.1.8, 5.7.x) and a
-/// full mailbox (5.2.2) are not among them.
-pub const HARD_CODES: &[&str] = &[
-    "5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.4", "5.1.6", "5.1.10", "5.2.1",
-];
 
 /// The enhanced status code in a text (`550 5.1.1 <x>: no such user`), if any.
 pub fn status_code(text: &str) -> Option<String> {
@@ -113,7 +106,15 @@ pub fn status_code(text: &str) -> Option<String> {
 /// Hard or soft, for a failed delivery with this status code.
 pub fn failure_kind(status: Option<&str>) -> Kind {
     match status {
-        Some(s) if HARD_CODES.contains(&s) => Kind::Hard,
+        // The same codes as a refusal during the SMTP dialogue: only those that name
+        // the recipient's mailbox (see `crate::mail::refusal`).
+        Some(s)
+            if s.starts_with("5.")
+                && crate::mail::refusal::whose(crate::mail::refusal::Step::Later, None, s)
+                    == crate::mail::refusal::Whose::Recipient =>
+        {
+            Kind::Hard
+        }
         _ => Kind::Soft,
     }
 }
