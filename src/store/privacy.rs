@@ -235,9 +235,17 @@ fn object<DB: sqlx::Database>(columns: &[&str]) -> String {
     }
 }
 
-/// Turns the JSON text of [`JSON_COLUMNS`] into JSON.
+/// Flag columns: SQLite stores them as 0 and 1, PostgreSQL as booleans.
+const FLAG_COLUMNS: &[&str] = &["consent_email", "consent_tracking", "granted"];
+
+/// Turns the JSON text of [`JSON_COLUMNS`] into JSON, and flags into booleans.
 fn unfold(mut row: Value) -> Value {
     if let Value::Object(map) = &mut row {
+        for key in FLAG_COLUMNS {
+            if let Some(n) = map.get(*key).and_then(Value::as_i64) {
+                map.insert((*key).to_string(), Value::Bool(n != 0));
+            }
+        }
         for key in JSON_COLUMNS {
             if let Some(Value::String(text)) = map.get(*key)
                 && let Ok(v @ (Value::Object(_) | Value::Array(_))) =
@@ -758,8 +766,9 @@ mod tests {
 
     #[test]
     fn json_text_columns_become_json() {
-        let row = unfold(serde_json::json!({"traits": "{\"a\":1}", "name": "[x"}));
+        let row = unfold(serde_json::json!({"traits": "{\"a\":1}", "name": "[x", "granted": 1}));
         assert_eq!(row["traits"]["a"], 1);
         assert_eq!(row["name"], "[x");
+        assert_eq!(row["granted"], true);
     }
 }
