@@ -97,7 +97,8 @@ impl App {
                     .filter(|s| s.side == crate::domain::Side::Sales)
                     .map(|s| s.name.clone())
                     .collect(),
-            );
+            )
+            .with_erased_key(crate::privacy::AddressKey::new(&config.mail.secret));
         let processor = Arc::new(
             Processor::new(
                 store,

@@ -23,6 +23,9 @@ pub struct StreamPlan {
     pub teams: Vec<String>,
     /// Stages worked by sales.
     pub sales_stages: BTreeSet<String>,
+    /// Hashes addresses to find those erased before: a new lead for one starts
+    /// without mail consent until a double opt-in (see `crate::privacy::erased`).
+    pub erased_key: Option<crate::privacy::AddressKey>,
 }
 
 impl StreamPlan {
@@ -35,7 +38,14 @@ impl StreamPlan {
             handoff_on: BTreeMap::new(),
             teams: Vec::new(),
             sales_stages: BTreeSet::new(),
+            erased_key: None,
         }
+    }
+
+    /// Sets the key that recognises erased addresses.
+    pub fn with_erased_key(mut self, key: crate::privacy::AddressKey) -> Self {
+        self.erased_key = Some(key);
+        self
     }
 
     /// Sets the sales teams, the stages that hand leads to them and the stages sales

@@ -280,6 +280,14 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
         "{lead}"
     );
 
+    // From its creation on: the claimed consent was never granted.
+    let (_, export) = app.get(&format!("/v1/leads/{email}/export")).await;
+    let ledger = export["data"]["consent_log"].as_array().unwrap();
+    assert!(
+        !ledger.is_empty() && ledger.iter().all(|c| c["granted"] == false),
+        "{ledger:?}"
+    );
+
     // New consent: the double opt-in confirmation, given after the erasure. Then
     // marketing mail flows again.
     app.post(
