@@ -98,7 +98,8 @@ impl App {
                     .filter(|s| s.side == crate::domain::Side::Sales)
                     .map(|s| s.name.clone())
                     .collect(),
-            );
+            )
+            .with_erased_key(crate::privacy::AddressKey::for_mail(&config.mail));
         let processor = Arc::new(
             Processor::new(
                 store,

@@ -22,6 +22,12 @@ use super::text::{cut, one_line};
 use super::traits::Traits;
 
 /// A consent flag with when and where it was given or withdrawn.
+/// The source of the mail consent of a lead whose address was erased before: until
+/// the person confirms a double opt-in, consent claimed in traits does not count (see
+/// `crate::privacy::erased`).
+pub const RENEW_SOURCE: &str =
+    "address erased before: marketing mail needs a double opt-in confirmation";
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Consent {
     pub granted: bool,
@@ -165,6 +171,8 @@ impl Lead {
         ] {
             if let Some(granted) = given
                 && (consent.granted != granted || consent.at.is_none())
+                // An erased address's consent is renewed by a double opt-in only.
+                && !(granted && consent.source.as_deref() == Some(RENEW_SOURCE))
             {
                 *consent = Consent {
                     granted,

@@ -260,6 +260,18 @@ async fn store_all(
     // Create the new leads, with the streams their stage joins.
     if !creating.is_empty() {
         let ids = tx.create_leads(&creating, new_leads.stage, now).await?;
+        if let Some(key) = new_leads.streams.and_then(|p| p.erased_key.as_ref()) {
+            let hashed: Vec<(i64, String)> = creating
+                .iter()
+                .zip(&ids)
+                .flat_map(|((email, _, _), id)| {
+                    // Under the current and the earlier secrets.
+                    key.hashes(email.as_str()).into_iter().map(move |h| (*id, h))
+                })
+                .collect();
+            tx.renew_consent_of_erased(&hashed, crate::clock::to_ms(now))
+                .await?;
+        }
         if let Some(plan) = new_leads.streams {
             let joins = plan.created(new_leads.stage);
             if !joins.streams.is_empty() {

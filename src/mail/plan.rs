@@ -26,6 +26,9 @@ pub struct StreamPlan {
     pub sales_stages: BTreeSet<String>,
     /// What marketing mail is about (`[[topics]]`).
     pub topics: Topics,
+    /// Hashes addresses to find those erased before: a new lead for one starts
+    /// without mail consent until a double opt-in (see `crate::privacy::erased`).
+    pub erased_key: Option<crate::privacy::AddressKey>,
 }
 
 impl StreamPlan {
@@ -39,6 +42,7 @@ impl StreamPlan {
             teams: Vec::new(),
             sales_stages: BTreeSet::new(),
             topics: Topics::default(),
+            erased_key: None,
         }
     }
 
@@ -54,6 +58,12 @@ impl StreamPlan {
             .strip_prefix("stream:")
             .and_then(|name| self.stream(name))
             .map_or_else(|| self.topics.of_template(template), |s| s.topic.as_str())
+    }
+
+    /// Sets the key that recognises erased addresses.
+    pub fn with_erased_key(mut self, key: crate::privacy::AddressKey) -> Self {
+        self.erased_key = Some(key);
+        self
     }
 
     /// Sets the sales teams, the stages that hand leads to them and the stages sales

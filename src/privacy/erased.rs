@@ -2,10 +2,15 @@
 //! with `mail.secret`) is all that is kept of an erased person. When the same address
 //! comes back (a re-import, a new sign-up), marketing mail needs *new* consent: mail
 //! consent given after the erasure through the double opt-in confirmation link. Consent
-//! claimed in traits or by an import does not count. The check runs where marketing
-//! mail is sent (see [`crate::mail::deliver`]); the first mail it holds back also
-//! withdraws the claimed consent on the lead ([`RENEW_SOURCE`]), so rules plan no more
-//! marketing mail and the next sign-up sends the double opt-in confirmation.
+//! claimed in traits or by an import does not count. Three places see to it:
+//!
+//! - intake: a lead created for an erased address starts with its mail consent
+//!   withdrawn with the source [`RENEW_SOURCE`], which traits cannot replace (see
+//!   `Lead::apply_traits`), so rules plan no marketing mail and `lead.send_opt_in()`
+//!   sends the confirmation;
+//! - sending: every marketing mail is checked right before it goes (see
+//!   [`crate::mail::deliver`]), whatever made the lead;
+//! - a mail held back there withdraws claimed consent on the lead the same way.
 //!
 //! The hash recorded is made with `mail.secret`; the check also tries each of
 //! `mail.previous_secrets`, so an address erased before a rotation stays recognised
@@ -23,10 +28,10 @@ use crate::store::{Store, StoreError};
 /// What the double opt-in confirmation link records as the consent's source.
 pub const NEW_CONSENT_SOURCE: &str = "double opt-in";
 
-/// The source recorded when consent claimed for an erased address is withdrawn (the
-/// first time marketing mail to it is held back).
-pub const RENEW_SOURCE: &str =
-    "address erased before: marketing mail needs a double opt-in confirmation";
+/// The source of the (withdrawn) mail consent of a lead whose address was erased
+/// before: set when the lead is created, and when marketing mail to it is held back;
+/// consent claimed in traits does not replace it.
+pub use crate::domain::lead::RENEW_SOURCE;
 
 /// The key that hashes erased addresses.
 #[derive(Clone)]

@@ -1222,7 +1222,12 @@ mod tests {
         store.keep_sales_indexes(&sales).await.unwrap();
         let found = store.same_company_with_sales(&of, &sales).await.unwrap();
         assert_eq!(ids(&found, 5), vec![1, 3]);
-        let super::super::Db::Sqlite { pool, .. } = &*store.db else {
+        // Asked on the connection that changed the indexes: a reading connection may
+        // still hold a read transaction on the schema from before.
+        let super::super::Db::Sqlite {
+            write_pool: pool, ..
+        } = &*store.db
+        else {
             return;
         };
         let (sql,): (String,) =

@@ -336,9 +336,6 @@ impl Store {
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            // Deleted rows are zeroed where that costs no extra I/O; an erasure turns
-            // it fully on (see `Store::erase_lead`).
-            .pragma("secure_delete", "fast")
             // Rows come from each connection's thread through a channel; a deeper one
             // lets that thread run ahead instead of waiting every 50 rows.
             .row_buffer_size(1024);
@@ -348,7 +345,11 @@ impl Store {
             .connect_with(
                 options
                     .clone()
-                    .pragma("cache_size", format!("-{}", cache.writer_kib)),
+                    .pragma("cache_size", format!("-{}", cache.writer_kib))
+                    // Rows deleted or rewritten are zeroed where that costs no extra
+                    // I/O, so no stale copy of a person's data stays in free space; an
+                    // erasure turns it fully on (see `WriteTx::erase_lead`).
+                    .pragma("secure_delete", "fast"),
             )
             .await?;
         sqlx::migrate!("./migrations/sqlite")

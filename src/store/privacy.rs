@@ -235,9 +235,17 @@ fn object<DB: sqlx::Database>(columns: &[&str]) -> String {
     }
 }
 
-/// Turns the JSON text of [`JSON_COLUMNS`] into JSON.
+/// Flag columns: SQLite stores them as 0 and 1, PostgreSQL as booleans.
+const FLAG_COLUMNS: &[&str] = &["consent_email", "consent_tracking", "granted"];
+
+/// Turns the JSON text of [`JSON_COLUMNS`] into JSON, and flags into booleans.
 fn unfold(mut row: Value) -> Value {
     if let Value::Object(map) = &mut row {
+        for key in FLAG_COLUMNS {
+            if let Some(n) = map.get(*key).and_then(Value::as_i64) {
+                map.insert((*key).to_string(), Value::Bool(n != 0));
+            }
+        }
         for key in JSON_COLUMNS {
             if let Some(Value::String(text)) = map.get(*key)
                 && let Ok(v @ (Value::Object(_) | Value::Array(_))) =
@@ -728,6 +736,50 @@ impl WriteTx {
         }))
     }
 
+    /// Of new leads `(id, address hash)`, those whose address was erased before start
+    /// with their mail consent withdrawn ([`crate::domain::lead::RENEW_SOURCE`]).
+    /// Returns how many.
+    pub async fn renew_consent_of_erased(
+        &mut self,
+        leads: &[(i64, String)],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut erased = std::collections::HashSet::new();
+        for chunk in leads.chunks(500) {
+            let rows: Vec<(String,)> = in_tx!(self, |tx, DB| {
+                let mut q = sqlx::QueryBuilder::<DB>::new(
+                    "SELECT hash FROM erased_addresses WHERE hash IN (",
+                );
+                let mut sep = q.separated(", ");
+                for (_, h) in chunk {
+                    sep.push_bind(h.clone());
+                }
+                q.push(")");
+                q.build_query_as()
+                    .persistent(false)
+                    .fetch_all(&mut **tx)
+                    .await?
+            });
+            erased.extend(rows.into_iter().map(|(h,)| h));
+        }
+        let mut n = 0;
+        for (id, _) in leads.iter().filter(|(_, h)| erased.contains(h)) {
+            n += in_tx!(self, |tx, DB| {
+                sqlx::query(sql::<DB>(
+                    "UPDATE leads SET consent_email = FALSE, consent_email_at = ?, \
+                     consent_email_source = ? WHERE id = ?",
+                ))
+                .bind(now)
+                .bind(crate::domain::lead::RENEW_SOURCE)
+                .bind(*id)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+            });
+        }
+        Ok(n)
+    }
+
     /// Records a run of the retention job.
     pub async fn record_retention(&mut self, now: i64, done: Retained) -> Result<(), StoreError> {
         in_tx!(self, |tx, DB| {
@@ -795,8 +847,9 @@ mod tests {
 
     #[test]
     fn json_text_columns_become_json() {
-        let row = unfold(serde_json::json!({"traits": "{\"a\":1}", "name": "[x"}));
+        let row = unfold(serde_json::json!({"traits": "{\"a\":1}", "name": "[x", "granted": 1}));
         assert_eq!(row["traits"]["a"], 1);
         assert_eq!(row["name"], "[x");
+        assert_eq!(row["granted"], true);
     }
 }

@@ -148,6 +148,7 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
     let data = &export["data"];
     assert_eq!(data["lead"]["email"], email);
     assert_eq!(data["lead"]["last_name"], "Schmidt");
+    assert_eq!(data["lead"]["consent_email"], true);
     let events = data["events"].as_array().unwrap();
     assert_eq!(events.len(), 8, "{events:?}");
     assert!(events.iter().any(|e| e["traits"]["last_name"] == "Schmidt"));
@@ -160,7 +161,7 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
     assert!(
         consent
             .iter()
-            .any(|c| c["kind"] == "email" && c["source"] == "contact form"),
+            .any(|c| c["kind"] == "email" && c["granted"] == true && c["source"] == "contact form"),
         "{consent:?}"
     );
     assert!(!data["score_ledger"].as_array().unwrap().is_empty());
@@ -277,6 +278,14 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
             .unwrap()
             .starts_with("address erased before"),
         "{lead}"
+    );
+
+    // From its creation on: the claimed consent was never granted.
+    let (_, export) = app.get(&format!("/v1/leads/{email}/export")).await;
+    let ledger = export["data"]["consent_log"].as_array().unwrap();
+    assert!(
+        !ledger.is_empty() && ledger.iter().all(|c| c["granted"] == false),
+        "{ledger:?}"
     );
 
     // New consent: the double opt-in confirmation, given after the erasure. Then
