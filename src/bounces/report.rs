@@ -85,7 +85,6 @@ impl Report {
     }
 }
 
-
 /// The enhanced status code in a text (`550 5.1.1 <x>: no such user`), if any.
 pub fn status_code(text: &str) -> Option<String> {
     text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '[' | ']' | '-'))

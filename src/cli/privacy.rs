@@ -81,9 +81,9 @@ pub async fn retention_run(config: Config, clock: SharedClock) -> anyhow::Result
     let retention = config.retention;
     if !retention.is_on() {
         eprintln!(
-            "retention is off: set retention.events and/or retention.mail_content (e.g. \"180d\")"
+            "raw events and mail bodies are kept: set retention.events and/or \
+             retention.mail_content (e.g. \"180d\") to delete old ones"
         );
-        return Ok(ExitCode::FAILURE);
     }
     let app = App::build(config, clock.clone()).await?;
     if let Err(held) = app.processor.take_lease("cli").await? {
@@ -98,8 +98,8 @@ pub async fn retention_run(config: Config, clock: SharedClock) -> anyhow::Result
     app.processor.give_up_lease().await?;
     let d = done?;
     println!(
-        "deleted {} raw event(s) and {} stored mail bod(ies)",
-        d.events, d.mail_bodies
+        "deleted {} raw event(s), {} stored mail bod(ies) and {} anonymous visitor(s)",
+        d.events, d.mail_bodies, d.visitors
     );
     Ok(ExitCode::SUCCESS)
 }

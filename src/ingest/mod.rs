@@ -266,7 +266,9 @@ async fn store_all(
                 .zip(&ids)
                 .flat_map(|((email, _, _), id)| {
                     // Under the current and the earlier secrets.
-                    key.hashes(email.as_str()).into_iter().map(move |h| (*id, h))
+                    key.hashes(email.as_str())
+                        .into_iter()
+                        .map(move |h| (*id, h))
                 })
                 .collect();
             tx.renew_consent_of_erased(&hashed, crate::clock::to_ms(now))

@@ -1,7 +1,8 @@
 //! Retention: a daily job deletes raw events stored longer ago than
 //! `retention.events` and the stored text of mails finished longer ago than
-//! `retention.mail_content`. What the reports and rules read keeps its figures: scores
-//! and stage history are rows of their own, each lead keeps its count of processed
+//! `retention.mail_content`, and anonymous visitors never joined to a lead and last
+//! seen longer ago than `retention.anonymous`. What the reports and rules read keeps
+//! its figures: scores and stage history are rows of their own, each lead keeps its count of processed
 //! events, and the source of a lead's first event (its channel in the funnel report)
 //! is kept on the lead before that event goes. Events still pending are never deleted.
 //!
@@ -69,21 +70,20 @@ pub async fn run_once(
             }
         }
     }
+    let cutoff = now - chrono::Duration::milliseconds(r.anonymous.as_millis() as i64);
+    done.visitors = p.store.delete_anonymous_before(cutoff).await?;
     let mut tx = p.begin_lead_write().await?;
     tx.record_retention(to_ms(now), done).await?;
     tx.commit().await?;
-    if done.events + done.mail_bodies > 0 {
+    if done.events + done.mail_bodies + done.visitors > 0 {
         p.store.scrub_files().await?;
     }
     Ok(done)
 }
 
 /// Runs the job once a day while this daemon holds the processing lease, until
-/// `shutdown`. Does nothing when retention is off.
+/// `shutdown` (anonymous visitors always have a retention period).
 pub async fn run(p: Arc<Processor>, r: Retention, shutdown: CancellationToken) {
-    if !r.is_on() {
-        return;
-    }
     loop {
         if p.held_lease().is_ok() {
             let now = p.clock.now();
@@ -93,6 +93,7 @@ pub async fn run(p: Arc<Processor>, r: Retention, shutdown: CancellationToken) {
                         Ok(d) => tracing::info!(
                             events = d.events,
                             mail_bodies = d.mail_bodies,
+                            visitors = d.visitors,
                             "retention: old data deleted"
                         ),
                         Err(e) => tracing::error!(error = %e, "retention run failed"),

@@ -69,6 +69,7 @@ const SECTIONS: &[Section] = &[
             "tags",
             "owner",
             "attributes",
+            "topics_left",
             "created_at",
             "updated_at",
         ],
@@ -91,6 +92,7 @@ const SECTIONS: &[Section] = &[
             "context=e.context",
             "occurred_at=e.occurred_at",
             "received_at=e.received_at",
+            "history=e.history",
             "pending=(SELECT COUNT(*) FROM event_queue q WHERE q.seq = e.seq)",
             "error=(SELECT f.error FROM event_failures f WHERE f.seq = e.seq)",
         ],
@@ -215,6 +217,47 @@ const SECTIONS: &[Section] = &[
             "reason=s.reason",
             "detail=s.detail",
             "created_at=s.created_at",
+        ],
+    },
+    Section {
+        name: "topics",
+        from: "FROM lead_topics WHERE lead_id = ?1 ORDER BY at",
+        columns: &["topic", "state", "at", "source"],
+    },
+    Section {
+        name: "bounces",
+        from: "FROM bounce_log WHERE lead_id = ?1 \
+               OR email = (SELECT email FROM leads WHERE id = ?1) ORDER BY id",
+        columns: &[
+            "at",
+            "email",
+            "outbox_id",
+            "kind",
+            "status",
+            "diagnostic",
+            "source",
+            "action",
+        ],
+    },
+    Section {
+        name: "visitor_profiles",
+        from: "FROM anonymous_profiles WHERE lead_id = ?1 ORDER BY first_seen",
+        columns: &[
+            "anonymous_id",
+            "user_id",
+            "first_seen",
+            "last_seen",
+            "joined_at",
+        ],
+    },
+    Section {
+        name: "groups",
+        from: "FROM group_members m JOIN company_groups g ON g.group_id = m.group_id \
+               WHERE m.lead_id = ?1 ORDER BY m.id",
+        columns: &[
+            "group_id=m.group_id",
+            "traits=g.traits",
+            "joined_at=m.joined_at",
         ],
     },
 ];
@@ -437,6 +480,8 @@ pub struct ErasureRow {
 pub struct Retained {
     pub events: u64,
     pub mail_bodies: u64,
+    /// Anonymous visitors never joined to a lead (`retention.anonymous`).
+    pub visitors: u64,
 }
 
 impl Store {

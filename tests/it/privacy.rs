@@ -365,6 +365,16 @@ async fn retention_deletes_old_events_and_mail_bodies_and_keeps_scores_and_repor
         .post("/v1/batch", &json!({ "batch": journey(email) }))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // A visitor who never signs up: deleted after `retention.anonymous` (30 days).
+    let (status, body) = app
+        .post(
+            "/v1/page",
+            &json!({ "anonymousId": "visitor-40-days-ago", "name": "Pricing",
+                     "properties": { "url": "https://www.example.com/pricing" } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.get("/v1/stats").await.1["events_anonymous"], 1);
     app.settle().await;
     eventually("the trigger mail", 10, || mails_to(&sink, email).pop()).await;
     let sent = async || {
@@ -410,6 +420,13 @@ async fn retention_deletes_old_events_and_mail_bodies_and_keeps_scores_and_repor
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(export["data"]["events"], json!([]), "{export}");
+    for _ in 0..200 {
+        if app.get("/v1/stats").await.1["events_anonymous"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.get("/v1/stats").await.1["events_anonymous"], 0);
     let dir = app.stop().await;
 
     let lead_after = show(dir.path());
