@@ -10,6 +10,10 @@ pub const PREFIX: &str = "NURTURED_";
 /// and the PostgreSQL server the test suite runs against.
 const NOT_KEYS: &[&str] = &["NURTURED_CONFIG", crate::store::testing::POSTGRES_ENV];
 
+/// The prefix of the test suite's own variables (`NURTURED_TEST_POSTGRES`,
+/// `NURTURED_TEST_PYTHON`): no configuration key starts with `test_`.
+const TEST_PREFIX: &str = "NURTURED_TEST_";
+
 /// One applied override, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Override {
@@ -36,7 +40,9 @@ pub fn apply(
     let mut applied = Vec::new();
     let mut vars: Vec<_> = vars
         .into_iter()
-        .filter(|(k, _)| k.starts_with(PREFIX) && !NOT_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            k.starts_with(PREFIX) && !k.starts_with(TEST_PREFIX) && !NOT_KEYS.contains(&k.as_str())
+        })
         .collect();
     vars.sort();
     for (var, raw) in vars {

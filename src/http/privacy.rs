@@ -6,12 +6,12 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::domain::Email;
 use crate::ingest::InputError;
 use crate::privacy::{AddressKey, Export};
@@ -46,6 +46,7 @@ pub struct EraseRequest {
 
 pub async fn erase(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     Query(query): Query<EraseRequest>,
     bytes: Result<Bytes, BytesRejection>,
@@ -72,7 +73,8 @@ pub async fn erase(
             .filter(|s| !s.is_empty())
     };
     let reason = pick(body.reason, query.reason).unwrap_or_else(|| "not given".into());
-    let by = pick(body.by, query.by).unwrap_or_else(|| "api".into());
+    // `api:NAME` of the key, or the person an admin key names.
+    let by = caller.by(pick(body.by, query.by).as_deref());
     let key = AddressKey::new(&state.config.mail.secret);
     match state.processor.erase(&email, &key, &by, &reason).await {
         Ok(done) => Ok(Json(json!({
