@@ -2,9 +2,9 @@
 //! `retention.events` and the stored text of mails finished longer ago than
 //! `retention.mail_content`, and anonymous visitors never joined to a lead and last
 //! seen longer ago than `retention.anonymous`. What the reports and rules read keeps
-//! its figures: scores and stage history are rows of their own, each lead keeps its count of processed
-//! events, and the source of a lead's first event (its channel in the funnel report)
-//! is kept on the lead before that event goes. Events still pending are never deleted.
+//! its figures: scores and stage history are rows of their own, each lead keeps its
+//! count of processed events, and the source of a lead's first event (its channel in
+//! the funnel report) is kept on the lead before that event goes. Events still pending are never deleted.
 //!
 //! The job runs where the schedules run (the daemon holding the processing lease, the
 //! leader of a cluster), once a day, and by hand with `nurtured retention run`.
