@@ -27,7 +27,8 @@ CREATE TABLE anonymous_events (
     traits       TEXT,
     context      TEXT,
     occurred_at  BIGINT  NOT NULL,
-    received_at  BIGINT  NOT NULL
+    received_at  BIGINT  NOT NULL,
+    history      BOOLEAN NOT NULL DEFAULT false  -- taken in as history (no mail when joined)
 );
 CREATE INDEX anonymous_events_profile ON anonymous_events (anonymous_id, occurred_at);
 

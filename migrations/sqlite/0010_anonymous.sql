@@ -27,7 +27,8 @@ CREATE TABLE anonymous_events (
     traits       TEXT,
     context      TEXT,
     occurred_at  INTEGER NOT NULL,
-    received_at  INTEGER NOT NULL
+    received_at  INTEGER NOT NULL,
+    history      INTEGER NOT NULL DEFAULT 0  -- taken in as history (no mail when joined)
 );
 CREATE INDEX anonymous_events_profile ON anonymous_events (anonymous_id, occurred_at);
 

@@ -77,6 +77,19 @@ pub async fn apply(
         status: report.status.clone(),
         action: "none",
     };
+    // Reports that arrive as mail (to the public bounce or unsubscribe address) are
+    // believed only for a mail of ours, found by its VERP token or Message-ID: a report
+    // naming just an address could be written by anyone. The providers' webhooks are
+    // authenticated, so their word on an address counts.
+    if mail.is_none() && matches!(report.source, "dsn" | "arf" | "mailto" | "bounce") {
+        tracing::warn!(
+            kind = applied.kind,
+            source = applied.source,
+            "a report by mail matches no mail sent; ignored"
+        );
+        applied.email = None;
+        return Ok(applied);
+    }
     let Some(email) = email else {
         tracing::warn!(
             kind = applied.kind,

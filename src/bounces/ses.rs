@@ -94,6 +94,10 @@ impl SnsMessage {
 
 /// Whether `url` may serve SNS signing certificates.
 pub fn cert_url_allowed(url: &str, config: &Ses) -> bool {
+    // A query or fragment would make each request a new URL to fetch.
+    if url.contains(['?', '#']) {
+        return false;
+    }
     if config
         .cert_url_prefix
         .as_deref()
@@ -140,10 +144,27 @@ async fn certificate(url: &str, client: &reqwest::Client) -> Result<Vec<u8>, Sns
     if !resp.status().is_success() {
         return Err(SnsError::Fetch(format!("{url} answered {}", resp.status())));
     }
-    let pem = resp
-        .bytes()
+    // A certificate is a few KiB: a larger answer is not one.
+    const MAX_PEM: usize = 64 * 1024;
+    if resp.content_length().is_some_and(|n| n > MAX_PEM as u64) {
+        return Err(SnsError::Cert(format!(
+            "{url} is larger than {MAX_PEM} bytes"
+        )));
+    }
+    let mut pem = Vec::new();
+    let mut resp = resp;
+    while let Some(chunk) = resp
+        .chunk()
         .await
-        .map_err(|e| SnsError::Fetch(e.to_string()))?;
+        .map_err(|e| SnsError::Fetch(e.to_string()))?
+    {
+        pem.extend_from_slice(&chunk);
+        if pem.len() > MAX_PEM {
+            return Err(SnsError::Cert(format!(
+                "{url} is larger than {MAX_PEM} bytes"
+            )));
+        }
+    }
     let der = CertificateDer::from_pem_slice(&pem)
         .map_err(|e| SnsError::Cert(e.to_string()))?
         .to_vec();

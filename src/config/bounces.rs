@@ -49,7 +49,7 @@ impl Default for RawBounces {
 pub struct RawSes {
     #[serde(default)]
     pub enabled: bool,
-    /// Topic ARNs whose messages are taken; empty: any topic.
+    /// Topic ARNs whose messages are taken (required when SES is enabled).
     #[serde(default)]
     pub topic_arns: Vec<String>,
     /// Another URL prefix signing certificates may come from, besides
@@ -140,10 +140,37 @@ pub(super) fn bounces(raw: &RawBounces, c: &Checker) -> BouncesConfig {
     };
     let ses = raw.ses.enabled.then(|| {
         let prefix = raw.ses.cert_url_prefix.trim();
-        if !(prefix.is_empty() || prefix.starts_with("https://") || prefix.starts_with("http://")) {
+        // A prefix must end with `/` (else `https://certs.example.com` would also match
+        // `https://certs.example.com.evil.net/`), and plain http only on loopback.
+        let loopback = url::Url::parse(prefix).is_ok_and(|u| {
+            u.host_str().is_some_and(|h| {
+                h == "localhost"
+                    || h.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            })
+        });
+        if !(prefix.is_empty()
+            || (prefix.ends_with('/')
+                && (prefix.starts_with("https://") || (prefix.starts_with("http://") && loopback))))
+        {
             bad(
                 "bounces.ses.cert_url_prefix",
-                format!("`{prefix}` is not an http(s) URL prefix"),
+                format!(
+                    "`{prefix}` must be an https:// URL prefix ending with `/` (http:// only on \
+                     loopback, for tests)"
+                ),
+            );
+        }
+        // Amazon signs the messages of every account's topics with the same key: only
+        // the topics named here may report bounces.
+        if raw.ses.topic_arns.is_empty() {
+            bad(
+                "bounces.ses.topic_arns",
+                "name the SNS topic(s) of your SES feedback, e.g. \
+                 [\"arn:aws:sns:eu-central-1:123456789012:ses-feedback\"]: any AWS account can \
+                 send validly signed messages from a topic of its own"
+                    .into(),
             );
         }
         Ses {

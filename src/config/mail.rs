@@ -263,6 +263,14 @@ pub(super) fn mail(
                 &format!("mail.previous_secrets[{i}]"),
                 "must be at least 32 characters, like mail.secret".into(),
             );
+        } else if p == super::raw::DEV_SECRET {
+            // The shipped secret is public: links it signs could be forged by anyone.
+            bad(
+                &format!("mail.previous_secrets[{i}]"),
+                "is the shipped development secret, which is public: leave it out (links \
+                 signed with it stop working, as they could be forged)"
+                    .into(),
+            );
         }
     }
     super::check_stages(funnel, &raw.quarantine, "mail.quarantine", bad);

@@ -10,6 +10,31 @@ pub const MASK: &str = "***";
 /// password either): everything between `scheme://user:` and the last `@` before the
 /// host is masked.
 pub fn url(text: &str) -> String {
+    query_passwords(&userinfo(text))
+}
+
+/// The values of `password=` and `sslpassword=` query parameters (PostgreSQL URLs may
+/// carry the password so) replaced by [`MASK`].
+fn query_passwords(text: &str) -> String {
+    let Some(q) = text.find('?') else {
+        return text.to_string();
+    };
+    let (head, query) = text.split_at(q + 1);
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword") =>
+            {
+                format!("{k}={MASK}")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{head}{}", pairs.join("&"))
+}
+
+fn userinfo(text: &str) -> String {
     // Without `://` (a mistyped scheme), everything before the first `:` is taken as
     // the user name: a password is masked rather than shown.
     let start = text.find("://").map_or(0, |i| i + 3);
@@ -58,6 +83,10 @@ mod tests {
         assert_eq!(url("not a url"), "not a url");
         // A broken URL is masked as well.
         assert_eq!(url("smtpx://u:topsecret@h"), "smtpx://u:***@h");
+        assert_eq!(
+            url("postgres://db/leads?user=n&password=hunter2&sslmode=require"),
+            "postgres://db/leads?user=n&password=***&sslmode=require"
+        );
         assert!(!url("smtp://u:p@ss/w?rd@host/x").contains("ss/w"));
     }
 }

@@ -74,7 +74,8 @@ async fn limit(State(l): State<Arc<Limiter>>, req: Request, next: Next) -> Respo
 /// The address a request is counted under.
 fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
     let unknown = IpAddr::from([0, 0, 0, 0]);
-    let mut ip = peer.unwrap_or(unknown);
+    // A dual-stack listener shows IPv4 peers as `::ffff:a.b.c.d`.
+    let mut ip = peer.unwrap_or(unknown).to_canonical();
     if trusted.contains(&ip) {
         // The proxies append: read from the right and stop at the first untrusted hop.
         let hops = headers
@@ -88,7 +89,8 @@ fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAd
             // Some proxies add the client's port: `192.0.2.1:5678`, `[2001:db8::1]:443`.
             let hop = hop
                 .parse::<IpAddr>()
-                .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()));
+                .or_else(|_| hop.parse::<SocketAddr>().map(|s| s.ip()))
+                .map(|ip| ip.to_canonical());
             match hop {
                 Ok(hop) if trusted.contains(&hop) => ip = hop,
                 Ok(hop) => {

@@ -498,13 +498,13 @@ impl Mailer {
             };
             // A trigger mail answers what a lead just did: for an event that was already
             // older than `mail.max_event_age` when it was processed, none goes out.
+            // An event deleted since (by retention) is older than any sensible age.
             let stale = row.kind == "trigger"
-                && row
-                    .event_seq
-                    .and_then(|s| event_times.get(&s))
-                    .is_some_and(|at| {
+                && row.event_seq.is_some_and(|s| {
+                    event_times.get(&s).is_none_or(|at| {
                         row.created_at - at > self.config.max_event_age.as_millis() as i64
-                    });
+                    })
+                });
             let decision = match (
                 if stale {
                     Decision::Suppress("stale_event")

@@ -76,7 +76,17 @@ pub async fn run_once(
     tx.record_retention(to_ms(now), done).await?;
     tx.commit().await?;
     if done.events + done.mail_bodies + done.visitors > 0 {
-        p.store.scrub_files().await?;
+        p.store
+            .scrub_files(&[
+                "events",
+                "event_queue",
+                "event_failures",
+                "mail_content",
+                "anonymous_events",
+                "anonymous_profiles",
+                "group_members",
+            ])
+            .await?;
     }
     Ok(done)
 }

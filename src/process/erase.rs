@@ -68,7 +68,13 @@ impl Processor {
                 Err(EraseError::Store(StoreError::LeadChanged(_))) if tries < TRIES => {}
                 Ok(None) => return Err(missing()),
                 Ok(Some(removed)) => {
-                    self.store.scrub_files().await?;
+                    let touched: Vec<&str> = removed
+                        .iter()
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(t, _)| *t)
+                        .chain(["leads"])
+                        .collect();
+                    self.store.scrub_files(&touched).await?;
                     tracing::info!(lead = id, by, "lead erased");
                     return Ok(Erased {
                         lead_id: id,
@@ -110,8 +116,12 @@ impl Processor {
             return Err(EraseError::Sending);
         }
         tx.secure_delete(true).await?;
-        let removed = tx.erase_lead(id, now, &channel, hash, by, reason).await?;
-        tx.secure_delete(false).await?;
+        let removed = tx.erase_lead(id, now, &channel, hash, by, reason).await;
+        // The setting belongs to the connection, not the transaction: it goes back to
+        // `fast` whether the erasure worked or not.
+        let reset = tx.secure_delete(false).await;
+        let removed = removed?;
+        reset?;
         tx.commit().await?;
         self.cache.forget(id);
         Ok(Some(removed))

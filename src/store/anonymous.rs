@@ -31,6 +31,7 @@ struct WaitingRow {
     traits: Option<String>,
     context: Option<String>,
     occurred_at: i64,
+    history: bool,
 }
 
 /// What a join took over: the waiting events, oldest first, and the groups the
@@ -132,11 +133,11 @@ impl WriteTx {
         let mut events = events.into_iter().peekable();
         while events.peek().is_some() {
             let chunk: Vec<(String, NewEvent)> =
-                events.by_ref().take(rows_per_statement(9)).collect();
+                events.by_ref().take(rows_per_statement(10)).collect();
             in_tx!(self, |tx, DB| {
                 let mut q = QueryBuilder::<DB>::new(
                     "INSERT INTO anonymous_events (message_id, anonymous_id, kind, name, \
-                     properties, traits, context, occurred_at, received_at) ",
+                     properties, traits, context, occurred_at, received_at, history) ",
                 );
                 q.push_values(chunk, |mut b, (anonymous_id, e)| {
                     b.push_bind(e.message_id)
@@ -147,7 +148,8 @@ impl WriteTx {
                         .push_bind(e.traits)
                         .push_bind(e.context)
                         .push_bind(to_ms(e.occurred_at))
-                        .push_bind(received);
+                        .push_bind(received)
+                        .push_bind(e.history);
                 });
                 q.push(" ON CONFLICT (message_id) DO NOTHING RETURNING message_id");
                 let rows: Vec<(String,)> = q
@@ -242,7 +244,8 @@ impl WriteTx {
             in_tx!(self, |tx, DB| {
                 let waiting = sqlx::query_as(sql::<DB>(
                     "DELETE FROM anonymous_events WHERE anonymous_id = ? \
-                     RETURNING message_id, kind, name, properties, traits, context, occurred_at",
+                     RETURNING message_id, kind, name, properties, traits, context, occurred_at, \
+                     history",
                 ))
                 .bind(anonymous_id)
                 .fetch_all(&mut **tx)
@@ -286,7 +289,8 @@ impl WriteTx {
                     traits: w.traits,
                     context: w.context,
                     occurred_at: from_ms(w.occurred_at),
-                    history: false,
+                    // A visitor's events taken in as history stay history when joined.
+                    history: w.history,
                 })
                 .collect(),
             groups,

@@ -468,6 +468,7 @@ pub const TABLES: &[Table] = &[
             text_or_null("context"),
             int("occurred_at"),
             int("received_at"),
+            boolean("history"),
         ],
     },
     Table {

@@ -574,7 +574,7 @@ impl Store {
     /// After erasures and retention deletes: SQLite copies the WAL into the database
     /// file and truncates it (tried again while readers hold old pages); PostgreSQL
     /// vacuums the tables touched, so dead rows leave the table files.
-    pub async fn scrub_files(&self) -> Result<(), StoreError> {
+    pub async fn scrub_files(&self, tables: &[&str]) -> Result<(), StoreError> {
         match &*self.db {
             super::Db::Sqlite { write_pool, .. } => {
                 for _ in 0..50 {
@@ -593,7 +593,8 @@ impl Store {
                 Ok(())
             }
             super::Db::Postgres { pool } => {
-                for t in TOUCHED {
+                // Only the tables rows went from (names from the fixed list).
+                for t in TOUCHED.iter().filter(|t| tables.contains(t)) {
                     sqlx::query(sqlx::AssertSqlSafe(format!("VACUUM {t}")))
                         .execute(pool)
                         .await?;

@@ -355,7 +355,10 @@ async fn an_ses_bounce_through_sns_suppresses_and_a_forged_signature_is_refused(
     let dir = mail_dir(sink.port, "");
     append(
         dir.path(),
-        &format!("\n[bounces.ses]\nenabled = true\ncert_url_prefix = \"{prefix}\"\n"),
+        &format!(
+            "\n[bounces.ses]\nenabled = true\ncert_url_prefix = \"{prefix}\"\n\
+             topic_arns = [\"arn:aws:sns:eu-central-1:123456789012:ses-feedback\"]\n"
+        ),
     );
     let app = spawn_in(dir).await;
     let email = "ses@kunde.example";

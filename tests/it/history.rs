@@ -180,3 +180,46 @@ async fn a_lead_that_reached_mql_in_history_is_not_handed_to_sales() {
     assert_eq!(lead["mails"], json!([]), "{lead}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitors_history_stays_history_when_the_visitor_signs_up() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let email = "visitor@kunde.example";
+    // Minutes old, so `mail.max_event_age` would let their trigger mails through.
+    let at = |minutes: i64| (chrono::Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339();
+    let anonymous = json!({"history": true, "batch": [
+        {"type": "page", "anonymousId": "v-42", "name": "Preise", "timestamp": at(20),
+         "properties": {"url": "https://www.example.com/preise"}},
+        {"type": "track", "anonymousId": "v-42", "event": "Content Downloaded",
+         "timestamp": at(19),
+         "properties": {"type": "whitepaper", "asset": "A", "topic": "cloud"}},
+    ]});
+    let (status, body) = app.post("/v1/batch", &anonymous).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(
+            "/v1/identify",
+            &json!({"userId": email, "anonymousId": "v-42", "traits": {
+                "email": email, "first_name": "Vera", "consent_email": true,
+                "consent_source": "contact form"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+    let lead = app.lead(email).await;
+    assert!(
+        lead["interest"].as_f64().unwrap() > 0.0,
+        "joined and scored: {lead}"
+    );
+    let triggers: Vec<Value> = mails(&app)
+        .await
+        .into_iter()
+        .filter(|m| m["kind"] == "trigger")
+        .collect();
+    assert!(
+        triggers.is_empty(),
+        "history queues no trigger mail: {triggers:?}"
+    );
+    app.stop().await;
+}
