@@ -80,6 +80,13 @@ impl Known {
         }
     }
 
+    /// Drops what is known of lead `id`.
+    fn forget(&mut self, id: i64) {
+        self.by_email.retain(|_, v| *v != id);
+        self.by_user.retain(|_, v| *v != id);
+        self.has_user.remove(&id);
+    }
+
     fn find(&self, key: &LeadKey) -> Option<i64> {
         key.email
             .as_ref()
@@ -181,8 +188,18 @@ async fn store_all(
             .chain(&previous),
     );
     let mut known = Known::default();
+    let erasures = || crate::store::privacy::ERASURES.load(std::sync::atomic::Ordering::SeqCst);
+    let erasures_before = erasures();
     known.add(store.lead_keys(&emails, &user_ids).await?);
     let mut tx = store.begin_write().await?;
+    // A lead erased since the lookup is not this person's any more: looked up again
+    // below (and made anew).
+    if erasures() != erasures_before {
+        let ids: Vec<i64> = known.has_user.keys().copied().collect();
+        for id in tx.erased_among(&ids).await? {
+            known.forget(id);
+        }
+    }
     // On PostgreSQL the intake of every daemon goes one transaction at a time from here
     // (see `WriteTx::events_in_commit_order`): a lead that another daemon's intake is
     // creating is found below once that one committed, not created twice.

@@ -123,6 +123,7 @@ impl Processor {
         let removed = removed?;
         reset?;
         tx.commit().await?;
+        crate::store::privacy::ERASURES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.cache.forget(id);
         Ok(Some(removed))
     }

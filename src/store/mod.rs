@@ -21,7 +21,7 @@ mod leads;
 pub mod lease;
 mod outbox;
 mod pause;
-mod privacy;
+pub mod privacy;
 mod reports;
 mod rows;
 mod stats;

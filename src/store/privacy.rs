@@ -441,6 +441,10 @@ pub const ERASE_STEPS: &[EraseStep] = &[
     },
 ];
 
+/// Erasures committed by this process: intake, which looks leads up before it takes
+/// the writer, checks its finds again when this changed in between.
+pub static ERASURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Tables an erasure or the retention job deletes from (PostgreSQL vacuums them).
 const TOUCHED: &[&str] = &[
     "leads",
@@ -622,6 +626,27 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Of `ids`, the leads erased (tombstones).
+    pub async fn erased_among(&mut self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let mut erased = Vec::new();
+        for chunk in ids.chunks(500) {
+            let rows: Vec<(i64,)> = in_tx!(self, |tx, DB| {
+                let mut q = sqlx::QueryBuilder::<DB>::new("SELECT id FROM leads WHERE id IN (");
+                let mut sep = q.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                q.push(") AND erased_at IS NOT NULL");
+                q.build_query_as()
+                    .persistent(false)
+                    .fetch_all(&mut **tx)
+                    .await?
+            });
+            erased.extend(rows.into_iter().map(|(id,)| id));
+        }
+        Ok(erased)
+    }
+
     /// Mail to the lead that a mailer is sending right now.
     pub async fn mails_sending(&mut self, lead_id: i64) -> Result<i64, StoreError> {
         let (n,): (i64,) = in_tx!(self, |tx, DB| {
@@ -664,6 +689,30 @@ impl WriteTx {
             });
             removed.insert(step.table, n);
         }
+        // Other leads' handoffs list the lead among the colleagues' leads at the same
+        // company (`duplicates`): it leaves those lists.
+        let n = in_tx!(self, |tx, DB| {
+            let text = if super::is_pg::<DB>() {
+                "UPDATE handoffs SET duplicates = COALESCE((SELECT jsonb_agg(e) \
+                 FROM jsonb_array_elements(handoffs.duplicates::jsonb) e \
+                 WHERE (e->>'id')::bigint IS DISTINCT FROM ?), '[]'::jsonb)::text \
+                 WHERE lead_id <> ? AND duplicates <> '[]' \
+                 AND duplicates::jsonb @> jsonb_build_array(jsonb_build_object('id', ?::bigint))"
+            } else {
+                "UPDATE handoffs SET duplicates = (SELECT json_group_array(json(value)) \
+                 FROM json_each(handoffs.duplicates) WHERE json_extract(value, '$.id') IS NOT ?) \
+                 WHERE lead_id <> ? AND duplicates <> '[]' AND EXISTS (SELECT 1 \
+                 FROM json_each(handoffs.duplicates) WHERE json_extract(value, '$.id') = ?)"
+            };
+            sqlx::query(sql::<DB>(text))
+                .bind(lead_id)
+                .bind(lead_id)
+                .bind(lead_id)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+        });
+        removed.insert("handoffs of other leads", n);
         let record = serde_json::to_string(&removed).expect("counts serialise");
         in_tx!(self, |tx, DB| {
             sqlx::query(sql::<DB>(

@@ -643,3 +643,51 @@ async fn in_a_cluster_an_erasure_through_one_daemon_reaches_leads_the_other_hold
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_lead_leaves_the_colleague_lists_of_other_handoffs() {
+    let app = crate::helpers::spawn_app().await;
+    // Two people at ACME, one after the other: the second's handoff names the first.
+    let first = "erika.first@acme.de";
+    let second = "max.second@acme.de";
+    for email in [first, second] {
+        let (status, body) = app
+            .post("/v1/batch", &json!({ "batch": journey(email) }))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        app.settle().await;
+    }
+    // Each handoff in full (its `duplicates` are the colleagues' leads).
+    let handoffs = || async {
+        let (status, list) = app.get("/v1/handoffs?limit=10").await;
+        assert_eq!(status, StatusCode::OK, "{list}");
+        let mut text = String::new();
+        for h in list["handoffs"].as_array().unwrap() {
+            let (status, body) = app.get(&format!("/v1/handoffs/{}", h["id"])).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            text.push_str(&body.to_string());
+        }
+        text
+    };
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = handoffs().await;
+        if text.contains(second) && text.matches(first).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        text.contains(second) && text.matches(first).count() >= 2,
+        "the second handoff names the first lead: {text}"
+    );
+    let (status, body) = delete(&app, &format!("/v1/leads/{first}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let text = handoffs().await;
+    assert!(
+        !text.contains(first),
+        "the erased address is still listed: {text}"
+    );
+    assert!(text.contains(second), "{text}");
+    app.stop().await;
+}
