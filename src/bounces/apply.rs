@@ -110,6 +110,20 @@ pub async fn apply(
         );
     }
     let mut action = "none";
+    // A report seen before (a replayed webhook, the same mail piped twice) changes
+    // nothing: a lead who opted in again since keeps the new consent.
+    let replayed = match &report.id {
+        Some(id) => {
+            store
+                .bounce_logged(report.source, id, email.as_str())
+                .await?
+        }
+        None => false,
+    };
+    if replayed {
+        applied.action = "duplicate";
+        return Ok(applied);
+    }
     if matches!(report.kind, Kind::Complaint | Kind::Unsubscribe)
         && let Some(lead) = applied.lead_id
     {

@@ -65,7 +65,10 @@ impl Processor {
                 Err(EraseError::Sending) if tries < TRIES => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(EraseError::Store(StoreError::LeadChanged(_))) if tries < TRIES => {}
+                Err(EraseError::Store(StoreError::LeadChanged(_))) if tries < TRIES => {
+                    // Another daemon wrote the lead meanwhile: read it again shortly.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 Ok(None) => return Err(missing()),
                 Ok(Some(removed)) => {
                     let touched: Vec<&str> = removed

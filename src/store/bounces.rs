@@ -124,6 +124,28 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Whether the report `report_id` of `source` about `email` was logged before.
+    pub async fn bounce_logged(
+        &self,
+        source: &str,
+        report_id: &str,
+        email: &str,
+    ) -> Result<bool, StoreError> {
+        let seen: Option<(i64,)> = read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT id FROM bounce_log WHERE source = ? AND report_id = ? AND email = ?",
+            ))
+            .bind(source)
+            .bind(report_id)
+            .bind(email)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(seen.is_some())
+    }
+}
+
 impl WriteTx {
     /// Logs a report and suppresses its address when it calls for it: a hard bounce
     /// at once, a soft one when it makes `soft.limit` since `soft.since`. Returns the

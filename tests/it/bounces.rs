@@ -179,6 +179,22 @@ async fn an_arf_complaint_withdraws_marketing_consent() {
     let log = bounce_log(app.dir.path(), email).await;
     assert_eq!(log[0].kind, "complaint");
     assert_eq!(log[0].source, "arf");
+    // The lead opts in again; the same report sent once more changes nothing.
+    let (status, body) = app
+        .post(
+            "/v1/identify",
+            &json!({"userId": email, "traits": {"email": email, "consent_email": true,
+                    "consent_source": "newsletter form"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.settle().await;
+    assert_eq!(app.lead(email).await["consent_email"]["granted"], true);
+    let (status, body) = post_message(&app, report_for(ARF, &sent, email)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reports"][0]["action"], "duplicate", "{body}");
+    let lead = app.lead(email).await;
+    assert_eq!(lead["consent_email"]["granted"], true, "{lead}");
     app.stop().await;
 }
 
