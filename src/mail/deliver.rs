@@ -376,8 +376,15 @@ impl Mailer {
         let enrollment_ids: Vec<i64> = claimed.iter().filter_map(|r| r.enrollment_id).collect();
         let enrollments = self.store().enrollment_statuses(&enrollment_ids).await?;
         let seqs: Vec<i64> = claimed.iter().filter_map(|r| r.event_seq).collect();
-        let events = self.store().events_by_seq(&seqs).await?;
-        let event_times = self.store().event_times(&seqs).await?;
+        // What happened (for the templates) and when (trigger mails for stale events
+        // are held back), in one read.
+        let (events, event_times): (HashMap<i64, (String, Value)>, HashMap<i64, i64>) = self
+            .store()
+            .events_by_seq(&seqs)
+            .await?
+            .into_iter()
+            .map(|(seq, (name, props, at))| ((seq, (name, props)), (seq, at)))
+            .unzip();
         let data = BatchData {
             event_times,
             read_at,

@@ -255,27 +255,20 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// Name and properties of the given events (what trigger mails refer to).
+    /// Name, properties and time (ms) of the given events (what trigger mails refer to).
     pub async fn events_by_seq(
         &self,
         seqs: &[i64],
-    ) -> Result<HashMap<i64, (String, serde_json::Value)>, StoreError> {
-        let head = "SELECT seq, name, properties FROM events WHERE seq IN ";
-        let rows: Vec<(i64, String, String)> = self.fetch_in(head, seqs, "").await?;
+    ) -> Result<HashMap<i64, (String, serde_json::Value, i64)>, StoreError> {
+        let head = "SELECT seq, name, properties, occurred_at FROM events WHERE seq IN ";
+        let rows: Vec<(i64, String, String, i64)> = self.fetch_in(head, seqs, "").await?;
         Ok(rows
             .into_iter()
-            .map(|(seq, name, properties)| {
+            .map(|(seq, name, properties, at)| {
                 let props = serde_json::from_str(&properties).unwrap_or(serde_json::Value::Null);
-                (seq, (name, props))
+                (seq, (name, props, at))
             })
             .collect())
-    }
-
-    /// When the given events happened (ms), to hold back trigger mails for stale ones.
-    pub async fn event_times(&self, seqs: &[i64]) -> Result<HashMap<i64, i64>, StoreError> {
-        let head = "SELECT seq, occurred_at FROM events WHERE seq IN ";
-        let rows: Vec<(i64, i64)> = self.fetch_in(head, seqs, "").await?;
-        Ok(rows.into_iter().collect())
     }
 
     /// Status of the given enrollments.
