@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TOKEN, TestApp, cli_in, config_of, eventually, mail_dir, spawn_in, text};
-use crate::mail::{consenting, download, mails_to, pricing_view};
+use crate::mail::{consenting, download, mail_status, mails_to, pricing_view};
 
 const DSN: &str = include_str!("../fixtures/bounces/dsn-postfix.eml");
 const ARF: &str = include_str!("../fixtures/bounces/arf.eml");
@@ -59,24 +59,6 @@ async fn bounce_log(dir: &Path, email: &str) -> Vec<BounceLogRow> {
     rows
 }
 
-/// The mails to `email`: (template, status, reason).
-async fn mails(app: &TestApp, email: &str) -> Vec<(String, String, Option<String>)> {
-    let (status, body) = app.get(&format!("/v1/mails?lead={email}")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["mails"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["template"].as_str().unwrap().to_string(),
-                m["status"].as_str().unwrap().to_string(),
-                m["reason"].as_str().map(str::to_string),
-            )
-        })
-        .collect()
-}
-
 /// Two downloads on one topic ask for the use-case mail; waits until it is decided.
 async fn next_mail_is_suppressed(app: &TestApp, sink: &SmtpSink, email: &str) {
     let before = mails_to(sink, email).len();
@@ -87,7 +69,7 @@ async fn next_mail_is_suppressed(app: &TestApp, sink: &SmtpSink, email: &str) {
     app.settle().await;
     let start = Instant::now();
     loop {
-        let m = mails(app, email).await;
+        let m = mail_status(app, email).await;
         if let Some(m) = m.iter().find(|m| m.0 != "trigger/pricing-follow-up")
             && m.1 != "queued"
             && m.1 != "sending"

@@ -51,7 +51,8 @@ pub fn body(r: &Received) -> String {
     r.text().replace("=\r\n", "").replace("=3D", "=")
 }
 
-async fn mail_status(app: &TestApp, email: &str) -> Vec<(String, String, Option<String>)> {
+/// The mails to `email`: (template, status, reason).
+pub async fn mail_status(app: &TestApp, email: &str) -> Vec<(String, String, Option<String>)> {
     let (status, body) = app.get(&format!("/v1/mails?lead={email}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["mails"]
