@@ -19,6 +19,13 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Run => run(config, clock).await,
         Command::Ingest { file, history } => ingest_file(config, clock, &file, history).await,
         Command::Lead {
+            command: LeadCommand::List(args),
+        } => super::lists::lead_list(config, args).await,
+        Command::Import(args) => super::import::import(config, clock, args).await,
+        Command::Events {
+            command: EventsCommand::Export(args),
+        } => super::export::export(config, clock, args).await,
+        Command::Lead {
             command: LeadCommand::Show { email, json },
         } => lead_show(config, clock, &email, json).await,
         Command::Lead {
@@ -132,7 +139,7 @@ async fn shutdown_signal() {
 }
 
 /// Processes the queue here unless a daemon holds the processing lease.
-async fn process_if_free(app: &App) -> anyhow::Result<()> {
+pub(super) async fn process_if_free(app: &App) -> anyhow::Result<()> {
     match app.processor.take_lease("cli").await? {
         Ok(()) => {
             // Each batch written extends the lease, so a long run keeps it.
@@ -292,6 +299,9 @@ async fn events(
                     failed.len()
                 );
             }
+        }
+        EventsCommand::Export(_) => {
+            unreachable!("`events export` reads the database without building the app")
         }
         EventsCommand::Retry { seqs } => {
             let n = app

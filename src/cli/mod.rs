@@ -1,10 +1,14 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
 //! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`, `key new`,
-//! `bounces ingest|list`, `lead export|erase`, `retention run`.
+//! `bounces ingest|list`, `lead export|erase`, `retention run`, `lead list`, `import`,
+//! `events export`.
 
 mod bounces;
 mod commands;
+mod export;
+mod import;
 mod key;
+mod lists;
 mod log;
 mod mail;
 mod privacy;
@@ -38,6 +42,8 @@ pub struct Args {
 pub enum Command {
     /// Run the daemon: HTTP API, event processing, schedules, rule reload
     Run,
+    /// Turn a CSV list of leads (a trade fair's, a CRM's) into identify events
+    Import(import::ImportArgs),
     /// Store the events of a JSONL file (one Segment event per line, with "type")
     Ingest {
         file: PathBuf,
@@ -141,6 +147,8 @@ pub enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum LeadCommand {
+    /// Leads that pass the filters (as GET /v1/leads), all of them unless --limit
+    List(lists::ListArgs),
     /// A lead's stage, scores, tags, stage history and recent activity
     Show {
         email: String,
@@ -178,6 +186,8 @@ pub enum EventsCommand {
     },
     /// Queue failed events again (all, or the given sequence numbers)
     Retry { seqs: Vec<i64> },
+    /// Write the stored events as Segment JSONL (which `nurtured ingest` reads)
+    Export(export::ExportArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,9 +1,11 @@
-//! `GET /v1/leads/{email}` and `POST /v1/leads/{email}/stage`.
+//! `GET /v1/leads` (a filtered list, in pages, as JSON or CSV), `GET /v1/leads/{email}`
+//! and `POST /v1/leads/{email}/stage`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -14,10 +16,70 @@ use crate::domain::change::Outcome;
 use crate::ingest::InputError;
 use crate::process::manual::ManualError;
 use crate::report::LeadReport;
+use crate::report::lead_list::{self, LeadPage, ListQuery};
 
 fn email(raw: &str) -> Result<Email, ApiError> {
     Email::parse(raw)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string()))
+}
+
+/// `GET /v1/leads?stage=&tag=&min_fit=&min_interest=&owner=&q=&limit=&cursor=`: JSON
+/// (`leads`, `next_cursor`), or CSV with `format=csv` or `Accept: text/csv` (the next
+/// cursor in the `X-Next-Cursor` header).
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let raw = raw.unwrap_or_default();
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect();
+    let query = ListQuery::parse(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        &state.config.funnel,
+        Some(lead_list::DEFAULT_LIMIT),
+    )
+    .map_err(|e| {
+        let mut err = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!("parameter {e}"),
+        );
+        err.details.push(InputError {
+            index: None,
+            path: e.param,
+            message: e.message,
+        });
+        err
+    })?;
+    let wants_csv = query.csv
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/csv"));
+    let page = LeadPage::load(
+        &state.processor.store,
+        &query.filter,
+        query.after,
+        query.limit.unwrap_or(lead_list::DEFAULT_LIMIT),
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    if !wants_csv {
+        return Ok(Json(page).into_response());
+    }
+    let mut response = (
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        lead_list::to_csv(&page.leads),
+    )
+        .into_response();
+    if let Some(next) = page.next_cursor
+        && let Ok(value) = HeaderValue::from_str(&next)
+    {
+        response.headers_mut().insert("x-next-cursor", value);
+    }
+    Ok(response)
 }
 
 pub async fn show(

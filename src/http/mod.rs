@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/import", post(ingest::batch));
     let read = Router::new()
         .route("/health", get(stats::health))
+        .route("/leads", get(leads::list))
         .route("/leads/{email}", get(leads::show))
         .route("/stats", get(stats::stats))
         .route("/stats/queue", get(stats::queue))

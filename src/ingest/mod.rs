@@ -2,9 +2,13 @@
 //! ([`segment`]), tied to leads (creating a lead for a new e-mail address) or to
 //! anonymous visitors, whose events wait until a lead joins them ([`anonymous`]), and
 //! stored durably in one transaction. Either the whole request is stored or none of
-//! it; concurrent requests share a transaction ([`group`]).
+//! it; concurrent requests share a transaction ([`group`]). CSV lists of people come in
+//! as identify events ([`csv_import`]); stored events go back out as Segment JSONL
+//! ([`export`]).
 
 mod anonymous;
+pub mod csv_import;
+pub mod export;
 pub mod file;
 pub mod group;
 pub mod segment;

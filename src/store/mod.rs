@@ -19,6 +19,7 @@ mod handoffs;
 mod jobs;
 mod leads;
 pub mod lease;
+mod lists;
 mod outbox;
 mod pause;
 pub mod privacy;
@@ -50,6 +51,7 @@ pub use handoffs::{
 pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
 pub use lease::{Fence, Lease, LeaseHeld};
+pub use lists::{EventRange, ExportRow, LeadFilter, LeadListRow};
 pub use outbox::{
     DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
     OutboxRow, StepDone, StepMail,
