@@ -17,6 +17,7 @@ mod history;
 mod isolation;
 mod keys;
 pub mod lease;
+mod lists;
 pub mod mail;
 mod privacy;
 mod reports;
