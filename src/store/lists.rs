@@ -65,9 +65,14 @@ pub struct ExportRow {
 
 /// `LIKE` pattern for a piece of text: lower-cased, with `%`, `_` and `\` escaped.
 fn contains_pattern(text: &str) -> String {
+    like_escaped(&text.to_lowercase())
+}
+
+/// `LIKE` pattern matching `text` anywhere, with `%`, `_` and `\` escaped.
+fn like_escaped(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('%');
-    for c in text.to_lowercase().chars() {
+    for c in text.chars() {
         if matches!(c, '%' | '_' | '\\') {
             out.push('\\');
         }
@@ -106,7 +111,14 @@ impl Store {
                         .push_bind(json!([tag]).to_string())
                         .push("::jsonb");
                 } else {
-                    q.push(" AND EXISTS (SELECT 1 FROM json_each(leads.tags) t WHERE t.value = ")
+                    // A plain text match on the stored JSON first (cheap), then the
+                    // exact one on its elements.
+                    q.push(" AND tags LIKE ")
+                        .push_bind(like_escaped(&json!(tag).to_string()))
+                        .push(
+                            " ESCAPE '\\' AND EXISTS (SELECT 1 FROM json_each(leads.tags) t \
+                               WHERE t.value = ",
+                        )
                         .push_bind(tag.clone())
                         .push(")");
                 }
@@ -189,7 +201,12 @@ impl Store {
                         .push_bind(json!([tag]).to_string())
                         .push("::jsonb");
                 } else {
-                    q.push(" AND EXISTS (SELECT 1 FROM json_each(leads.tags) t WHERE t.value = ")
+                    q.push(" AND tags LIKE ")
+                        .push_bind(like_escaped(&json!(tag).to_string()))
+                        .push(
+                            " ESCAPE '\\' AND EXISTS (SELECT 1 FROM json_each(leads.tags) t \
+                               WHERE t.value = ",
+                        )
                         .push_bind(tag.clone())
                         .push(")");
                 }
@@ -220,5 +237,6 @@ mod tests {
     fn text_search_escapes_like_wildcards() {
         assert_eq!(contains_pattern("ACME"), "%acme%");
         assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+        assert_eq!(like_escaped(&json!("a_b").to_string()), "%\"a\\_b\"%");
     }
 }
