@@ -312,6 +312,14 @@ async fn lead_lists_filter_page_and_export_csv() {
         "{}",
         text(&out)
     );
+    let out = app.cli(&["events", "export", "--lead", "lead03@list.example"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        5,
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test]
