@@ -130,6 +130,9 @@ fn file_filter(file: Option<&str>) -> (String, String) {
 pub mod build {
     use super::*;
 
+    /// An example row before it is written: lead, event, source, action, error message.
+    type Example = (i64, i64, String, String, Option<String>);
+
     /// Records shadow runs `(lead id, event seq, run)` at `at`: adds to the counts,
     /// stores the examples and keeps the newest [`EXAMPLES_PER_FILE`] of each file.
     pub fn shadow(
@@ -139,8 +142,7 @@ pub mod build {
     ) -> Statements {
         let at = to_ms(at);
         let mut counts: BTreeMap<(String, String, String), i64> = BTreeMap::new();
-        let mut examples: BTreeMap<String, Vec<(i64, i64, String, String, Option<String>)>> =
-            BTreeMap::new();
+        let mut examples: BTreeMap<String, Vec<Example>> = BTreeMap::new();
         for (lead, seq, run) in runs {
             for (source, action, message) in records(run) {
                 *counts
@@ -156,7 +158,7 @@ pub mod build {
             return Statements::Empty;
         }
         let counts: Vec<_> = counts.into_iter().collect();
-        let mut rows: Vec<(String, (i64, i64, String, String, Option<String>))> = Vec::new();
+        let mut rows: Vec<(String, Example)> = Vec::new();
         for (file, list) in &examples {
             let skip = list.len().saturating_sub(EXAMPLES_PER_FILE);
             rows.extend(list.iter().skip(skip).map(|r| (file.clone(), r.clone())));

@@ -149,7 +149,10 @@ async fn the_shadow_list_follows_the_config_file_and_promotion_applies_the_file(
         .await;
     assert_eq!(stats["events_failed"], 0, "{stats}");
     let early = app.lead("early@example.com").await;
-    assert!(!early["tags"].to_string().contains("webinar-fan"), "{early:#}");
+    assert!(
+        !early["tags"].to_string().contains("webinar-fan"),
+        "{early:#}"
+    );
     assert_ne!(early["stage"], "mql", "{early:#}");
 
     // Promoted: out of the list, the file is live from the next event on.
