@@ -46,8 +46,14 @@ async fn state_of(app: &TestApp, email: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_file_is_listed_and_changes_no_lead() {
     let dir = prepare_dir();
-    with_shadow(dir.path(), "\"55-webinar-fan.rhai\"");
+    with_shadow(dir.path(), "\"55-webinar-fan.rhai\", \"57-broken.rhai\"");
     std::fs::write(dir.path().join("rules/55-webinar-fan.rhai"), FAN).unwrap();
+    // A shadow file that does not compile does not stop the daemon; it is reported.
+    std::fs::write(
+        dir.path().join("rules/57-broken.rhai"),
+        "fn on_event(lead, event) {\n    lead.tag(\"x\"\n}\n",
+    )
+    .unwrap();
     let shadowed = spawn_in(dir).await;
     let plain = spawn_app().await;
     for app in [&shadowed, &plain] {
@@ -64,6 +70,10 @@ async fn a_shadow_file_is_listed_and_changes_no_lead() {
     // Its error failed no event; /v1/stats over HTTP counts what it would have done.
     let stats = shadowed.stats().await;
     assert_eq!(stats["events_failed"], 0, "{stats}");
+    let errors = &stats["rules"]["errors"];
+    assert_eq!(errors.as_array().unwrap().len(), 1, "{stats}");
+    assert_eq!(errors[0]["file"], "rules/57-broken.rhai", "{stats}");
+    assert_eq!(errors[0]["line"], 3, "{stats}");
     let file = &stats["shadow"]["files"][0];
     assert_eq!(file["file"], "rules/55-webinar-fan.rhai", "{stats}");
     assert!(file["actions"].as_i64().unwrap() >= 3, "{stats}");
