@@ -75,8 +75,13 @@ impl App {
             Arc::new(config.thresholds.clone()),
         ));
         let rules = Arc::new(
-            Rules::load(&sandbox, &config.rules_dir, &config.rules_shown)
-                .map_err(StartError::Rules)?,
+            Rules::load_with_shadow(
+                &sandbox,
+                &config.rules_dir,
+                &config.rules_shown,
+                &config.rules_shadow,
+            )
+            .map_err(StartError::Rules)?,
         );
         let templates = Arc::new(
             Templates::load(
@@ -224,6 +229,14 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         app.sandbox.clone(),
         shutdown.clone(),
     ));
+    // `[rules] shadow` follows the config file.
+    if let Some(file) = app.config.file.clone() {
+        tasks.spawn(crate::rules::shadow::watch(
+            app.rules.clone(),
+            file,
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(app.mailer.clone().run(shutdown.clone()));
     tasks.spawn(app.desk.clone().run(shutdown.clone()));
     tasks.spawn(app.webhooks.clone().run(shutdown.clone()));

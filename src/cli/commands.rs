@@ -45,6 +45,19 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
             let dir = dir.unwrap_or_else(|| config.rules_dir.join("tests"));
             Ok(fixture::run_dir(&config, &dir).await)
         }
+        Command::Rules {
+            command: RulesCommand::Shadow { file, recent, json },
+        } => {
+            let store = crate::store::Store::open_existing(&config.database_url).await?;
+            let report =
+                crate::report::shadow::ShadowReport::load(&store, file.as_deref(), recent).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", printable(&report.text()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Templates {
             command: TemplatesCommand::Check,
         } => Ok(super::mail::templates_check(&config)),
@@ -270,6 +283,8 @@ async fn events(
                             "occurred_at": crate::clock::from_ms(f.occurred_at),
                             "attempts": f.attempts,
                             "error": f.error.as_deref().and_then(|e| serde_json::from_str::<RuleError>(e).ok()),
+                            "rules": failed_rules(f),
+                            "fix": fix_of(f),
                         })
                     })
                     .collect();
@@ -278,11 +293,20 @@ async fn events(
                 println!("no failed events");
             } else {
                 for f in &failed {
-                    let error = f
-                        .error
-                        .as_deref()
-                        .and_then(|e| serde_json::from_str::<RuleError>(e).ok())
-                        .map_or_else(|| "unknown error".to_string(), |e| e.to_string());
+                    let rules = failed_rules(f);
+                    let error = if rules.is_empty() {
+                        f.error
+                            .as_deref()
+                            .and_then(|e| serde_json::from_str::<RuleError>(e).ok())
+                            .map_or_else(|| "unknown error".to_string(), |e| e.to_string())
+                    } else {
+                        rules
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("\n    ")
+                    };
+                    let error = format!("{error}\n    fix: {}", fix_of(f));
                     let line = format!(
                         "#{} {} {} \"{}\" at {} (tried {}x)\n    {error}",
                         f.seq,
@@ -313,6 +337,37 @@ async fn events(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rule files a partly failed event failed for (empty when it failed as a whole).
+fn failed_rules(f: &crate::store::FailedEvent) -> Vec<RuleError> {
+    f.rules
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default()
+}
+
+/// What to do about a failed event.
+fn fix_of(f: &crate::store::FailedEvent) -> String {
+    let rules = failed_rules(f);
+    if rules.is_empty() {
+        return "nothing of the event was applied; fix the cause above (the rule at that \
+                line, or the event's data), check with `nurtured rules check`, then \
+                `nurtured events retry` processes the event again"
+            .into();
+    }
+    let files: Vec<&str> = rules.iter().map(|e| e.file.as_str()).collect();
+    format!(
+        "the other rule files' changes were applied; fix {} at the line shown, check with \
+         `nurtured rules check`, then `nurtured events retry` runs only {} for this event, on \
+         the lead as it is now",
+        files.join(", "),
+        if files.len() == 1 {
+            "that file"
+        } else {
+            "those files"
+        }
+    )
 }
 
 /// `nurtured rules check`: compiles all files and checks the schedules' functions.

@@ -240,6 +240,17 @@ pub enum RulesCommand {
     Check,
     /// Run the rule fixtures in DIR [default: <rules_dir>/tests]
     Test { dir: Option<PathBuf> },
+    /// What the shadow rule files ([rules] shadow) would have done: counts per call
+    /// site and action, recent examples with the lead, and errors
+    Shadow {
+        /// Only this file (`55-webinar-fan.rhai` or `rules/55-webinar-fan.rhai`)
+        file: Option<String>,
+        /// Recent examples shown per file
+        #[arg(long, default_value_t = 20)]
+        recent: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a parsed command line; the exit code says how it went.

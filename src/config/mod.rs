@@ -10,6 +10,7 @@ pub mod mail;
 pub mod raw;
 pub mod redact;
 pub mod retention;
+pub mod rules;
 pub mod sales;
 pub mod topics;
 
@@ -67,6 +68,8 @@ pub struct Config {
     pub topics: topics::Topics,
     /// `[retention]`: raw events, mail bodies, anonymous profiles.
     pub retention: retention::Retention,
+    /// `[rules] shadow`: rule files (names in the rules folder) that run in shadow.
+    pub rules_shadow: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -521,6 +524,7 @@ fn validate(
     let bounces = bounces::bounces(&raw.bounces, &checker);
     let http = http::http(&raw.http, &raw.api_token, &raw.api_keys, &checker);
     let retention = retention::retention(&raw.retention, &bad);
+    let rules_shadow = rules::shadow(&raw.rules, &bad);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -569,6 +573,7 @@ fn validate(
         http,
         topics,
         retention,
+        rules_shadow,
     })
 }
 

@@ -68,6 +68,20 @@ pub struct RawConfig {
     pub topics: Vec<super::topics::RawTopic>,
     #[serde(default)]
     pub retention: super::retention::RawRetention,
+    /// `[rules]`: rule files that run in shadow.
+    #[serde(default)]
+    pub rules: RawRules,
+}
+
+/// `[rules]`: how the files of `rules_dir` run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRules {
+    /// File names in the rules folder (`55-webinar-fan.rhai`) that run in shadow: they
+    /// see every event after the live files, and what they ask for is recorded, not
+    /// applied. Re-read from the file while the daemon runs.
+    #[serde(default)]
+    pub shadow: Vec<String>,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens

@@ -370,6 +370,7 @@ async fn store_all(
                 occurred_at: crate::clock::to_ms(e.occurred_at),
                 attempts: 0,
                 history: e.history,
+                retry_rules: None,
             })
             .collect()
     } else {

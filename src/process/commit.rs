@@ -56,21 +56,32 @@ pub async fn write_group(
         .clone()
         .filter_map(|o| o.result.as_ref().ok().map(|c| (o.lead_id, Some(o.seq), c)))
         .collect();
+    // An event some rule files failed for is processed (the others' changes apply)
+    // and kept as failed for those files.
     let processed: Vec<i64> = outcomes
         .clone()
-        .filter(|o| o.result.is_ok())
+        .filter(|o| o.result.is_ok() && o.failed_rules.is_empty())
         .map(|o| o.seq)
         .collect();
-    let failed: Vec<(i64, String)> = outcomes
+    let failed: Vec<(i64, String, Option<String>)> = outcomes
         .clone()
-        .filter_map(|o| {
-            o.result.as_ref().err().map(|e| {
-                (
-                    o.seq,
-                    serde_json::to_string(e).expect("rule errors serialise"),
-                )
-            })
+        .filter_map(|o| match (&o.result, o.failed_rules.first()) {
+            (Err(e), _) => Some((
+                o.seq,
+                serde_json::to_string(e).expect("rule errors serialise"),
+                None,
+            )),
+            (Ok(_), Some(first)) => Some((
+                o.seq,
+                serde_json::to_string(first).expect("rule errors serialise"),
+                Some(serde_json::to_string(&o.failed_rules).expect("rule errors serialise")),
+            )),
+            (Ok(_), None) => None,
         })
+        .collect();
+    let shadow: Vec<(i64, i64, &crate::rules::ShadowRun)> = outcomes
+        .clone()
+        .flat_map(|o| o.shadow.iter().map(move |r| (o.lead_id, o.seq, r)))
         .collect();
     let count = outcomes.clone().count() as u64;
     // Retried events that succeeded now are failed no more.
@@ -89,7 +100,8 @@ pub async fn write_group(
         .and(build::lead_states(store.dialect(), &states))
         .and(build::changes(store.dialect(), &records))
         .and(build::mails(store.dialect(), &records, &plan.params, now))
-        .and(build::handoffs(store.dialect(), &records, now));
+        .and(build::handoffs(store.dialect(), &records, now))
+        .and(build::shadow(store.dialect(), &shadow, now));
     let mut versions: Vec<(i64, i64)> = dones
         .iter()
         .filter_map(|d| d.lead.as_ref().map(|l| (l.id, l.version)))
@@ -136,6 +148,9 @@ pub fn report(p: &Processor, dones: &[Done]) {
                 tracing::warn!(seq = o.seq, lead_id = o.lead_id, error = %e, "event failed; fix the rule, then `nurtured events retry`");
             }
             Ok(changes) => {
+                for e in &o.failed_rules {
+                    tracing::warn!(seq = o.seq, lead_id = o.lead_id, error = %e, "a rule file failed for the event; the other files' changes apply; fix the file, then `nurtured events retry` runs it again");
+                }
                 for a in &changes.actions {
                     if let Outcome::Skipped(why) = &a.outcome {
                         tracing::info!(seq = o.seq, lead_id = o.lead_id, action = %a.action, source = %a.source, "action skipped: {why:?}");

@@ -17,8 +17,8 @@ use super::locks::{LeadGuard, Shared};
 use crate::clock::from_ms;
 use crate::domain::{Changes, Lead, Traits};
 use crate::mail::StreamPlan;
-use crate::rules::run::{json_map, run_event};
-use crate::rules::{Context, EventView, RuleError, RuleSet, Sandbox};
+use crate::rules::run::{json_map, run_event_files};
+use crate::rules::{Context, Evaluation, EventView, RuleError, RuleSet, Sandbox, ShadowRun};
 use crate::store::{PastEvent, PendingEvent};
 
 /// Work per job before the lead's lock is let go once.
@@ -31,7 +31,13 @@ pub const SLOW_EVENT: Duration = Duration::from_millis(25);
 pub struct EventOutcome {
     pub seq: i64,
     pub lead_id: i64,
+    /// An error here failed the event as a whole (nothing of it applies).
     pub result: Result<Changes, RuleError>,
+    /// Live rule files that failed for the event: their changes were dropped, the
+    /// others' (in `result`) apply; the event is kept as failed for these files.
+    pub failed_rules: Vec<RuleError>,
+    /// What the shadow files would have done.
+    pub shadow: Vec<ShadowRun>,
 }
 
 /// Where a job's history comes from.
@@ -141,6 +147,8 @@ impl Done {
                         "event",
                         format!("processing crashed ({message}); report this, then `nurtured events retry`"),
                     )),
+                    failed_rules: Vec::new(),
+                    shadow: Vec::new(),
                 })
                 .collect(),
             leftover: Vec::new(),
@@ -195,6 +203,8 @@ impl Evaluator<'_> {
                     seq: row.seq,
                     lead_id,
                     result: Ok(Changes::default()),
+                    failed_rules: Vec::new(),
+                    shadow: Vec::new(),
                 });
                 done_events.push(row);
                 continue;
@@ -207,14 +217,17 @@ impl Evaluator<'_> {
                 properties: &row.properties,
             });
             let result = evaluate_event(self, &ctx, before, &row)
-                .map(|(after, changes)| (!before.same_profile(&after), after, changes));
+                .map(|eval| (!before.same_profile(&eval.lead), eval));
             let took = at.elapsed();
             slow |= took >= SLOW_EVENT;
+            let (mut failed_rules, mut shadow) = (Vec::new(), Vec::new());
             let result = match result {
-                Ok((profile, after, changes)) => {
+                Ok((profile, eval)) => {
                     *write.get_or_insert(false) |= profile;
-                    current = Some(after);
-                    Ok(changes)
+                    current = Some(eval.lead);
+                    failed_rules = eval.failed;
+                    shadow = eval.shadow;
+                    Ok(eval.changes)
                 }
                 Err(e) if e.transient => {
                     transient = Some(e);
@@ -227,6 +240,8 @@ impl Evaluator<'_> {
                 seq: row.seq,
                 lead_id,
                 result,
+                failed_rules,
+                shadow,
             });
             done_events.push(row);
             if budgeted && started.elapsed() >= BUDGET {
@@ -277,14 +292,17 @@ fn evaluate_event(
     ctx: &Context,
     lead: &Lead,
     row: &PendingEvent,
-) -> Result<(Lead, Changes), RuleError> {
+) -> Result<Evaluation, RuleError> {
     let at = from_ms(row.occurred_at);
     let before = lead;
     let consented = lead.consent_email.granted;
+    // A retry of the rule files that failed for the event: only they run, on the lead
+    // as it is now (its traits were applied when the event was processed).
+    let only = retry_files(row)?;
     // Identify traits change the lead before the rules see it.
     let identified;
     let lead = match row.traits.as_deref() {
-        Some(text) if row.kind == "identify" => {
+        Some(text) if row.kind == "identify" && only.is_none() => {
             let obj: serde_json::Map<String, Value> =
                 serde_json::from_str(text).map_err(|e| stored("traits")(e.to_string()))?;
             let parsed = Traits::parse(&obj, "traits").map_err(|errs| {
@@ -308,7 +326,7 @@ fn evaluate_event(
         context: json_map(row.context.as_deref()).map_err(stored("context"))?,
         at,
     };
-    let mut eval = run_event(ev.sandbox, ev.rules, ctx, lead, &view)?;
+    let mut eval = run_event_files(ev.sandbox, ev.rules, ctx, lead, &view, only.as_deref())?;
     ev.plan
         .follow(before, &eval.lead, Some(&row.name), &mut eval.changes);
     // Consent given through a form or the CRM lets waiting streams go on; consent
@@ -333,6 +351,25 @@ fn evaluate_event(
     }
     if row.history {
         crate::process::history_only::strip(&mut eval.changes);
+        for run in &mut eval.shadow {
+            if let Ok(c) = &mut run.result {
+                crate::process::history_only::strip(c);
+            }
+        }
     }
-    Ok((eval.lead, eval.changes))
+    Ok(eval)
+}
+
+/// The rule files to run again for a retried event that failed for some files only.
+fn retry_files(row: &PendingEvent) -> Result<Option<Vec<String>>, RuleError> {
+    let Some(text) = row.retry_rules.as_deref() else {
+        return Ok(None);
+    };
+    let errors: Vec<RuleError> =
+        serde_json::from_str(text).map_err(|e| stored("rule failures")(e.to_string()))?;
+    let names = errors
+        .iter()
+        .map(|e| e.file.rsplit('/').next().unwrap_or(&e.file).to_string())
+        .collect();
+    Ok(Some(names))
 }

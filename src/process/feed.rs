@@ -126,6 +126,7 @@ mod tests {
             occurred_at: 0,
             attempts: 0,
             history: false,
+            retry_rules: None,
         })
         .collect()
     }

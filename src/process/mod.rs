@@ -1,8 +1,10 @@
 //! Event processing. Pending events are read in arrival order; each lead's events run
 //! one after the other through the rules (off the async reactor), while different
-//! leads run side by side; results are written in shared transactions. An event whose
-//! rules fail is kept as failed with the error; its effects are dropped as a whole and
-//! the other events go on.
+//! leads run side by side; results are written in shared transactions. A rule file
+//! that fails for an event loses its own changes for it, the other files' changes are
+//! written, and the event is kept as failed for that file (retried for it alone); an
+//! event that cannot run at all is kept as failed as a whole. Shadow rule files'
+//! would-be actions are written with the batch.
 //!
 //! - [`feed`]: events handed from intake straight to the pipeline;
 //! - [`processor`]: the shared parts, the lease, and a single batch

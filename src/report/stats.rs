@@ -31,6 +31,8 @@ pub struct Stats {
     pub cluster: Option<crate::cluster::ClusterView>,
     /// Whether mail goes out or waits while the SMTP server refuses the sender.
     pub delivery: Delivery,
+    /// What the shadow rule files would have done: counts per file, recent errors.
+    pub shadow: super::shadow::ShadowReport,
 }
 
 /// `"running"`, or `"paused"` with when it began, the next probe and the server's
@@ -127,6 +129,7 @@ impl Stats {
                     pause,
                 }
             },
+            shadow: super::shadow::ShadowReport::load(store, None, 10).await?,
         })
     }
 }

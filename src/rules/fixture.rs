@@ -335,7 +335,8 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
                 return Err(format!("{label}: the event was not processed"));
             };
             match o.result {
-                Ok(c) => (c, None),
+                // A file that failed: the others' changes applied, the error shows.
+                Ok(c) => (c, o.failed_rules.first().map(ToString::to_string)),
                 Err(e) => (Changes::default(), Some(e.to_string())),
             }
         };

@@ -7,6 +7,7 @@
 //! - [`ruleset`]: compiled files and reload; [`watch`]: reload on change;
 //! - [`run`]: calling `on_event` / a scheduled function;
 //! - [`fixture`]: `nurtured rules test`; [`error`]: errors with file:line:column;
+//! - [`shadow`]: the files that run in shadow follow the config file;
 //! - [`topic_check`]: unknown topic ids in `subscribed("...")`, for `nurtured rules check`.
 
 pub mod api;
@@ -17,10 +18,11 @@ pub mod ruleset;
 pub mod run;
 pub mod sales_api;
 pub mod sandbox;
+pub mod shadow;
 pub mod topic_check;
 pub mod watch;
 
 pub use error::RuleError;
 pub use ruleset::{RuleSet, Rules};
-pub use run::{Context, Evaluation, EventView};
+pub use run::{Context, Evaluation, EventView, ShadowRun};
 pub use sandbox::Sandbox;

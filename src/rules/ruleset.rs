@@ -2,7 +2,7 @@
 //! a file that changed is compiled again; if it no longer compiles, its previous
 //! version stays live and the error is kept for `/v1/stats` and the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -41,11 +41,19 @@ impl RuleFile {
 #[derive(Default)]
 pub struct RuleSet {
     pub files: Vec<Arc<RuleFile>>,
+    /// Names of the files that run in shadow (`[rules] shadow`): after the live files,
+    /// on a copy of the lead, with what they ask for recorded and not applied.
+    pub shadow: Arc<BTreeSet<String>>,
 }
 
 impl RuleSet {
     pub fn file(&self, name: &str) -> Option<&Arc<RuleFile>> {
         self.files.iter().find(|f| f.name == name)
+    }
+
+    /// Whether the file named `name` runs in shadow.
+    pub fn is_shadow(&self, name: &str) -> bool {
+        self.shadow.contains(name)
     }
 }
 
@@ -62,6 +70,9 @@ pub struct FileStatus {
     pub file: String,
     pub digest: String,
     pub loaded_at: DateTime<Utc>,
+    /// Runs in shadow: recorded, not applied.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
 }
 
 /// The live rules.
@@ -135,13 +146,30 @@ impl Rules {
     /// Compiles every file of `dir`; all must compile. `shown_dir` is how the folder
     /// is named in messages and history (as written in the config, e.g. `rules`).
     pub fn load(sandbox: &Sandbox, dir: &Path, shown_dir: &str) -> Result<Self, Vec<RuleError>> {
+        Self::load_with_shadow(sandbox, dir, shown_dir, &[])
+    }
+
+    /// Like [`Rules::load`], with the files named in `shadow` running in shadow. A
+    /// shadow file that does not compile does not stop the others: it is left out and
+    /// its error shows in [`Rules::status`].
+    pub fn load_with_shadow(
+        sandbox: &Sandbox,
+        dir: &Path,
+        shown_dir: &str,
+        shadow: &[String],
+    ) -> Result<Self, Vec<RuleError>> {
         let shown_dir = shown_dir.trim_end_matches('/').to_string();
         let texts = read_dir(dir).map_err(|e| vec![e])?;
         let mut files = Vec::new();
         let mut errors = Vec::new();
+        let mut shadow_errors = Vec::new();
         for (name, text) in &texts {
             match compile(sandbox, name, &format!("{shown_dir}/{name}"), text) {
                 Ok(f) => files.push(Arc::new(f)),
+                Err(e) if shadow.contains(name) => {
+                    tracing::error!(error = %e, "shadow rule file does not compile; it does not run");
+                    shadow_errors.push(e);
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -151,9 +179,30 @@ impl Rules {
         Ok(Self {
             dir: dir.to_path_buf(),
             shown_dir,
-            current: RwLock::new(Arc::new(RuleSet { files })),
-            state: RwLock::new((1, Vec::new())),
+            current: RwLock::new(Arc::new(RuleSet {
+                files,
+                shadow: Arc::new(shadow.iter().cloned().collect()),
+            })),
+            state: RwLock::new((1, shadow_errors)),
         })
+    }
+
+    /// Sets the files that run in shadow (`[rules] shadow`, read again while the daemon
+    /// runs). Returns whether the list changed.
+    pub fn set_shadow(&self, shadow: &[String]) -> bool {
+        let wanted: BTreeSet<String> = shadow.iter().cloned().collect();
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if *current.shadow == wanted {
+            return false;
+        }
+        tracing::info!(shadow = ?wanted, "rule files in shadow changed");
+        *current = Arc::new(RuleSet {
+            files: current.files.clone(),
+            shadow: Arc::new(wanted),
+        });
+        state.0 += 1;
+        true
     }
 
     pub fn dir(&self) -> &Path {
@@ -220,7 +269,10 @@ impl Rules {
                 .any(|(a, b)| !Arc::ptr_eq(a, b));
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if changed {
-            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(RuleSet { files });
+            let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+            // The shadow list as it is now (it may have changed during the compile).
+            let shadow = current.shadow.clone();
+            *current = Arc::new(RuleSet { files, shadow });
             state.0 += 1;
         }
         state.1 = errors.clone();
@@ -239,9 +291,29 @@ impl Rules {
                     file: f.shown.to_string(),
                     digest: f.digest.clone(),
                     loaded_at: f.loaded_at,
+                    shadow: set.is_shadow(&f.name),
                 })
                 .collect(),
-            errors: state.1.clone(),
+            errors: state
+                .1
+                .iter()
+                .cloned()
+                .chain(
+                    set.shadow
+                        .iter()
+                        .filter(|n| {
+                            set.file(n).is_none()
+                                && !state.1.iter().any(|e| e.file.ends_with(&format!("/{n}")))
+                        })
+                        .map(|n| {
+                    RuleError::new(
+                        &format!("{}/{n}", self.shown_dir),
+                        "named in [rules] shadow but not loaded: the file is missing or does \
+                         not compile; check the name and `nurtured rules check`",
+                    )
+                        }),
+                )
+                .collect(),
         }
     }
 }

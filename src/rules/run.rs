@@ -1,6 +1,7 @@
 //! Running rules: every file's `on_event(lead, event)` in file order for one event, or
 //! one scheduled function for one lead. The result is the changed lead with its
-//! [`Changes`], or the first error; the caller keeps the result only on success.
+//! [`Changes`]; for an event, a live file that fails is left out (its changes
+//! dropped, its error kept), and the shadow files' would-be changes come apart.
 
 use std::sync::Arc;
 
@@ -118,6 +119,20 @@ impl EventView {
 pub struct Evaluation {
     pub lead: Lead,
     pub changes: Changes,
+    /// Live files that failed (their changes for the event were dropped).
+    pub failed: Vec<RuleError>,
+    /// What the shadow files would have done (nothing of it is in `lead`/`changes`).
+    pub shadow: Vec<ShadowRun>,
+}
+
+/// One shadow file's run for one event: its would-be changes, or its error.
+#[derive(Debug)]
+pub struct ShadowRun {
+    /// As shown (`rules/55-webinar-fan.rhai`).
+    pub file: Arc<str>,
+    /// The file name in the rules folder.
+    pub name: String,
+    pub result: Result<Changes, RuleError>,
 }
 
 fn call(
@@ -159,7 +174,13 @@ fn with_position<T>(
     }
 }
 
-/// Runs every `on_event` for one event, starting from `lead`.
+/// Runs every live `on_event` for one event, starting from `lead`, then every shadow
+/// file (see [`RuleSet::shadow`]) on a copy of the lead as the live files left it.
+///
+/// A live file that fails for the event is left out: its changes for the event are
+/// dropped, the files after it start from the lead as the files before it left it, and
+/// its error is in [`Evaluation::failed`]. Only an error of the daemon itself
+/// ([`RuleError::transient`]) fails the whole run.
 pub fn run_event(
     sandbox: &Sandbox,
     rules: &RuleSet,
@@ -167,25 +188,112 @@ pub fn run_event(
     lead: &Lead,
     event: &EventView,
 ) -> Result<Evaluation, RuleError> {
-    let event = event_dynamic(event);
-    with_position(sandbox, |engine| {
-        let handle = ctx.session(lead, event.1, event.2, Arc::from(""));
-        for file in rules.files.iter().filter(|f| f.has_on_event) {
-            handle.set_file(&file.shown);
-            let _ = call(
-                sandbox,
-                engine,
-                file,
-                ON_EVENT,
-                vec![Dynamic::from(handle.clone()), event.0.clone()],
-            )?;
+    run_event_files(sandbox, rules, ctx, lead, event, None)
+}
+
+/// Like [`run_event`]; with `only`, runs just the live files of that name (a retry of
+/// the files that failed for the event) and no shadow file.
+pub fn run_event_files(
+    sandbox: &Sandbox,
+    rules: &RuleSet,
+    ctx: &Context,
+    lead: &Lead,
+    event: &EventView,
+    only: Option<&[String]>,
+) -> Result<Evaluation, RuleError> {
+    let live: Vec<&Arc<RuleFile>> = rules
+        .files
+        .iter()
+        .filter(|f| f.has_on_event && !rules.is_shadow(&f.name))
+        .filter(|f| only.is_none_or(|o| o.contains(&f.name)))
+        .collect();
+    let mut shared = event_dynamic(event);
+    let mut failed: Vec<RuleError> = Vec::new();
+    let mut left_out: Vec<usize> = Vec::new();
+    // A failing file is left out and the run starts over (rules are pure: the files
+    // before it come to the same result), so the common case copies nothing.
+    let session = loop {
+        let failing = std::cell::Cell::new(None);
+        let run = with_position(sandbox, |engine| {
+            let handle = ctx.session(lead, shared.1, shared.2, Arc::from(""));
+            for (i, file) in live.iter().enumerate() {
+                if left_out.contains(&i) {
+                    continue;
+                }
+                handle.set_file(&file.shown);
+                let called = call(
+                    sandbox,
+                    engine,
+                    file,
+                    ON_EVENT,
+                    vec![Dynamic::from(handle.clone()), shared.0.clone()],
+                );
+                if let Err(e) = called {
+                    failing.set(Some(i));
+                    return Err(e);
+                }
+            }
+            Ok(handle.finish())
+        });
+        match run {
+            Ok(s) => break s,
+            Err(e) if e.transient => return Err(e),
+            Err(e) => match failing.get() {
+                Some(i) if !left_out.contains(&i) => {
+                    left_out.push(i);
+                    failed.push(e);
+                    // A fresh event map: a file may have changed the one it was given.
+                    shared = event_dynamic(event);
+                }
+                _ => return Err(e),
+            },
         }
-        let s = handle.finish();
-        Ok(Evaluation {
-            lead: s.lead,
-            changes: s.changes,
-        })
+    };
+    let shadow = if only.is_some() || rules.shadow.is_empty() {
+        Vec::new()
+    } else {
+        run_shadow(sandbox, rules, ctx, &session.lead, event)
+    };
+    Ok(Evaluation {
+        lead: session.lead,
+        changes: session.changes,
+        failed,
+        shadow,
     })
+}
+
+/// Runs each shadow file on its own copy of `lead`: what it would do, or its error.
+fn run_shadow(
+    sandbox: &Sandbox,
+    rules: &RuleSet,
+    ctx: &Context,
+    lead: &Lead,
+    event: &EventView,
+) -> Vec<ShadowRun> {
+    rules
+        .files
+        .iter()
+        .filter(|f| f.has_on_event && rules.is_shadow(&f.name))
+        .map(|file| {
+            let shared = event_dynamic(event);
+            let result = with_position(sandbox, |engine| {
+                let handle = ctx.session(lead, shared.1, shared.2, Arc::clone(&file.shown));
+                let _ = call(
+                    sandbox,
+                    engine,
+                    file,
+                    ON_EVENT,
+                    vec![Dynamic::from(handle.clone()), shared.0.clone()],
+                )?;
+                Ok(handle.finish().changes)
+            });
+            ShadowRun {
+                file: Arc::clone(&file.shown),
+                name: file.name.clone(),
+                result,
+            }
+        })
+        .collect()
 }
 
 /// The event map, shared so that handing it to each rule file does not copy it.
@@ -215,6 +323,8 @@ pub fn run_function(
         Ok(Evaluation {
             lead: s.lead,
             changes: s.changes,
+            failed: Vec::new(),
+            shadow: Vec::new(),
         })
     })
 }

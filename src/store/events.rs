@@ -77,6 +77,9 @@ pub struct PendingEvent {
     pub attempts: i64,
     /// Taken in as history (see [`NewEvent::history`]).
     pub history: bool,
+    /// A retry of an event that failed for some rule files only: the JSON array of
+    /// their errors (only those files run again).
+    pub retry_rules: Option<String>,
 }
 
 /// A past event as counting needs it.
@@ -101,6 +104,8 @@ pub struct FailedEvent {
     pub attempts: i64,
     /// JSON written by the processor.
     pub error: Option<String>,
+    /// When only some rule files failed: the JSON array of their errors.
+    pub rules: Option<String>,
 }
 
 /// "How many events named `name` did this lead do in `[since, until]`, up to event
@@ -149,7 +154,7 @@ impl Store {
     ) -> Result<Vec<PendingEvent>, StoreError> {
         const SELECT: &str = "SELECT e.seq, e.message_id, e.lead_id, e.kind, e.name, \
              e.properties, e.traits, e.context, e.occurred_at, \
-             COALESCE(f.attempts, 0) AS attempts, e.history \
+             COALESCE(f.attempts, 0) AS attempts, e.history, f.rules AS retry_rules \
              FROM event_queue q JOIN events e ON e.seq = q.seq \
              LEFT JOIN event_failures f ON f.seq = q.seq";
         if let (Some((held, n)), Db::Postgres { pool }) = (shards, &*self.db) {
@@ -232,7 +237,7 @@ impl Store {
         Ok(read!(self, |pool, DB| {
             sqlx::query_as(sql::<DB>(
                 "SELECT e.seq, e.message_id, l.email, e.kind, e.name, e.occurred_at, f.attempts, \
-                        f.error \
+                        f.error, f.rules \
                  FROM event_failures f JOIN events e ON e.seq = f.seq \
                  JOIN leads l ON l.id = e.lead_id \
                  WHERE f.seq NOT IN (SELECT seq FROM event_queue) ORDER BY f.seq LIMIT ?",
@@ -433,19 +438,20 @@ impl WriteTx {
     }
 
     /// Takes processed and failed events off the queue, records the failures (with the
-    /// error JSON) and forgets the earlier failures of retried events that now
+    /// error JSON, and for an event that failed for some rule files only the JSON array
+    /// of their errors) and forgets the earlier failures of retried events that now
     /// succeeded. Returns how many events were still queued.
     pub async fn finish_events(
         &mut self,
         processed: &[i64],
-        failed: &[(i64, String)],
+        failed: &[(i64, String, Option<String>)],
         retried_ok: &[i64],
         at: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let all: Vec<i64> = processed
             .iter()
             .copied()
-            .chain(failed.iter().map(|(s, _)| *s))
+            .chain(failed.iter().map(|(s, _, _)| *s))
             .collect();
         let ms = to_ms(at);
         Ok(in_tx!(self, |tx, DB| {
@@ -464,19 +470,20 @@ impl WriteTx {
                     .await?
                     .rows_affected();
             }
-            for chunk in failed.chunks(rows_per_statement(4)) {
+            for chunk in failed.chunks(rows_per_statement(5)) {
                 let mut q = QueryBuilder::<DB>::new(
-                    "INSERT INTO event_failures (seq, attempts, error, failed_at) ",
+                    "INSERT INTO event_failures (seq, attempts, error, failed_at, rules) ",
                 );
-                q.push_values(chunk, |mut b, (seq, error)| {
+                q.push_values(chunk, |mut b, (seq, error, rules)| {
                     b.push_bind(*seq)
                         .push_bind(1i64)
                         .push_bind(error.clone())
-                        .push_bind(ms);
+                        .push_bind(ms)
+                        .push_bind(rules.clone());
                 });
                 q.push(
                     " ON CONFLICT (seq) DO UPDATE SET attempts = event_failures.attempts + 1, \
-                     error = excluded.error, failed_at = excluded.failed_at",
+                     error = excluded.error, failed_at = excluded.failed_at, rules = excluded.rules",
                 );
                 q.build().persistent(false).execute(&mut **tx).await?;
             }

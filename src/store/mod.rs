@@ -25,6 +25,7 @@ mod pause;
 pub mod privacy;
 mod reports;
 mod rows;
+pub mod shadow;
 mod stats;
 pub mod testing;
 mod topics;
@@ -495,6 +496,7 @@ pub mod build {
     pub use super::handoffs::build::handoffs;
     pub use super::leads::build::{changes, lead_states, leads};
     pub use super::outbox::build::mails;
+    pub use super::shadow::build::shadow;
     pub use super::topics::build::topic_choices;
 }
 

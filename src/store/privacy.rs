@@ -225,6 +225,11 @@ const SECTIONS: &[Section] = &[
         columns: &["topic", "state", "at", "source"],
     },
     Section {
+        name: "shadow_rules",
+        from: "FROM shadow_examples WHERE lead_id = ?1 ORDER BY id",
+        columns: &["file", "seq", "source", "action", "message", "at"],
+    },
+    Section {
         name: "bounces",
         from: "FROM bounce_log WHERE lead_id = ?1 \
                OR email = (SELECT email FROM leads WHERE id = ?1) ORDER BY id",
@@ -424,6 +429,11 @@ pub const ERASE_STEPS: &[EraseStep] = &[
         statement: "DELETE FROM lead_topics WHERE lead_id = ?1",
         with_now: false,
     },
+    EraseStep {
+        table: "shadow_examples",
+        statement: "DELETE FROM shadow_examples WHERE lead_id = ?1",
+        with_now: false,
+    },
     // The tombstone: stage and times stay, everything about the person goes.
     EraseStep {
         table: "leads",
@@ -466,6 +476,7 @@ const TOUCHED: &[&str] = &[
     "group_members",
     "anonymous_profiles",
     "lead_topics",
+    "shadow_examples",
 ];
 
 /// One recorded erasure.
@@ -913,6 +924,8 @@ pub const NOT_PERSONAL: &[&str] = &[
     "erased_addresses",
     "erasures",
     "retention_runs",
+    // Counts per rule call site, with no lead.
+    "shadow_counts",
 ];
 
 #[cfg(test)]

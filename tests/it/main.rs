@@ -24,6 +24,7 @@ mod reports;
 mod rules;
 mod schedules;
 mod sdk;
+mod shadow;
 mod shutdown;
 mod store_copy;
 mod streams;

@@ -1,0 +1,75 @@
+//! Shadow rules: the list of files that run in shadow (`[rules] shadow`) follows the
+//! config file while the daemon runs. The config file's folder is watched; when the
+//! file itself changes, the key is read again and the rule set swapped, so a file goes
+//! into shadow, or is promoted out of it, without a restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio_util::sync::CancellationToken;
+
+use super::ruleset::Rules;
+
+/// Quiet time after the last change before the file is read (editors write in steps).
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// Reads `[rules] shadow` from `config` again and applies it; a file that cannot be
+/// read or parsed keeps the list as it was (and says why in the log).
+pub fn reload(rules: &Rules, config: &std::path::Path) {
+    match crate::config::rules::reread_shadow(config) {
+        Ok(list) => {
+            rules.set_shadow(&list);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read [rules] shadow from the config file; the shadow list stays as it was");
+        }
+    }
+}
+
+/// Watches the config file until `shutdown` and applies changes of its shadow list.
+pub async fn watch(rules: Arc<Rules>, config: PathBuf, shutdown: CancellationToken) {
+    let config = std::path::absolute(&config).unwrap_or(config);
+    let (Some(dir), Some(name)) = (config.parent().map(PathBuf::from), config.file_name()) else {
+        return;
+    };
+    let name = name.to_os_string();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Only events about the config file itself: its folder may hold the database.
+    let mut watcher = match notify::recommended_watcher(
+        move |res: notify::Result<notify::Event>| {
+            if let Ok(event) = res
+                && !matches!(event.kind, notify::EventKind::Access(_))
+                && event.paths.iter().any(|p| p.file_name() == Some(&name))
+            {
+                let _ = tx.send(());
+            }
+        },
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; [rules] shadow changes load on restart only");
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, "cannot watch the config file; [rules] shadow changes load on restart only");
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = rx.recv() => if got.is_none() { return },
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SETTLE) => break,
+                got = rx.recv() => if got.is_none() { break },
+            }
+        }
+        let (rules, config) = (rules.clone(), config.clone());
+        let _ = tokio::task::spawn_blocking(move || reload(&rules, &config)).await;
+    }
+}
