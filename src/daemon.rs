@@ -84,7 +84,8 @@ impl App {
                 &config.mail.templates_shown,
                 &config.mail.default_locale,
             )
-            .map_err(StartError::Templates)?,
+            .map_err(StartError::Templates)?
+            .with_rules(&config.rules_dir, &config.rules_shown),
         );
         let plan = StreamPlan::new(config.streams.clone(), config.mail.quarantine.clone())
             .with_topics(config.topics.clone())

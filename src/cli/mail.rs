@@ -9,6 +9,7 @@ use crate::daemon::App;
 use crate::domain::Email;
 use crate::domain::text::printable;
 use crate::mail::Templates;
+use crate::mail::template_data::TemplateData;
 use crate::mail::templates::required;
 use crate::store::{MailFilter, OutboxRow};
 
@@ -25,7 +26,8 @@ pub fn templates_check(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let problems = templates.check(&required(config));
+    let data = TemplateData::collect(&config.rules_dir, &config.rules_shown);
+    let problems = templates.check(&required(config), &data);
     for p in &problems {
         println!("{p}");
     }
@@ -34,8 +36,8 @@ pub fn templates_check(config: &Config) -> ExitCode {
         let count: usize = mails.values().map(|m| m.len()).sum();
         let locales: Vec<&str> = mails.keys().map(String::as_str).collect();
         println!(
-            "ok: {count} mails ({}) render against the sample lead; every template that \
-             streams and rules use exists",
+            "ok: {count} mails ({}) render against the sample lead with the data the rules \
+             pass; every template that streams and rules use exists",
             locales.join(", ")
         );
         ExitCode::SUCCESS
