@@ -59,7 +59,7 @@ pub use reports::{
     BreachCountRow, EnteredRow, HandoffReportRow, LeadStageRow, MoveCountRow, NewLeadRow,
     ReachedRow, StayRow, WaitingHandoffRow,
 };
-pub use rows::{HistoryRow, LedgerRow, rfc3339};
+pub use rows::{HistoryRow, LedgerRow, TagSource, rfc3339};
 pub use stats::EventCounts;
 pub use topics::TopicChoice;
 
