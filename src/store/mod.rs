@@ -19,6 +19,7 @@ mod handoffs;
 mod jobs;
 mod leads;
 pub mod lease;
+pub mod mail_retry;
 mod outbox;
 mod pause;
 pub mod privacy;
@@ -50,6 +51,7 @@ pub use handoffs::{
 pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
 pub use lease::{Fence, Lease, LeaseHeld};
+pub use mail_retry::{MailLogRow, RetryReport, RetrySelection};
 pub use outbox::{
     DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
     OutboxRow, StepDone, StepMail,
