@@ -253,7 +253,7 @@ impl Templates {
                         let mut ctx = sample.clone();
                         ctx["data"] = d.clone();
                         let mut e = self.render_in(c, name, locale, &ctx).err()?;
-                        if e.message.contains("data.") {
+                        if e.message.contains("data.") || e.message.contains("not defined") {
                             e.message = format!(
                                 "{} (the rule call {at} does not pass it; the rules pass to \
                                  `{name}`: {}; add the key to the call's `data` map or take it \
