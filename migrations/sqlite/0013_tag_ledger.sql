@@ -5,7 +5,7 @@ CREATE TABLE tag_ledger (
     id          INTEGER PRIMARY KEY,
     lead_id     INTEGER NOT NULL REFERENCES leads (id),
     tag         TEXT    NOT NULL,
-    added       BOOLEAN NOT NULL,
+    added       INTEGER NOT NULL CHECK (added IN (0, 1)),
     at          INTEGER NOT NULL,
     source_kind TEXT    NOT NULL,   -- rule | api | system
     source      TEXT    NOT NULL,   -- rules/40-funnel.rhai:23, api:crm, ingest, job:...
