@@ -300,4 +300,36 @@ fn on_event(lead, event) {
         let found = in_rule("r.rhai", text);
         assert!(matches!(&found[..], [Found::Dynamic(t, _)] if t == "t"));
     }
+
+    #[test]
+    fn dynamic_data_takes_the_properties_of_the_fixtures_that_ask_for_the_mail() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("55-webinar.rhai"),
+            r#"fn on_event(lead, event) { lead.send_mail("trigger/webinar", #{ data: event.properties }); }"#,
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("tests")).unwrap();
+        std::fs::write(
+            dir.path().join("tests/webinar.toml"),
+            r#"
+[lead]
+email = "a@example.com"
+[[events]]
+type = "track"
+event = "Webinar Attended"
+properties = { webinar = "Funnel", seats = 2 }
+expect = { actions = ["send_mail trigger/webinar"] }
+"#,
+        )
+        .unwrap();
+        let data = TemplateData::collect(dir.path(), "rules");
+        let samples = data.samples("trigger/webinar");
+        assert_eq!(samples.len(), 1, "{data:?}");
+        assert_eq!(samples[0].1, json!({"webinar": "Funnel", "seats": 2}));
+        assert_eq!(
+            samples[0].0,
+            "rules/tests/webinar.toml (event 1) via rules/55-webinar.rhai:1:33"
+        );
+    }
 }
