@@ -246,6 +246,27 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
             .await;
         });
     }
+    {
+        // The `data` the rules pass to each mail changes with the rules (and their
+        // fixtures): the templates are checked again, and a mail that no longer renders
+        // shows in `template_errors` and keeps its last good version.
+        let templates = app.templates.clone();
+        let dir = app.rules.dir().to_path_buf();
+        let shutdown_token = shutdown.clone();
+        tasks.spawn(async move {
+            let reload = move || {
+                templates.reload();
+            };
+            watch::watch_folder(
+                &dir,
+                notify::RecursiveMode::Recursive,
+                "rules (for the templates)",
+                reload,
+                shutdown_token,
+            )
+            .await;
+        });
+    }
     if app.processor.cluster.get().is_none() {
         // Processing writes extend the lease too; this keeps it while idle.
         let (processor, shutdown) = (app.processor.clone(), shutdown.clone());
