@@ -89,7 +89,8 @@ impl App {
                 &config.mail.templates_shown,
                 &config.mail.default_locale,
             )
-            .map_err(StartError::Templates)?,
+            .map_err(StartError::Templates)?
+            .with_rules(&config.rules_dir, &config.rules_shown),
         );
         let plan = StreamPlan::new(config.streams.clone(), config.mail.quarantine.clone())
             .with_topics(config.topics.clone())
@@ -252,6 +253,27 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
                 &dir,
                 notify::RecursiveMode::Recursive,
                 "templates",
+                reload,
+                shutdown_token,
+            )
+            .await;
+        });
+    }
+    {
+        // The `data` the rules pass to each mail changes with the rules (and their
+        // fixtures): the templates are checked again, and a mail that no longer renders
+        // shows in `template_errors` and keeps its last good version.
+        let templates = app.templates.clone();
+        let dir = app.rules.dir().to_path_buf();
+        let shutdown_token = shutdown.clone();
+        tasks.spawn(async move {
+            let reload = move || {
+                templates.reload();
+            };
+            watch::watch_folder(
+                &dir,
+                notify::RecursiveMode::Recursive,
+                "rules (for the templates)",
                 reload,
                 shutdown_token,
             )

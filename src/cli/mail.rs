@@ -1,4 +1,5 @@
-//! `nurtured templates check`, `nurtured mail list` and `nurtured mail show`.
+//! `nurtured templates check`, `nurtured mail list`, `nurtured mail show` and
+//! `nurtured mail retry`.
 
 use std::process::ExitCode;
 
@@ -9,8 +10,9 @@ use crate::daemon::App;
 use crate::domain::Email;
 use crate::domain::text::printable;
 use crate::mail::Templates;
+use crate::mail::template_data::TemplateData;
 use crate::mail::templates::required;
-use crate::store::{MailFilter, OutboxRow};
+use crate::store::{MailFilter, OutboxRow, RetrySelection};
 
 /// Loads and renders every template; 0 when all is well, 1 otherwise.
 pub fn templates_check(config: &Config) -> ExitCode {
@@ -25,7 +27,8 @@ pub fn templates_check(config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let problems = templates.check(&required(config));
+    let data = TemplateData::collect(&config.rules_dir, &config.rules_shown);
+    let problems = templates.check(&required(config), &data);
     for p in &problems {
         println!("{p}");
     }
@@ -34,8 +37,8 @@ pub fn templates_check(config: &Config) -> ExitCode {
         let count: usize = mails.values().map(|m| m.len()).sum();
         let locales: Vec<&str> = mails.keys().map(String::as_str).collect();
         println!(
-            "ok: {count} mails ({}) render against the sample lead; every template that \
-             streams and rules use exists",
+            "ok: {count} mails ({}) render against the sample lead with the data the rules \
+             pass; every template that streams and rules use exists",
             locales.join(", ")
         );
         ExitCode::SUCCESS
@@ -96,8 +99,9 @@ pub async fn mail(
                 eprintln!("no mail {id}");
                 return Ok(ExitCode::FAILURE);
             };
+            let history = store.mail_log(id).await?;
             if json {
-                let v = serde_json::json!({ "mail": row, "content": content });
+                let v = serde_json::json!({ "mail": row, "content": content, "history": history });
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(ExitCode::SUCCESS);
             }
@@ -121,12 +125,53 @@ pub async fn mail(
             if let Some(m) = &row.message_id {
                 field("message:", m);
             }
+            for h in &history {
+                field(
+                    "history:",
+                    &format!("{} {} by {} ({})", time(h.at), h.what, h.actor, h.note),
+                );
+            }
             if let Some(c) = content {
                 field("subject:", &c.subject);
                 field("headers:", &c.headers);
                 page.push_str(&format!("\n{}\n", c.text_body));
             }
             print!("{}", printable(&page));
+        }
+        MailCommand::Retry {
+            ids,
+            failed,
+            template,
+        } => {
+            let selection = if failed {
+                RetrySelection::Failed {
+                    template: template.as_deref(),
+                }
+            } else {
+                RetrySelection::Ids(&ids)
+            };
+            let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+            let now = crate::clock::to_ms(app.processor.clock.now());
+            let report = store
+                .retry_mails(selection, &format!("cli:{user}"), now)
+                .await?;
+            for id in &report.queued {
+                println!("mail {id}: queued again");
+            }
+            for r in &report.refused {
+                eprintln!("mail {}: not queued again: {}", r.id, r.reason);
+            }
+            if report.queued.is_empty() && report.refused.is_empty() {
+                println!(
+                    "no failed mails{}",
+                    template
+                        .map(|t| format!(" of template {t}"))
+                        .unwrap_or_default()
+                );
+            }
+            if !report.refused.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -218,6 +218,18 @@ pub enum MailCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Queue failed mails again (attempts reset; the mail's history says who retried)
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["ids", "failed"])))]
+    Retry {
+        /// The mails to queue again; each must be failed
+        ids: Vec<i64>,
+        /// Every failed mail (with --template, those of one template)
+        #[arg(long, conflicts_with = "ids")]
+        failed: bool,
+        /// With --failed: only mails of this template, e.g. trigger/use-case
+        #[arg(long, requires = "failed")]
+        template: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

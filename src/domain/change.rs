@@ -202,6 +202,19 @@ pub struct Changes {
     /// The lead moved on before sales answered its open handoff (to a stage that does
     /// not hand over): the handoff ends.
     pub handoff_settled: Option<SettledHandoff>,
+    /// Tags set or taken away, for the tag ledger.
+    pub tags: Vec<TagChange>,
+}
+
+/// A tag set (`added`) or taken away, for the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TagChange {
+    pub tag: String,
+    pub added: bool,
+    pub at: DateTime<Utc>,
+    pub source: Source,
+    /// Why, when the API caller said so; for a rule, the event is linked by its seq.
+    pub reason: String,
 }
 
 /// How an open handoff ends when the lead moves on without an answer from sales.

@@ -351,6 +351,17 @@ impl Lead {
             if outcome == Outcome::Applied && lead_changed {
                 self.updated_at = at;
             }
+            if outcome == Outcome::Applied
+                && let Action::Tag(tag) | Action::Untag(tag) = &action
+            {
+                changes.tags.push(crate::domain::change::TagChange {
+                    tag: tag.clone(),
+                    added: matches!(action, Action::Tag(_)),
+                    at,
+                    source: source.clone(),
+                    reason: String::new(),
+                });
+            }
             changes.actions.push(ActionRecord {
                 action,
                 source: source.clone(),

@@ -1,5 +1,5 @@
-//! `GET /v1/leads` (a filtered list, in pages, as JSON or CSV), `GET /v1/leads/{email}`
-//! and `POST /v1/leads/{email}/stage`.
+//! `GET /v1/leads` (a filtered list, in pages, as JSON or CSV), `GET /v1/leads/{email}`,
+//! `POST /v1/leads/{email}/stage` and `POST /v1/leads/{email}/tags`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -145,6 +145,61 @@ pub async fn set_stage(
                 "reason"
             }
             .into(),
+            message: e.to_string(),
+        }])),
+        Err(ManualError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsRequest {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+    reason: String,
+    /// Who asks; recorded when an admin key names them, else the key's name is.
+    #[serde(default)]
+    by: Option<String>,
+}
+
+/// `POST /v1/leads/{email}/tags` with `{"add": ["event-2026"], "remove": [], "reason":
+/// "met at the fair"}`: the tag ledger records the key (or `by`) and the reason.
+pub async fn set_tags(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let email = email(&raw)?;
+    let bytes = bytes.map_err(|e| ApiError::new(e.status(), "invalid_body", e.body_text()))?;
+    let req: TagsRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::input(vec![InputError {
+            index: None,
+            path: "$".into(),
+            message: format!(
+                "{e}; send {{\"add\": [\"fair-2026\"], \"remove\": [], \"reason\": \"met at the fair\"}}"
+            ),
+        }])
+    })?;
+    let user = caller.user(req.by.as_deref());
+    match state
+        .processor
+        .set_tags_by(&email, &req.add, &req.remove, &req.reason, &user)
+        .await
+    {
+        Ok((lead, changed)) => Ok(Json(json!({
+            "email": lead.email,
+            "tags": lead.tags,
+            "changed": changed,
+        }))),
+        Err(ManualError::NotFound(e)) => {
+            Err(ApiError::not_found(format!("no lead with e-mail {e}")))
+        }
+        Err(ManualError::Invalid(e)) => Err(ApiError::input(vec![InputError {
+            index: None,
+            path: "add".into(),
             message: e.to_string(),
         }])),
         Err(ManualError::Store(e)) => Err(ApiError::internal(e)),

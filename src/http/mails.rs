@@ -1,14 +1,16 @@
-//! `GET /v1/mails` (newest first; `status`, `lead`, `limit`) and `GET /v1/mails/{id}`
-//! (with the mail as sent).
+//! `GET /v1/mails` (newest first; `status`, `lead`, `limit`), `GET /v1/mails/{id}`
+//! (with the mail as sent and what people did to it) and `POST /v1/mails/{id}/retry`
+//! (a failed mail queued again).
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Caller};
 use crate::domain::Email;
-use crate::store::MailFilter;
+use crate::store::{MailFilter, RetrySelection};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -64,5 +66,37 @@ pub async fn show(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no mail {id}")))?;
-    Ok(Json(json!({ "mail": mail, "content": content })))
+    let history = state
+        .processor
+        .store
+        .mail_log(id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "mail": mail, "content": content, "history": history }),
+    ))
+}
+
+/// Queues failed mail `id` again; 409 with the reason when it is not failed.
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let now = crate::clock::to_ms(state.processor.clock.now());
+    let report = state
+        .processor
+        .store
+        .retry_mails(RetrySelection::Ids(&[id]), &caller.by(None), now)
+        .await
+        .map_err(ApiError::internal)?;
+    if let Some(r) = report.refused.first() {
+        return Err(if r.reason.starts_with("there is no mail") {
+            ApiError::not_found(r.reason.clone())
+        } else {
+            ApiError::new(StatusCode::CONFLICT, "not_retried", r.reason.clone())
+        });
+    }
+    state.processor.wake_mailer();
+    Ok(Json(json!({ "id": id, "status": "queued" })))
 }

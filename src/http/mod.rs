@@ -90,6 +90,8 @@ pub fn router(state: AppState) -> Router {
     let write = Router::new()
         .route("/bounces", post(bounces::ingest))
         .route("/leads/{email}/stage", post(leads::set_stage))
+        .route("/leads/{email}/tags", post(leads::set_tags))
+        .route("/mails/{id}/retry", post(mails::retry))
         .route("/handoffs/{id}/accept", post(handoffs::accept))
         .route("/handoffs/{id}/reject", post(handoffs::reject));
     // Admin keys only (lead export and erase).

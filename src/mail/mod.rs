@@ -17,6 +17,7 @@ pub mod plan;
 pub mod policy;
 pub mod refusal;
 pub mod smtp_pool;
+pub mod template_data;
 pub mod templates;
 pub mod token;
 pub mod transport;

@@ -8,7 +8,9 @@
 //! the default locale.
 //!
 //! Every variable must exist: a typo is an error with file:line:column at
-//! `nurtured templates check` and on reload, not an empty spot in a sent mail.
+//! `nurtured templates check` and on reload, not an empty spot in a sent mail. Each
+//! mail is rendered with the `data` the rules pass to it ([`super::template_data`]); a
+//! mail that no longer renders after a reload keeps its last good version.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tera::{Kwargs, State, Tera, TeraResult};
+
+use super::template_data::TemplateData;
 
 /// The three parts of a mail.
 pub const PARTS: [&str; 3] = ["subject", "txt", "html"];
@@ -29,6 +33,9 @@ pub struct TemplateError {
     /// `templates/de/x.html:2:7`, or the file or folder when no position applies.
     pub location: String,
     pub message: String,
+    /// The mail (`de/trigger/use-case`) that does not render, when it is one.
+    #[serde(skip)]
+    pub mail: Option<String>,
 }
 
 /// A rendered mail.
@@ -48,12 +55,17 @@ pub struct Templates {
     default_locale: String,
     current: RwLock<Arc<Compiled>>,
     errors: RwLock<Vec<TemplateError>>,
+    /// Where the rules are, to read the `data` they pass on each reload.
+    rules: RwLock<Option<(PathBuf, String)>>,
 }
 
 struct Compiled {
     tera: Tera,
     /// Mail names per locale: `de` -> {`trigger/use-case`, ...}.
     mails: BTreeMap<String, BTreeSet<String>>,
+    /// Mails (`de/trigger/x`) that did not render after a reload: their last good
+    /// version, which stays in use.
+    kept: BTreeMap<String, Arc<Compiled>>,
 }
 
 impl Templates {
@@ -66,24 +78,63 @@ impl Templates {
             default_locale: default_locale.to_string(),
             current: RwLock::new(Arc::new(compiled)),
             errors: RwLock::new(Vec::new()),
+            rules: RwLock::new(None),
         })
+    }
+
+    /// Reads the `data` that the rules of `dir` pass to each mail at every reload, and
+    /// now: a mail that does not render with it shows in [`Self::errors`].
+    pub fn with_rules(self, dir: &Path, shown: &str) -> Self {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((dir.to_path_buf(), shown.to_string()));
+        let data = self.rule_data();
+        let problems = self.render_all(&self.compiled(), &data);
+        for e in &problems {
+            tracing::warn!(location = %e.location, error = %e.message, "template does not render");
+        }
+        *self.errors.write().unwrap_or_else(|e| e.into_inner()) = problems;
+        self
+    }
+
+    fn rule_data(&self) -> TemplateData {
+        match &*self.rules.read().unwrap_or_else(|e| e.into_inner()) {
+            Some((dir, shown)) => TemplateData::collect(dir, shown),
+            None => TemplateData::default(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Loads the folder again; on errors the previous templates stay live.
+    /// Loads the folder again; on errors the previous templates stay live. A mail that
+    /// compiles but does not render (an unknown variable) keeps its last good version.
     pub fn reload(&self) -> Vec<TemplateError> {
         match compile(&self.dir, &self.shown) {
-            Ok(c) => {
+            Ok(mut c) => {
+                let data = self.rule_data();
+                let problems = self.render_all(&c, &data);
+                let previous = self.compiled();
+                for e in &problems {
+                    let kept = e
+                        .mail
+                        .as_ref()
+                        .and_then(|key| Some((key.clone(), previous.good(key)?)));
+                    if let Some((key, good)) = kept {
+                        tracing::warn!(
+                            location = %e.location,
+                            error = %e.message,
+                            "template does not render; its last good version stays in use"
+                        );
+                        c.kept.insert(key, good);
+                    } else {
+                        tracing::warn!(location = %e.location, error = %e.message, "template does not render");
+                    }
+                }
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
-                self.errors
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
-                tracing::info!(dir = %self.shown, "templates reloaded");
-                Vec::new()
+                *self.errors.write().unwrap_or_else(|e| e.into_inner()) = problems.clone();
+                tracing::info!(dir = %self.shown, problems = problems.len(), "templates reloaded");
+                problems
             }
             Err(errors) => {
                 for e in &errors {
@@ -143,12 +194,26 @@ impl Templates {
                      under {}/{}/",
                     self.shown, self.default_locale
                 ),
+                mail: None,
             });
         };
         let c = self.compiled();
+        let c = c.good(&format!("{locale}/{name}")).unwrap_or(c);
+        self.render_in(&c, name, &locale, context)
+    }
+
+    /// Renders mail `name` of `locale` with the templates `c`.
+    fn render_in(
+        &self,
+        c: &Compiled,
+        name: &str,
+        locale: &str,
+        context: &Value,
+    ) -> Result<Rendered, TemplateError> {
         let ctx = tera::Context::from_serialize(context).map_err(|e| TemplateError {
             location: name.to_string(),
             message: e.to_string(),
+            mail: None,
         })?;
         let part = |ext: &str| {
             c.tera
@@ -163,13 +228,55 @@ impl Templates {
             subject,
             text: part("txt")?,
             html: part("html")?,
-            locale,
+            locale: locale.to_string(),
         })
+    }
+
+    /// Renders every mail of every locale of `c` against the sample lead, once per
+    /// `data` the rules pass to it (the sample `data` for mails no rule asks for).
+    fn render_all(&self, c: &Compiled, data: &TemplateData) -> Vec<TemplateError> {
+        let sample = sample_context();
+        let mut handoff = sample_context();
+        handoff["data"] = crate::handoff::brief::sample_notification();
+        handoff["mail"]["marketing"] = json!(false);
+        let mut problems = Vec::new();
+        for (locale, names) in &c.mails {
+            for name in names {
+                let key = format!("{locale}/{name}");
+                let calls = data.samples(name);
+                let result = if name.starts_with("handoff/") {
+                    self.render_in(c, name, locale, &handoff).err()
+                } else if calls.is_empty() {
+                    self.render_in(c, name, locale, &sample).err()
+                } else {
+                    calls.iter().find_map(|(at, d)| {
+                        let mut ctx = sample.clone();
+                        ctx["data"] = d.clone();
+                        let mut e = self.render_in(c, name, locale, &ctx).err()?;
+                        if e.message.contains("data.") || e.message.contains("not defined") {
+                            e.message = format!(
+                                "{} (the rule call {at} does not pass it; the rules pass to \
+                                 `{name}`: {}; add the key to the call's `data` map or take it \
+                                 out of the template)",
+                                e.message,
+                                data.describe(name)
+                            );
+                        }
+                        Some(e)
+                    })
+                };
+                if let Some(mut e) = result {
+                    e.mail = Some(key);
+                    problems.push(e);
+                }
+            }
+        }
+        problems
     }
 
     /// Renders every mail of every locale against a sample lead, and checks that the
     /// `required` mail names (from streams and rules) exist in the default locale.
-    pub fn check(&self, required: &[(String, String)]) -> Vec<TemplateError> {
+    pub fn check(&self, required: &[(String, String)], data: &TemplateData) -> Vec<TemplateError> {
         let mut problems = Vec::new();
         let c = self.compiled();
         for (name, needed_by) in required {
@@ -184,26 +291,27 @@ impl Templates {
                         "missing mail template `{name}` (used by {needed_by}): add {name}.subject, \
                          {name}.txt and {name}.html"
                     ),
+                    mail: None,
                 });
             }
         }
-        let sample = sample_context();
-        let mut handoff = sample_context();
-        handoff["data"] = crate::handoff::brief::sample_notification();
-        handoff["mail"]["marketing"] = json!(false);
-        for (locale, names) in &c.mails {
-            for name in names {
-                let sample = if name.starts_with("handoff/") {
-                    &handoff
-                } else {
-                    &sample
-                };
-                if let Err(e) = self.render(name, Some(locale), sample) {
-                    problems.push(e);
-                }
-            }
-        }
+        problems.extend(self.render_all(&c, data));
         problems
+    }
+}
+
+impl Compiled {
+    /// The templates that render mail `key` (`de/trigger/x`): its kept last good
+    /// version, or these when they have the mail.
+    fn good(self: &Arc<Self>, key: &str) -> Option<Arc<Compiled>> {
+        if let Some(kept) = self.kept.get(key) {
+            return Some(kept.clone());
+        }
+        let (locale, name) = key.split_once('/')?;
+        self.mails
+            .get(locale)
+            .is_some_and(|m| m.contains(name))
+            .then(|| self.clone())
     }
 }
 
@@ -214,6 +322,7 @@ fn compile(dir: &Path, shown: &str) -> Result<Compiled, Vec<TemplateError>> {
         vec![TemplateError {
             location: shown.to_string(),
             message: format!("cannot read the templates folder: {e}"),
+            mail: None,
         }]
     })?;
     let mut tera = Tera::new();
@@ -274,11 +383,16 @@ fn compile(dir: &Path, shown: &str) -> Result<Compiled, Vec<TemplateError>> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
+                mail: None,
             });
         }
     }
     if problems.is_empty() {
-        Ok(Compiled { tera, mails })
+        Ok(Compiled {
+            tera,
+            mails,
+            kept: BTreeMap::new(),
+        })
     } else {
         Err(problems)
     }
@@ -326,6 +440,7 @@ fn error(shown: &str, e: &tera::Error) -> TemplateError {
                     span.start_col + 1
                 ),
                 message: hint(r.message()),
+                mail: None,
             }
         }
         _ => {
@@ -344,6 +459,7 @@ fn error(shown: &str, e: &tera::Error) -> TemplateError {
             TemplateError {
                 location,
                 message: hint(&message),
+                mail: None,
             }
         }
     }

@@ -89,6 +89,62 @@ impl Processor {
         Ok((lead, outcome))
     }
 
+    /// Sets and takes away tags of a lead on behalf of `user`, with `reason`; the tag
+    /// ledger records who and why. Returns the lead and whether anything changed.
+    pub async fn set_tags_by(
+        &self,
+        email: &Email,
+        add: &[String],
+        remove: &[String],
+        reason: &str,
+        user: &str,
+    ) -> Result<(Lead, bool), ManualError> {
+        retried(|| self.try_set_tags_by(email, add, remove, reason, user)).await
+    }
+
+    async fn try_set_tags_by(
+        &self,
+        email: &Email,
+        add: &[String],
+        remove: &[String],
+        reason: &str,
+        user: &str,
+    ) -> Result<(Lead, bool), ManualError> {
+        let id = self
+            .store
+            .lead_id_by_email(email)
+            .await?
+            .ok_or_else(|| ManualError::NotFound(email.to_string()))?;
+        let _gate = self.gate.shared().await;
+        let guard = self.locks.lock(id).await;
+        let mut lead = self
+            .locked_lead(&guard)
+            .await?
+            .ok_or_else(|| ManualError::NotFound(email.to_string()))?;
+        let mut changes = Changes::default();
+        let source = Source::Api {
+            user: user.to_string(),
+        };
+        let before = lead.clone();
+        let now = self.clock.now();
+        let actions = add
+            .iter()
+            .map(|t| Action::Tag(t.trim().to_string()))
+            .chain(remove.iter().map(|t| Action::Untag(t.trim().to_string())));
+        for action in actions {
+            lead.apply(action, &source, now, &self.funnel, &mut changes)?;
+        }
+        for t in &mut changes.tags {
+            t.reason = reason.to_string();
+        }
+        let changed = !changes.tags.is_empty();
+        if changed {
+            self.plan.follow(&before, &lead, None, &mut changes);
+            self.save_one(&mut lead, &changes).await?;
+        }
+        Ok((lead, changed))
+    }
+
     /// Writes one lead changed by hand with its records, mails and stream changes, in
     /// one transaction that checks the lease (in a cluster: the lead's version). Call
     /// with the lead's lock held.

@@ -161,6 +161,11 @@ impl Processor {
         }
     }
 
+    /// Lets the mailer look at the outbox now (mail queued outside event processing).
+    pub fn wake_mailer(&self) {
+        self.mail_wake.notify_one();
+    }
+
     /// Counting in the store, from a rule thread.
     pub(super) fn store_history(&self) -> StoreHistory {
         StoreHistory::new(self.store.clone(), self.runtime.clone())

@@ -11,7 +11,7 @@ use crate::domain::{Email, Lead};
 use crate::rules::RuleError;
 use crate::store::{
     EnrollmentRow, EventRow, HandoffFilter, HandoffRow, HistoryRow, LedgerRow, MailFilter,
-    OutboxRow, Store, StoreError, TopicChoice,
+    OutboxRow, Store, StoreError, TagSource, TopicChoice,
 };
 
 /// Everything worth knowing about one lead.
@@ -22,6 +22,8 @@ pub struct LeadReport {
     pub name: String,
     pub stage_history: Vec<HistoryRow>,
     pub score_ledger: Vec<LedgerRow>,
+    /// Who set each tag, when and why (next to `tags`, which stays a plain list).
+    pub tag_sources: Vec<TagSource>,
     pub recent_activity: Vec<Activity>,
     /// Nurture stream memberships, oldest first.
     pub streams: Vec<EnrollmentRow>,
@@ -57,6 +59,7 @@ impl LeadReport {
         };
         let stage_history = store.stage_history(lead.id).await?;
         let score_ledger = store.score_ledger(lead.id, recent as i64 * 2).await?;
+        let tag_sources = store.tag_sources(lead.id, &lead.tags).await?;
         let recent_activity = store
             .recent_events(lead.id, recent)
             .await?
@@ -93,6 +96,7 @@ impl LeadReport {
             lead,
             stage_history,
             score_ledger,
+            tag_sources,
             recent_activity,
             streams,
             mails,
@@ -169,6 +173,19 @@ impl LeadReport {
         }
         if let Some(owner) = &l.owner {
             let _ = writeln!(out, "owner     {owner}");
+        }
+        if !self.tag_sources.is_empty() {
+            let _ = writeln!(out, "\ntag sources");
+            for t in &self.tag_sources {
+                let _ = writeln!(
+                    out,
+                    "  {}  {:<20} {}  ({})",
+                    when(t.since),
+                    t.tag,
+                    t.reason,
+                    t.source
+                );
+            }
         }
 
         let _ = writeln!(out, "\nstage history");

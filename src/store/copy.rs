@@ -535,6 +535,36 @@ pub const TABLES: &[Table] = &[
             int("at"),
         ],
     },
+    Table {
+        name: "tag_ledger",
+        identity: true,
+        chunk: CHUNK,
+        columns: &[
+            int("id"),
+            int("lead_id"),
+            text("tag"),
+            boolean("added"),
+            int("at"),
+            text("source_kind"),
+            text("source"),
+            text("reason"),
+            int_or_null("event_seq"),
+        ],
+    },
+    Table {
+        name: "mail_log",
+        identity: true,
+        chunk: CHUNK,
+        columns: &[
+            int("id"),
+            int("outbox_id"),
+            int("lead_id"),
+            int("at"),
+            text("what"),
+            text("actor"),
+            text("note"),
+        ],
+    },
 ];
 
 /// Why a copy was refused or failed.

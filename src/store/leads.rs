@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sqlx::QueryBuilder;
 
-use super::rows::{HistoryRow, LEAD_COLUMNS, LeadRow, LedgerRow};
+use super::rows::{HistoryRow, LEAD_COLUMNS, LeadRow, LedgerRow, TagSource};
 use super::{
     Dialect, Statements, Store, StoreError, WriteTx, for_dialect, in_tx, is_pg, read,
     rows_per_statement, sql, sql_owned,
@@ -136,6 +136,33 @@ impl Store {
             .fetch_all(pool)
             .await?
         }))
+    }
+
+    /// Who set each of `tags` (the newest time each was set), in tag order; tags with
+    /// no record (set before the ledger existed) are left out.
+    pub async fn tag_sources(
+        &self,
+        lead_id: i64,
+        tags: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<TagSource>, StoreError> {
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A rule's tag says which event ran the rule.
+        let rows: Vec<TagSource> = read!(self, |pool, DB| {
+            sqlx::query_as(sql::<DB>(
+                "SELECT t.tag, t.at AS since, t.source_kind, t.source,                  CASE WHEN t.reason = '' AND e.seq IS NOT NULL                    THEN 'event ' || e.seq || ': ' || e.kind || ' ' || e.name ELSE t.reason END AS reason,                  t.event_seq                  FROM tag_ledger t LEFT JOIN events e ON e.seq = t.event_seq                  WHERE t.lead_id = ? AND t.added ORDER BY t.id",
+            ))
+            .bind(lead_id)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut newest: std::collections::BTreeMap<String, TagSource> =
+            std::collections::BTreeMap::new();
+        for r in rows.into_iter().filter(|r| tags.contains(&r.tag)) {
+            newest.insert(r.tag.clone(), r);
+        }
+        Ok(newest.into_values().collect())
     }
 
     /// The newest `limit` score changes, newest first.
@@ -563,7 +590,31 @@ pub mod build {
             }
             out
         });
-        moves_rows(dialect, &moves).and(scores)
+        let tags: Vec<_> = items
+            .iter()
+            .flat_map(|(lead, seq, c)| c.tags.iter().map(move |t| (*lead, *seq, t)))
+            .collect();
+        let tags = for_dialect!(dialect, |DB| {
+            let mut out: Vec<QueryBuilder<DB>> = Vec::new();
+            for chunk in tags.chunks(rows_per_statement(8)) {
+                let mut q = QueryBuilder::<DB>::new(
+                    "INSERT INTO tag_ledger (lead_id, tag, added, at, source_kind, source, reason, event_seq) ",
+                );
+                q.push_values(chunk, |mut b, (lead, seq, t)| {
+                    b.push_bind(*lead)
+                        .push_bind(t.tag.clone())
+                        .push_bind(t.added)
+                        .push_bind(to_ms(t.at))
+                        .push_bind(t.source.kind())
+                        .push_bind(t.source.to_string())
+                        .push_bind(t.reason.clone())
+                        .push_bind(*seq);
+                });
+                out.push(q);
+            }
+            out
+        });
+        moves_rows(dialect, &moves).and(scores).and(tags)
     }
 
     pub(in crate::store) fn moves_rows(

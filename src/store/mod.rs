@@ -20,6 +20,7 @@ mod jobs;
 mod leads;
 pub mod lease;
 mod lists;
+pub mod mail_retry;
 mod outbox;
 mod pause;
 pub mod privacy;
@@ -53,6 +54,7 @@ pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
 pub use lease::{Fence, Lease, LeaseHeld};
 pub use lists::{EventRange, ExportRow, LeadFilter, LeadListRow};
+pub use mail_retry::{MailLogRow, RetryReport, RetrySelection};
 pub use outbox::{
     DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
     OutboxRow, StepDone, StepMail,
@@ -62,7 +64,7 @@ pub use reports::{
     BreachCountRow, EnteredRow, HandoffReportRow, LeadStageRow, MoveCountRow, NewLeadRow,
     ReachedRow, StayRow, WaitingHandoffRow,
 };
-pub use rows::{HistoryRow, LedgerRow, rfc3339};
+pub use rows::{HistoryRow, LedgerRow, TagSource, rfc3339};
 pub use stats::EventCounts;
 pub use topics::TopicChoice;
 

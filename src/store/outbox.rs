@@ -727,8 +727,9 @@ pub mod build {
                 let kind = if m.opt_in { "optin" } else { "trigger" };
                 let origin = seq.map_or_else(|| format!("t{now}"), |s| format!("e{s}"));
                 // The same mail (lead, template, key) within the window: not again.
-                // Suppressed ones do not count, so a mail held back by quarantine or
-                // missing consent can still go out later.
+                // Suppressed and failed ones do not count, so a mail held back by
+                // quarantine or missing consent, or refused by the mail server, can still
+                // go out later when a rule asks again.
                 let cut = match m.repeat {
                     Repeat::Once => Some(now.saturating_sub(i64::MAX / 4)),
                     Repeat::Every(ms) => Some(now.saturating_sub(ms)),
@@ -793,7 +794,8 @@ pub mod build {
                     .push(
                         " FROM v WHERE v.cut IS NULL OR NOT EXISTS (SELECT 1 FROM outbox o \
                          WHERE o.lead_id = v.lead_id AND o.template = v.template \
-                         AND o.dedupe_key = v.dedupe_key AND o.status <> 'suppressed' \
+                         AND o.dedupe_key = v.dedupe_key \
+                         AND o.status NOT IN ('suppressed', 'failed') \
                          AND o.created_at > v.cut)",
                     );
                     if is_pg::<DB>() {

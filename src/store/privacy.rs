@@ -230,6 +230,24 @@ const SECTIONS: &[Section] = &[
         columns: &["file", "seq", "source", "action", "message", "at"],
     },
     Section {
+        name: "tag_ledger",
+        from: "FROM tag_ledger WHERE lead_id = ?1 ORDER BY id",
+        columns: &[
+            "tag",
+            "added",
+            "at",
+            "source_kind",
+            "source",
+            "reason",
+            "event_seq",
+        ],
+    },
+    Section {
+        name: "mail_log",
+        from: "FROM mail_log WHERE lead_id = ?1 ORDER BY id",
+        columns: &["outbox_id", "at", "what", "actor", "note"],
+    },
+    Section {
         name: "bounces",
         from: "FROM bounce_log WHERE lead_id = ?1 \
                OR email = (SELECT email FROM leads WHERE id = ?1) ORDER BY id",
@@ -344,6 +362,11 @@ pub const ERASE_STEPS: &[EraseStep] = &[
         with_now: false,
     },
     EraseStep {
+        table: "mail_log",
+        statement: "DELETE FROM mail_log WHERE lead_id = ?1",
+        with_now: false,
+    },
+    EraseStep {
         table: "outbox",
         statement: "DELETE FROM outbox WHERE lead_id = ?1",
         with_now: false,
@@ -379,6 +402,11 @@ pub const ERASE_STEPS: &[EraseStep] = &[
     EraseStep {
         table: "score_ledger",
         statement: "DELETE FROM score_ledger WHERE lead_id = ?1",
+        with_now: false,
+    },
+    EraseStep {
+        table: "tag_ledger",
+        statement: "DELETE FROM tag_ledger WHERE lead_id = ?1",
         with_now: false,
     },
     // Kept for the funnel report: stages and times, no reasons.
@@ -477,6 +505,8 @@ const TOUCHED: &[&str] = &[
     "anonymous_profiles",
     "lead_topics",
     "shadow_examples",
+    "tag_ledger",
+    "mail_log",
 ];
 
 /// One recorded erasure.

@@ -111,6 +111,21 @@ impl TryFrom<LeadRow> for Lead {
     }
 }
 
+/// Who set one of a lead's tags, when and why (the newest time it was set).
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct TagSource {
+    pub tag: String,
+    #[serde(serialize_with = "ms_as_rfc3339")]
+    pub since: i64,
+    pub source_kind: String,
+    /// `rules/40-funnel.rhai:23`, `api:crm`, `ingest`, ...
+    pub source: String,
+    /// The API caller's reason, or for a rule the event that ran it.
+    pub reason: String,
+    #[serde(rename = "event")]
+    pub event_seq: Option<i64>,
+}
+
 /// One stage move as stored.
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct HistoryRow {

@@ -166,6 +166,10 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
     );
     assert!(!data["score_ledger"].as_array().unwrap().is_empty());
     assert!(data["stage_history"].as_array().unwrap().len() >= 2);
+    assert!(
+        !data["tag_ledger"].as_array().unwrap().is_empty(),
+        "who set the tags"
+    );
     let mails = data["mails"].as_array().unwrap();
     let marketing = mails
         .iter()
@@ -219,6 +223,10 @@ async fn export_has_everything_and_erase_leaves_no_trace_while_reports_count_the
     assert_eq!(status, StatusCode::OK, "{erased}");
     assert_eq!(erased["removed"]["events"], 8, "{erased}");
     assert!(erased["removed"]["mail_content"].as_u64().unwrap() >= 2);
+    assert!(
+        erased["removed"]["tag_ledger"].as_u64().unwrap() >= 1,
+        "{erased}"
+    );
 
     // Gone for every reader; a second erasure is a clear 404.
     let (status, _) = app.get(&format!("/v1/leads/{email}")).await;
