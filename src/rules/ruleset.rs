@@ -12,6 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::error::RuleError;
+use super::property_check;
 use super::sandbox::Sandbox;
 
 /// The function called for every event.
@@ -101,17 +102,28 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, RuleError> {
     Ok(files)
 }
 
-/// Compiles one file's text.
+/// Compiles one file's text; the first error if it does not compile.
 pub fn compile(
     sandbox: &Sandbox,
     name: &str,
     shown: &str,
     text: &str,
 ) -> Result<RuleFile, RuleError> {
+    compile_all(sandbox, name, shown, text).map_err(|mut e| e.swap_remove(0))
+}
+
+/// Compiles one file's text; every error found (a syntax error stops at the first, the
+/// unknown properties of [`property_check`] are all listed).
+pub fn compile_all(
+    sandbox: &Sandbox,
+    name: &str,
+    shown: &str,
+    text: &str,
+) -> Result<RuleFile, Vec<RuleError>> {
     let mut ast = sandbox
         .engine
         .compile(text)
-        .map_err(|e| RuleError::from_parse(shown, &e))?;
+        .map_err(|e| vec![RuleError::from_parse(shown, &e)])?;
     ast.set_source(shown);
     let mut file = RuleFile {
         name: name.to_string(),
@@ -123,10 +135,14 @@ pub fn compile(
     };
     file.has_on_event = file.has_function(ON_EVENT, 2);
     if !file.has_on_event && file.ast.iter_functions().any(|f| f.name == ON_EVENT) {
-        return Err(RuleError::new(
+        return Err(vec![RuleError::new(
             shown,
             "on_event must take two parameters: fn on_event(lead, event)",
-        ));
+        )]);
+    }
+    let unknown = property_check::check(&file.ast, shown);
+    if !unknown.is_empty() {
+        return Err(unknown);
     }
     Ok(file)
 }
@@ -255,8 +271,9 @@ pub fn check_dir(sandbox: &Sandbox, dir: &Path, shown_dir: &str) -> (usize, Vec<
             let errors: Vec<_> = texts
                 .iter()
                 .filter_map(|(name, text)| {
-                    compile(sandbox, name, &format!("{shown_dir}/{name}"), text).err()
+                    compile_all(sandbox, name, &format!("{shown_dir}/{name}"), text).err()
                 })
+                .flatten()
                 .collect();
             (texts.len(), errors)
         }
