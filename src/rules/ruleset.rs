@@ -71,6 +71,8 @@ pub struct Rules {
     shown_dir: String,
     current: RwLock<Arc<RuleSet>>,
     state: RwLock<(u64, Vec<RuleError>)>,
+    /// Files left out by [`Rules::load_lenient`] because they did not compile.
+    left_out: Vec<RuleError>,
 }
 
 /// Reads the `*.rhai` files of `dir` in name order.
@@ -156,9 +158,9 @@ impl Rules {
         let mut files = Vec::new();
         let mut errors = Vec::new();
         for (name, text) in &texts {
-            match compile(sandbox, name, &format!("{shown_dir}/{name}"), text) {
+            match compile_all(sandbox, name, &format!("{shown_dir}/{name}"), text) {
                 Ok(f) => files.push(Arc::new(f)),
-                Err(e) => errors.push(e),
+                Err(all) => errors.extend(all),
             }
         }
         if !errors.is_empty() {
@@ -169,7 +171,42 @@ impl Rules {
             shown_dir,
             current: RwLock::new(Arc::new(RuleSet { files })),
             state: RwLock::new((1, Vec::new())),
+            left_out: Vec::new(),
         })
+    }
+
+    /// Compiles the files of `dir` that compile and keeps the errors of the others
+    /// (in [`Rules::left_out`] and the status), for commands that only read: they work
+    /// while a rule file is broken. Whatever runs rules refuses such a set.
+    pub fn load_lenient(sandbox: &Sandbox, dir: &Path, shown_dir: &str) -> Self {
+        let shown = shown_dir.trim_end_matches('/').to_string();
+        let (files, errors) = match read_dir(dir) {
+            Err(e) => (Vec::new(), vec![e]),
+            Ok(texts) => {
+                let mut files = Vec::new();
+                let mut errors = Vec::new();
+                for (name, text) in &texts {
+                    match compile_all(sandbox, name, &format!("{shown}/{name}"), text) {
+                        Ok(f) => files.push(Arc::new(f)),
+                        Err(all) => errors.extend(all),
+                    }
+                }
+                (files, errors)
+            }
+        };
+        Self {
+            dir: dir.to_path_buf(),
+            shown_dir: shown,
+            current: RwLock::new(Arc::new(RuleSet { files })),
+            state: RwLock::new((1, errors.clone())),
+            left_out: errors,
+        }
+    }
+
+    /// The errors of the files [`Rules::load_lenient`] left out; empty when every file
+    /// compiled (always after [`Rules::load`]).
+    pub fn left_out(&self) -> &[RuleError] {
+        &self.left_out
     }
 
     pub fn dir(&self) -> &Path {
@@ -210,12 +247,13 @@ impl Rules {
                 files.push(Arc::clone(p));
                 continue;
             }
-            match compile(sandbox, name, &format!("{}/{name}", self.shown_dir), text) {
+            match compile_all(sandbox, name, &format!("{}/{name}", self.shown_dir), text) {
                 Ok(f) => {
                     tracing::info!(file = %f.shown, "rule file loaded");
                     files.push(Arc::new(f));
                 }
-                Err(e) => {
+                Err(all) => {
+                    let e = &all[0];
                     match previous {
                         Some(p) => {
                             tracing::error!(error = %e, "rule file does not compile; its previous version stays live");
@@ -225,7 +263,7 @@ impl Rules {
                             tracing::error!(error = %e, "new rule file does not compile; it is not loaded");
                         }
                     }
-                    errors.push(e);
+                    errors.extend(all);
                 }
             }
         }
