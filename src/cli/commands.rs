@@ -367,6 +367,34 @@ fn rules_check(config: &Config) -> ExitCode {
                 }
             }
         }
+        // Functions called with a lead by schedules and team assignments: their
+        // parameter holds the lead whatever it is called.
+        let mut calls: Vec<(&str, &str)> = config
+            .schedules
+            .iter()
+            .filter_map(|s| match &s.job {
+                Job::Rule { file, function, .. } => Some((file.as_str(), function.as_str())),
+                _ => None,
+            })
+            .collect();
+        calls.extend(config.sales.teams.iter().filter_map(|t| match &t.assign {
+            crate::config::sales::Assign::Rule { file, function } => {
+                Some((file.as_str(), function.as_str()))
+            }
+            crate::config::sales::Assign::RoundRobin => None,
+        }));
+        for f in &set.files {
+            let functions: Vec<&str> = calls
+                .iter()
+                .filter(|(file, _)| *file == f.name)
+                .map(|(_, function)| *function)
+                .collect();
+            if !functions.is_empty() {
+                errors.extend(crate::rules::property_check::check_with(
+                    &f.ast, &f.shown, &functions,
+                ));
+            }
+        }
     }
     errors.extend(crate::rules::topic_check::unknown_topics(
         &config.rules_dir,

@@ -149,6 +149,12 @@ fn scope_of(scopes: &mut [Scope], pos: Position) -> Option<&mut Scope> {
 
 /// The unknown `lead.NAME` / `event.NAME` reads in a compiled file, in source order.
 pub fn check(ast: &AST, shown: &str) -> Vec<RuleError> {
+    check_with(ast, shown, &[])
+}
+
+/// [`check`], where the one parameter of each of `lead_functions` (the functions that
+/// schedules and team assignments call with a lead) holds the lead, whatever its name.
+pub fn check_with(ast: &AST, shown: &str, lead_functions: &[&str]) -> Vec<RuleError> {
     let mut scopes: Vec<Scope> = ast
         .iter_fn_def()
         .map(|def| {
@@ -159,6 +165,7 @@ pub fn check(ast: &AST, shown: &str) -> Vec<RuleError> {
                 .filter_map(|(i, p)| {
                     let role = match (def.name.as_str(), def.params.len(), i, p.as_str()) {
                         (ON_EVENT, 2, 0, _) | (_, _, _, "lead") => Role::Lead,
+                        (name, 1, 0, _) if lead_functions.contains(&name) => Role::Lead,
                         (ON_EVENT, 2, 1, _) | (_, _, _, "event") => Role::Event,
                         _ => return None,
                     };
@@ -291,6 +298,26 @@ mod tests {
             e[3].contains("5:25: unknown event key `typ`; did you mean `type`?"),
             "{}",
             e[3]
+        );
+    }
+
+    #[test]
+    fn functions_called_with_a_lead_are_checked_whatever_the_parameter_is_called() {
+        let config = Config::load_with_env(None, Vec::new()).expect("default config");
+        let sandbox = Sandbox::new(&config.limits, Arc::new(BTreeMap::new()));
+        let ast = sandbox
+            .engine
+            .compile("fn review(l) {\n    l.intrest\n}\n")
+            .unwrap();
+        assert!(check(&ast, "rules/x.rhai").is_empty());
+        let e = check_with(&ast, "rules/x.rhai", &["review"]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].to_string().starts_with(
+                "rules/x.rhai:2:7: unknown lead property `intrest`; did you mean `interest`?"
+            ),
+            "{}",
+            e[0]
         );
     }
 

@@ -44,6 +44,36 @@ fn rules_check_names_unknown_properties_with_position_suggestion_and_the_list() 
     assert!(shown.contains("2 error(s)"), "{shown}");
     assert!(!shown.contains("getter"), "{shown}");
 
+    // A scheduled function's lead is known by the schedule, whatever it is called.
+    std::fs::write(
+        dir.path().join("rules/95-review.rhai"),
+        "fn review(l) {\n    if l.intrest > 10 {\n        l.tag(\"busy\");\n    }\n}\n",
+    )
+    .unwrap();
+    let mut toml = std::fs::read_to_string(dir.path().join("nurtured.toml")).unwrap();
+    toml.push_str(
+        "\n[[schedules]]\nname = \"review\"\ncron = \"0 7 * * 1\"\nrule = \"95-review.rhai\"\nfunction = \"review\"\n",
+    );
+    std::fs::write(dir.path().join("nurtured.toml"), toml).unwrap();
+    std::fs::write(
+        dir.path().join("rules/55-leiter.rhai"),
+        TYPO.replace("titel", "title").replace("nme", "name"),
+    )
+    .unwrap();
+    let out = cli_in(dir.path(), &["rules", "check"]);
+    let shown = text(&out);
+    assert!(!out.status.success(), "{shown}");
+    assert!(
+        shown.contains(
+            "rules/95-review.rhai:2:10: unknown lead property `intrest`; did you mean `interest`?"
+        ),
+        "{shown}"
+    );
+    std::fs::remove_file(dir.path().join("rules/95-review.rhai")).unwrap();
+    let toml = std::fs::read_to_string(dir.path().join("nurtured.toml")).unwrap();
+    let toml = toml.split("\n[[schedules]]").next().unwrap().to_string();
+    std::fs::write(dir.path().join("nurtured.toml"), toml).unwrap();
+
     // Fixed, the folder passes again.
     std::fs::write(
         dir.path().join("rules/55-leiter.rhai"),
