@@ -119,8 +119,10 @@ impl RuleError {
                  max_array_size, max_map_size)"
             ),
             EvalAltResult::ErrorFunctionNotFound(sig, _) => format!(
-                "no function {sig}: check the spelling and the kinds of values passed; the \
-                 rule API is listed in docs/rules.md under \"Rule API reference\""
+                "no function {sig}: check the spelling and the kinds of values passed{}; the \
+                 rule API is listed in docs/rules.md under \"Rule API reference\"",
+                lead_method_suggestion(sig)
+                    .map_or_else(String::new, |m| format!(" (did you mean `lead.{m}`?)"))
             ),
             EvalAltResult::ErrorDotExpr(text, _) => {
                 dot_message(text).unwrap_or_else(|| without_position(err.to_string()))
@@ -142,6 +144,20 @@ impl RuleError {
             transient,
         }
     }
+}
+
+/// For a method called on the lead (`add_intrest (Lead, i64, ...)`), the closest
+/// method the lead has, when the name looks like a typo of it.
+fn lead_method_suggestion(signature: &str) -> Option<&'static str> {
+    let (name, args) = signature.split_once(" (")?;
+    if !args.starts_with("Lead") {
+        return None;
+    }
+    let methods = super::property_check::lead_methods();
+    if methods.iter().any(|m| m == name) {
+        return None; // the name is right; the values passed are not
+    }
+    super::property_check::suggestion(name, methods.iter().map(String::as_str))
 }
 
 /// Rhai's words for a property without getter or setter ("Unknown property 'titel' - a
@@ -220,6 +236,19 @@ mod tests {
         let text = RuleError::from_eval("rules/x.rhai", &err, limits).to_string();
         assert!(text.contains("`lead.title` cannot be set"), "{text}");
         assert!(!text.contains("setter"), "{text}");
+
+        let ast = engine
+            .compile("fn f(x) {\n    x.add_intrest(10, \"typo\");\n}")
+            .unwrap();
+        let err = engine
+            .call_fn::<rhai::Dynamic>(&mut rhai::Scope::new(), &ast, "f", (Fake,))
+            .unwrap_err();
+        let text = RuleError::from_eval("rules/x.rhai", &err, limits).to_string();
+        assert!(
+            text.starts_with("rules/x.rhai:2:7: no function add_intrest (Lead, i64, ")
+                && text.contains("(did you mean `lead.add_interest`?)"),
+            "{text}"
+        );
     }
 
     #[test]

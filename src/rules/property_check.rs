@@ -23,6 +23,8 @@ use super::run::EventView;
 
 /// The properties of `lead` (its registered getters), in name order.
 static LEAD_PROPERTIES: OnceLock<Vec<String>> = OnceLock::new();
+/// The methods of `lead` (`tag`, `add_interest`, ...), in name order.
+static LEAD_METHODS: OnceLock<Vec<String>> = OnceLock::new();
 
 /// Event keys whose content is free-form: nothing below them is checked.
 const FREE_EVENT_KEYS: [&str; 3] = ["properties", "traits", "context"];
@@ -30,21 +32,43 @@ const FREE_EVENT_KEYS: [&str; 3] = ["properties", "traits", "context"];
 /// Remembers the lead's properties as registered on `engine` (once per process; every
 /// engine registers the same API).
 pub fn remember_lead_properties(engine: &Engine) {
-    LEAD_PROPERTIES.get_or_init(|| {
-        let mut names = engine.collect_fn_metadata(
+    let on_lead = || {
+        engine.collect_fn_metadata(
             None,
             |info| {
                 let m = info.metadata;
-                let property = m.name.strip_prefix("get$")?;
                 (m.param_types.first() == Some(&TypeId::of::<LeadHandle>()))
-                    .then(|| property.to_string())
+                    .then(|| m.name.to_string())
             },
             false,
-        );
+        )
+    };
+    let sorted = |mut names: Vec<String>| {
         names.sort();
         names.dedup();
         names
+    };
+    LEAD_PROPERTIES.get_or_init(|| {
+        sorted(
+            on_lead()
+                .iter()
+                .filter_map(|n| n.strip_prefix("get$").map(str::to_string))
+                .collect(),
+        )
     });
+    LEAD_METHODS.get_or_init(|| {
+        sorted(
+            on_lead()
+                .into_iter()
+                .filter(|n| !n.starts_with("get$") && !n.starts_with("set$"))
+                .collect(),
+        )
+    });
+}
+
+/// The methods a rule can call on `lead`, e.g. `tag`, `add_interest`.
+pub fn lead_methods() -> &'static [String] {
+    LEAD_METHODS.get().map_or(&[], Vec::as_slice)
 }
 
 /// The properties a rule can read from `lead`, e.g. `title`, `fit`.
