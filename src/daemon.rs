@@ -74,15 +74,14 @@ impl App {
             &config.limits,
             Arc::new(config.thresholds.clone()),
         ));
-        let rules = Arc::new(
-            Rules::load_with_shadow(
-                &sandbox,
-                &config.rules_dir,
-                &config.rules_shown,
-                &config.rules_shadow,
-            )
-            .map_err(StartError::Rules)?,
-        );
+        // Lenient, so commands that only read work while a rule file does not compile;
+        // `start` (the daemon) and whatever processes events refuse such rules.
+        let rules = Arc::new(Rules::load_lenient(
+            &sandbox,
+            &config.rules_dir,
+            &config.rules_shown,
+            &config.rules_shadow,
+        ));
         let templates = Arc::new(
             Templates::load(
                 &config.mail.templates_dir,
@@ -154,6 +153,15 @@ impl App {
     pub fn store(&self) -> &Store {
         &self.processor.store
     }
+
+    /// Refuses rules with a file that did not compile: running them would leave that
+    /// file's part out of every event.
+    pub fn rules_complete(&self) -> Result<(), StartError> {
+        match self.rules.left_out() {
+            [] => Ok(()),
+            errors => Err(StartError::Rules(errors.to_vec())),
+        }
+    }
 }
 
 /// A running daemon.
@@ -193,6 +201,7 @@ impl Running {
 
 /// Starts the daemon on `listener` (bound by the caller, so tests can use port 0).
 pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartError> {
+    app.rules_complete()?;
     let app = Arc::new(app);
     let addr = listener.local_addr().map_err(|source| StartError::Listen {
         addr: app.config.http_addr,

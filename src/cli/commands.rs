@@ -63,7 +63,7 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         } => Ok(super::mail::templates_check(&config)),
         Command::Mail { command } => super::mail::mail(config, clock, command).await,
         Command::Stats => {
-            let app = App::build(config, clock).await?;
+            let app = read_only(config, clock).await?;
             let mut stats = Stats::load(
                 app.store(),
                 0,
@@ -151,8 +151,34 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Processes the queue here unless a daemon holds the processing lease.
+/// Builds the app for a command that only reads (or only queues work for the daemon):
+/// a rule file that does not compile is a warning on stderr, not a stop.
+pub(super) async fn read_only(config: Config, clock: SharedClock) -> anyhow::Result<App> {
+    let app = App::build(config, clock).await?;
+    let left_out = app.rules.left_out();
+    if !left_out.is_empty() {
+        eprintln!(
+            "warning: {} rule file(s) do not compile (`nurtured rules check` lists all); \
+             events wait until they do:",
+            left_out.len()
+        );
+        for e in left_out {
+            eprintln!("  {e}");
+        }
+    }
+    Ok(app)
+}
+
+/// Processes the queue here unless a daemon holds the processing lease. With a rule
+/// file that does not compile, nothing is processed: the events wait in the queue.
 pub(super) async fn process_if_free(app: &App) -> anyhow::Result<()> {
+    if !app.rules.left_out().is_empty() {
+        println!(
+            "not processed here while a rule file does not compile; fix it (`nurtured rules \
+             check`), then the daemon processes them (or run `nurtured events retry` again)"
+        );
+        return Ok(());
+    }
     match app.processor.take_lease("cli").await? {
         Ok(()) => {
             // Each batch written extends the lease, so a long run keeps it.
@@ -195,6 +221,8 @@ async fn ingest_file(
         }
     };
     let app = App::build(config, clock.clone()).await?;
+    // Events stored now would be processed without the broken file's part.
+    app.rules_complete()?;
     let shown = path.display().to_string();
     let (mut accepted, mut duplicates) = (0, 0);
     let mut items = checked.items.into_iter();
@@ -249,7 +277,7 @@ async fn lead_show(
 ) -> anyhow::Result<ExitCode> {
     let email = Email::parse(raw)?;
     let recent = config.processing.recent_activity;
-    let app = App::build(config, clock).await?;
+    let app = read_only(config, clock).await?;
     match LeadReport::load(app.store(), &email, recent).await? {
         Some(report) if json => println!("{}", serde_json::to_string_pretty(&report)?),
         Some(report) => print!("{}", printable(&report.to_text())),
@@ -266,7 +294,7 @@ async fn events(
     clock: SharedClock,
     command: EventsCommand,
 ) -> anyhow::Result<ExitCode> {
-    let app = App::build(config, clock).await?;
+    let app = read_only(config, clock).await?;
     match command {
         EventsCommand::Failed { json, limit } => {
             let failed = app.store().failed_events(limit).await?;
@@ -402,6 +430,34 @@ fn rules_check(config: &Config) -> ExitCode {
                     )),
                     Some(_) => {}
                 }
+            }
+        }
+        // Functions called with a lead by schedules and team assignments: their
+        // parameter holds the lead whatever it is called.
+        let mut calls: Vec<(&str, &str)> = config
+            .schedules
+            .iter()
+            .filter_map(|s| match &s.job {
+                Job::Rule { file, function, .. } => Some((file.as_str(), function.as_str())),
+                _ => None,
+            })
+            .collect();
+        calls.extend(config.sales.teams.iter().filter_map(|t| match &t.assign {
+            crate::config::sales::Assign::Rule { file, function } => {
+                Some((file.as_str(), function.as_str()))
+            }
+            crate::config::sales::Assign::RoundRobin => None,
+        }));
+        for f in &set.files {
+            let functions: Vec<&str> = calls
+                .iter()
+                .filter(|(file, _)| *file == f.name)
+                .map(|(_, function)| *function)
+                .collect();
+            if !functions.is_empty() {
+                errors.extend(crate::rules::property_check::check_with(
+                    &f.ast, &f.shown, &functions,
+                ));
             }
         }
     }

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use super::MailCommand;
 use crate::clock::{SharedClock, from_ms};
 use crate::config::Config;
-use crate::daemon::App;
 use crate::domain::Email;
 use crate::domain::text::printable;
 use crate::mail::Templates;
@@ -53,7 +52,7 @@ pub async fn mail(
     clock: SharedClock,
     command: MailCommand,
 ) -> anyhow::Result<ExitCode> {
-    let app = App::build(config, clock).await?;
+    let app = super::commands::read_only(config, clock).await?;
     let store = app.store();
     match command {
         MailCommand::List {

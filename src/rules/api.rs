@@ -503,4 +503,5 @@ pub fn register(engine: &mut Engine, thresholds: Arc<BTreeMap<String, f64>>) {
                 .is_some_and(|w| !w.is_empty() && text.contains(&w.to_lowercase()))
         })
     });
+    super::property_check::remember_lead_properties(engine);
 }

@@ -119,9 +119,14 @@ impl RuleError {
                  max_array_size, max_map_size)"
             ),
             EvalAltResult::ErrorFunctionNotFound(sig, _) => format!(
-                "no function {sig}: check the spelling and the kinds of values passed; the \
-                 rule API is listed in docs/rules.md under \"Rule API reference\""
+                "no function {sig}: check the spelling and the kinds of values passed{}; the \
+                 rule API is listed in docs/rules.md under \"Rule API reference\"",
+                lead_method_suggestion(sig)
+                    .map_or_else(String::new, |m| format!(" (did you mean `lead.{m}`?)"))
             ),
+            EvalAltResult::ErrorDotExpr(text, _) => {
+                dot_message(text).unwrap_or_else(|| without_position(err.to_string()))
+            }
             EvalAltResult::ErrorRuntime(value, _) => {
                 if value.is_string() {
                     value.to_string()
@@ -141,6 +146,46 @@ impl RuleError {
     }
 }
 
+/// For a method called on the lead (`add_intrest (Lead, i64, ...)`), the closest
+/// method the lead has, when the name looks like a typo of it.
+fn lead_method_suggestion(signature: &str) -> Option<&'static str> {
+    let (name, args) = signature.split_once(" (")?;
+    if !args.starts_with("Lead") {
+        return None;
+    }
+    let methods = super::property_check::lead_methods();
+    if methods.iter().any(|m| m == name) {
+        return None; // the name is right; the values passed are not
+    }
+    super::property_check::suggestion(name, methods.iter().map(String::as_str))
+}
+
+/// Rhai's words for a property without getter or setter ("Unknown property 'titel' - a
+/// getter is not registered for type 'Lead'"), in the words of the rule API.
+fn dot_message(text: &str) -> Option<String> {
+    if let Some(rest) = text.strip_prefix("Unknown property '") {
+        let (property, rest) = rest.split_once("' - a getter is not registered for type '")?;
+        let kind = rest.strip_suffix('\'')?;
+        return Some(if kind == "Lead" {
+            super::property_check::unknown_lead_property(property)
+        } else {
+            format!("a value of type {kind} has no property `{property}`")
+        });
+    }
+    let rest = text.strip_prefix("No writable property '")?;
+    let (property, rest) = rest.split_once("' - a setter is not registered for type '")?;
+    let kind = rest.split('\'').next()?;
+    Some(if kind == "Lead" {
+        format!(
+            "`lead.{property}` cannot be set: rules change the lead with its methods \
+             (set_stage, set_fit, add_interest, tag, set_attr, ...), listed in docs/rules.md \
+             under \"Changing the lead\""
+        )
+    } else {
+        format!("`{property}` cannot be set on a value of type {kind}")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +197,58 @@ mod tests {
         e.line = 3;
         e.column = 7;
         assert_eq!(e.to_string(), "rules/a.rhai:3:7: boom");
+    }
+
+    /// Rhai's own error for a property without getter, raised by a real engine on a
+    /// type named like the lead, comes out in the words of the rule API.
+    #[test]
+    fn an_unknown_property_of_the_lead_is_named_with_a_suggestion() {
+        #[derive(Clone)]
+        struct Fake;
+        let config = crate::config::Config::load_with_env(None, Vec::new()).expect("defaults");
+        // Building the sandbox registers the lead's properties.
+        let _ = crate::rules::Sandbox::new(&config.limits, Default::default());
+        let mut engine = rhai::Engine::new();
+        engine.register_type_with_name::<Fake>("Lead");
+        let ast = engine.compile("fn f(x) {\n    x.titel\n}").unwrap();
+        let err = engine
+            .call_fn::<rhai::Dynamic>(&mut rhai::Scope::new(), &ast, "f", (Fake,))
+            .unwrap_err();
+        let limits = LimitNames {
+            max_operations: 1,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let e = RuleError::from_eval("rules/x.rhai", &err, limits);
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "rules/x.rhai:2:7: unknown lead property `titel`; did you mean `title`? \
+                 The lead's properties are: attributes, company,"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("getter"), "{text}");
+
+        let ast = engine.compile("fn f(x) {\n    x.title = 1;\n}").unwrap();
+        let err = engine
+            .call_fn::<rhai::Dynamic>(&mut rhai::Scope::new(), &ast, "f", (Fake,))
+            .unwrap_err();
+        let text = RuleError::from_eval("rules/x.rhai", &err, limits).to_string();
+        assert!(text.contains("`lead.title` cannot be set"), "{text}");
+        assert!(!text.contains("setter"), "{text}");
+
+        let ast = engine
+            .compile("fn f(x) {\n    x.add_intrest(10, \"typo\");\n}")
+            .unwrap();
+        let err = engine
+            .call_fn::<rhai::Dynamic>(&mut rhai::Scope::new(), &ast, "f", (Fake,))
+            .unwrap_err();
+        let text = RuleError::from_eval("rules/x.rhai", &err, limits).to_string();
+        assert!(
+            text.starts_with("rules/x.rhai:2:7: no function add_intrest (Lead, i64, ")
+                && text.contains("(did you mean `lead.add_interest`?)"),
+            "{text}"
+        );
     }
 
     #[test]

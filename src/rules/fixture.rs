@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! description = "A manager who downloads and views pricing becomes an MQL"
+//! only = ["20-interest.rhai"]  # optional: run just these rule files
 //! [lead]                       # starting point; all keys but email optional
 //! email = "anna@example.com"
 //! stage = "lead"
@@ -16,6 +17,7 @@
 //! event = "Content Downloaded"
 //! properties = { topic = "crm" }
 //! expect = { interest = 10, actions = ["add_interest 10"] }
+//! # or: actions_include = ["add_interest 10"] (in this order, among others)
 //! [expect]                     # after the last event
 //! stage = "mql"
 //! tags = []
@@ -46,6 +48,9 @@ pub struct Fixture {
     pub events: Vec<Step>,
     #[serde(default)]
     pub expect: Option<Expect>,
+    /// Run just these rule files (names in the rules folder); all of them when empty.
+    #[serde(default)]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +100,8 @@ pub struct Expect {
     /// Actions in order, short form (`add_interest 10`, `set_stage mql`); actions that
     /// changed nothing are left out, refused ones end in ` (skipped)`.
     pub actions: Option<Vec<String>>,
+    /// These actions, in this order, among any others.
+    pub actions_include: Option<Vec<String>>,
     /// The event must fail with an error containing this text.
     pub fails: Option<String>,
 }
@@ -180,6 +187,11 @@ fn compare(
         want.extend(list.iter().map(|a| format!("  {a}")));
         got.extend(actions.iter().map(|a| format!("  {a}")));
     }
+    if let Some(list) = &expect.actions_include {
+        let (w, g) = included(list, actions);
+        want.extend(w);
+        got.extend(g);
+    }
     if want == got {
         return None;
     }
@@ -191,6 +203,59 @@ fn compare(
             .header("expected", "actual")
             .to_string(),
     )
+}
+
+/// `actions_include`: the wanted actions, and what was found of them in order (equal
+/// when all were); a missing one is marked, with the actions that did happen.
+fn included(list: &[String], actions: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut want = vec!["actions include, in this order:".to_string()];
+    want.extend(list.iter().map(|a| format!("  {a}")));
+    let mut rest = actions.iter();
+    let mut got = vec!["actions include, in this order:".to_string()];
+    for (i, a) in list.iter().enumerate() {
+        if rest.any(|x| x == a) {
+            got.push(format!("  {a}"));
+        } else {
+            let after = if i == 0 {
+                String::new()
+            } else {
+                format!(" after `{}`", list[i - 1])
+            };
+            got.push(format!("  (no `{a}`{after}; the actions were:)"));
+            got.extend(actions.iter().map(|x| format!("    {x}")));
+            if actions.is_empty() {
+                got.push("    (none)".into());
+            }
+            break;
+        }
+    }
+    (want, got)
+}
+
+/// A rules folder in `dir` with copies of just the `only` files of `rules_dir`.
+fn only_these(rules_dir: &Path, only: &[String], dir: &Path) -> Result<PathBuf, String> {
+    let folder = dir.join("rules");
+    std::fs::create_dir_all(&folder).map_err(|e| format!("no temporary folder: {e}"))?;
+    for name in only {
+        let from = rules_dir.join(name);
+        if !name.ends_with(".rhai") || name.contains('/') || !from.is_file() {
+            let mut known: Vec<String> = std::fs::read_dir(rules_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.ends_with(".rhai"))
+                .collect();
+            known.sort();
+            return Err(format!(
+                "only: no rule file `{name}` in {}; the rule files are: {}",
+                rules_dir.display(),
+                known.join(", ")
+            ));
+        }
+        std::fs::copy(&from, folder.join(name)).map_err(|e| format!("only: {name}: {e}"))?;
+    }
+    Ok(folder)
 }
 
 /// Runs one fixture file.
@@ -212,6 +277,9 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
     let dir = tempfile::tempdir().map_err(|e| format!("no temporary folder: {e}"))?;
     let mut config = config.clone();
     config.database_url = format!("sqlite://{}", dir.path().join("fixture.db").display());
+    if !fixture.only.is_empty() {
+        config.rules_dir = only_these(&config.rules_dir, &fixture.only, dir.path())?;
+    }
     let start: DateTime<Utc> = START.parse().expect("valid start");
     let clock = Arc::new(ManualClock::new(
         fixture.events.first().and_then(|e| e.at).unwrap_or(start),
@@ -219,6 +287,7 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
     let app = App::build(config, clock.clone())
         .await
         .map_err(|e| e.to_string())?;
+    app.rules_complete().map_err(|e| e.to_string())?;
     let store = app.store();
     let funnel = app.processor.funnel.clone();
     app.processor

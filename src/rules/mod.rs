@@ -8,12 +8,14 @@
 //! - [`run`]: calling `on_event` / a scheduled function;
 //! - [`fixture`]: `nurtured rules test`; [`error`]: errors with file:line:column;
 //! - [`shadow`]: the files that run in shadow follow the config file;
+//! - [`property_check`]: unknown `lead.NAME` / `event.NAME`, found when a file compiles;
 //! - [`topic_check`]: unknown topic ids in `subscribed("...")`, for `nurtured rules check`.
 
 pub mod api;
 pub mod error;
 pub mod fixture;
 pub mod mail_api;
+pub mod property_check;
 pub mod ruleset;
 pub mod run;
 pub mod sales_api;

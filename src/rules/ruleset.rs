@@ -12,6 +12,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::error::RuleError;
+use super::property_check;
 use super::sandbox::Sandbox;
 
 /// The function called for every event.
@@ -81,6 +82,8 @@ pub struct Rules {
     shown_dir: String,
     current: RwLock<Arc<RuleSet>>,
     state: RwLock<(u64, Vec<RuleError>)>,
+    /// Files left out by [`Rules::load_lenient`] because they did not compile.
+    left_out: Vec<RuleError>,
 }
 
 /// Reads the `*.rhai` files of `dir` in name order.
@@ -112,17 +115,28 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, RuleError> {
     Ok(files)
 }
 
-/// Compiles one file's text.
+/// Compiles one file's text; the first error if it does not compile.
 pub fn compile(
     sandbox: &Sandbox,
     name: &str,
     shown: &str,
     text: &str,
 ) -> Result<RuleFile, RuleError> {
+    compile_all(sandbox, name, shown, text).map_err(|mut e| e.swap_remove(0))
+}
+
+/// Compiles one file's text; every error found (a syntax error stops at the first, the
+/// unknown properties of [`property_check`] are all listed).
+pub fn compile_all(
+    sandbox: &Sandbox,
+    name: &str,
+    shown: &str,
+    text: &str,
+) -> Result<RuleFile, Vec<RuleError>> {
     let mut ast = sandbox
         .engine
         .compile(text)
-        .map_err(|e| RuleError::from_parse(shown, &e))?;
+        .map_err(|e| vec![RuleError::from_parse(shown, &e)])?;
     ast.set_source(shown);
     let mut file = RuleFile {
         name: name.to_string(),
@@ -134,10 +148,14 @@ pub fn compile(
     };
     file.has_on_event = file.has_function(ON_EVENT, 2);
     if !file.has_on_event && file.ast.iter_functions().any(|f| f.name == ON_EVENT) {
-        return Err(RuleError::new(
+        return Err(vec![RuleError::new(
             shown,
             "on_event must take two parameters: fn on_event(lead, event)",
-        ));
+        )]);
+    }
+    let unknown = property_check::check(&file.ast, shown);
+    if !unknown.is_empty() {
+        return Err(unknown);
     }
     Ok(file)
 }
@@ -164,13 +182,15 @@ impl Rules {
         let mut errors = Vec::new();
         let mut shadow_errors = Vec::new();
         for (name, text) in &texts {
-            match compile(sandbox, name, &format!("{shown_dir}/{name}"), text) {
+            match compile_all(sandbox, name, &format!("{shown_dir}/{name}"), text) {
                 Ok(f) => files.push(Arc::new(f)),
-                Err(e) if shadow.contains(name) => {
-                    tracing::error!(error = %e, "shadow rule file does not compile; it does not run");
-                    shadow_errors.push(e);
+                Err(all) if shadow.contains(name) => {
+                    for e in &all {
+                        tracing::error!(error = %e, "shadow rule file does not compile; it does not run");
+                    }
+                    shadow_errors.extend(all);
                 }
-                Err(e) => errors.push(e),
+                Err(all) => errors.extend(all),
             }
         }
         if !errors.is_empty() {
@@ -184,6 +204,7 @@ impl Rules {
                 shadow: Arc::new(shadow.iter().cloned().collect()),
             })),
             state: RwLock::new((1, shadow_errors)),
+            left_out: Vec::new(),
         })
     }
 
@@ -203,6 +224,48 @@ impl Rules {
         });
         state.0 += 1;
         true
+    }
+
+    /// Compiles the files of `dir` that compile and keeps the errors of the others
+    /// (in [`Rules::left_out`] and the status), for commands that only read: they work
+    /// while a rule file is broken. Whatever runs rules refuses such a set.
+    /// A shadow file that does not compile is not left out: it never stops processing.
+    pub fn load_lenient(sandbox: &Sandbox, dir: &Path, shown_dir: &str, shadow: &[String]) -> Self {
+        let shown = shown_dir.trim_end_matches('/').to_string();
+        let (files, errors, shadow_errors) = match read_dir(dir) {
+            Err(e) => (Vec::new(), vec![e], Vec::new()),
+            Ok(texts) => {
+                let mut files = Vec::new();
+                let mut errors = Vec::new();
+                let mut shadow_errors = Vec::new();
+                for (name, text) in &texts {
+                    match compile_all(sandbox, name, &format!("{shown}/{name}"), text) {
+                        Ok(f) => files.push(Arc::new(f)),
+                        Err(all) if shadow.contains(name) => shadow_errors.extend(all),
+                        Err(all) => errors.extend(all),
+                    }
+                }
+                (files, errors, shadow_errors)
+            }
+        };
+        let mut status = errors.clone();
+        status.extend(shadow_errors);
+        Self {
+            dir: dir.to_path_buf(),
+            shown_dir: shown,
+            current: RwLock::new(Arc::new(RuleSet {
+                files,
+                shadow: Arc::new(shadow.iter().cloned().collect()),
+            })),
+            state: RwLock::new((1, status)),
+            left_out: errors,
+        }
+    }
+
+    /// The errors of the files [`Rules::load_lenient`] left out; empty when every file
+    /// compiled (always after [`Rules::load`]).
+    pub fn left_out(&self) -> &[RuleError] {
+        &self.left_out
     }
 
     pub fn dir(&self) -> &Path {
@@ -243,12 +306,13 @@ impl Rules {
                 files.push(Arc::clone(p));
                 continue;
             }
-            match compile(sandbox, name, &format!("{}/{name}", self.shown_dir), text) {
+            match compile_all(sandbox, name, &format!("{}/{name}", self.shown_dir), text) {
                 Ok(f) => {
                     tracing::info!(file = %f.shown, "rule file loaded");
                     files.push(Arc::new(f));
                 }
-                Err(e) => {
+                Err(all) => {
+                    let e = &all[0];
                     match previous {
                         Some(p) => {
                             tracing::error!(error = %e, "rule file does not compile; its previous version stays live");
@@ -258,7 +322,7 @@ impl Rules {
                             tracing::error!(error = %e, "new rule file does not compile; it is not loaded");
                         }
                     }
-                    errors.push(e);
+                    errors.extend(all);
                 }
             }
         }
@@ -327,8 +391,9 @@ pub fn check_dir(sandbox: &Sandbox, dir: &Path, shown_dir: &str) -> (usize, Vec<
             let errors: Vec<_> = texts
                 .iter()
                 .filter_map(|(name, text)| {
-                    compile(sandbox, name, &format!("{shown_dir}/{name}"), text).err()
+                    compile_all(sandbox, name, &format!("{shown_dir}/{name}"), text).err()
                 })
+                .flatten()
                 .collect();
             (texts.len(), errors)
         }

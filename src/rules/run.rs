@@ -74,7 +74,7 @@ pub fn json_map(text: Option<&str>) -> Result<Map, String> {
 impl EventView {
     /// The Rhai map handed to `on_event`: `type`, `name`, `properties`, `traits`,
     /// `context`, `timestamp`, `message_id`, and for page views `url`, `path`, `page`.
-    fn to_dynamic(&self) -> Dynamic {
+    pub(crate) fn to_dynamic(&self) -> Dynamic {
         let mut m = Map::new();
         m.insert("type".into(), self.kind.clone().into());
         m.insert("name".into(), self.name.clone().into());

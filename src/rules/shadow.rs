@@ -57,6 +57,11 @@ pub async fn watch(rules: Arc<Rules>, config: PathBuf, shutdown: CancellationTok
         tracing::warn!(error = %e, "cannot watch the config file; [rules] shadow changes load on restart only");
         return;
     }
+    // A change made between the start and the watch would go unseen: read it once now.
+    {
+        let (rules, config) = (rules.clone(), config.clone());
+        let _ = tokio::task::spawn_blocking(move || reload(&rules, &config)).await;
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -3,6 +3,7 @@
 
 mod anonymous;
 mod api;
+mod authoring;
 mod bad_data;
 mod bench;
 mod bounces;

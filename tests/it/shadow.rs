@@ -184,8 +184,9 @@ async fn the_shadow_list_follows_the_config_file_and_promotion_applies_the_file(
     assert_eq!(app.stats().await["shadow"]["files"][0]["actions"], 4);
 }
 
-/// A live file with a typo in one branch: it reads a lead property that does not exist.
-const TYPO: &str = "fn on_event(lead, event) {\n    if event.name == \"Email Clicked\" {\n        if event.properties.vip == true {\n            lead.tag(lead.titel);\n        }\n        lead.tag(\"clicked\");\n    }\n}\n";
+/// A live file with a mistake in one branch that only shows at run time: it treats a
+/// flag (`true`) as text.
+const TYPO: &str = "fn on_event(lead, event) {\n    if event.name == \"Email Clicked\" {\n        if event.properties.vip == true {\n            lead.tag(event.properties.vip.to_upper());\n        }\n        lead.tag(\"clicked\");\n    }\n}\n";
 const FIXED: &str = "fn on_event(lead, event) {\n    if event.name == \"Email Clicked\" {\n        if event.properties.vip == true {\n            lead.tag(\"vip\");\n        }\n        lead.tag(\"clicked\");\n    }\n}\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
