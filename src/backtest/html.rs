@@ -1,0 +1,4 @@
+//! placeholder
+pub fn render(report: &serde_json::Value) -> String {
+    report.to_string()
+}
