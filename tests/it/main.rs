@@ -3,6 +3,7 @@
 
 mod anonymous;
 mod api;
+mod backtest_html;
 mod bad_data;
 mod bench;
 mod bounces;
@@ -11,6 +12,7 @@ mod cluster;
 mod delivery;
 mod desk;
 mod dkim;
+mod fixture_mails;
 mod handoff;
 mod helpers;
 mod history;
@@ -27,3 +29,4 @@ mod shutdown;
 mod store_copy;
 mod streams;
 mod topics;
+mod would_queue;
