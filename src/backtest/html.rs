@@ -534,19 +534,27 @@ fn fired(h: &mut String, base: &Value, cand: &Value) {
             "handoffs",
         ] {
             let (x, y) = (at(b, &[l.as_str(), k]), at(c, &[l.as_str(), k]));
-            let _ = write!(
-                h,
-                "<td class=\"n\"><span class=\"b\">{}</span> <span class=\"c\">{}</span> {}</td>",
-                esc(&count(x)),
-                esc(&count(y)),
-                delta(x, y)
-            );
+            let (vx, vy) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            if vx == 0.0 && vy == 0.0 {
+                h.push_str("<td class=\"n\"></td>");
+            } else if x == y {
+                let _ = write!(h, "<td class=\"n\">{}</td>", esc(&count(x)));
+            } else {
+                let _ = write!(
+                    h,
+                    "<td class=\"n\"><span class=\"b\">{}</span> → <span class=\"c\">{}</span> {}</td>",
+                    esc(&count(x)),
+                    esc(&count(y)),
+                    delta(x, y)
+                );
+            }
         }
         h.push_str("</tr>");
     }
     h.push_str(
-        "</tbody></table></div><p class=\"help\">Each cell: baseline, candidate, change. \
-         A line only in one set shows a dash in the other.</p></section>",
+        "</tbody></table></div><p class=\"help\">One number where both sets agree; where \
+         they differ, baseline → candidate and the change (a dash: the line is not in that \
+         set). Empty: nothing.</p></section>",
     );
 }
 
@@ -738,6 +746,7 @@ td.n,th.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 table.small{font-size:.85em}\
 tr.candidate td{border-bottom-width:2px}\
 code{font:.9em ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all}\
+td code{white-space:nowrap;word-break:normal}\
 .chart{width:100%;max-width:760px;height:auto;display:block;margin:.3em 0}\
 .chart .axis{font-size:11px;fill:var(--muted)}.chart .val{font-size:11px;fill:var(--ink)}\
 .chart .grid{stroke:var(--line)}.chart .baseline-rate{stroke:#888;stroke-dasharray:4 3}\
@@ -767,7 +776,7 @@ mod tests {
     #[test]
     fn text_is_escaped_and_missing_figures_show_a_dash() {
         let report = json!({
-            "baseline": {"rules": "rules", "stages": {"lead": 3}},
+            "baseline": {"rules": "rules", "stages": {"lead": 3, "mql": 0}},
             "candidate": {"rules": "<script>x</script>", "stages": {"lead": 2, "mql": 1}},
             "diff": {"leads": 1, "examples": [{"email": "a&b@x.de", "because": ["f.rhai:1 tag \"<b>\""],
                      "baseline": {"stage": "lead", "tags": []}, "candidate": {"stage": "mql", "tags": ["x'y"]}}]}
@@ -779,6 +788,7 @@ mod tests {
         assert!(page.contains("tag &quot;&lt;b&gt;&quot;"));
         assert!(page.contains("x&#39;y"));
         assert!(page.contains("<span class=\"up\">+1</span>"));
+        assert!(page.contains("<span class=\"down\">−1</span>"));
         // No outcomes: dashes, not NaN or panics.
         assert!(page.contains("<td class=\"n\">–</td>"));
         assert!(!page.contains("NaN"));
