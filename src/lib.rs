@@ -22,6 +22,7 @@
 //! - [`config`], [`clock`], [`daemon`] (wiring), [`cli`], [`bench`] (with
 //!   [`smtp_sink`], a local SMTP server for the benchmark and the tests).
 
+pub mod backtest;
 pub mod bench;
 pub mod bounces;
 pub mod cli;

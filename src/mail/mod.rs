@@ -7,7 +7,8 @@
 //! - [`templates`]: Tera templates per locale; [`message`]: the RFC 5322 message with
 //!   List-Unsubscribe and DKIM; [`transport`]: SMTP ([`smtp_pool`]) or `.eml` files;
 //! - [`links`] and [`token`]: signed unsubscribe, confirmation and tracking links;
-//! - [`window`]: the send window in the lead's time zone.
+//! - [`window`]: the send window in the lead's time zone;
+//! - [`would_queue`]: what the outbox would do with requested mails, without a database.
 
 pub mod breaker;
 pub mod deliver;
@@ -22,6 +23,7 @@ pub mod templates;
 pub mod token;
 pub mod transport;
 pub mod window;
+pub mod would_queue;
 
 pub use deliver::{Mailer, Pass};
 pub use plan::StreamPlan;

@@ -104,6 +104,12 @@ pub struct Expect {
     pub actions_include: Option<Vec<String>>,
     /// The event must fail with an error containing this text.
     pub fails: Option<String>,
+    /// The mails the outbox would really queue, in order (`template` or `template key`):
+    /// once per lead, template and key (or repeat period), with consent, not in
+    /// quarantine. See [`fixture_mails`].
+    pub queued: Option<Vec<String>>,
+    /// The mails asked for but not queued, as `template (reason)`.
+    pub suppressed: Option<Vec<String>>,
 }
 
 /// Default time of the first event.
@@ -333,6 +339,7 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
     tx.commit().await.map_err(|e| e.to_string())?;
 
     let mut all_actions = Vec::new();
+    let mut mails = fixture_mails::Mails::new(&app);
     let mut at = clock.now() - Duration::minutes(1);
     for (n, step) in fixture.events.iter().enumerate() {
         at = step.at.unwrap_or(at + Duration::minutes(1));
@@ -418,6 +425,10 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
             .map_err(|e| e.to_string())?
             .ok_or("the lead vanished")?;
         let expect = step.expect.as_ref();
+        let step_mails = mails.offer(id, &current, &changes, at);
+        if let Some(diff) = fixture_mails::compare(expect, &step_mails) {
+            report.failures.push(format!("after {label}:\n{diff}"));
+        }
         if let Some(diff) = compare(
             expect.unwrap_or(&Expect::default()),
             &current,
@@ -436,9 +447,91 @@ async fn run_inner(config: &Config, path: &Path, report: &mut Report) -> Result<
         if let Some(diff) = compare(expect, &current, &all_actions, None) {
             report.failures.push(format!("at the end:\n{diff}"));
         }
+        if let Some(diff) = fixture_mails::compare(Some(expect), &mails.all) {
+            report.failures.push(format!("at the end:\n{diff}"));
+        }
     }
     store.close().await;
     Ok(())
+}
+
+/// The mails of a fixture as the outbox would treat them: `queued` and `suppressed`.
+pub mod fixture_mails {
+    use chrono::{DateTime, Utc};
+
+    use super::Expect;
+    use crate::daemon::App;
+    use crate::domain::{Changes, Lead};
+    use crate::mail::would_queue::{Verdict, WouldQueue};
+
+    /// What became of the mails asked for.
+    #[derive(Debug, Default, Clone)]
+    pub struct Outcome {
+        pub queued: Vec<String>,
+        pub suppressed: Vec<String>,
+    }
+
+    /// The outbox's view across the fixture's steps.
+    pub struct Mails {
+        queue: WouldQueue,
+        /// Over all steps so far.
+        pub all: Outcome,
+    }
+
+    impl Mails {
+        pub fn new(app: &App) -> Self {
+            Self {
+                queue: WouldQueue::new(
+                    std::sync::Arc::new(app.config.mail.clone()),
+                    app.processor.plan.clone(),
+                    app.config.time_zone,
+                ),
+                all: Outcome::default(),
+            }
+        }
+
+        /// The mails of one step, for the lead as it is after the step.
+        pub fn offer(
+            &mut self,
+            lead_id: i64,
+            lead: &Lead,
+            changes: &Changes,
+            at: DateTime<Utc>,
+        ) -> Outcome {
+            let mut out = Outcome::default();
+            for (mail, _) in &changes.mails {
+                match self.queue.offer(lead_id, lead, mail, at) {
+                    Verdict::Queued => out.queued.push(mail.to_string()),
+                    Verdict::Suppressed(why) => out.suppressed.push(format!("{mail} ({why})")),
+                }
+            }
+            self.all.queued.extend(out.queued.iter().cloned());
+            self.all.suppressed.extend(out.suppressed.iter().cloned());
+            out
+        }
+    }
+
+    /// Compares `queued` and `suppressed` when the fixture expects them.
+    pub fn compare(expect: Option<&Expect>, got: &Outcome) -> Option<String> {
+        let expect = expect?;
+        let (mut want, mut have) = (String::new(), String::new());
+        for (name, wanted, actual) in [
+            ("queued", &expect.queued, &got.queued),
+            ("suppressed", &expect.suppressed, &got.suppressed),
+        ] {
+            if let Some(list) = wanted {
+                want += &format!("{name}: [{}]\n", list.join(", "));
+                have += &format!("{name}: [{}]\n", actual.join(", "));
+            }
+        }
+        (want != have).then(|| {
+            similar::TextDiff::from_lines(&want, &have)
+                .unified_diff()
+                .context_radius(3)
+                .header("expected", "actual")
+                .to_string()
+        })
+    }
 }
 
 /// Runs every `*.toml` fixture in `dir`, prints a report, and returns the exit code.
