@@ -3,6 +3,7 @@
 //! durations, stages and schedules. A mistake stops start-up with the file (or the
 //! variable), the key and what is allowed.
 
+pub mod backtest;
 pub mod bounces;
 pub mod env;
 pub mod http;
@@ -67,6 +68,8 @@ pub struct Config {
     pub topics: topics::Topics,
     /// `[retention]`: raw events, mail bodies, anonymous profiles.
     pub retention: retention::Retention,
+    /// `[backtest]`: outcome stages and the MQL stage of `nurtured backtest`.
+    pub backtest: backtest::Backtest,
 }
 
 #[derive(Debug, Clone)]
@@ -521,6 +524,7 @@ fn validate(
     let bounces = bounces::bounces(&raw.bounces, &checker);
     let http = http::http(&raw.http, &raw.api_token, &raw.api_keys, &checker);
     let retention = retention::retention(&raw.retention, &bad);
+    let backtest = backtest::backtest(&raw.backtest, funnel.as_ref(), &bad);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -569,6 +573,7 @@ fn validate(
         http,
         topics,
         retention,
+        backtest,
     })
 }
 

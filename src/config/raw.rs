@@ -68,6 +68,8 @@ pub struct RawConfig {
     pub topics: Vec<super::topics::RawTopic>,
     #[serde(default)]
     pub retention: super::retention::RawRetention,
+    #[serde(default)]
+    pub backtest: super::backtest::RawBacktest,
 }
 
 /// The sales handoff: who gets ready leads, how fast they must react, what happens

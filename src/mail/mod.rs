@@ -21,6 +21,7 @@ pub mod templates;
 pub mod token;
 pub mod transport;
 pub mod window;
+pub mod would_queue;
 
 pub use deliver::{Mailer, Pass};
 pub use plan::StreamPlan;

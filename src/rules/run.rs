@@ -120,7 +120,7 @@ pub struct Evaluation {
     pub changes: Changes,
 }
 
-fn call(
+pub(crate) fn call(
     sandbox: &Sandbox,
     engine: &Engine,
     file: &RuleFile,
@@ -138,7 +138,7 @@ fn call(
 
 /// Runs `go` on the normal engine; if it fails without a position (a hit limit), runs
 /// it again on the locating engine to find where the rule was when it was stopped.
-fn with_position<T>(
+pub(crate) fn with_position<T>(
     sandbox: &Sandbox,
     go: impl Fn(&Engine) -> Result<T, RuleError>,
 ) -> Result<T, RuleError> {
@@ -189,7 +189,7 @@ pub fn run_event(
 }
 
 /// The event map, shared so that handing it to each rule file does not copy it.
-fn event_dynamic(event: &EventView) -> (Dynamic, DateTime<Utc>, i64) {
+pub(crate) fn event_dynamic(event: &EventView) -> (Dynamic, DateTime<Utc>, i64) {
     (event.to_dynamic().into_shared(), event.at, event.seq)
 }
 

@@ -22,6 +22,7 @@ pub mod lease;
 mod outbox;
 mod pause;
 pub mod privacy;
+pub mod replay;
 mod reports;
 mod rows;
 mod stats;

@@ -1,0 +1,214 @@
+//! Two rule sets evaluated together, with the live pipeline's own steps
+//! (`crate::process::evaluate`: identify traits, every file's `on_event` in file
+//! order, stream moves, consent, history-only). While the baseline's and the
+//! candidate's lead are equal, the rule files both sets share at the start (same name,
+//! same text) run once, and only the files from the first difference on run twice,
+//! each from a copy of the shared result; when both sets are the same files, an event
+//! runs once. Running the files in two steps on one session state is the same as one
+//! run: a rule sees only the lead and the changes so far, which carry over.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rhai::Dynamic;
+
+use crate::clock::from_ms;
+use crate::domain::{Changes, Lead};
+use crate::mail::StreamPlan;
+use crate::process::evaluate::{event_view, identify, settle};
+use crate::rules::api::{LeadHandle, Session};
+use crate::rules::ruleset::{ON_EVENT, RuleFile};
+use crate::rules::run::{call, event_dynamic, with_position};
+use crate::rules::{Context, Evaluation, RuleError, RuleSet, Sandbox};
+use crate::store::PendingEvent;
+
+/// A unit of work's result on one rule set: the new lead and its changes.
+pub type Result1 = Result<(Lead, Changes), RuleError>;
+
+/// The two rule sets, split where they first differ.
+pub struct Pair {
+    pub baseline: Arc<RuleSet>,
+    pub candidate: Arc<RuleSet>,
+    /// `on_event` files both start with.
+    shared: Vec<Arc<RuleFile>>,
+    /// The rest of each, from the first difference.
+    baseline_rest: Vec<Arc<RuleFile>>,
+    candidate_rest: Vec<Arc<RuleFile>>,
+}
+
+/// An event's result on both sets.
+pub struct Both {
+    pub baseline: Result1,
+    /// `None`: the same as the baseline's (one run served both).
+    pub candidate: Option<Result1>,
+    /// The actions at the start of both results that came from the shared run (the
+    /// same in both): a difference lies after them.
+    pub shared_actions: usize,
+}
+
+fn on_event(set: &RuleSet) -> Vec<Arc<RuleFile>> {
+    set.files
+        .iter()
+        .filter(|f| f.has_on_event)
+        .cloned()
+        .collect()
+}
+
+impl Pair {
+    pub fn new(baseline: Arc<RuleSet>, candidate: Arc<RuleSet>) -> Self {
+        let b = on_event(&baseline);
+        let c = on_event(&candidate);
+        let common = b
+            .iter()
+            .zip(&c)
+            .take_while(|(x, y)| x.name == y.name && x.digest == y.digest && x.shown == y.shown)
+            .count();
+        Self {
+            shared: b[..common].to_vec(),
+            baseline_rest: b[common..].to_vec(),
+            candidate_rest: c[common..].to_vec(),
+            baseline,
+            candidate,
+        }
+    }
+
+    /// Both sets are the same files.
+    pub fn identical(&self) -> bool {
+        self.baseline_rest.is_empty() && self.candidate_rest.is_empty()
+    }
+
+    /// Files both sets run once per event while their leads are equal.
+    pub fn shared_files(&self) -> usize {
+        self.shared.len()
+    }
+
+    /// Runs one event on the baseline's lead and, when it differs, the candidate's.
+    pub fn evaluate(
+        &self,
+        sandbox: &Sandbox,
+        ctx: &Context,
+        plan: &StreamPlan,
+        baseline: &Lead,
+        candidate: Option<&Lead>,
+        row: &PendingEvent,
+    ) -> Both {
+        let view = match event_view(row) {
+            Ok(v) => v,
+            Err(e) => {
+                return Both {
+                    candidate: candidate.map(|_| Err(e.clone())),
+                    baseline: Err(e),
+                    shared_actions: 0,
+                };
+            }
+        };
+        let event = event_dynamic(&view);
+        let at = from_ms(row.occurred_at);
+        let whole = |lead: &Lead, rest: &[Arc<RuleFile>]| -> Result1 {
+            let identified = identify(lead, row.kind == "identify", row.traits.as_deref(), at)?;
+            let start = identified.unwrap_or_else(|| lead.clone());
+            let eval = run_files(
+                sandbox,
+                ctx,
+                [self.shared.as_slice(), rest],
+                start,
+                Changes::default(),
+                &event,
+            )?;
+            Ok(settle(plan, lead, eval, &row.name, row.history))
+        };
+        if let Some(candidate) = candidate {
+            return Both {
+                baseline: whole(baseline, &self.baseline_rest),
+                candidate: Some(whole(candidate, &self.candidate_rest)),
+                shared_actions: 0,
+            };
+        }
+        if self.identical() {
+            return Both {
+                baseline: whole(baseline, &[]),
+                candidate: None,
+                shared_actions: 0,
+            };
+        }
+        let start = identify(baseline, row.kind == "identify", row.traits.as_deref(), at)
+            .map(|i| i.unwrap_or_else(|| baseline.clone()));
+        let first = start.and_then(|start| {
+            run_files(
+                sandbox,
+                ctx,
+                [self.shared.as_slice(), &[]],
+                start,
+                Changes::default(),
+                &event,
+            )
+        });
+        let first = match first {
+            Ok(f) => f,
+            Err(e) => {
+                return Both {
+                    baseline: Err(e),
+                    candidate: None,
+                    shared_actions: 0,
+                };
+            }
+        };
+        let shared_actions = first.changes.actions.len();
+        let go_on = |rest: &[Arc<RuleFile>], lead: Lead, changes: Changes| -> Result1 {
+            let eval = run_files(sandbox, ctx, [rest, &[]], lead, changes, &event)?;
+            Ok(settle(plan, baseline, eval, &row.name, row.history))
+        };
+        let c = go_on(
+            &self.candidate_rest,
+            first.lead.clone(),
+            first.changes.clone(),
+        );
+        let b = go_on(&self.baseline_rest, first.lead, first.changes);
+        Both {
+            baseline: b,
+            candidate: Some(c),
+            shared_actions,
+        }
+    }
+}
+
+/// Runs `on_event` of `files` (two slices, in order) for one event on one session
+/// that starts with `lead` and `changes`, as `crate::rules::run::run_event` does.
+fn run_files(
+    sandbox: &Sandbox,
+    ctx: &Context,
+    files: [&[Arc<RuleFile>]; 2],
+    lead: Lead,
+    changes: Changes,
+    event: &(Dynamic, DateTime<Utc>, i64),
+) -> Result<Evaluation, RuleError> {
+    with_position(sandbox, |engine| {
+        let handle = LeadHandle::new(Session {
+            lead: lead.clone(),
+            changes: changes.clone(),
+            funnel: ctx.funnel.clone(),
+            history: ctx.history.clone(),
+            streams: ctx.streams.clone(),
+            teams: ctx.teams.clone(),
+            topics: ctx.topics.clone(),
+            at: event.1,
+            upto_seq: event.2,
+            file: Arc::from(""),
+        });
+        for file in files.iter().flat_map(|f| f.iter()) {
+            handle.set_file(&file.shown);
+            let _ = call(
+                sandbox,
+                engine,
+                file,
+                ON_EVENT,
+                vec![Dynamic::from(handle.clone()), event.0.clone()],
+            )?;
+        }
+        let s = handle.finish();
+        Ok(Evaluation {
+            lead: s.lead,
+            changes: s.changes,
+        })
+    })
+}
