@@ -3,6 +3,7 @@
 
 mod anonymous;
 mod api;
+mod backtest;
 mod bad_data;
 mod bench;
 mod bounces;
