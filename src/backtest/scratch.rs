@@ -47,7 +47,7 @@ pub struct Setup {
 pub struct Histories(Mutex<HashMap<i64, LeadHistory>>);
 
 impl Histories {
-    fn record(&self, lead_id: i64, e: &Recorded<'_>) {
+    pub(crate) fn record(&self, lead_id: i64, e: &Recorded<'_>) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(lead_id).or_default().record(e);
     }
@@ -198,7 +198,7 @@ impl Worker {
         }
         self.out.replayed += 1;
         setup.progress.fetch_add(1, Ordering::Relaxed);
-        if !self.out.leads.contains_key(&row.lead_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.out.leads.entry(row.lead_id) {
             let Some(email) = setup
                 .emails
                 .get(&row.lead_id)
@@ -213,17 +213,14 @@ impl Worker {
                 setup.funnel.initial(),
                 from_ms(received_at),
             );
-            self.out.leads.insert(
-                row.lead_id,
-                Scratch {
-                    baseline: lead,
-                    candidate: None,
-                    open: [false; 2],
-                    track: [Track::default(); 2],
-                    covered: false,
-                    because: HashMap::new(),
-                },
-            );
+            slot.insert(Scratch {
+                baseline: lead,
+                candidate: None,
+                open: [false; 2],
+                track: [Track::default(); 2],
+                covered: false,
+                because: HashMap::new(),
+            });
         }
         self.histories.record(
             row.lead_id,
@@ -510,9 +507,8 @@ impl Worker {
                 } else {
                     stages
                 };
-                let pick = |l: &Lead| {
-                    stages.iter().any(|s| *s == l.stage) && tags.iter().all(|t| l.tags.contains(t))
-                };
+                let pick =
+                    |l: &Lead| stages.contains(&l.stage) && tags.iter().all(|t| l.tags.contains(t));
                 let files = [
                     setup.pair.baseline.file(file).cloned(),
                     setup.pair.candidate.file(file).cloned(),
@@ -603,7 +599,7 @@ fn track(setup: &Setup, t: &mut Track, before: &Lead, after: &Lead, changes: &Ch
     {
         t.mql = true;
     }
-    if setup.outcome_stages.iter().any(|s| *s == after.stage) {
+    if setup.outcome_stages.contains(&after.stage) {
         t.converted = Some((before.fit, before.interest));
     }
 }

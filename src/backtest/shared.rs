@@ -111,8 +111,8 @@ impl Pair {
                 sandbox,
                 ctx,
                 [self.shared.as_slice(), rest],
-                start,
-                Changes::default(),
+                &start,
+                &Changes::default(),
                 &event,
             )?;
             Ok(settle(plan, lead, eval, &row.name, row.history))
@@ -138,8 +138,8 @@ impl Pair {
                 sandbox,
                 ctx,
                 [self.shared.as_slice(), &[]],
-                start,
-                Changes::default(),
+                &start,
+                &Changes::default(),
                 &event,
             )
         });
@@ -154,16 +154,19 @@ impl Pair {
             }
         };
         let shared_actions = first.changes.actions.len();
-        let go_on = |rest: &[Arc<RuleFile>], lead: Lead, changes: Changes| -> Result1 {
-            let eval = run_files(sandbox, ctx, [rest, &[]], lead, changes, &event)?;
+        let go_on = |rest: &[Arc<RuleFile>]| -> Result1 {
+            let eval = run_files(
+                sandbox,
+                ctx,
+                [rest, &[]],
+                &first.lead,
+                &first.changes,
+                &event,
+            )?;
             Ok(settle(plan, baseline, eval, &row.name, row.history))
         };
-        let c = go_on(
-            &self.candidate_rest,
-            first.lead.clone(),
-            first.changes.clone(),
-        );
-        let b = go_on(&self.baseline_rest, first.lead, first.changes);
+        let c = go_on(&self.candidate_rest);
+        let b = go_on(&self.baseline_rest);
         Both {
             baseline: b,
             candidate: Some(c),
@@ -178,8 +181,8 @@ fn run_files(
     sandbox: &Sandbox,
     ctx: &Context,
     files: [&[Arc<RuleFile>]; 2],
-    lead: Lead,
-    changes: Changes,
+    lead: &Lead,
+    changes: &Changes,
     event: &(Dynamic, DateTime<Utc>, i64),
 ) -> Result<Evaluation, RuleError> {
     with_position(sandbox, |engine| {
@@ -211,4 +214,153 @@ fn run_files(
             changes: s.changes,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backtest::scratch::Histories;
+    use crate::config::Config;
+    use crate::domain::Email;
+    use crate::rules::Rules;
+    use crate::rules::run::run_event;
+
+    fn rules(dir: &std::path::Path, files: &[(&str, &str)], sandbox: &Sandbox) -> Arc<RuleSet> {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        Rules::load(sandbox, dir, "rules").unwrap().current()
+    }
+
+    fn row(seq: i64, kind: &str, name: &str, traits: Option<&str>) -> PendingEvent {
+        PendingEvent {
+            seq,
+            message_id: format!("m{seq}"),
+            lead_id: 1,
+            kind: kind.into(),
+            name: name.into(),
+            properties: r#"{"topic":"crm"}"#.into(),
+            traits: traits.map(str::to_string),
+            context: None,
+            occurred_at: 1_790_000_000_000 + seq * 60_000,
+            attempts: 0,
+            history: false,
+        }
+    }
+
+    /// The live path: `run_event` on one set, then what follows from it.
+    fn live(
+        sandbox: &Sandbox,
+        set: &RuleSet,
+        ctx: &Context,
+        plan: &StreamPlan,
+        lead: &Lead,
+        r: &PendingEvent,
+    ) -> Result1 {
+        let at = from_ms(r.occurred_at);
+        let identified = identify(lead, r.kind == "identify", r.traits.as_deref(), at)?;
+        let view = event_view(r)?;
+        let eval = run_event(
+            sandbox,
+            set,
+            ctx,
+            identified.as_ref().unwrap_or(lead),
+            &view,
+        )?;
+        Ok(settle(plan, lead, eval, &r.name, r.history))
+    }
+
+    #[test]
+    fn the_shared_run_ends_where_each_set_run_apart_ends() {
+        let config = Config::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+        let sandbox = Sandbox::new(&config.limits, Arc::new(config.thresholds.clone()));
+        let tmp = tempfile::tempdir().unwrap();
+        let common = (
+            "10-score.rhai",
+            "fn on_event(lead, event) { lead.add_interest(5, \"seen\"); \
+             if lead.count(\"Download\") >= 2 { lead.tag(\"twice\"); } }",
+        );
+        let last = (
+            "90-stage.rhai",
+            "fn on_event(lead, event) { if lead.interest >= 15.0 && lead.stage == \"subscriber\" \
+             { lead.set_stage(\"lead\", \"active\"); } }",
+        );
+        let extra = (
+            "55-title.rhai",
+            "fn on_event(lead, event) { if lead.title.to_lower().contains(\"leiter\") \
+             { lead.add_interest(10, \"leiter\"); lead.tag(\"leiter\"); } }",
+        );
+        let base = rules(&tmp.path().join("a"), &[common, last], &sandbox);
+        let cand = rules(&tmp.path().join("b"), &[common, extra, last], &sandbox);
+        let pair = Pair::new(base.clone(), cand.clone());
+        assert_eq!(pair.shared_files(), 1);
+        assert!(!pair.identical());
+        let plan = crate::backtest::stream_plan(&config);
+        let histories = Arc::new(Histories::default());
+        let ctx = Context {
+            funnel: Arc::new(config.funnel),
+            history: histories.clone(),
+            streams: Arc::new(plan.names()),
+            teams: Arc::new(plan.teams.clone()),
+            topics: Arc::new(plan.topics.ids()),
+        };
+        let events = [
+            row(1, "track", "Download", None),
+            row(
+                2,
+                "identify",
+                "identify",
+                Some(r#"{"title":"Leiter Marketing"}"#),
+            ),
+            row(3, "track", "Download", None),
+            row(4, "track", "Webinar", None),
+        ];
+        let start = Lead::new(
+            1,
+            Email::parse("a@b.example").unwrap(),
+            "subscriber",
+            from_ms(0),
+        );
+        let (mut b, mut c): (Lead, Option<Lead>) = (start.clone(), None);
+        let (mut live_b, mut live_c) = (start.clone(), start);
+        for r in &events {
+            histories.record(
+                1,
+                &crate::process::history::Recorded {
+                    seq: r.seq,
+                    at: r.occurred_at,
+                    name: &r.name,
+                    properties: &r.properties,
+                },
+            );
+            let both = pair.evaluate(&sandbox, &ctx, &plan, &b, c.as_ref(), r);
+            let (lb, cb) = live(&sandbox, &base, &ctx, &plan, &live_b, r).unwrap();
+            let (lc, cc) = live(&sandbox, &cand, &ctx, &plan, &live_c, r).unwrap();
+            let (nb, changes_b) = both.baseline.unwrap();
+            let (nc, changes_c) = match both.candidate {
+                Some(x) => x.unwrap(),
+                None => (nb.clone(), changes_b.clone()),
+            };
+            assert_eq!(
+                (&nb, &changes_b),
+                (&lb, &cb),
+                "baseline after event {}",
+                r.seq
+            );
+            assert_eq!(
+                (&nc, &changes_c),
+                (&lc, &cc),
+                "candidate after event {}",
+                r.seq
+            );
+            c = (nc != nb).then_some(nc);
+            b = nb;
+            (live_b, live_c) = (lb, lc);
+        }
+        assert!(c.is_some(), "the candidate's lead differs in the end");
+        assert!(live_c.tags.contains("leiter") && live_c.tags.contains("twice"));
+        // Identical sets run once.
+        assert!(Pair::new(base.clone(), base).identical());
+    }
 }
