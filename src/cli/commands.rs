@@ -17,6 +17,7 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
     let clock: SharedClock = Arc::new(SystemClock);
     match command {
         Command::Run => run(config, clock).await,
+        Command::Backtest(args) => super::backtest::backtest(config, args).await,
         Command::Ingest { file, history } => ingest_file(config, clock, &file, history).await,
         Command::Lead {
             command: LeadCommand::List(args),

@@ -3,6 +3,7 @@
 //! `bounces ingest|list`, `lead export|erase`, `retention run`, `lead list`, `import`,
 //! `events export`.
 
+mod backtest;
 mod bounces;
 mod commands;
 mod export;
@@ -78,6 +79,9 @@ pub enum Command {
     },
     /// Print the counters (same as GET /v1/stats) as JSON
     Stats,
+    /// Replay the stored history through the live rules and a candidate folder, in
+    /// memory: stages, rule lines, mails, outcomes and the differences (sends nothing)
+    Backtest(backtest::BacktestArgs),
     /// Reports over a period: the funnel, and the sales handoff's SLA
     Report {
         #[command(subcommand)]

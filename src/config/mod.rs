@@ -3,6 +3,7 @@
 //! durations, stages and schedules. A mistake stops start-up with the file (or the
 //! variable), the key and what is allowed.
 
+pub mod backtest;
 pub mod bounces;
 pub mod env;
 pub mod http;
@@ -70,6 +71,8 @@ pub struct Config {
     pub retention: retention::Retention,
     /// `[rules] shadow`: rule files (names in the rules folder) that run in shadow.
     pub rules_shadow: Vec<String>,
+    /// `[backtest]`: outcome stages and the MQL stage of `nurtured backtest`.
+    pub backtest: backtest::Backtest,
 }
 
 #[derive(Debug, Clone)]
@@ -525,6 +528,7 @@ fn validate(
     let http = http::http(&raw.http, &raw.api_token, &raw.api_keys, &checker);
     let retention = retention::retention(&raw.retention, &bad);
     let rules_shadow = rules::shadow(&raw.rules, &bad);
+    let backtest = backtest::backtest(&raw.backtest, funnel.as_ref(), &bad);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -574,6 +578,7 @@ fn validate(
         topics,
         retention,
         rules_shadow,
+        backtest,
     })
 }
 

@@ -71,6 +71,8 @@ pub struct RawConfig {
     /// `[rules]`: rule files that run in shadow.
     #[serde(default)]
     pub rules: RawRules,
+    #[serde(default)]
+    pub backtest: super::backtest::RawBacktest,
 }
 
 /// `[rules]`: how the files of `rules_dir` run.

@@ -294,15 +294,34 @@ fn evaluate_event(
     row: &PendingEvent,
 ) -> Result<Evaluation, RuleError> {
     let at = from_ms(row.occurred_at);
-    let before = lead;
-    let consented = lead.consent_email.granted;
     // A retry of the rule files that failed for the event: only they run, on the lead
     // as it is now (its traits were applied when the event was processed).
     let only = retry_files(row)?;
-    // Identify traits change the lead before the rules see it.
-    let identified;
-    let lead = match row.traits.as_deref() {
-        Some(text) if row.kind == "identify" && only.is_none() => {
+    let identified = match only {
+        None => identify(lead, row.kind == "identify", row.traits.as_deref(), at)?,
+        Some(_) => None,
+    };
+    let view = event_view(row)?;
+    let eval = run_event_files(
+        ev.sandbox,
+        ev.rules,
+        ctx,
+        identified.as_ref().unwrap_or(lead),
+        &view,
+        only.as_deref(),
+    )?;
+    Ok(settle(ev.plan, lead, eval, &row.name, row.history))
+}
+/// The lead as an identify event's traits change it before the rules see it (`None`
+/// for other events: the lead as it is).
+pub(crate) fn identify(
+    lead: &Lead,
+    is_identify: bool,
+    traits: Option<&str>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<Lead>, RuleError> {
+    match traits {
+        Some(text) if is_identify => {
             let obj: serde_json::Map<String, Value> =
                 serde_json::from_str(text).map_err(|e| stored("traits")(e.to_string()))?;
             let parsed = Traits::parse(&obj, "traits").map_err(|errs| {
@@ -311,12 +330,15 @@ fn evaluate_event(
             })?;
             let mut changed = lead.clone();
             changed.apply_traits(&parsed, at, "identify");
-            identified = changed;
-            &identified
+            Ok(Some(changed))
         }
-        _ => lead,
-    };
-    let view = EventView {
+        _ => Ok(None),
+    }
+}
+
+/// The event as rules see it, from its stored form.
+pub(crate) fn event_view(row: &PendingEvent) -> Result<EventView, RuleError> {
+    Ok(EventView {
         seq: row.seq,
         kind: row.kind.clone(),
         name: row.name.clone(),
@@ -324,15 +346,26 @@ fn evaluate_event(
         properties: json_map(Some(&row.properties)).map_err(stored("properties"))?,
         traits: json_map(row.traits.as_deref()).map_err(stored("traits"))?,
         context: json_map(row.context.as_deref()).map_err(stored("context"))?,
-        at,
-    };
-    let mut eval = run_event_files(ev.sandbox, ev.rules, ctx, lead, &view, only.as_deref())?;
-    ev.plan
-        .follow(before, &eval.lead, Some(&row.name), &mut eval.changes);
+        at: from_ms(row.occurred_at),
+    })
+}
+
+/// What follows from the rules' result for an event named `name` on the lead that was
+/// `before`: stream moves, consent given or withdrawn, and for an event taken in as
+/// history only its scores, stages and tags.
+pub(crate) fn settle(
+    plan: &StreamPlan,
+    before: &Lead,
+    mut eval: Evaluation,
+    name: &str,
+    history: bool,
+) -> Evaluation {
+    let consented = before.consent_email.granted;
+    plan.follow(before, &eval.lead, Some(name), &mut eval.changes);
     // Consent given through a form or the CRM lets waiting streams go on; consent
     // withdrawn ends them, as an unsubscribe link does.
     if !consented && eval.lead.consent_email.granted {
-        let resume = ev.plan.on_consent(&eval.lead);
+        let resume = plan.on_consent(&eval.lead);
         eval.changes.streams.extend(resume);
     }
     if consented && !eval.lead.consent_email.granted {
@@ -349,7 +382,7 @@ fn evaluate_event(
                 reason: format!("consent withdrawn ({source})"),
             });
     }
-    if row.history {
+    if history {
         crate::process::history_only::strip(&mut eval.changes);
         for run in &mut eval.shadow {
             if let Ok(c) = &mut run.result {
@@ -357,7 +390,7 @@ fn evaluate_event(
             }
         }
     }
-    Ok(eval)
+    eval
 }
 
 /// The rule files to run again for a retried event that failed for some files only.

@@ -135,7 +135,7 @@ pub struct ShadowRun {
     pub result: Result<Changes, RuleError>,
 }
 
-fn call(
+pub(crate) fn call(
     sandbox: &Sandbox,
     engine: &Engine,
     file: &RuleFile,
@@ -153,7 +153,7 @@ fn call(
 
 /// Runs `go` on the normal engine; if it fails without a position (a hit limit), runs
 /// it again on the locating engine to find where the rule was when it was stopped.
-fn with_position<T>(
+pub(crate) fn with_position<T>(
     sandbox: &Sandbox,
     go: impl Fn(&Engine) -> Result<T, RuleError>,
 ) -> Result<T, RuleError> {
@@ -297,7 +297,7 @@ fn run_shadow(
 }
 
 /// The event map, shared so that handing it to each rule file does not copy it.
-fn event_dynamic(event: &EventView) -> (Dynamic, DateTime<Utc>, i64) {
+pub(crate) fn event_dynamic(event: &EventView) -> (Dynamic, DateTime<Utc>, i64) {
     (event.to_dynamic().into_shared(), event.at, event.seq)
 }
 

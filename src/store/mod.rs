@@ -24,6 +24,7 @@ pub mod mail_retry;
 mod outbox;
 mod pause;
 pub mod privacy;
+pub mod replay;
 mod reports;
 mod rows;
 pub mod shadow;

@@ -5,6 +5,7 @@ mod anonymous;
 mod api;
 mod authoring;
 mod backtest_html;
+mod backtest;
 mod bad_data;
 mod bench;
 mod bounces;
