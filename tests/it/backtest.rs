@@ -398,6 +398,7 @@ async fn a_backtest_of_the_candidate_ends_each_lead_where_a_fresh_database_with_
     };
     let before = quiet(&sink);
     let per_lead = app1.dir.path().join("per-lead.jsonl");
+    let html = app1.dir.path().join("report.html");
     let out = app1.cli(&[
         "backtest",
         "--rules",
@@ -405,6 +406,8 @@ async fn a_backtest_of_the_candidate_ends_each_lead_where_a_fresh_database_with_
         "--json",
         "--per-lead",
         per_lead.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
     eprintln!("backtest in {:?}", started.elapsed());
@@ -466,6 +469,26 @@ async fn a_backtest_of_the_candidate_ends_each_lead_where_a_fresh_database_with_
     // Outcomes: the figures match the per-lead results.
     check_outcomes(&report, &lines, "baseline");
     check_outcomes(&report, &lines, "candidate");
+
+    // The HTML report of this very run opens in a browser with its charts.
+    if std::env::var("NURTURED_TEST_NO_BROWSER").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "\n!!! SKIPPED: the backtest's HTML report in Chromium (NURTURED_TEST_NO_BROWSER=1) !!!\n"
+        );
+    } else {
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backtest-run");
+        std::fs::create_dir_all(&shots).unwrap();
+        let backend = if std::env::var_os("NURTURED_TEST_POSTGRES").is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        let page = shots.join(format!("report-{backend}.html"));
+        std::fs::copy(&html, &page).unwrap();
+        let shot = crate::backtest_html::check_page(&page, &page.with_extension("png"));
+        println!("backtest report of the fidelity run: {}", page.display());
+        assert!(shot.exists());
+    }
 
     // Labels instead of outcome stages (with an extra column).
     let labels = dir1.path().join("labels.csv");

@@ -4,8 +4,8 @@
 mod anonymous;
 mod api;
 mod authoring;
-mod backtest_html;
 mod backtest;
+mod backtest_html;
 mod bad_data;
 mod bench;
 mod bounces;
