@@ -82,8 +82,8 @@ fn run_browser(browser: &Path, profile: &Path, args: &[String], url: &str) -> St
 }
 
 /// Opens `page` in Chromium: the screenshot decodes and is not blank, and the DOM
-/// holds the charts and the sections. Returns the screenshot's path.
-pub fn check_page(page: &Path, screenshot: &Path) -> PathBuf {
+/// holds at least `charts` charts and every section. Returns the screenshot's path.
+pub fn check_page(page: &Path, screenshot: &Path, charts: usize) -> PathBuf {
     let browser = chromium().expect(
         "Chromium is needed for the HTML report test: install it (apt-get install chromium; \
          scripts/test does) or set NURTURED_TEST_NO_BROWSER=1 to skip",
@@ -133,7 +133,10 @@ pub fn check_page(page: &Path, screenshot: &Path) -> PathBuf {
     let dom = run_browser(&browser, profile.path(), &["--dump-dom".to_string()], &url);
     let svgs = dom.matches("<svg").count();
     let rects = dom.matches("<rect").count();
-    assert!(svgs >= 4, "{svgs} charts in the DOM");
+    assert!(
+        svgs >= charts,
+        "{svgs} charts in the DOM, {charts} expected"
+    );
     assert!(rects > 20, "{rects} bars in the DOM");
     for heading in [
         "At a glance",
@@ -168,7 +171,8 @@ fn the_backtest_report_opens_in_chromium_with_its_charts() {
     std::fs::create_dir_all(&out).unwrap();
     let html = out.join("report.html");
     std::fs::write(&html, &page).unwrap();
-    let shot = check_page(&html, &out.join("report.png"));
+    // Stages, two calibration charts and the handoffs per team.
+    let shot = check_page(&html, &out.join("report.png"), 4);
     println!("backtest report page: {}", html.display());
     assert!(shot.exists());
 }
