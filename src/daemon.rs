@@ -173,7 +173,7 @@ pub struct Running {
 }
 
 /// How long shutdown waits for work in progress.
-const DRAIN: Duration = Duration::from_secs(4);
+pub const DRAIN: Duration = Duration::from_secs(4);
 
 impl Running {
     /// Stops accepting requests, lets running work finish, releases the lease.
