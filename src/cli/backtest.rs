@@ -84,11 +84,11 @@ pub async fn backtest(config: Config, args: BacktestArgs) -> anyhow::Result<Exit
             for e in errors {
                 eprintln!("{e}");
             }
-            return Ok(ExitCode::from(2));
+            return Ok(super::exit::Exit::Usage.into());
         }
         Err(e @ (BacktestError::Usage(_) | BacktestError::Labels(_))) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(super::exit::Exit::Usage.into());
         }
         Err(e) => return Err(e.into()),
     };

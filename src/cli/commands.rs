@@ -92,6 +92,8 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Bounces {
             command: super::BouncesCommand::List { email, limit, json },
         } => super::bounces::list(config, clock, email.as_deref(), limit, json).await,
+        Command::Completions { shell } => Ok(super::ops::completions(shell)),
+        Command::Man { out } => Ok(super::ops::man(out.as_deref())),
     }
 }
 
@@ -104,11 +106,13 @@ async fn run(config: Config, clock: SharedClock) -> anyhow::Result<ExitCode> {
     {
         // The shipped secret is public: anyone could make unsubscribe and confirmation
         // links for any lead. Real mail needs a secret of its own.
-        anyhow::bail!(
+        return Err(super::exit::SetupError(
             "mail.secret is the shipped development secret, and mail.url sends real mail: \
              set mail.secret (or NURTURED_MAIL__SECRET) to a long random string, e.g. from \
              `openssl rand -hex 32`"
-        );
+                .into(),
+        )
+        .into());
     }
     if config.uses_dev_secret() {
         tracing::warn!(
@@ -182,8 +186,11 @@ pub(super) async fn process_if_free(app: &App) -> anyhow::Result<()> {
     }
     match app.processor.take_lease("cli").await? {
         Ok(()) => {
+            let pending = app.store().event_counts().await?.events_pending;
+            let bar = super::progress::bar(pending.max(0) as u64, "processing");
             // Each batch written extends the lease, so a long run keeps it.
-            let result = app.processor.drain().await;
+            let result = app.processor.drain_with(|n| bar.inc(n as u64)).await;
+            bar.finish_and_clear();
             app.processor.give_up_lease().await?;
             let n = result?;
             let counts = app.store().event_counts().await?;
@@ -227,6 +234,7 @@ async fn ingest_file(
     let shown = path.display().to_string();
     let (mut accepted, mut duplicates) = (0, 0);
     let mut items = checked.items.into_iter();
+    let bar = super::progress::bar(checked.lines.len() as u64, "storing");
     for lines in checked.lines.chunks(file::CHUNK) {
         let chunk: Vec<_> = items.by_ref().take(lines.len()).collect();
         let paths = |i: usize| (None, format!("line {}", lines[i]));
@@ -242,8 +250,10 @@ async fn ingest_file(
             Ok(done) => {
                 accepted += done.accepted;
                 duplicates += done.duplicates;
+                bar.inc(lines.len() as u64);
             }
             Err(AcceptError::Input(errors)) => {
+                bar.finish_and_clear();
                 for e in &errors {
                     let line = e.path.split('.').next().unwrap_or_default();
                     let field = e.path.split_once('.').map_or("", |(_, f)| f);
@@ -265,6 +275,7 @@ async fn ingest_file(
             Err(AcceptError::Failed(e)) => anyhow::bail!(e),
         }
     }
+    bar.finish_and_clear();
     println!("stored {accepted} event(s), skipped {duplicates} already stored");
     process_if_free(&app).await?;
     Ok(ExitCode::SUCCESS)

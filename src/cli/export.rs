@@ -59,14 +59,14 @@ pub async fn export(
         (Ok(s), Ok(u)) => (s, u),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(super::exit::Exit::Usage.into());
         }
     };
     if let (Some(s), Some(u)) = (since, until)
         && s >= u
     {
         eprintln!("error: --until must come after --since");
-        return Ok(ExitCode::from(2));
+        return Ok(super::exit::Exit::Usage.into());
     }
     let store = Store::open(&config.database_url).await?;
     let lead_id = match &args.lead {

@@ -99,6 +99,6 @@ pub async fn import(
     Ok(if checked.refused.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(3)
+        super::exit::Exit::Partial.into()
     })
 }

@@ -70,12 +70,12 @@ pub async fn lead_list(config: Config, args: ListArgs) -> anyhow::Result<ExitCod
         Ok(q) => q,
         Err(e) => {
             eprintln!("error: --{}: {}", e.param.replace('_', "-"), e.message);
-            return Ok(ExitCode::from(2));
+            return Ok(super::exit::Exit::Usage.into());
         }
     };
     if args.limit == Some(0) {
         eprintln!("error: --limit: give a number of 1 or more, or leave it out for all");
-        return Ok(ExitCode::from(2));
+        return Ok(super::exit::Exit::Usage.into());
     }
     let store = Store::open(&config.database_url).await?;
     let mut out = if args.csv {

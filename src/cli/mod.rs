@@ -1,18 +1,21 @@
 //! The command line: `run`, `ingest`, `lead show`, `events failed|retry`,
 //! `rules check|test`, `stats`, `report funnel|sla`, `store copy`, `bench`, `key new`,
 //! `bounces ingest|list`, `lead export|erase`, `retention run`, `lead list`, `import`,
-//! `events export`.
+//! `events export`, `completions`, `man`. The exit codes are in [`exit`].
 
 mod backtest;
 mod bounces;
 mod commands;
+pub mod exit;
 mod export;
 mod import;
 mod key;
 mod lists;
 mod log;
 mod mail;
+mod ops;
 mod privacy;
+mod progress;
 mod report;
 mod store;
 
@@ -108,6 +111,17 @@ pub enum Command {
     Retention {
         #[command(subcommand)]
         command: RetentionCommand,
+    },
+    /// Print a shell's completion script: bash, zsh, fish, elvish or powershell
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a folder
+    Man {
+        /// Write nurtured.1, nurtured-run.1, ... into DIR instead of printing
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -271,11 +285,17 @@ pub enum RulesCommand {
 
 /// Runs a parsed command line; the exit code says how it went.
 pub fn main(args: Args) -> ExitCode {
+    // Generated from the command line alone: they need no configuration.
+    match &args.command {
+        Command::Completions { shell } => return ops::completions(*shell),
+        Command::Man { out } => return ops::man(out.as_deref()),
+        _ => {}
+    }
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: the configuration cannot be used:\n{e}");
-            return ExitCode::from(2);
+            return exit::Exit::Usage.into();
         }
     };
     // Commands other than `run` log warnings only; fixtures that expect a rule to fail
@@ -294,14 +314,14 @@ pub fn main(args: Args) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return exit::Exit::Failed.into();
         }
     };
     let code = match runtime.block_on(commands::dispatch(args.command, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit::of_error(&e).into()
         }
     };
     // Work still running after the daemon's bounded drain (a rule at its time limit, a

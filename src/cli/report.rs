@@ -62,7 +62,7 @@ pub async fn report(
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(super::exit::Exit::Usage.into());
         }
     };
     let store = Store::open(&config.database_url).await?;

@@ -499,6 +499,12 @@ impl Processor {
 
     /// Processes until the queue is empty; returns the number of events handled.
     pub async fn drain(&self) -> Result<usize, ProcessError> {
+        self.drain_with(|_| {}).await
+    }
+
+    /// As [`Processor::drain`], telling `done` the number of events of each batch (for a
+    /// progress bar).
+    pub async fn drain_with(&self, mut done: impl FnMut(usize)) -> Result<usize, ProcessError> {
         let mut total = 0;
         loop {
             let n = match self.run_once().await {
@@ -511,6 +517,7 @@ impl Processor {
                 return Ok(total);
             }
             total += n;
+            done(n);
         }
     }
 
