@@ -2,7 +2,7 @@
 //! the stored history as Segment JSONL (see [`crate::ingest::export`]), read straight
 //! from the database (no daemon and no compiled rules needed).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -89,7 +89,13 @@ pub async fn export(
     };
     let written = match &args.out {
         None => {
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            // Not over the events themselves when they go to the terminal.
+            let bar = if std::io::stdout().is_terminal() {
+                indicatif::ProgressBar::hidden()
+            } else {
+                super::progress::bytes("exporting")
+            };
+            let mut out = std::io::BufWriter::new(bar.wrap_write(std::io::stdout().lock()));
             write_jsonl(&store, range, &mut out).await?
         }
         Some(path) => {
@@ -99,7 +105,8 @@ pub async fn export(
             };
             let mut file = tempfile::NamedTempFile::new_in(&folder)?;
             let n = {
-                let mut out = std::io::BufWriter::new(file.as_file_mut());
+                let bar = super::progress::bytes("exporting");
+                let mut out = std::io::BufWriter::new(bar.wrap_write(file.as_file_mut()));
                 let n = write_jsonl(&store, range, &mut out).await?;
                 out.flush()?;
                 n

@@ -442,6 +442,25 @@ fn progress_bars_show_on_a_terminal_and_never_in_a_pipe() {
     assert!(shown.contains("/2,500 events"), "{shown:?}");
     assert!(shown.contains("processing ["), "{shown:?}");
     assert!(shown.contains("stored 2500 event(s)"), "{shown}");
+
+    // `events export`: a spinner with the bytes written, on a terminal only.
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!(
+            "stty cols 120 rows 40; {BIN} events export --out all.jsonl"
+        ))
+        .arg("/dev/null")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .env_remove(nurtured::store::testing::POSTGRES_ENV)
+        .env("TERM", "xterm")
+        .output()
+        .expect("script runs");
+    let shown = text(&out);
+    assert!(shown.contains("exporting: "), "{shown:?}");
+    assert!(shown.contains("wrote 5000 event(s)"), "{shown}");
+    let out = cli_in(dir.path(), &["events", "export", "--out", "again.jsonl"]);
+    assert_eq!(text(&out).trim(), "wrote 5000 event(s) to again.jsonl");
 }
 
 /// A running daemon maps no memory both writable and executable (so
