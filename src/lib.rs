@@ -36,6 +36,7 @@ pub mod handoff;
 pub mod http;
 pub mod ingest;
 pub mod mail;
+pub mod metrics;
 pub mod privacy;
 pub mod process;
 pub mod report;

@@ -40,8 +40,21 @@ pub enum ApplyError {
     Consent(#[from] ManualError),
 }
 
-/// Maps the report to its mail and acts on it.
+/// Maps the report to its mail and acts on it; counts it in `nurtured_bounces_total`.
 pub async fn apply(
+    processor: &Processor,
+    config: &BouncesConfig,
+    report: &Report,
+    now: DateTime<Utc>,
+) -> Result<Applied, ApplyError> {
+    let applied = apply_report(processor, config, report, now).await;
+    if applied.is_ok() {
+        processor.metrics.bounce(report.kind.as_str());
+    }
+    applied
+}
+
+async fn apply_report(
     processor: &Processor,
     config: &BouncesConfig,
     report: &Report,
