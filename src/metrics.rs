@@ -255,3 +255,97 @@ fn describe() {
         "Always 1; the labels name the running build"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` in:\n{text}"))
+    }
+
+    #[test]
+    fn gauges_follow_the_store_and_states_gone_read_zero() {
+        let m = Metrics::new();
+        let now = 1_000_000;
+        m.set_gauges(
+            &ScrapeCounts {
+                events_pending: 7,
+                oldest_pending_ms: Some(now - 2_500),
+                outbox: vec![("queued".into(), 3), ("held".into(), 1)],
+                handoffs_open: 4,
+                handoffs_overdue: 1,
+            },
+            now,
+        );
+        let text = m.recorder.handle().render();
+        assert_eq!(
+            line(&text, "nurtured_events_pending "),
+            "nurtured_events_pending 7"
+        );
+        assert_eq!(
+            line(&text, "nurtured_processing_lag_seconds "),
+            "nurtured_processing_lag_seconds 2.5"
+        );
+        assert!(
+            text.contains("nurtured_outbox_mails{state=\"queued\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nurtured_outbox_mails{state=\"held\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nurtured_outbox_mails{state=\"sent\"} 0"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "nurtured_handoffs_overdue "),
+            "nurtured_handoffs_overdue 1"
+        );
+
+        m.set_gauges(&ScrapeCounts::default(), now);
+        let text = m.recorder.handle().render();
+        assert!(
+            text.contains("nurtured_outbox_mails{state=\"queued\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nurtured_outbox_mails{state=\"held\"} 0"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "nurtured_processing_lag_seconds "),
+            "nurtured_processing_lag_seconds 0"
+        );
+    }
+
+    #[test]
+    fn two_registries_count_apart() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.events_received.increment(3);
+        a.bounce("hard");
+        a.bounce("no such kind");
+        a.rule_file("rules/10-fit.rhai").record(0.001);
+        let text = a.recorder.handle().render();
+        assert!(text.contains("nurtured_events_received_total 3"), "{text}");
+        assert!(
+            text.contains("nurtured_bounces_total{kind=\"hard\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "nurtured_rule_file_duration_seconds_count{file=\"rules/10-fit.rhai\"} 1"
+            ),
+            "{text}"
+        );
+        let other = b.recorder.handle().render();
+        assert!(
+            other.contains("nurtured_events_received_total 0"),
+            "{other}"
+        );
+        assert!(!other.contains("10-fit"), "{other}");
+    }
+}

@@ -748,6 +748,42 @@ mod tests {
     }
 
     #[test]
+    fn log_format_metrics_addr_and_max_backlog_are_checked() {
+        let c = load("log = \"debug\"\n", &[]).unwrap();
+        assert_eq!((c.log.as_str(), c.log_format), ("debug", LogFormat::Text));
+        assert_eq!(c.metrics_addr, None);
+        assert_eq!(c.max_backlog, 100_000);
+        let c = load(
+            "log_format = \"json\"\n[metrics]\naddr = \"127.0.0.1:9464\"\n[health]\nmax_backlog = 5\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        assert_eq!(c.max_backlog, 5);
+        let c = load("", &[("NURTURED_LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let err = load(
+            "log_format = \"yaml\"\n[metrics]\naddr = \"9464\"\n[health]\nmax_backlog = 0\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`log_format`") && err.contains("\"json\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("`metrics.addr`") && err.contains("IP:PORT"),
+            "{err}"
+        );
+        assert!(err.contains("`health.max_backlog`"), "{err}");
+    }
+
+    #[test]
     fn the_pool_size_is_checked() {
         assert_eq!(load("", &[]).unwrap().database_connections, 8);
         let c = load("[database]\nmax_connections = 20\n", &[]).unwrap();
