@@ -48,7 +48,8 @@ pub async fn apply(
     now: DateTime<Utc>,
 ) -> Result<Applied, ApplyError> {
     let applied = apply_report(processor, config, report, now).await;
-    if applied.is_ok() {
+    // A report already logged (a retried pipe, a webhook sent twice) counts once.
+    if applied.as_ref().is_ok_and(|a| a.action != "duplicate") {
         processor.metrics.bounce(report.kind.as_str());
     }
     applied

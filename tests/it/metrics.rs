@@ -8,7 +8,12 @@ use prometheus_parse::{Sample, Scrape, Value};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{TOKEN, TestApp, prepare_dir, spawn_in, write_rule};
+use nurtured::smtp_sink::SmtpSink;
+
+use crate::helpers::{TOKEN, TestApp, eventually, mail_dir, prepare_dir, spawn_in, write_rule};
+use crate::mail::{consenting, mails_to, pricing_view};
+
+const DSN: &str = include_str!("../fixtures/bounces/dsn-postfix.eml");
 
 /// A test folder whose daemon also serves `/metrics` on a port of its own.
 fn metrics_dir() -> tempfile::TempDir {
@@ -178,4 +183,69 @@ async fn a_key_without_the_read_scope_cannot_scrape() {
         StatusCode::OK
     );
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_sends_and_bounces_are_measured() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let url = format!("{}/metrics", app.base);
+    let email = "anna@kunde.example";
+    app.post("/v1/identify", &consenting(email, false)).await;
+    app.post("/v1/page", &pricing_view(email)).await;
+    let sent = eventually("the follow-up mail", 10, || mails_to(&sink, email).pop()).await;
+
+    // The mail is recorded as sent a moment after the server took it.
+    let started = std::time::Instant::now();
+    let scraped = loop {
+        let s = scrape(&app, &url, Some(TOKEN)).await;
+        if gauge(&s, "nurtured_outbox_mails", &[("state", "sent")]) >= 1.0 {
+            break s;
+        }
+        assert!(started.elapsed().as_secs() < 10, "no mail recorded as sent");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(observations(&scraped, "nurtured_smtp_send_duration_seconds", &[]) >= 1.0);
+    assert_eq!(
+        counter_with(&scraped, "nurtured_bounces_total", &[("kind", "hard")]),
+        0.0
+    );
+
+    // A delivery report for that mail, posted twice (a retried pipe): counted once.
+    let report = DSN
+        .replace("{{VERP}}", &sent.from)
+        .replace("{{RCPT}}", email)
+        .replace(
+            "{{MESSAGE_ID}}",
+            &sent.header("Message-ID").expect("Message-ID"),
+        );
+    for _ in 0..2 {
+        let resp = app
+            .client
+            .post(format!("{}/v1/bounces", app.base))
+            .bearer_auth(TOKEN)
+            .header("content-type", "message/rfc822")
+            .body(report.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let after = scrape(&app, &url, Some(TOKEN)).await;
+    assert_eq!(
+        counter_with(&after, "nurtured_bounces_total", &[("kind", "hard")]),
+        1.0
+    );
+    assert_eq!(
+        counter_with(&after, "nurtured_bounces_total", &[("kind", "complaint")]),
+        0.0
+    );
+    app.stop().await;
+}
+
+fn counter_with(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    match find(s, metric, labels).map(|x| &x.value) {
+        Some(Value::Counter(v)) => *v,
+        other => panic!("{metric} {labels:?} is not a counter: {other:?}"),
+    }
 }
