@@ -26,7 +26,7 @@ fn metrics_dir() -> tempfile::TempDir {
 }
 
 /// Scrapes `url` (with `token`, if any) and parses the answer.
-async fn scrape(app: &TestApp, url: &str, token: Option<&str>) -> Scrape {
+pub(crate) async fn scrape(app: &TestApp, url: &str, token: Option<&str>) -> Scrape {
     let mut req = app.client.get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -52,7 +52,7 @@ fn counter(s: &Scrape, metric: &str) -> f64 {
     }
 }
 
-fn gauge(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn gauge(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     match find(s, metric, labels).map(|x| &x.value) {
         Some(Value::Gauge(v)) => *v,
         other => panic!("{metric} {labels:?} is not a gauge: {other:?}"),
@@ -243,7 +243,7 @@ async fn smtp_sends_and_bounces_are_measured() {
     app.stop().await;
 }
 
-fn counter_with(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn counter_with(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
     match find(s, metric, labels).map(|x| &x.value) {
         Some(Value::Counter(v)) => *v,
         other => panic!("{metric} {labels:?} is not a counter: {other:?}"),
