@@ -43,6 +43,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on {addr} for /metrics: {source}; set [metrics] addr in nurtured.toml (\"\" for no listener of its own)"
+    )]
+    MetricsListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The parts every command shares: config, store, compiled rules, the processor.
@@ -70,10 +77,11 @@ impl App {
         store
             .keep_sales_indexes(&config.funnel.open_sales_stages())
             .await?;
-        let sandbox = Arc::new(Sandbox::new(
-            &config.limits,
-            Arc::new(config.thresholds.clone()),
-        ));
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        crate::metrics::keep_up(&metrics);
+        let sandbox = Arc::new(
+            Sandbox::new(&config.limits, Arc::new(config.thresholds.clone())).with_metrics(metrics),
+        );
         // Lenient, so commands that only read work while a rule file does not compile;
         // `start` (the daemon) and whatever processes events refuse such rules.
         let rules = Arc::new(Rules::load_lenient(
@@ -167,6 +175,8 @@ impl App {
 /// A running daemon.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The `[metrics] addr` listener's address, when there is one.
+    pub metrics_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -207,6 +217,16 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         addr: app.config.http_addr,
         source,
     })?;
+    // Bound first: a taken address stops the start before anything runs.
+    let metrics_listener = match app.config.metrics_addr {
+        Some(at) => {
+            let failed = |source| StartError::MetricsListen { addr: at, source };
+            let listener = TcpListener::bind(at).await.map_err(failed)?;
+            let bound = listener.local_addr().map_err(failed)?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     if app.store().dialect() == Dialect::Postgres {
@@ -314,6 +334,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         clock: app.processor.clock.clone(),
         wake: app.processor.wake.clone(),
         feed: Some(app.processor.feed.clone()),
+        received: app.processor.metrics.events_received.clone(),
     });
     tasks.spawn(async move {
         let _ = writer.await;
@@ -341,9 +362,27 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
+    let metrics_addr = match metrics_listener {
+        Some((listener, bound)) => {
+            let server = axum::serve(listener, crate::http::metrics_router(app.processor.clone()))
+                .with_graceful_shutdown({
+                    let s = shutdown.clone();
+                    async move { s.cancelled().await }
+                });
+            tasks.spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            });
+            tracing::info!(addr = %bound, "serving /metrics without a key");
+            Some(bound)
+        }
+        None => None,
+    };
     tracing::info!(%addr, rules = %app.config.rules_dir.display(), database = %crate::store::copy::shown(&app.config.database_url), "nurtured is running");
     Ok(Running {
         addr,
+        metrics_addr,
         app,
         shutdown,
         tasks,

@@ -18,6 +18,7 @@
 //! - [`store`]: all SQL (SQLite and PostgreSQL), and copying a base between them;
 //! - [`cluster`]: several daemons on one PostgreSQL database (lead shards, a leader);
 //! - [`report`]: read models for the API and the CLI;
+//! - [`metrics`]: Prometheus metrics for `/metrics`;
 //! - [`backtest`]: the stored history replayed through two rule sets in memory;
 //! - [`privacy`]: export and erasure of a person's data, retention of raw data;
 //! - [`config`], [`clock`], [`daemon`] (wiring), [`cli`], [`bench`] (with
@@ -36,6 +37,7 @@ pub mod handoff;
 pub mod http;
 pub mod ingest;
 pub mod mail;
+pub mod metrics;
 pub mod privacy;
 pub mod process;
 pub mod report;

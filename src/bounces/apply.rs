@@ -40,8 +40,22 @@ pub enum ApplyError {
     Consent(#[from] ManualError),
 }
 
-/// Maps the report to its mail and acts on it.
+/// Maps the report to its mail and acts on it; counts it in `nurtured_bounces_total`.
 pub async fn apply(
+    processor: &Processor,
+    config: &BouncesConfig,
+    report: &Report,
+    now: DateTime<Utc>,
+) -> Result<Applied, ApplyError> {
+    let applied = apply_report(processor, config, report, now).await;
+    // A report already logged (a retried pipe, a webhook sent twice) counts once.
+    if applied.as_ref().is_ok_and(|a| a.action != "duplicate") {
+        processor.metrics.bounce(report.kind.as_str());
+    }
+    applied
+}
+
+async fn apply_report(
     processor: &Processor,
     config: &BouncesConfig,
     report: &Report,

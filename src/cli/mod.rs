@@ -24,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 
 pub use report::{PeriodArgs, ReportCommand};
 
@@ -306,7 +306,7 @@ pub fn main(args: Args) -> ExitCode {
         Command::Rules { .. } | Command::Templates { .. } | Command::Store { .. } => Some("error"),
         _ => Some("warn"),
     };
-    init_tracing(&config.log, level);
+    init_tracing(&config.log, config.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -334,18 +334,26 @@ pub fn main(args: Args) -> ExitCode {
 /// How long the runtime waits for tasks still running after a command finished.
 const SHUTDOWN_LEFTOVERS: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Logs to stderr. `RUST_LOG` wins over the config's `log` and over `level`.
-fn init_tracing(filter: &str, level: Option<&str>) {
+/// Logs to stderr, as text or JSON lines. `RUST_LOG` wins over the config's `log` and
+/// over `level`.
+fn init_tracing(filter: &str, format: LogFormat, level: Option<&str>) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .unwrap_or_else(|| level.unwrap_or(filter).to_string());
-    let _ = tracing_subscriber::fmt()
-        // One line per event, whatever a lead's data holds.
-        .fmt_fields(log::OneLineFields::default())
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         // When stderr is gone (a closed pipe), logging must not take the daemon down:
         // the subscriber would report the failed write with eprintln!, which panics.
-        .log_internal_errors(false)
-        .try_init();
+        .log_internal_errors(false);
+    let _ = match format {
+        // One line per event, whatever a lead's data holds.
+        LogFormat::Text => builder.fmt_fields(log::OneLineFields::default()).try_init(),
+        // JSON escapes control characters itself: one object per line.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

@@ -52,6 +52,8 @@ pub struct Config {
     pub rules_shown: String,
     pub time_zone: Tz,
     pub log: String,
+    /// How log lines are written (`log_format`).
+    pub log_format: LogFormat,
     pub max_request_bytes: usize,
     pub funnel: Funnel,
     pub thresholds: BTreeMap<String, f64>,
@@ -73,6 +75,19 @@ pub struct Config {
     pub rules_shadow: Vec<String>,
     /// `[backtest]`: outcome stages and the MQL stage of `nurtured backtest`.
     pub backtest: backtest::Backtest,
+    /// `[metrics] addr`: a listener of its own for `/metrics`, without a key.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `[health] max_backlog`: `/readyz` fails while more events wait.
+    pub max_backlog: u64,
+}
+
+/// `log_format`: how each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00Z  INFO nurtured::daemon: message key=value`.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields.message`, ...
+    Json,
 }
 
 #[derive(Debug, Clone)]
@@ -358,6 +373,39 @@ fn validate(
             ),
         );
     }
+    let log_format = match raw.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            bad(
+                "log_format",
+                format!("`{other}` is not a log format: use \"text\" or \"json\""),
+            );
+            LogFormat::Text
+        }
+    };
+    let metrics_addr = match raw.metrics.addr.trim() {
+        "" => None,
+        text => match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                bad(
+                    "metrics.addr",
+                    format!(
+                        "`{text}` is not an address: write IP:PORT, e.g. 127.0.0.1:9464, or \"\" \
+                         for no listener of its own"
+                    ),
+                );
+                None
+            }
+        },
+    };
+    if raw.health.max_backlog == 0 {
+        bad(
+            "health.max_backlog",
+            "must be at least 1: the number of waiting events above which /readyz fails".into(),
+        );
+    }
 
     let mut stages = Vec::new();
     for (i, s) in raw.stages.iter().enumerate() {
@@ -546,6 +594,7 @@ fn validate(
         rules_shown: raw.rules_dir.clone(),
         time_zone,
         log: raw.log,
+        log_format,
         max_request_bytes,
         funnel: funnel.expect("checked above"),
         thresholds: raw.thresholds,
@@ -579,6 +628,8 @@ fn validate(
         retention,
         rules_shadow,
         backtest,
+        metrics_addr,
+        max_backlog: raw.health.max_backlog,
     })
 }
 
@@ -694,6 +745,42 @@ mod tests {
         .to_string();
         assert!(err.contains("`database.url`"), "{err}");
         assert!(err.contains("only one"), "{err}");
+    }
+
+    #[test]
+    fn log_format_metrics_addr_and_max_backlog_are_checked() {
+        let c = load("log = \"debug\"\n", &[]).unwrap();
+        assert_eq!((c.log.as_str(), c.log_format), ("debug", LogFormat::Text));
+        assert_eq!(c.metrics_addr, None);
+        assert_eq!(c.max_backlog, 100_000);
+        let c = load(
+            "log_format = \"json\"\n[metrics]\naddr = \"127.0.0.1:9464\"\n[health]\nmax_backlog = 5\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(
+            c.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        assert_eq!(c.max_backlog, 5);
+        let c = load("", &[("NURTURED_LOG_FORMAT", "json")]).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        let err = load(
+            "log_format = \"yaml\"\n[metrics]\naddr = \"9464\"\n[health]\nmax_backlog = 0\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`log_format`") && err.contains("\"json\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("`metrics.addr`") && err.contains("IP:PORT"),
+            "{err}"
+        );
+        assert!(err.contains("`health.max_backlog`"), "{err}");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct RawConfig {
     pub time_zone: String,
     #[serde(default = "d::log")]
     pub log: String,
+    /// `text` (one line per event) or `json` (one JSON object per line).
+    #[serde(default = "d::log_format")]
+    pub log_format: String,
     #[serde(default = "d::initial_stage")]
     pub initial_stage: String,
     #[serde(default = "d::max_request_bytes")]
@@ -73,6 +76,39 @@ pub struct RawConfig {
     pub rules: RawRules,
     #[serde(default)]
     pub backtest: super::backtest::RawBacktest,
+    /// `[metrics]`: a listener of its own for `/metrics`.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    /// `[health]`: what `/readyz` checks.
+    #[serde(default)]
+    pub health: RawHealth,
+}
+
+/// `[metrics]`: `/metrics` is on the API listener (with a key); `addr` adds a listener
+/// that serves only `/metrics`, without a key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `IP:PORT`, e.g. `127.0.0.1:9464`; empty: no listener of its own.
+    #[serde(default)]
+    pub addr: String,
+}
+
+/// `[health]`: the readiness check (`/readyz`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Not ready while more events than this wait to be processed.
+    #[serde(default = "d::max_backlog")]
+    pub max_backlog: u64,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        Self {
+            max_backlog: d::max_backlog(),
+        }
+    }
 }
 
 /// `[rules]`: how the files of `rules_dir` run.
@@ -727,6 +763,12 @@ mod d {
     }
     pub fn log() -> String {
         "info".into()
+    }
+    pub fn log_format() -> String {
+        "text".into()
+    }
+    pub fn max_backlog() -> u64 {
+        100_000
     }
     pub fn initial_stage() -> String {
         "subscriber".into()

@@ -288,6 +288,9 @@ impl Desk {
         }
         self.hook(&mut tx, &fired, team, event, &data, now).await?;
         tx.commit().await?;
+        if what == "breached" {
+            self.processor.metrics.sla_breaches.increment(1);
+        }
         self.processor.mail_wake.notify_one();
         self.webhook_wake.notify_one();
         tracing::info!(handoff = fired.id, owner = %owner_id, step = what, "handoff step");

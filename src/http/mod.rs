@@ -2,7 +2,8 @@
 //! `/v1/batch`, `/v1/screen`, `/v1/alias`, `/v1/group`), leads (`/v1/leads/{email}`, its
 //! export and erasure), mails (`/v1/mails`), handoffs to sales (`/v1/handoffs`),
 //! counters (`/v1/stats`), reports (`/v1/reports/funnel`,
-//! `/v1/reports/sla`), bounce reports (`/v1/bounces`), `/v1/health` and `/healthz`.
+//! `/v1/reports/sla`), bounce reports (`/v1/bounces`), `/v1/health`, `/healthz`
+//! (liveness), `/readyz` (readiness) and `/metrics` (Prometheus).
 //! Everything under `/v1` needs an API key with the route's scope (see `auth`); the links
 //! in mails (`/u/`, `/p/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token
 //! and are rate-limited per client; the providers' bounce webhooks (`/hooks/...`) are
@@ -19,6 +20,7 @@ mod ingest;
 mod leads;
 mod links;
 mod mails;
+mod metrics;
 mod preferences;
 mod privacy;
 mod ratelimit;
@@ -138,11 +140,29 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/postmark", post(hooks::postmark))
         .route("/hooks/mailgun", post(hooks::mailgun))
         .route("/hooks/sendgrid", post(hooks::sendgrid));
+    // Prometheus metrics: a key with the read scope (a listener of its own without a
+    // key: `metrics_router`).
+    let scraped = auth::scoped(
+        Router::new().route("/metrics", get(metrics::metrics)),
+        Scope::Read,
+        &state,
+    );
     Router::new()
         .nest("/v1", v1)
+        .merge(scraped)
         .route("/healthz", get(stats::healthz))
+        .route("/readyz", get(metrics::readyz))
         .merge(ratelimit::limited(links, http))
         .merge(hooks)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// The `[metrics] addr` listener: `/metrics` alone, without a key (bind it to an
+/// address only the local Prometheus reaches).
+pub fn metrics_router(processor: Arc<Processor>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || async move { metrics::render(&processor).await }),
+    )
 }

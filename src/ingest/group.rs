@@ -41,6 +41,8 @@ pub struct Writer {
     pub wake: Arc<Notify>,
     /// Where the stored events go for processing in this process, if anywhere.
     pub feed: Option<Arc<Feed>>,
+    /// Counts the events stored (`nurtured_events_received_total`).
+    pub received: metrics::Counter,
 }
 
 fn batch_paths(i: usize) -> (Option<usize>, String) {
@@ -114,6 +116,13 @@ async fn run(w: Writer, mut rx: mpsc::Receiver<Submission>) {
         if let Some(feed) = &w.feed {
             feed.push(stored);
         }
+        w.received.increment(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|a| a.accepted as u64)
+                .sum(),
+        );
         if results
             .iter()
             .any(|r| r.as_ref().is_ok_and(|a| a.accepted > 0))

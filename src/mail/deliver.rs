@@ -648,6 +648,7 @@ impl Mailer {
             send_hook: self.send_hook.clone(),
             breaker: self.breaker.clone(),
             clock: self.clock.clone(),
+            send_duration: self.processor.metrics.smtp_send_duration.clone(),
         }
     }
 }
@@ -694,6 +695,8 @@ struct Shared {
     send_hook: Arc<OnceLock<SendHook>>,
     breaker: Arc<Breaker>,
     clock: SharedClock,
+    /// Records how long each SMTP send took.
+    send_duration: metrics::Histogram,
 }
 
 /// One mail to render and send.
@@ -818,10 +821,15 @@ impl SendJob {
         if let Some(hook) = m.send_hook.get() {
             hook(row);
         }
+        let started = Instant::now();
         let (sent, permit) = m
             .transport
             .send(built.message, m.config.timeout, &self.gate)
             .await;
+        // A send held back while delivery is paused reached no server: not timed.
+        if !matches!(sent, Err(SendError::Paused(_))) {
+            m.send_duration.record(started.elapsed());
+        }
         *accepted = permit;
         // The server answered about this mail, not about the sender: delivery runs.
         if !matches!(sent, Err(SendError::Paused(_)))

@@ -133,9 +133,19 @@ pub async fn write_group(
     done
 }
 
-/// After a write: wakes the mailer and the desk, and logs failed events and skipped
-/// actions.
+/// After a write: wakes the mailer and the desk, counts the events for `/metrics`, and
+/// logs failed events and skipped actions.
 pub fn report(p: &Processor, dones: &[Done]) {
+    let (mut processed, mut failed) = (0, 0);
+    for o in dones.iter().flat_map(|d| &d.outcomes) {
+        if o.result.is_ok() && o.failed_rules.is_empty() {
+            processed += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    p.metrics.events_processed.increment(processed);
+    p.metrics.events_failed.increment(failed);
     p.wake(
         dones
             .iter()
@@ -202,7 +212,13 @@ pub async fn run(
             Ok(())
         } else {
             match p.processing_fence() {
-                Ok(fence) => write_group(&p.store, &fence, &p.plan, p.clock.now(), &group).await,
+                Ok(fence) => {
+                    let started = Instant::now();
+                    let written =
+                        write_group(&p.store, &fence, &p.plan, p.clock.now(), &group).await;
+                    p.metrics.batch_duration.record(started.elapsed());
+                    written
+                }
                 Err(e) => Err(e),
             }
         };

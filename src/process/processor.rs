@@ -50,6 +50,8 @@ pub struct Processor {
     pub handoff_wake: Arc<Notify>,
     /// The nurture streams, for moving leads between them.
     pub plan: Arc<StreamPlan>,
+    /// Counters and histograms for `/metrics` (the sandbox's, or a registry of its own).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The processing lease, while this process holds it; every write checks it. In a
     /// cluster: the leader's lease.
     lease: std::sync::Mutex<Option<Lease>>,
@@ -106,6 +108,7 @@ impl Processor {
         Self {
             store,
             rules,
+            metrics: sandbox.metrics.clone().unwrap_or_default(),
             sandbox,
             funnel,
             clock,
@@ -478,7 +481,9 @@ impl Processor {
         }
         let mut dones = dones;
         let fence = Fence::Lease(lease);
+        let started = std::time::Instant::now();
         let written = write_group(&self.store, &fence, &self.plan, self.clock.now(), &dones).await;
+        self.metrics.batch_duration.record(started.elapsed());
         if let Err(e) = written {
             for d in &dones {
                 self.cache.forget(d.lead_id);

@@ -28,6 +28,8 @@ pub struct RuleFile {
     pub has_on_event: bool,
     pub digest: String,
     pub loaded_at: DateTime<Utc>,
+    /// Run times of its `on_event` (`nurtured_rule_file_duration_seconds`).
+    pub run_time: metrics::Histogram,
 }
 
 impl RuleFile {
@@ -145,6 +147,10 @@ pub fn compile_all(
         has_on_event: false,
         digest: hex::encode(&Sha256::digest(text.as_bytes())[..8]),
         loaded_at: Utc::now(),
+        run_time: sandbox
+            .metrics
+            .as_ref()
+            .map_or_else(metrics::Histogram::noop, |m| m.rule_file(shown)),
     };
     file.has_on_event = file.has_function(ON_EVENT, 2);
     if !file.has_on_event && file.ast.iter_functions().any(|f| f.name == ON_EVENT) {

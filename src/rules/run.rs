@@ -221,6 +221,7 @@ pub fn run_event_files(
                     continue;
                 }
                 handle.set_file(&file.shown);
+                let started = std::time::Instant::now();
                 let called = call(
                     sandbox,
                     engine,
@@ -228,6 +229,7 @@ pub fn run_event_files(
                     ON_EVENT,
                     vec![Dynamic::from(handle.clone()), shared.0.clone()],
                 );
+                file.run_time.record(started.elapsed());
                 if let Err(e) = called {
                     failing.set(Some(i));
                     return Err(e);

@@ -40,6 +40,8 @@ pub struct Sandbox {
     locator: Engine,
     pub limits: LimitNames,
     pub timeout: std::time::Duration,
+    /// Where rule files record their run times (the daemon's); none in commands.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 fn build(limits: &Limits, thresholds: Arc<BTreeMap<String, f64>>) -> Engine {
@@ -108,7 +110,14 @@ impl Sandbox {
                 timeout: limits.timeout,
             },
             timeout: limits.timeout,
+            metrics: None,
         }
+    }
+
+    /// Rule files compiled from now on record their run times in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Runs `f` on the locating engine and returns the last position it stepped through.

@@ -66,7 +66,7 @@ pub use reports::{
     ReachedRow, StayRow, WaitingHandoffRow,
 };
 pub use rows::{HistoryRow, LedgerRow, TagSource, rfc3339};
-pub use stats::EventCounts;
+pub use stats::{EventCounts, ScrapeCounts};
 pub use topics::TopicChoice;
 
 /// Errors from the store.

@@ -496,6 +496,17 @@ async fn the_sla_counts_business_hours_and_escalates_on_time_across_the_clock_ch
     // 11:30: reassigned to Ben, with a fresh deadline; Anna's link no longer works.
     at(&clock, &desk, &app, berlin(3, 30, 11, 29)).await;
     assert_eq!(shown(&app, id).await["owner"], "anna");
+    // Past the deadline and still Anna's: overdue.
+    let metrics = crate::metrics::scrape(
+        &app,
+        &format!("{}/metrics", app.base),
+        Some(crate::helpers::TOKEN),
+    )
+    .await;
+    assert_eq!(
+        crate::metrics::gauge(&metrics, "nurtured_handoffs_overdue", &[]),
+        1.0
+    );
     at(&clock, &desk, &app, berlin(3, 30, 11, 30)).await;
     let v = shown(&app, id).await;
     assert_eq!(v["owner"], "ben");
@@ -548,6 +559,21 @@ async fn the_sla_counts_business_hours_and_escalates_on_time_across_the_clock_ch
     assert_eq!(got, expect);
     let lead = app.lead(email).await;
     assert_eq!(lead["stage"], "recycled", "{lead:#}");
+    // Both deadlines passed without an answer; nothing is open any more.
+    let metrics = crate::metrics::scrape(
+        &app,
+        &format!("{}/metrics", app.base),
+        Some(crate::helpers::TOKEN),
+    )
+    .await;
+    assert_eq!(
+        crate::metrics::counter_with(&metrics, "nurtured_sla_breaches_total", &[]),
+        2.0
+    );
+    assert_eq!(
+        crate::metrics::gauge(&metrics, "nurtured_handoffs_open", &[]),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
