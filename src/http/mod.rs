@@ -2,8 +2,9 @@
 //! `/v1/batch`, `/v1/screen`, `/v1/alias`, `/v1/group`), leads (`/v1/leads/{email}`, its
 //! export and erasure), mails (`/v1/mails`), handoffs to sales (`/v1/handoffs`),
 //! counters (`/v1/stats`), reports (`/v1/reports/funnel`,
-//! `/v1/reports/sla`), bounce reports (`/v1/bounces`), `/v1/health` and `/healthz`.
-//! Everything under `/v1` needs an API key with the route's scope (see `auth`); the links
+//! `/v1/reports/sla`), bounce reports (`/v1/bounces`), `/v1/health` and `/healthz`, and
+//! the OpenAPI document of all of them (`/v1/openapi.json`, see `openapi`).
+//! Everything else under `/v1` needs an API key with the route's scope (see `auth`); the links
 //! in mails (`/u/`, `/p/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token
 //! and are rate-limited per client; the providers' bounce webhooks (`/hooks/...`) are
 //! checked by their signatures or secrets.
@@ -19,6 +20,7 @@ mod ingest;
 mod leads;
 mod links;
 mod mails;
+mod openapi;
 mod preferences;
 mod privacy;
 mod ratelimit;
@@ -73,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alias", post(ingest::alias))
         .route("/group", post(ingest::group))
         .route("/batch", post(ingest::batch))
-        .route("/import", post(ingest::batch));
+        .route("/import", post(ingest::import));
     let read = Router::new()
         .route("/health", get(stats::health))
         .route("/leads", get(leads::list))
@@ -107,6 +109,8 @@ pub fn router(state: AppState) -> Router {
         routes.route_layer(middleware::from_fn_with_state(state.clone(), gzip::inflate))
     };
     let v1 = Router::new()
+        // The OpenAPI document, public like `/healthz`.
+        .route("/openapi.json", get(openapi::document))
         .merge(cors::intake(
             auth::scoped(inflated(intake), Scope::Ingest, &state),
             http,

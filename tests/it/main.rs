@@ -24,6 +24,7 @@ pub mod lease;
 mod lists;
 pub mod mail;
 mod mail_retry;
+mod openapi;
 mod privacy;
 mod reports;
 mod rules;
