@@ -99,7 +99,7 @@ pub struct ListQuery {
     ),
     responses(
         (status = 200, description = "The bounce log", body = super::openapi::BounceLog),
-        (status = 400, description = "A parameter is not valid", body = super::openapi::ErrorBody),
+        (status = 400, description = "A parameter is not valid; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         super::openapi::KeyErrors,
     ),
 )]

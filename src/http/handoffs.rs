@@ -50,7 +50,7 @@ const STATES: &[&str] = &[
     ),
     responses(
         (status = 200, description = "Handoffs", body = super::openapi::HandoffList),
-        (status = 400, description = "A parameter is not valid", body = super::openapi::ErrorBody),
+        (status = 400, description = "A parameter is not valid; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         super::openapi::KeyErrors,
     ),
 )]
@@ -99,7 +99,7 @@ pub async fn list(
     params(("id" = i64, Path, description = "The handoff's id")),
     responses(
         (status = 200, description = "The handoff with its log", body = super::openapi::HandoffDetail),
-        (status = 400, description = "Not a number", body = super::openapi::ErrorBody),
+        (status = 400, description = "Not a number; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 404, description = "No such handoff", body = super::openapi::ErrorBody),
         super::openapi::KeyErrors,
     ),
@@ -151,7 +151,7 @@ fn request(bytes: Result<Bytes, BytesRejection>) -> Result<AnswerRequest, ApiErr
     request_body(content = Option<AnswerRequest>, description = "Who answers"),
     responses(
         (status = 200, description = "Accepted", body = crate::store::HandoffRow),
-        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 400, description = "The body is not valid; nothing was stored; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 404, description = "No such handoff", body = super::openapi::ErrorBody),
         (status = 409, description = "The handoff is closed or cannot be answered", body = super::openapi::ErrorBody),
         super::openapi::KeyErrors,
@@ -176,7 +176,7 @@ pub async fn accept(
     request_body(content = Option<AnswerRequest>, description = "The reason (required) and who answers"),
     responses(
         (status = 200, description = "Rejected", body = crate::store::HandoffRow),
-        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 400, description = "The body is not valid; nothing was stored; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 404, description = "No such handoff", body = super::openapi::ErrorBody),
         (status = 409, description = "The handoff is closed or cannot be answered", body = super::openapi::ErrorBody),
         super::openapi::KeyErrors,

@@ -32,7 +32,7 @@ pub struct ListQuery {
     ),
     responses(
         (status = 200, description = "Mails, newest first", body = super::openapi::MailList),
-        (status = 400, description = "A parameter is not valid", body = super::openapi::ErrorBody),
+        (status = 400, description = "A parameter is not valid; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 404, description = "No lead with the `lead` address", body = super::openapi::ErrorBody),
         super::openapi::KeyErrors,
     ),
@@ -80,7 +80,7 @@ pub async fn list(
     params(("id" = i64, Path, description = "The mail's id")),
     responses(
         (status = 200, description = "The mail", body = super::openapi::MailDetail),
-        (status = 400, description = "Not a number", body = super::openapi::ErrorBody),
+        (status = 400, description = "Not a number; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 404, description = "No such mail", body = super::openapi::ErrorBody),
         super::openapi::KeyErrors,
     ),
@@ -116,7 +116,7 @@ pub async fn show(
     params(("id" = i64, Path, description = "The mail's id")),
     responses(
         (status = 200, description = "Queued again", body = super::openapi::Retried),
-        (status = 400, description = "Not a number", body = super::openapi::ErrorBody),
+        (status = 400, description = "Not a number; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 404, description = "No such mail", body = super::openapi::ErrorBody),
         (status = 409, description = "The mail has not failed", body = super::openapi::ErrorBody),
         super::openapi::KeyErrors,

@@ -70,7 +70,7 @@ pub struct EraseRequest {
     request_body(content = Option<EraseRequest>, description = "Why and by whom (or in the query)"),
     responses(
         (status = 200, description = "The lead was erased", body = super::openapi::Erased),
-        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 400, description = "The body is not valid; nothing was stored; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
         (status = 404, description = "No such lead", body = super::openapi::ErrorBody),
         (status = 503, description = "A mail to the lead is being sent; try again", body = super::openapi::ErrorBody),
         super::openapi::KeyErrors,
