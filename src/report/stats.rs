@@ -40,7 +40,7 @@ pub struct Stats {
 }
 
 /// `"running"`, or `"paused"` with when it began, the next probe and the server's
-/// answer (see [`crate::mail::breaker`]).
+/// answer (see `mail::breaker`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub state: &'static str,

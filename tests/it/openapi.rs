@@ -624,6 +624,14 @@ async fn the_document_lists_every_route_and_the_live_api_keeps_to_it() {
         };
         check(&app, &client, &doc, &wrong).await;
     }
+    // The key as HTTP Basic user name (the `basic` scheme), as Segment's SDKs send it.
+    let res = client
+        .get(format!("{}/v1/stats/queue", app.base))
+        .basic_auth(TOKEN, Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
     let forbidden = call(
         "post",
         "/v1/leads/{email}/tags",
