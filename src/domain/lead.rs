@@ -28,7 +28,7 @@ use super::traits::Traits;
 pub const RENEW_SOURCE: &str =
     "address erased before: marketing mail needs a double opt-in confirmation";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Consent {
     pub granted: bool,
     pub at: Option<DateTime<Utc>>,
@@ -36,9 +36,10 @@ pub struct Consent {
 }
 
 /// One person in the funnel.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Lead {
     pub id: i64,
+    #[schema(value_type = String)]
     pub email: Email,
     pub external_id: Option<String>,
     pub first_name: Option<String>,
@@ -62,6 +63,7 @@ pub struct Lead {
     pub interest: f64,
     pub tags: BTreeSet<String>,
     pub owner: Option<String>,
+    #[schema(value_type = Object)]
     pub attributes: Map<String, Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

@@ -36,6 +36,22 @@ pub(super) async fn act(state: &AppState, reports: &[Report]) -> Result<Json<Val
     Ok(Json(json!({ "reports": done })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/bounces",
+    tag = "mails",
+    security(("bearer" = ["write"]), ("basic" = ["write"])),
+    params(("recipient" = Option<String>, Query, description = "The envelope recipient the message was delivered to")),
+    request_body(content = String, content_type = "message/rfc822", description = "The message as it arrived"),
+    responses(
+        (status = 200, description = "What was done per report", body = super::openapi::BounceReports),
+        (status = 400, description = "A parameter is not valid", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        (status = 415, description = "Not `message/rfc822`", body = super::openapi::ErrorBody),
+        (status = 422, description = "Not a bounce, complaint or unsubscribe", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     Query(envelope): Query<Envelope>,
@@ -72,6 +88,21 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/bounces[?email=ADDR&limit=N]`: the bounce log, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/bounces",
+    tag = "mails",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(
+        ("email" = Option<String>, Query, description = "Only this address"),
+        ("limit" = Option<i64>, Query, description = "At most this many (100; 1000 at most)"),
+    ),
+    responses(
+        (status = 200, description = "The bounce log", body = super::openapi::BounceLog),
+        (status = 400, description = "A parameter is not valid; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,

@@ -38,6 +38,22 @@ const STATES: &[&str] = &[
     "expired",
 ];
 
+#[utoipa::path(
+    get,
+    path = "/v1/handoffs",
+    tag = "handoffs",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(
+        ("state" = Option<String>, Query, description = "open, new, escalated, accepted, rejected or expired"),
+        ("owner" = Option<String>, Query, description = "Only handoffs of this owner"),
+        ("limit" = Option<i64>, Query, description = "At most this many (100; 1000 at most)"),
+    ),
+    responses(
+        (status = 200, description = "Handoffs", body = super::openapi::HandoffList),
+        (status = 400, description = "A parameter is not valid; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -75,6 +91,19 @@ pub async fn list(
     Ok(Json(json!({ "handoffs": list })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/handoffs/{id}",
+    tag = "handoffs",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(("id" = i64, Path, description = "The handoff's id")),
+    responses(
+        (status = 200, description = "The handoff with its log", body = super::openapi::HandoffDetail),
+        (status = 400, description = "Not a number; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "No such handoff", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -85,7 +114,7 @@ pub async fn show(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AnswerRequest {
     #[serde(default)]
@@ -113,6 +142,21 @@ fn request(bytes: Result<Bytes, BytesRejection>) -> Result<AnswerRequest, ApiErr
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/handoffs/{id}/accept",
+    tag = "handoffs",
+    security(("bearer" = ["write"]), ("basic" = ["write"])),
+    params(("id" = i64, Path, description = "The handoff's id")),
+    request_body(content = Option<AnswerRequest>, description = "Who answers"),
+    responses(
+        (status = 200, description = "Accepted", body = crate::store::HandoffRow),
+        (status = 400, description = "The body is not valid; nothing was stored; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "No such handoff", body = super::openapi::ErrorBody),
+        (status = 409, description = "The handoff is closed or cannot be answered", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn accept(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -123,6 +167,21 @@ pub async fn accept(
     answer_api(&state, id, Answer::Accept, caller.by(req.by.as_deref())).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/handoffs/{id}/reject",
+    tag = "handoffs",
+    security(("bearer" = ["write"]), ("basic" = ["write"])),
+    params(("id" = i64, Path, description = "The handoff's id")),
+    request_body(content = Option<AnswerRequest>, description = "The reason (required) and who answers"),
+    responses(
+        (status = 200, description = "Rejected", body = crate::store::HandoffRow),
+        (status = 400, description = "The body is not valid; nothing was stored; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "No such handoff", body = super::openapi::ErrorBody),
+        (status = 409, description = "The handoff is closed or cannot be answered", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn reject(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -264,6 +323,21 @@ fn refusal(h: &HandoffRow, round: Option<i64>) -> Option<Response> {
 }
 
 /// GET: shows the handoff and asks (mail scanners follow links; they must not answer).
+#[utoipa::path(
+    get,
+    path = "/h/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    responses(
+        (status = 200, description = "The handoff with a button", body = String, content_type = "text/html"),
+        (status = 400, description = "The link does not verify", body = String, content_type = "text/html"),
+        (status = 404, description = "No such handoff", body = String, content_type = "text/html"),
+        (status = 409, description = "Answered already, or reassigned", body = String, content_type = "text/html"),
+        (status = 410, description = "The link expired", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let (claim, h) = match open_link(&state, &token).await {
         Ok(x) => x,
@@ -308,6 +382,22 @@ pub struct LinkForm {
 }
 
 /// POST: accepts, or rejects with the form's reason.
+#[utoipa::path(
+    post,
+    path = "/h/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    request_body(content = super::openapi::RejectForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Accepted or rejected", body = String, content_type = "text/html"),
+        (status = 400, description = "The link does not verify, or the reason is missing", body = String, content_type = "text/html"),
+        (status = 404, description = "No such handoff", body = String, content_type = "text/html"),
+        (status = 409, description = "Answered already, or reassigned", body = String, content_type = "text/html"),
+        (status = 410, description = "The link expired", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn link_answer(
     State(state): State<AppState>,
     Path(token): Path<String>,

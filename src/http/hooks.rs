@@ -42,6 +42,20 @@ fn bad(message: impl std::fmt::Display) -> ApiError {
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/hooks/ses",
+    tag = "hooks",
+    request_body(content = Object, content_type = "text/plain", description = "An SNS message (JSON)"),
+    responses(
+        (status = 200, description = "Reports done, or the subscription confirmed", body = super::openapi::SesAnswer),
+        (status = 400, description = "Not the provider's format", body = super::openapi::ErrorBody),
+        (status = 403, description = "The signature does not verify", body = super::openapi::ErrorBody),
+        (status = 404, description = "The provider is not configured", body = super::openapi::ErrorBody),
+        (status = 500, description = "The request could not be completed", body = super::openapi::ErrorBody),
+        (status = 503, description = "The signing certificate cannot be fetched", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn ses(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let Some(config) = &state.config.bounces.ses else {
         return Err(off("ses"));
@@ -103,6 +117,19 @@ pub async fn ses(State(state): State<AppState>, body: Bytes) -> Result<Json<Valu
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/hooks/postmark",
+    tag = "hooks",
+    request_body(content = Object, description = "A Postmark bounce or spam-complaint webhook"),
+    responses(
+        (status = 200, description = "What was done per report", body = super::openapi::BounceReports),
+        (status = 401, description = "Not the credentials of `[bounces.postmark]`", body = super::openapi::ErrorBody),
+        (status = 400, description = "Not the provider's format", body = super::openapi::ErrorBody),
+        (status = 404, description = "The provider is not configured", body = super::openapi::ErrorBody),
+        (status = 500, description = "The request could not be completed", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn postmark(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -135,6 +162,19 @@ pub async fn postmark(
     act(&state, &reports).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/hooks/mailgun",
+    tag = "hooks",
+    request_body(content = Object, description = "A Mailgun event webhook"),
+    responses(
+        (status = 200, description = "What was done per report", body = super::openapi::BounceReports),
+        (status = 400, description = "Not the provider's format", body = super::openapi::ErrorBody),
+        (status = 403, description = "The signature does not verify", body = super::openapi::ErrorBody),
+        (status = 404, description = "The provider is not configured", body = super::openapi::ErrorBody),
+        (status = 500, description = "The request could not be completed", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn mailgun(State(state): State<AppState>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let Some(config) = &state.config.bounces.mailgun else {
         return Err(off("mailgun"));
@@ -152,6 +192,19 @@ pub async fn mailgun(State(state): State<AppState>, body: Bytes) -> Result<Json<
     act(&state, &reports).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/hooks/sendgrid",
+    tag = "hooks",
+    request_body(content = Vec<Object>, description = "SendGrid events"),
+    responses(
+        (status = 200, description = "What was done per report", body = super::openapi::BounceReports),
+        (status = 400, description = "Not the provider's format", body = super::openapi::ErrorBody),
+        (status = 403, description = "The signature does not verify", body = super::openapi::ErrorBody),
+        (status = 404, description = "The provider is not configured", body = super::openapi::ErrorBody),
+        (status = 500, description = "The request could not be completed", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn sendgrid(
     State(state): State<AppState>,
     headers: HeaderMap,

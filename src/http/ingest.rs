@@ -57,6 +57,19 @@ async fn single(
     store(&state, vec![item], false).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/identify",
+    tag = "intake",
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+    request_body = super::openapi::SegmentEvent,
+    responses(
+        (status = 200, description = "Stored", body = super::openapi::Accepted),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn identify(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -64,6 +77,19 @@ pub async fn identify(
     single(state, bytes, "identify").await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/track",
+    tag = "intake",
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+    request_body = super::openapi::SegmentEvent,
+    responses(
+        (status = 200, description = "Stored", body = super::openapi::Accepted),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn track(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -71,6 +97,19 @@ pub async fn track(
     single(state, bytes, "track").await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/page",
+    tag = "intake",
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+    request_body = super::openapi::SegmentEvent,
+    responses(
+        (status = 200, description = "Stored", body = super::openapi::Accepted),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn page(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -78,6 +117,19 @@ pub async fn page(
     single(state, bytes, "page").await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/batch",
+    tag = "intake",
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+    request_body = super::openapi::Batch,
+    responses(
+        (status = 200, description = "All events stored", body = super::openapi::Accepted),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn batch(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -103,6 +155,40 @@ pub async fn batch(
     store(&state, items, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/import",
+    tag = "intake",
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+    request_body = super::openapi::Batch,
+    responses(
+        (status = 200, description = "All events stored", body = super::openapi::Accepted),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
+/// `POST /v1/import`: the same as `/v1/batch`, under the name bulk loaders use.
+pub async fn import(
+    state: State<AppState>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    batch(state, bytes).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/screen",
+    tag = "intake",
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+    request_body = super::openapi::SegmentEvent,
+    responses(
+        (status = 200, description = "Stored", body = super::openapi::Accepted),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn screen(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -110,6 +196,19 @@ pub async fn screen(
     single(state, bytes, "screen").await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/alias",
+    tag = "intake",
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+    request_body = super::openapi::SegmentEvent,
+    responses(
+        (status = 200, description = "Stored", body = super::openapi::Accepted),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn alias(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
@@ -117,6 +216,19 @@ pub async fn alias(
     single(state, bytes, "alias").await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/group",
+    tag = "intake",
+    security(("bearer" = ["ingest"]), ("basic" = ["ingest"])),
+    request_body = super::openapi::SegmentEvent,
+    responses(
+        (status = 200, description = "Stored", body = super::openapi::Accepted),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is larger than `max_request_bytes`", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn group(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,

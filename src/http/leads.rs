@@ -26,6 +26,28 @@ fn email(raw: &str) -> Result<Email, ApiError> {
 /// `GET /v1/leads?stage=&tag=&min_fit=&min_interest=&owner=&q=&limit=&cursor=`: JSON
 /// (`leads`, `next_cursor`), or CSV with `format=csv` or `Accept: text/csv` (the next
 /// cursor in the `X-Next-Cursor` header).
+#[utoipa::path(
+    get,
+    path = "/v1/leads",
+    tag = "leads",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(
+        ("stage" = Option<String>, Query, description = "Only leads in this stage"),
+        ("tag" = Option<String>, Query, description = "Only leads with this tag"),
+        ("min_fit" = Option<f64>, Query, description = "Only leads with at least this fit"),
+        ("min_interest" = Option<f64>, Query, description = "Only leads with at least this interest"),
+        ("owner" = Option<String>, Query, description = "Only leads of this owner"),
+        ("q" = Option<String>, Query, description = "Search in e-mail, name and company"),
+        ("limit" = Option<i64>, Query, description = "Leads per page"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("format" = Option<String>, Query, description = "`csv` for CSV"),
+    ),
+    responses(
+        (status = 200, description = "A page of leads (CSV with `format=csv` or `Accept: text/csv`, the next cursor then in `X-Next-Cursor`)", body = crate::report::lead_list::LeadPage),
+        (status = 400, description = "A parameter is not valid", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
@@ -82,6 +104,19 @@ pub async fn list(
     Ok(response)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/leads/{email}",
+    tag = "leads",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(("email" = String, Path, description = "The lead's e-mail address")),
+    responses(
+        (status = 200, description = "The lead with its history", body = crate::report::LeadReport),
+        (status = 400, description = "Not an e-mail address", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such lead", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -95,8 +130,9 @@ pub async fn show(
         .ok_or_else(|| ApiError::not_found(format!("no lead with e-mail {email}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"stage": "sal", "reason": "accepted by sales"}))]
 struct StageRequest {
     stage: String,
     reason: String,
@@ -106,6 +142,20 @@ struct StageRequest {
     by: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{email}/stage",
+    tag = "leads",
+    security(("bearer" = ["write"]), ("basic" = ["write"])),
+    params(("email" = String, Path, description = "The lead's e-mail address")),
+    request_body = StageRequest,
+    responses(
+        (status = 200, description = "The lead's stage", body = super::openapi::StageSet),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such lead", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn set_stage(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -151,8 +201,9 @@ pub async fn set_stage(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"add": ["fair-2026"], "remove": [], "reason": "met at the fair"}))]
 struct TagsRequest {
     #[serde(default)]
     add: Vec<String>,
@@ -166,6 +217,20 @@ struct TagsRequest {
 
 /// `POST /v1/leads/{email}/tags` with `{"add": ["event-2026"], "remove": [], "reason":
 /// "met at the fair"}`: the tag ledger records the key (or `by`) and the reason.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{email}/tags",
+    tag = "leads",
+    security(("bearer" = ["write"]), ("basic" = ["write"])),
+    params(("email" = String, Path, description = "The lead's e-mail address")),
+    request_body = TagsRequest,
+    responses(
+        (status = 200, description = "The lead's tags", body = super::openapi::TagsSet),
+        (status = 400, description = "The body is not valid; nothing was stored", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such lead", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn set_tags(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -63,6 +63,18 @@ fn verify(state: &AppState, token: &str, purpose: Purpose) -> Option<Claim> {
 
 /// GET: asks to confirm the newsletter sign-up (mail scanners follow links; they must
 /// not sign anyone up).
+#[utoipa::path(
+    get,
+    path = "/confirm/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    responses(
+        (status = 200, description = "The confirmation page with its button", body = String, content_type = "text/html"),
+        (status = 400, description = "The link does not verify", body = String, content_type = "text/html"),
+        (status = 410, description = "The link expired", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+    ),
+)]
 pub async fn confirm_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let Some(claim) = verify(&state, &token, Purpose::Confirm) else {
         return invalid();
@@ -79,6 +91,20 @@ pub async fn confirm_page(State(state): State<AppState>, Path(token): Path<Strin
 }
 
 /// POST: confirms the newsletter sign-up (double opt-in).
+#[utoipa::path(
+    post,
+    path = "/confirm/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    responses(
+        (status = 200, description = "Confirmed (double opt-in)", body = String, content_type = "text/html"),
+        (status = 400, description = "The link does not verify", body = String, content_type = "text/html"),
+        (status = 404, description = "The lead no longer has the address", body = String, content_type = "text/html"),
+        (status = 410, description = "The link expired", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn confirm(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let Some(claim) = verify(&state, &token, Purpose::Confirm) else {
         return invalid();
@@ -143,6 +169,16 @@ async fn record_consent(
 
 /// The open pixel: always the image; an "Email Opened" event for leads who allowed
 /// tracking (the first open of each mail).
+#[utoipa::path(
+    get,
+    path = "/o/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    responses(
+        (status = 200, description = "A 1x1 GIF, whatever the token", body = String, content_type = "image/gif"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+    ),
+)]
 pub async fn open(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     if let Some(claim) = verify(&state, &token, Purpose::Open) {
         let mail = claim.mail.unwrap_or_default();
@@ -167,6 +203,17 @@ pub async fn open(State(state): State<AppState>, Path(token): Path<String>) -> R
 
 /// The click redirect: an "Email Clicked" event (the first click per mail and link)
 /// for leads who allowed tracking, then on to the link.
+#[utoipa::path(
+    get,
+    path = "/c/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    responses(
+        (status = 303, description = "On to the link's address", headers(("location" = String, description = "The link's address"))),
+        (status = 400, description = "The link does not verify", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+    ),
+)]
 pub async fn click(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let Some(claim) = verify(&state, &token, Purpose::Click) else {
         return invalid();

@@ -20,6 +20,23 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/mails",
+    tag = "mails",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(
+        ("status" = Option<String>, Query, description = "queued, sending, sent, failed, suppressed, ..."),
+        ("lead" = Option<String>, Query, description = "Only mails to the lead with this e-mail address"),
+        ("limit" = Option<i64>, Query, description = "At most this many (100; 1000 at most)"),
+    ),
+    responses(
+        (status = 200, description = "Mails, newest first", body = super::openapi::MailList),
+        (status = 400, description = "A parameter is not valid; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "No lead with the `lead` address", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -55,6 +72,19 @@ pub async fn list(
     Ok(Json(json!({ "mails": mails })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/mails/{id}",
+    tag = "mails",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(("id" = i64, Path, description = "The mail's id")),
+    responses(
+        (status = 200, description = "The mail", body = super::openapi::MailDetail),
+        (status = 400, description = "Not a number; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "No such mail", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -78,6 +108,20 @@ pub async fn show(
 }
 
 /// Queues failed mail `id` again; 409 with the reason when it is not failed.
+#[utoipa::path(
+    post,
+    path = "/v1/mails/{id}/retry",
+    tag = "mails",
+    security(("bearer" = ["write"]), ("basic" = ["write"])),
+    params(("id" = i64, Path, description = "The mail's id")),
+    responses(
+        (status = 200, description = "Queued again", body = super::openapi::Retried),
+        (status = 400, description = "Not a number; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "No such mail", body = super::openapi::ErrorBody),
+        (status = 409, description = "The mail has not failed", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn retry(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

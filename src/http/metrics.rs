@@ -14,6 +14,17 @@ use crate::process::Processor;
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every metric, its gauges read from the store now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    responses(
+        (status = 200, description = "Every metric in the Prometheus text format (docs/metrics.md)", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/plain"),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     render(&state.processor).await
 }
@@ -39,6 +50,15 @@ pub async fn render(processor: &Processor) -> Response {
 /// cluster, some shards) and the backlog is at most `[health] max_backlog`; else 503.
 /// The body names each check and the ones that failed; errors go to the log only, as
 /// the answer is public.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready for traffic", body = super::openapi::Readyz),
+        (status = 503, description = "Not ready: `failed` names the checks", body = super::openapi::Readyz),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let p = &state.processor;
     let max = state.config.max_backlog;

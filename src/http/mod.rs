@@ -3,8 +3,9 @@
 //! export and erasure), mails (`/v1/mails`), handoffs to sales (`/v1/handoffs`),
 //! counters (`/v1/stats`), reports (`/v1/reports/funnel`,
 //! `/v1/reports/sla`), bounce reports (`/v1/bounces`), `/v1/health`, `/healthz`
-//! (liveness), `/readyz` (readiness) and `/metrics` (Prometheus).
-//! Everything under `/v1` needs an API key with the route's scope (see `auth`); the links
+//! (liveness), `/readyz` (readiness), `/metrics` (Prometheus), and the OpenAPI document
+//! of all of them (`/v1/openapi.json`, see `openapi`).
+//! Everything else under `/v1` needs an API key with the route's scope (see `auth`); the links
 //! in mails (`/u/`, `/p/`, `/confirm/`, `/o/`, `/c/`, `/h/`) carry their own signed token
 //! and are rate-limited per client; the providers' bounce webhooks (`/hooks/...`) are
 //! checked by their signatures or secrets.
@@ -21,6 +22,7 @@ mod leads;
 mod links;
 mod mails;
 mod metrics;
+mod openapi;
 mod preferences;
 mod privacy;
 mod ratelimit;
@@ -75,7 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/alias", post(ingest::alias))
         .route("/group", post(ingest::group))
         .route("/batch", post(ingest::batch))
-        .route("/import", post(ingest::batch));
+        .route("/import", post(ingest::import));
     let read = Router::new()
         .route("/health", get(stats::health))
         .route("/leads", get(leads::list))
@@ -109,6 +111,8 @@ pub fn router(state: AppState) -> Router {
         routes.route_layer(middleware::from_fn_with_state(state.clone(), gzip::inflate))
     };
     let v1 = Router::new()
+        // The OpenAPI document, public like `/healthz`.
+        .route("/openapi.json", get(openapi::document))
         .merge(cors::intake(
             auth::scoped(inflated(intake), Scope::Ingest, &state),
             http,

@@ -258,6 +258,19 @@ fn source(what: &str, claim: &Claim) -> String {
 }
 
 /// GET `/p/{token}`: the topics and the lead's choices; changes nothing.
+#[utoipa::path(
+    get,
+    path = "/p/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    responses(
+        (status = 200, description = "The preference page", body = String, content_type = "text/html"),
+        (status = 400, description = "The link does not verify", body = String, content_type = "text/html"),
+        (status = 404, description = "The lead no longer has the address", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let (_, lead) = match open(&state, &token, Purpose::Preferences).await {
         Ok(x) => x,
@@ -332,6 +345,20 @@ fn form_fields(body: &[u8]) -> (BTreeSet<String>, String) {
 }
 
 /// POST `/p/{token}`: keeps the ticked topics and leaves the others, or leaves all.
+#[utoipa::path(
+    post,
+    path = "/p/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    request_body(content = Option<super::openapi::PreferenceForm>, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The choices were saved", body = String, content_type = "text/html"),
+        (status = 400, description = "The link does not verify", body = String, content_type = "text/html"),
+        (status = 404, description = "The lead no longer has the address", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn save(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -384,6 +411,19 @@ pub async fn save(
 }
 
 /// GET `/u/{token}`: asks before unsubscribing (the mail's topic, or everything).
+#[utoipa::path(
+    get,
+    path = "/u/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    responses(
+        (status = 200, description = "The unsubscribe page with its button", body = String, content_type = "text/html"),
+        (status = 400, description = "The link does not verify", body = String, content_type = "text/html"),
+        (status = 404, description = "The lead no longer has the address", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn unsubscribe_page(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -436,6 +476,20 @@ fn known_topic<'a>(state: &AppState, claim: &'a Claim) -> Option<&'a str> {
 
 /// POST `/u/{token}`: one-click leaves the mail's topic; `action=leave_all` (or a link
 /// without a topic) withdraws the marketing consent.
+#[utoipa::path(
+    post,
+    path = "/u/{token}",
+    tag = "links",
+    params(("token" = String, Path, description = "The signed token of the link")),
+    request_body(content = Option<super::openapi::PreferenceForm>, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Unsubscribed (one click, RFC 8058)", body = String, content_type = "text/html"),
+        (status = 400, description = "The link does not verify", body = String, content_type = "text/html"),
+        (status = 404, description = "The lead no longer has the address", body = String, content_type = "text/html"),
+        (status = 429, description = "Too many requests from this address (`Retry-After` says when to try again)", body = String, content_type = "text/plain"),
+        (status = 503, description = "The database does not answer", body = String, content_type = "text/html"),
+    ),
+)]
 pub async fn unsubscribe(
     State(state): State<AppState>,
     Path(token): Path<String>,

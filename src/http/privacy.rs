@@ -22,6 +22,19 @@ fn email(raw: &str) -> Result<Email, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_email", e.to_string()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/leads/{email}/export",
+    tag = "leads",
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+    params(("email" = String, Path, description = "The lead's e-mail address")),
+    responses(
+        (status = 200, description = "Everything stored about the person", body = crate::privacy::Export),
+        (status = 400, description = "Not an e-mail address", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such lead", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn export(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -35,7 +48,7 @@ pub async fn export(
 }
 
 /// Why and by whom, from the body or the query.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EraseRequest {
     #[serde(default)]
@@ -44,6 +57,25 @@ pub struct EraseRequest {
     by: Option<String>,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/leads/{email}",
+    tag = "leads",
+    security(("bearer" = ["admin"]), ("basic" = ["admin"])),
+    params(
+        ("email" = String, Path, description = "The lead's e-mail address"),
+        ("reason" = Option<String>, Query, description = "Why (or in the body)"),
+        ("by" = Option<String>, Query, description = "On whose request (admin keys)"),
+    ),
+    request_body(content = Option<EraseRequest>, description = "Why and by whom (or in the query)"),
+    responses(
+        (status = 200, description = "The lead was erased", body = super::openapi::Erased),
+        (status = 400, description = "The body is not valid; nothing was stored; a parameter of the wrong type gets a line of plain text", content((super::openapi::ErrorBody = "application/json"), (String = "text/plain"))),
+        (status = 404, description = "No such lead", body = super::openapi::ErrorBody),
+        (status = 503, description = "A mail to the lead is being sent; try again", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn erase(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

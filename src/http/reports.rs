@@ -35,6 +35,21 @@ fn period(
     .map_err(|e| bad(e.to_string()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/funnel",
+    tag = "reports",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(
+        ("days" = Option<u32>, Query, description = "The last N days (30 when neither is given)"),
+        ("since" = Option<String>, Query, description = "From this day (YYYY-MM-DD) up to now"),
+    ),
+    responses(
+        (status = 200, description = "The funnel report", body = crate::report::FunnelReport),
+        (status = 400, description = "A parameter is not valid", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn funnel(
     State(state): State<AppState>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
@@ -46,6 +61,21 @@ pub async fn funnel(
         .map_err(ApiError::internal)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/reports/sla",
+    tag = "reports",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    params(
+        ("days" = Option<u32>, Query, description = "The last N days (30 when neither is given)"),
+        ("since" = Option<String>, Query, description = "From this day (YYYY-MM-DD) up to now"),
+    ),
+    responses(
+        (status = 200, description = "The SLA report", body = crate::report::SlaReport),
+        (status = 400, description = "A parameter is not valid", body = super::openapi::ErrorBody),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn sla(
     State(state): State<AppState>,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,

@@ -11,6 +11,16 @@ use super::{ApiError, AppState};
 use crate::report::Stats;
 use crate::report::stats::QueueStats;
 
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "reports",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    responses(
+        (status = 200, description = "The counters", body = crate::report::Stats),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
     let mut stats = Stats::load(
         &state.processor.store,
@@ -36,6 +46,16 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
     Ok(Json(stats))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/stats/queue",
+    tag = "reports",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    responses(
+        (status = 200, description = "The event queue and the sales desk's backlog", body = crate::report::stats::QueueStats),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn queue(State(state): State<AppState>) -> Result<Json<QueueStats>, ApiError> {
     QueueStats::load(
         &state.processor.store,
@@ -50,6 +70,15 @@ pub async fn queue(State(state): State<AppState>) -> Result<Json<QueueStats>, Ap
 }
 
 /// Ok or not, and nothing more: the answer is public.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Alive", body = super::openapi::Healthz),
+        (status = 503, description = "The database does not answer", body = super::openapi::Healthz),
+    ),
+)]
 pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.processor.store.has_pending().await {
         Ok(_) => (StatusCode::OK, Json(json!({"status": "ok"}))),
@@ -65,6 +94,17 @@ pub async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Value>)
 
 /// `GET /v1/health` (read scope): the database, who holds the processing lease, and
 /// the backlog.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "meta",
+    security(("bearer" = ["read"]), ("basic" = ["read"])),
+    responses(
+        (status = 200, description = "The database answers", body = super::openapi::Health),
+        (status = 503, description = "The database does not answer", body = super::openapi::Health),
+        super::openapi::KeyErrors,
+    ),
+)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let store = &state.processor.store;
     let duplicates = state.duplicates.load(Ordering::Relaxed);

@@ -55,7 +55,7 @@ pub struct Item {
 }
 
 /// A problem with the input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{}{path}: {message}", index.map(|i| format!("item {i}: ")).unwrap_or_default())]
 pub struct InputError {
     /// Index in `batch` (or line number minus one for files), when there is one.

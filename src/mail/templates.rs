@@ -27,7 +27,7 @@ use super::template_data::TemplateData;
 pub const PARTS: [&str; 3] = ["subject", "txt", "html"];
 
 /// A template problem, with the file and position when known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{location}: {message}")]
 pub struct TemplateError {
     /// `templates/de/x.html:2:7`, or the file or folder when no position applies.

@@ -17,7 +17,7 @@ use crate::store::{Store, StoreError};
 pub const EXPORT_VERSION: u32 = 1;
 
 /// Everything stored about one person.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Export {
     pub version: u32,
     pub exported_at: String,
@@ -26,6 +26,7 @@ pub struct Export {
     pub time_unit: &'static str,
     /// `lead` (one object), `consent_log`, `events`, `score_ledger`, `stage_history`,
     /// `mails`, `enrollments`, `handoffs`, `handoff_log`, `webhooks`, `suppressions`.
+    #[schema(value_type = Object)]
     pub data: BTreeMap<&'static str, Value>,
 }
 

@@ -16,7 +16,7 @@ use crate::store::{NewLeadRow, Store, StoreError};
 /// The channel of a lead that names none.
 pub const DIRECT: &str = "direct";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FunnelReport {
     pub period: Period,
     /// Leads per stage now (whenever they were created), in funnel order, zeros
@@ -36,20 +36,20 @@ pub struct FunnelReport {
     pub channels: Vec<Channel>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StageLeads {
     pub stage: String,
     pub leads: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MoveCount {
     pub from: String,
     pub to: String,
     pub moves: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Conversion {
     pub stage: String,
     /// A closed stage ends the journey (customer, lost, disqualified).
@@ -59,7 +59,7 @@ pub struct Conversion {
     pub reached: Vec<Reached>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Reached {
     pub stage: String,
     pub leads: i64,
@@ -67,7 +67,7 @@ pub struct Reached {
     pub rate_pct: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StageTime {
     pub stage: String,
     /// `count` is the number of stays.
@@ -75,7 +75,7 @@ pub struct StageTime {
     pub spread: Spread,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Channel {
     pub channel: String,
     /// Leads of this channel created in the period.

@@ -15,23 +15,29 @@ use crate::store::{
 };
 
 /// Everything worth knowing about one lead.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LeadReport {
     #[serde(flatten)]
     pub lead: Lead,
     pub name: String,
+    #[schema(value_type = Vec<Object>)]
     pub stage_history: Vec<HistoryRow>,
+    #[schema(value_type = Vec<Object>)]
     pub score_ledger: Vec<LedgerRow>,
     /// Who set each tag, when and why (next to `tags`, which stays a plain list).
+    #[schema(value_type = Vec<Object>)]
     pub tag_sources: Vec<TagSource>,
+    #[schema(value_type = Vec<Object>)]
     pub recent_activity: Vec<Activity>,
     /// Nurture stream memberships, oldest first.
+    #[schema(value_type = Vec<Object>)]
     pub streams: Vec<EnrollmentRow>,
     /// Recent mails to the lead, newest first.
     pub mails: Vec<OutboxRow>,
     /// Handoffs to sales, newest first, with sales' answers.
     pub handoffs: Vec<HandoffRow>,
     /// The lead's topic choices (left or kept again), with when and where.
+    #[schema(value_type = Vec<Object>)]
     pub topics: Vec<TopicChoice>,
 }
 

@@ -143,7 +143,7 @@ fn number(param: &str, value: &str) -> Result<f64, ParamError> {
 }
 
 /// One lead in a list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ListedLead {
     pub email: String,
     pub first_name: Option<String>,
@@ -184,7 +184,7 @@ impl ListedLead {
 }
 
 /// A page of leads; `next_cursor` is set when more leads may follow.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LeadPage {
     pub leads: Vec<ListedLead>,
     pub next_cursor: Option<String>,

@@ -16,7 +16,7 @@ pub fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
 }
 
 /// How many durations there were, their median and 90th percentile (milliseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct Spread {
     pub count: usize,
     pub median_ms: Option<i64>,

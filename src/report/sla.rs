@@ -24,7 +24,7 @@ pub const STATES: [&str; 6] = [
     "expired",
 ];
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SlaReport {
     /// Handoffs count by their `created_at` in this period.
     pub period: Period,
@@ -46,13 +46,13 @@ pub struct SlaReport {
     pub open: Vec<OpenHandoff>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StateCount {
     pub state: String,
     pub handoffs: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct OwnerFigures {
     pub owner: String,
     /// Handoffs assigned to this owner at some point.
@@ -68,7 +68,7 @@ pub struct OwnerFigures {
     pub time_to_accept: Spread,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OpenHandoff {
     pub id: i64,
     pub email: String,

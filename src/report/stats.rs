@@ -6,7 +6,7 @@ use crate::mail::TemplateError;
 use crate::rules::ruleset::RulesStatus;
 use crate::store::{EventCounts, JobRun, MailCounts, Store, StoreError};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     #[serde(flatten)]
     pub events: EventCounts,
@@ -17,9 +17,11 @@ pub struct Stats {
     /// Handoffs not yet given to an owner (state `new`): the sales desk's backlog.
     pub handoffs_waiting: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub rules: Option<RulesStatus>,
     /// Problems of the last template reload (the previous templates stay in use).
     pub template_errors: Vec<TemplateError>,
+    #[schema(value_type = Vec<Object>)]
     pub recent_jobs: Vec<JobRun>,
     #[serde(flatten)]
     pub mails: MailCounts,
@@ -28,26 +30,31 @@ pub struct Stats {
     pub processing: Option<Processing>,
     /// The daemons sharing a PostgreSQL database, their shards and backlogs.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub cluster: Option<crate::cluster::ClusterView>,
     /// Whether mail goes out or waits while the SMTP server refuses the sender.
     pub delivery: Delivery,
     /// What the shadow rule files would have done: counts per file, recent errors.
+    #[schema(value_type = Object)]
     pub shadow: super::shadow::ShadowReport,
 }
 
 /// `"running"`, or `"paused"` with when it began, the next probe and the server's
-/// answer (see [`crate::mail::breaker`]).
-#[derive(Debug, Serialize)]
+/// answer (see `mail::breaker`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub state: &'static str,
+    /// Not in the schema: `since`, `next_probe`, `answer` and `refused_probes`, only
+    /// while paused.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub pause: Option<crate::mail::breaker::Pause>,
 }
 
 /// `GET /v1/stats/queue`: the event queue and the sales desk's backlog, without the
 /// counts over all leads and mails that `GET /v1/stats` adds; cheap enough to poll
 /// every second while a large base is loaded.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     #[serde(flatten)]
     pub events: EventCounts,
@@ -72,7 +79,7 @@ impl QueueStats {
 }
 
 /// The processor's queues and cache, for operators.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Processing {
     /// Events read from the store and not yet written back.
     pub events_queued: usize,

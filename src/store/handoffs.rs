@@ -20,7 +20,7 @@ use crate::domain::Changes;
 use crate::domain::change::{HandoffRequest, SettledHandoff};
 
 /// One handoff.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct HandoffRow {
     pub id: i64,
     pub lead_id: i64,
@@ -36,18 +36,24 @@ pub struct HandoffRow {
     #[serde(skip)]
     pub duplicates: String,
     #[serde(serialize_with = "ms_as_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
     #[serde(serialize_with = "opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub assigned_at: Option<i64>,
     #[serde(serialize_with = "opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub due_at: Option<i64>,
     #[serde(skip)]
     pub step: i64,
     #[serde(serialize_with = "opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_at: Option<i64>,
     #[serde(serialize_with = "opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub breached_at: Option<i64>,
     #[serde(serialize_with = "opt_ms")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub answered_at: Option<i64>,
     pub answered_by: Option<String>,
     pub answer_note: Option<String>,

@@ -28,7 +28,7 @@ pub struct EnrollParams {
 }
 
 /// One outbox row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OutboxRow {
     pub id: i64,
     pub lead_id: i64,
@@ -64,7 +64,7 @@ const OUTBOX_COLUMNS: &str = "o.id, o.lead_id, COALESCE(o.recipient, l.email) AS
     o.attempts, o.tries, o.first_try_at, o.created_at, o.due_at, o.finished_at, o.message_id";
 
 /// A mail as sent, kept for audit.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct MailContent {
     pub recipient: String,
     pub subject: String,
@@ -155,7 +155,7 @@ pub struct EnrollmentRow {
 }
 
 /// Outbox counts for `/v1/stats`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct MailCounts {
     /// Waiting to be sent (including deferred and being sent).
     pub mails_queued: i64,

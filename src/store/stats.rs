@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::{Store, StoreError, read, sql};
 
 /// Event counts. `received` counts distinct accepted events (duplicates excluded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EventCounts {
     pub events_received: i64,
     pub events_processed: i64,

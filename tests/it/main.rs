@@ -26,6 +26,7 @@ mod logs;
 pub mod mail;
 mod mail_retry;
 mod metrics;
+mod openapi;
 mod opscli;
 mod privacy;
 mod readiness;
