@@ -31,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod domain;
 pub mod handoff;

@@ -152,7 +152,14 @@ pub async fn run(config: &Config, args: &BenchArgs, sink: &SmtpSink) -> anyhow::
         ms(latencies.last().copied().unwrap_or_default()),
         latencies.len()
     );
-    let s = api.stats().await?;
+    // The SMTP server has every mail before the daemon records its answer: wait
+    // (briefly) for the outbox to say so too, so the counts below are final.
+    let recorded = Instant::now();
+    let mut s = api.stats().await?;
+    while s.mails_queued > 0 && recorded.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s = api.stats().await?;
+    }
     println!("mails: {}", s.mails_line());
     let peak = daemon.peak_rss_mib();
     println!("daemon peak RSS: {peak:.0} MiB (VmHWM)");

@@ -89,6 +89,22 @@ pub async fn dispatch(command: Command, config: Config) -> anyhow::Result<ExitCo
         Command::Key {
             command: super::KeyCommand::New { name, scopes },
         } => super::key::new(&name, &scopes),
+        Command::User {
+            command:
+                super::UserCommand::Add {
+                    name,
+                    role,
+                    email,
+                    owner,
+                    language,
+                },
+        } => super::user::add(&super::user::NewUser {
+            name: &name,
+            role: &role,
+            email: email.as_deref(),
+            owner: owner.as_deref(),
+            language: language.as_deref(),
+        }),
         Command::Bounces {
             command: super::BouncesCommand::List { email, limit, json },
         } => super::bounces::list(config, clock, email.as_deref(), limit, json).await,

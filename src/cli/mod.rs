@@ -18,6 +18,7 @@ mod privacy;
 mod progress;
 mod report;
 mod store;
+mod user;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +108,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Console users: print a `[[users]]` entry with a password hash
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Delete old raw events and mail bodies as `[retention]` says
     Retention {
         #[command(subcommand)]
@@ -160,6 +166,28 @@ pub enum KeyCommand {
         /// What the key may do: ingest, read, write, admin (comma-separated)
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Ask for a password twice (or read two lines from standard input) and print the
+    /// `[[users]]` entry with its argon2id hash
+    Add {
+        /// The sign-in name, recorded as `ui:NAME` with every change made in the console
+        name: String,
+        /// marketing, sales or admin
+        #[arg(long)]
+        role: String,
+        /// The user's e-mail address (a sales user's names their [[sales.owners]] entry)
+        #[arg(long)]
+        email: Option<String>,
+        /// Sales users: the [[sales.owners]] id, when the e-mail addresses differ
+        #[arg(long)]
+        owner: Option<String>,
+        /// The console's language for this user: de or en (default: the browser's)
+        #[arg(long)]
+        language: Option<String>,
     },
 }
 

@@ -14,6 +14,7 @@ pub mod retention;
 pub mod rules;
 pub mod sales;
 pub mod topics;
+pub mod users;
 
 use std::{
     collections::BTreeMap,
@@ -77,6 +78,8 @@ pub struct Config {
     pub backtest: backtest::Backtest,
     /// `[metrics] addr`: a listener of its own for `/metrics`, without a key.
     pub metrics_addr: Option<SocketAddr>,
+    /// `[ui]` and `[[users]]`: the console.
+    pub ui: users::UiConfig,
     /// `[health] max_backlog`: `/readyz` fails while more events wait.
     pub max_backlog: u64,
 }
@@ -577,6 +580,12 @@ fn validate(
     let retention = retention::retention(&raw.retention, &bad);
     let rules_shadow = rules::shadow(&raw.rules, &bad);
     let backtest = backtest::backtest(&raw.backtest, funnel.as_ref(), &bad);
+    let owners: Vec<(String, String)> = sales
+        .owners
+        .iter()
+        .map(|o| (o.id.clone(), o.email.email.to_string()))
+        .collect();
+    let ui = users::ui(&raw.ui, &raw.users, &owners, &checker);
 
     let max_request_bytes = raw.max_request_bytes.max(1024) as usize;
     let problems = problems.into_inner();
@@ -629,6 +638,7 @@ fn validate(
         rules_shadow,
         backtest,
         metrics_addr,
+        ui,
         max_backlog: raw.health.max_backlog,
     })
 }

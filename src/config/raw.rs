@@ -82,6 +82,12 @@ pub struct RawConfig {
     /// `[health]`: what `/readyz` checks.
     #[serde(default)]
     pub health: RawHealth,
+    /// `[ui]`: the console's listener, sessions and sign-in limits.
+    #[serde(default)]
+    pub ui: super::users::RawUi,
+    /// `[[users]]`: who may sign in to the console.
+    #[serde(default)]
+    pub users: Vec<super::users::RawUser>,
 }
 
 /// `[metrics]`: `/metrics` is on the API listener (with a key); `addr` adds a listener

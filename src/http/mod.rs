@@ -46,6 +46,7 @@ use crate::rules::Rules;
 
 pub use auth::Caller;
 pub use error::ApiError;
+pub(crate) use ratelimit::client as client_address;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -151,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         Scope::Read,
         &state,
     );
+    let console = crate::console::router(crate::console::ConsoleState::new(state.clone()));
     Router::new()
         .nest("/v1", v1)
         .merge(scraped)
@@ -160,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .merge(hooks)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+        .merge(console)
 }
 
 /// The `[metrics] addr` listener: `/metrics` alone, without a key (bind it to an

@@ -72,7 +72,7 @@ async fn limit(State(l): State<Arc<Limiter>>, req: Request, next: Next) -> Respo
 }
 
 /// The address a request is counted under.
-fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+pub(crate) fn client(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
     let unknown = IpAddr::from([0, 0, 0, 0]);
     // A dual-stack listener shows IPv4 peers as `::ffff:a.b.c.d`.
     let mut ip = peer.unwrap_or(unknown).to_canonical();

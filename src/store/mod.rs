@@ -13,6 +13,7 @@ mod anonymous;
 mod bounces;
 mod briefs;
 pub mod cluster;
+pub mod console;
 pub mod copy;
 mod events;
 mod handoffs;
