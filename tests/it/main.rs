@@ -11,6 +11,7 @@ mod bench;
 mod bounces;
 mod cli;
 mod cluster;
+pub mod console;
 mod delivery;
 mod desk;
 mod dkim;

@@ -1,0 +1,208 @@
+//! The console in a real browser: sign-in (a wrong password refused, the throttle after
+//! repeated failures), the session cookie's flags, and a form without its CSRF token
+//! refused. The pages' own tests are in `console_*.rs`; all of them start the daemon
+//! with the users of [`console_app`].
+
+use std::sync::LazyLock;
+
+use crate::helpers::{TestApp, prepare_dir, spawn_in};
+
+/// Every console test user's password.
+pub const PASSWORD: &str = "Kaffee-und-Kuchen-42";
+
+/// The users: mara (marketing), anna and ben (sales, the shipped owners `anna` and
+/// `ben` by their e-mail addresses), root (admin).
+pub const USERS: [(&str, &str, &str); 4] = [
+    ("mara", "mara@example.com", "marketing"),
+    ("anna", "anna.berger@example.com", "sales"),
+    ("ben", "ben.okafor@example.com", "sales"),
+    ("root", "root@example.com", "admin"),
+];
+
+/// One hash for all (argon2id takes a moment per hash).
+static HASH: LazyLock<String> =
+    LazyLock::new(|| nurtured::config::users::hash_password(PASSWORD).unwrap());
+
+/// The `[[users]]` entries of [`USERS`], with `extra` (TOML) appended to the config.
+pub fn users_toml() -> String {
+    USERS
+        .iter()
+        .map(|(name, email, role)| {
+            format!(
+                "\n[[users]]\nname = \"{name}\"\nemail = \"{email}\"\nrole = \"{role}\"\npassword_hash = \"{}\"\n",
+                *HASH
+            )
+        })
+        .collect()
+}
+
+/// A daemon with the console users and `extra` TOML appended to its config.
+pub async fn console_app(extra: &str) -> TestApp {
+    let dir = prepare_dir();
+    let path = dir.path().join("nurtured.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    text.push_str(&users_toml());
+    std::fs::write(&path, text).unwrap();
+    spawn_in(dir).await
+}
+
+/// A signed-in console session over plain HTTP (for setting up and checking what the
+/// browser tests do not show).
+pub struct UiClient {
+    pub base: String,
+    pub client: reqwest::Client,
+    /// `nurtured_session=...`
+    pub cookie: String,
+    pub csrf: String,
+}
+
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+fn attr_after(html: &str, marker: &str) -> Option<String> {
+    let at = html.find(marker)? + marker.len();
+    Some(html[at..].split('"').next()?.to_string())
+}
+
+/// `fields` as an `application/x-www-form-urlencoded` body.
+pub fn form(fields: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish()
+}
+
+/// The sign-in form's token and cookie.
+pub async fn login_form(app: &TestApp, client: &reqwest::Client) -> (String, String) {
+    let resp = client
+        .get(format!("{}/ui/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    let cookie = set_cookie(&resp, "nurtured_login").expect("the form sets its cookie");
+    let html = resp.text().await.unwrap();
+    let token = attr_after(&html, "name=\"token\" value=\"").expect("the form has a token");
+    (token, cookie)
+}
+
+/// Posts the sign-in form for `name` with `password`: the response (not followed).
+pub async fn post_login(app: &TestApp, name: &str, password: &str) -> reqwest::Response {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (token, cookie) = login_form(app, &client).await;
+    client
+        .post(format!("{}/ui/login", app.base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("name", name),
+            ("password", password),
+            ("token", token.as_str()),
+            ("next", "/ui/"),
+        ]))
+        .send()
+        .await
+        .unwrap()
+}
+
+impl UiClient {
+    /// Signs `name` in with [`PASSWORD`].
+    pub async fn sign_in(app: &TestApp, name: &str) -> UiClient {
+        let resp = post_login(app, name, PASSWORD).await;
+        assert_eq!(resp.status(), 303, "sign-in of {name}");
+        let cookie = set_cookie(&resp, "nurtured_session").expect("a session cookie");
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut ui = UiClient {
+            base: app.base.clone(),
+            client,
+            cookie,
+            csrf: String::new(),
+        };
+        let (status, html) = ui.get("/ui/").await;
+        assert_eq!(status, 200, "{html}");
+        ui.csrf = attr_after(&html, "data-csrf=\"").expect("pages carry the CSRF token");
+        ui
+    }
+
+    /// GET `path`: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// POSTs a form to `path` (with the CSRF token unless `fields` has a `csrf`):
+    /// status and body (redirects are not followed).
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut pairs: Vec<(&str, &str)> = fields.to_vec();
+        if !fields.iter().any(|(k, _)| *k == "csrf") {
+            pairs.push(("csrf", &self.csrf));
+        }
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&pairs))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_is_throttled_and_forms_need_their_csrf_token() {
+    let app = console_app("").await;
+    // A wrong password, an unknown name: refused alike.
+    assert_eq!(
+        post_login(&app, "mara", "wrong password").await.status(),
+        401
+    );
+    assert_eq!(post_login(&app, "nobody", PASSWORD).await.status(), 401);
+    // The right one.
+    let mara = UiClient::sign_in(&app, "mara").await;
+    // A form without the token, or with another session's, is refused; with it, it works.
+    let (status, body) = mara.post("/ui/logout", &[("csrf", "")]).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("security token"), "{body}");
+    let root = UiClient::sign_in(&app, "root").await;
+    let (status, _) = mara.post("/ui/logout", &[("csrf", &root.csrf)]).await;
+    assert_eq!(status, 403);
+    let (status, _) = mara.post("/ui/logout", &[]).await;
+    assert_eq!(status, 303);
+    // Signed out: the old cookie leads to the sign-in page.
+    let (status, _) = mara.get("/ui/").await;
+    assert_eq!(status, 303);
+    // Five failures for one name lock it, even with the right password next.
+    for _ in 0..5 {
+        assert_eq!(post_login(&app, "ben", "guess").await.status(), 401);
+    }
+    let locked = post_login(&app, "ben", PASSWORD).await;
+    assert_eq!(locked.status(), 429);
+    assert!(
+        locked
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+    // The address made 7 failures: other names are refused from it too.
+    assert_eq!(post_login(&app, "anna", PASSWORD).await.status(), 429);
+}
