@@ -8,10 +8,13 @@
 //! as `ui:NAME`.
 
 mod assets;
+mod board;
 mod gate;
 mod guard;
+mod mail;
 mod overview;
 mod page;
+mod rules;
 mod session;
 mod signin;
 mod texts;
@@ -65,6 +68,14 @@ pub fn router(state: ConsoleState) -> Router {
     let pages = Router::new()
         .route("/ui/", get(overview::page))
         .route("/ui/logout", post(signin::logout))
+        .route("/ui/board", get(board::board))
+        .route("/ui/handoffs/{id}", get(board::handoff))
+        .route("/ui/handoffs/{id}/accept", post(board::accept))
+        .route("/ui/handoffs/{id}/reject", post(board::reject))
+        .route("/ui/mail", get(mail::page))
+        .route("/ui/mails/{id}/retry", post(mail::retry))
+        .route("/ui/rules", get(rules::page))
+        .route("/ui/events/{seq}/retry", post(rules::retry))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             guard::require,

@@ -32,6 +32,26 @@ const TEMPLATES: &[(&str, &str)] = &[
         "overview.html",
         include_str!("../../console/templates/overview.html"),
     ),
+    (
+        "board.html",
+        include_str!("../../console/templates/board.html"),
+    ),
+    (
+        "handoff.html",
+        include_str!("../../console/templates/handoff.html"),
+    ),
+    (
+        "handoff_answer.html",
+        include_str!("../../console/templates/handoff_answer.html"),
+    ),
+    (
+        "mail.html",
+        include_str!("../../console/templates/mail.html"),
+    ),
+    (
+        "rules.html",
+        include_str!("../../console/templates/rules.html"),
+    ),
 ];
 
 static TERA: LazyLock<tera::Tera> = LazyLock::new(|| {
@@ -52,7 +72,6 @@ pub struct Viewer {
 
 impl Viewer {
     /// How changes made in the console are recorded: `ui:NAME`.
-    #[allow(dead_code)]
     pub fn by(&self) -> String {
         format!("ui:{}", self.user.name)
     }
@@ -159,13 +178,11 @@ pub fn error(viewer: Option<&Viewer>, lang: Lang, status: StatusCode, message: &
 }
 
 /// 403 with the page's reason.
-#[allow(dead_code)]
 pub fn forbidden(viewer: &Viewer, message: &str) -> Response {
     error(Some(viewer), viewer.lang, StatusCode::FORBIDDEN, message)
 }
 
 /// 404 with what was not found.
-#[allow(dead_code)]
 pub fn not_found(viewer: &Viewer, message: &str) -> Response {
     error(Some(viewer), viewer.lang, StatusCode::NOT_FOUND, message)
 }

@@ -21,6 +21,7 @@ mod jobs;
 mod leads;
 pub mod lease;
 mod lists;
+pub mod mail_overview;
 pub mod mail_retry;
 mod outbox;
 mod pause;
@@ -56,6 +57,7 @@ pub use jobs::JobRun;
 pub use leads::LeadKeyRow;
 pub use lease::{Fence, Lease, LeaseHeld};
 pub use lists::{EventRange, ExportRow, LeadFilter, LeadListRow};
+pub use mail_overview::{StreamStep, SuppressionRow};
 pub use mail_retry::{MailLogRow, RetryReport, RetrySelection};
 pub use outbox::{
     DueStep, EnrollParams, EnrollmentRow, Finish, Gate, MailContent, MailCounts, MailFilter,
