@@ -206,3 +206,87 @@ async fn sign_in_is_throttled_and_forms_need_their_csrf_token() {
     // The address made 7 failures: other names are refused from it too.
     assert_eq!(post_login(&app, "anna", PASSWORD).await.status(), 429);
 }
+
+/// Signs `name` in through the browser's sign-in form and waits for the overview.
+pub async fn browser_sign_in(b: &crate::browser::Session, base: &str, name: &str) {
+    b.goto(&format!("{base}/ui/login")).await;
+    b.fill("#name", name).await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.wait_for("#logout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_with_the_right_password_only_and_is_throttled() {
+    use crate::browser::{Options, Session};
+    if crate::browser::skipped("the console's sign-in") {
+        return;
+    }
+    let app = console_app("").await;
+    let base = app.base.clone();
+    let b = Session::start().await;
+
+    // A page of the console leads to the sign-in form, and back after signing in.
+    b.goto(&format!("{base}/ui/")).await;
+    b.wait_for("#login-form").await;
+    assert!(b.url().await.contains("/ui/login?next=%2Fui%2F"));
+    b.fill("#name", "mara").await;
+    b.fill("#password", "not her password").await;
+    b.click("#sign-in").await;
+    let refused = b.wait_for("#login-message").await;
+    assert_eq!(refused.text().await.unwrap(), "Name or password is wrong.");
+    assert!(b.cookie("nurtured_session").await.is_none());
+    b.screenshot("login-refused").await;
+
+    b.fill("#name", "mara").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    b.wait_for("#tile-events").await;
+    assert!(b.url().await.ends_with("/ui/"), "{}", b.url().await);
+    let cookie = b
+        .cookie("nurtured_session")
+        .await
+        .expect("a session cookie");
+    assert!(cookie.http_only, "{cookie:?}");
+    assert_eq!(cookie.same_site.as_deref(), Some("Strict"), "{cookie:?}");
+    assert_eq!(cookie.path.as_deref(), Some("/ui"), "{cookie:?}");
+    // Scripts on the page cannot read it.
+    let seen = b.execute("return document.cookie", vec![]).await;
+    assert!(
+        !seen.as_str().unwrap_or("").contains("nurtured_session"),
+        "{seen}"
+    );
+    b.screenshot("overview").await;
+
+    // Signing out ends the session.
+    b.click("#logout").await;
+    b.wait_for("#login-form").await;
+    b.goto(&format!("{base}/ui/")).await;
+    b.wait_for("#login-form").await;
+
+    // Five wrong passwords in a row lock sign-in, even with the right password next.
+    for _ in 0..5 {
+        b.fill("#name", "mara").await;
+        b.fill("#password", "guessing").await;
+        b.click("#sign-in").await;
+        b.wait_for("#login-message").await;
+    }
+    b.fill("#name", "mara").await;
+    b.fill("#password", PASSWORD).await;
+    b.click("#sign-in").await;
+    let locked = b.wait_for("#login-message").await;
+    let text = locked.text().await.unwrap();
+    assert!(text.starts_with("Too many failed sign-ins"), "{text}");
+    assert!(b.cookie("nurtured_session").await.is_none());
+    b.screenshot("login-locked").await;
+    b.close().await;
+
+    // A German browser on a phone gets the German console.
+    let app = console_app("").await;
+    let b = Session::start_with(Options::phone().lang("de-DE")).await;
+    browser_sign_in(&b, &app.base, "anna").await;
+    assert_eq!(b.text("#logout").await, "Abmelden");
+    assert!(b.text("h1").await.contains("Heute"));
+    b.screenshot("overview-phone-de").await;
+    b.close().await;
+}
