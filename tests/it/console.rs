@@ -290,3 +290,119 @@ async fn a_browser_signs_in_with_the_right_password_only_and_is_throttled() {
     b.screenshot("overview-phone-de").await;
     b.close().await;
 }
+
+/// Runs `nurtured user add ARGS` in `dir` with `input` on standard input.
+fn user_add(dir: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nurtured"))
+        .args(["user", "add"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove(nurtured::store::testing::POSTGRES_ENV)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_prints_an_entry_the_daemon_signs_in_with() {
+    let dir = prepare_dir();
+    // Two different lines, a short password, an unknown role: refused, nothing printed.
+    for (args, input, why) in [
+        (
+            &["ida", "--role", "admin"][..],
+            "Passwort-eins-1\nPasswort-zwei-2\n",
+            "the two passwords differ",
+        ),
+        (&["ida", "--role", "admin"][..], "kurz\nkurz\n", "too short"),
+        (
+            &["ida", "--role", "boss"][..],
+            "Passwort-eins-1\nPasswort-eins-1\n",
+            "not a role",
+        ),
+        (
+            &["ida", "--role", "admin"][..],
+            "Passwort-eins-1\n",
+            "before the second password",
+        ),
+    ] {
+        let out = user_add(dir.path(), args, input);
+        assert_eq!(out.status.code(), Some(1), "{}", crate::helpers::text(&out));
+        assert!(out.stdout.is_empty(), "{}", crate::helpers::text(&out));
+        assert!(
+            crate::helpers::text(&out).contains(why),
+            "{}",
+            crate::helpers::text(&out)
+        );
+    }
+    let out = user_add(
+        dir.path(),
+        &[
+            "ida",
+            "--role",
+            "sales",
+            "--email",
+            "Ben.Okafor@example.com",
+            "--language",
+            "de",
+        ],
+        "Passwort-eins-1\nPasswort-eins-1\n",
+    );
+    assert!(out.status.success(), "{}", crate::helpers::text(&out));
+    let entry = String::from_utf8(out.stdout).unwrap();
+    assert!(entry.contains("role = \"sales\""), "{entry}");
+    assert!(
+        entry.contains("email = \"ben.okafor@example.com\""),
+        "{entry}"
+    );
+    assert!(entry.contains("password_hash = \"$argon2id$"), "{entry}");
+    assert!(!entry.contains("Passwort-eins-1"), "{entry}");
+    // Pasted into the config, it signs in: a sales user who owns ben's handoffs, in German.
+    let path = dir.path().join("nurtured.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push('\n');
+    text.push_str(&entry);
+    std::fs::write(&path, text).unwrap();
+    let app = spawn_in(dir).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (token, cookie) = login_form(&app, &client).await;
+    let resp = client
+        .post(format!("{}/ui/login", app.base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("name", "ida"),
+            ("password", "Passwort-eins-1"),
+            ("token", &token),
+            ("next", "/ui/board"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/ui/board");
+    let session = set_cookie(&resp, "nurtured_session").unwrap();
+    let page = client
+        .get(format!("{}/ui/", app.base))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("meine offenen Übergaben"), "{page}");
+}
