@@ -449,6 +449,38 @@ impl Session {
             .unwrap_or_else(|e| panic!("click {selector:?}: {e}"));
     }
 
+    /// Clicks the element matching `selector` and waits until the browser has loaded
+    /// the next page (a form sent, a link followed): elements of the old page are not
+    /// mistaken for the new page's.
+    pub async fn click_and_load(&self, selector: &str) {
+        self.execute("window.__nurturedOldPage = true; return null", vec![])
+            .await;
+        self.click(selector).await;
+        let started = std::time::Instant::now();
+        loop {
+            let loaded = self
+                .client()
+                .execute(
+                    "return window.__nurturedOldPage === undefined && document.readyState === 'complete'",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if loaded {
+                return;
+            }
+            if started.elapsed() > DEFAULT_WAIT {
+                panic!(
+                    "no new page loaded within {DEFAULT_WAIT:?} after clicking {selector:?} on {}",
+                    self.url().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Clears the form field matching the CSS `selector` and types `value` into it.
     pub async fn fill(&self, selector: &str, value: &str) {
         let element = self.find(selector).await;

@@ -66,6 +66,15 @@ fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.split(';').next().unwrap().to_string())
 }
 
+fn set_cookie_line(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}
+
 fn attr_after(html: &str, marker: &str) -> Option<String> {
     let at = html.find(marker)? + marker.len();
     Some(html[at..].split('"').next()?.to_string())
@@ -176,7 +185,32 @@ async fn sign_in_is_throttled_and_forms_need_their_csrf_token() {
         401
     );
     assert_eq!(post_login(&app, "nobody", PASSWORD).await.status(), 401);
-    // The right one.
+    // The right one; the cookie is Secure when the browser came over HTTPS (here a
+    // proxy says so), and plain otherwise (a loopback test setup).
+    let resp = post_login(&app, "mara", PASSWORD).await;
+    let flags = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(flags.contains("; HttpOnly; SameSite=Strict"), "{flags}");
+    assert!(!flags.contains("Secure"), "{flags}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (token, cookie) = login_form(&app, &client).await;
+    let resp = client
+        .post(format!("{}/ui/login", app.base))
+        .header("cookie", cookie)
+        .header("x-forwarded-proto", "https")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("name", "mara"),
+            ("password", PASSWORD),
+            ("token", &token),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let flags = set_cookie_line(&resp, "nurtured_session").unwrap();
+    assert!(flags.ends_with("; Secure"), "{flags}");
     let mara = UiClient::sign_in(&app, "mara").await;
     // A form without the token, or with another session's, is refused; with it, it works.
     let (status, body) = mara.post("/ui/logout", &[("csrf", "")]).await;
@@ -212,7 +246,7 @@ pub async fn browser_sign_in(b: &crate::browser::Session, base: &str, name: &str
     b.goto(&format!("{base}/ui/login")).await;
     b.fill("#name", name).await;
     b.fill("#password", PASSWORD).await;
-    b.click("#sign-in").await;
+    b.click_and_load("#sign-in").await;
     b.wait_for("#logout").await;
 }
 
@@ -232,7 +266,7 @@ async fn a_browser_signs_in_with_the_right_password_only_and_is_throttled() {
     assert!(b.url().await.contains("/ui/login?next=%2Fui%2F"));
     b.fill("#name", "mara").await;
     b.fill("#password", "not her password").await;
-    b.click("#sign-in").await;
+    b.click_and_load("#sign-in").await;
     let refused = b.wait_for("#login-message").await;
     assert_eq!(refused.text().await.unwrap(), "Name or password is wrong.");
     assert!(b.cookie("nurtured_session").await.is_none());
@@ -240,7 +274,7 @@ async fn a_browser_signs_in_with_the_right_password_only_and_is_throttled() {
 
     b.fill("#name", "mara").await;
     b.fill("#password", PASSWORD).await;
-    b.click("#sign-in").await;
+    b.click_and_load("#sign-in").await;
     b.wait_for("#tile-events").await;
     assert!(b.url().await.ends_with("/ui/"), "{}", b.url().await);
     let cookie = b
@@ -259,21 +293,32 @@ async fn a_browser_signs_in_with_the_right_password_only_and_is_throttled() {
     b.screenshot("overview").await;
 
     // Signing out ends the session.
-    b.click("#logout").await;
+    b.click_and_load("#logout").await;
     b.wait_for("#login-form").await;
     b.goto(&format!("{base}/ui/")).await;
+    b.wait_for("#login-form").await;
+
+    // The keyboard alone signs in: the name field has the focus, Tab leads to the
+    // password, Enter sends the form; Tab from the page's start reaches the skip link.
+    for text in ["mara", "\u{E004}", PASSWORD, "\u{E007}"] {
+        // Tab (E004) and Enter (E007) in WebDriver's key codes.
+        let active = b.client().active_element().await.unwrap();
+        active.send_keys(text).await.unwrap();
+    }
+    b.wait_for("#tile-events").await;
+    b.click_and_load("#logout").await;
     b.wait_for("#login-form").await;
 
     // Five wrong passwords in a row lock sign-in, even with the right password next.
     for _ in 0..5 {
         b.fill("#name", "mara").await;
         b.fill("#password", "guessing").await;
-        b.click("#sign-in").await;
+        b.click_and_load("#sign-in").await;
         b.wait_for("#login-message").await;
     }
     b.fill("#name", "mara").await;
     b.fill("#password", PASSWORD).await;
-    b.click("#sign-in").await;
+    b.click_and_load("#sign-in").await;
     let locked = b.wait_for("#login-message").await;
     let text = locked.text().await.unwrap();
     assert!(text.starts_with("Too many failed sign-ins"), "{text}");
