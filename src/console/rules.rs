@@ -100,9 +100,22 @@ pub async fn page(
                 "loaded_at": when::at(to_ms(f.loaded_at), tz),
                 "shadow": f.shadow,
                 "errors": errors,
+                "unloaded": false,
             })
         })
         .collect();
+    // Files with errors that never compiled are not loaded: listed too, without digest.
+    let mut files = files;
+    let mut unloaded: Vec<&str> = status
+        .errors
+        .iter()
+        .map(|e| e.file.as_str())
+        .filter(|f| !status.files.iter().any(|l| l.file == *f))
+        .collect();
+    unloaded.dedup();
+    files.extend(unloaded.into_iter().map(|f| {
+        json!({"file": f, "digest": "", "loaded_at": "", "shadow": false, "errors": 1, "unloaded": true})
+    }));
     let rule_errors: Vec<Value> = status.errors.iter().map(position).collect();
     let template_errors: Vec<Value> = app
         .templates
