@@ -8,8 +8,12 @@
 //! as `ui:NAME`.
 
 mod assets;
+mod funnel;
 mod gate;
 mod guard;
+mod lead;
+mod leads;
+mod mail_preview;
 mod overview;
 mod page;
 mod session;
@@ -64,6 +68,11 @@ impl ConsoleState {
 pub fn router(state: ConsoleState) -> Router {
     let pages = Router::new()
         .route("/ui/", get(overview::page))
+        .route("/ui/funnel", get(funnel::page))
+        .route("/ui/leads", get(leads::list))
+        .route("/ui/leads.csv", get(leads::csv))
+        .route("/ui/leads/{email}", get(lead::page))
+        .route("/ui/mails/{id}/preview", get(mail_preview::preview))
         .route("/ui/logout", post(signin::logout))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -32,6 +32,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         "overview.html",
         include_str!("../../console/templates/overview.html"),
     ),
+    (
+        "funnel.html",
+        include_str!("../../console/templates/funnel.html"),
+    ),
+    (
+        "leads.html",
+        include_str!("../../console/templates/leads.html"),
+    ),
+    (
+        "lead.html",
+        include_str!("../../console/templates/lead.html"),
+    ),
+    (
+        "mail_text.html",
+        include_str!("../../console/templates/mail_text.html"),
+    ),
 ];
 
 static TERA: LazyLock<tera::Tera> = LazyLock::new(|| {
@@ -159,13 +175,11 @@ pub fn error(viewer: Option<&Viewer>, lang: Lang, status: StatusCode, message: &
 }
 
 /// 403 with the page's reason.
-#[allow(dead_code)]
 pub fn forbidden(viewer: &Viewer, message: &str) -> Response {
     error(Some(viewer), viewer.lang, StatusCode::FORBIDDEN, message)
 }
 
 /// 404 with what was not found.
-#[allow(dead_code)]
 pub fn not_found(viewer: &Viewer, message: &str) -> Response {
     error(Some(viewer), viewer.lang, StatusCode::NOT_FOUND, message)
 }

@@ -12,7 +12,6 @@ pub fn at(ms: i64, tz: Tz) -> String {
 }
 
 /// A span of `ms` (negative taken as its size) in at most two units.
-#[allow(dead_code)]
 pub fn span(ms: i64) -> String {
     let s = ms.unsigned_abs() / 1000;
     let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);

@@ -12,6 +12,7 @@ mod bounces;
 mod cli;
 mod cluster;
 pub mod console;
+mod console_leads;
 mod delivery;
 mod desk;
 mod dkim;
