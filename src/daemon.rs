@@ -50,6 +50,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on {addr} for the console: {source}; set [ui] addr in nurtured.toml (\"\" to serve it only under /ui/ on http_addr)"
+    )]
+    UiListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// The parts every command shares: config, store, compiled rules, the processor.
@@ -177,6 +184,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The `[metrics] addr` listener's address, when there is one.
     pub metrics_addr: Option<SocketAddr>,
+    /// The `[ui] addr` listener's address, when there is one.
+    pub ui_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
@@ -221,6 +230,15 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
     let metrics_listener = match app.config.metrics_addr {
         Some(at) => {
             let failed = |source| StartError::MetricsListen { addr: at, source };
+            let listener = TcpListener::bind(at).await.map_err(failed)?;
+            let bound = listener.local_addr().map_err(failed)?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let ui_listener = match app.config.ui.addr {
+        Some(at) => {
+            let failed = |source| StartError::UiListen { addr: at, source };
             let listener = TcpListener::bind(at).await.map_err(failed)?;
             let bound = listener.local_addr().map_err(failed)?;
             Some((listener, bound))
@@ -349,9 +367,34 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         desk: app.desk.clone(),
         intake,
     };
+    // One console state for both listeners: the same sessions and sign-in throttle.
+    let console = crate::console::ConsoleState::new(state.clone());
+    let ui_addr = match ui_listener {
+        Some((listener, bound)) => {
+            let console = crate::console::own_router(console.clone());
+            let server = axum::serve(
+                listener,
+                console.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown({
+                let s = shutdown.clone();
+                async move { s.cancelled().await }
+            });
+            tasks.spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "console listener stopped");
+                }
+            });
+            tracing::info!(addr = %bound, "serving the console on a listener of its own");
+            Some(bound)
+        }
+        None => None,
+    };
     let server = axum::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        router(state)
+            .merge(crate::console::router(console))
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown({
         let s = shutdown.clone();
@@ -383,6 +426,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
     Ok(Running {
         addr,
         metrics_addr,
+        ui_addr,
         app,
         shutdown,
         tasks,

@@ -152,7 +152,6 @@ pub fn router(state: AppState) -> Router {
         Scope::Read,
         &state,
     );
-    let console = crate::console::router(crate::console::ConsoleState::new(state.clone()));
     Router::new()
         .nest("/v1", v1)
         .merge(scraped)
@@ -162,7 +161,6 @@ pub fn router(state: AppState) -> Router {
         .merge(hooks)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
-        .merge(console)
 }
 
 /// The `[metrics] addr` listener: `/metrics` alone, without a key (bind it to an

@@ -66,6 +66,15 @@ fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(|v| v.split(';').next().unwrap().to_string())
 }
 
+fn set_cookie_line(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}
+
 fn attr_after(html: &str, marker: &str) -> Option<String> {
     let at = html.find(marker)? + marker.len();
     Some(html[at..].split('"').next()?.to_string())
@@ -176,7 +185,32 @@ async fn sign_in_is_throttled_and_forms_need_their_csrf_token() {
         401
     );
     assert_eq!(post_login(&app, "nobody", PASSWORD).await.status(), 401);
-    // The right one.
+    // The right one; the cookie is Secure when the browser came over HTTPS (here a
+    // proxy says so), and plain otherwise (a loopback test setup).
+    let resp = post_login(&app, "mara", PASSWORD).await;
+    let flags = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(flags.contains("; HttpOnly; SameSite=Strict"), "{flags}");
+    assert!(!flags.contains("Secure"), "{flags}");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (token, cookie) = login_form(&app, &client).await;
+    let resp = client
+        .post(format!("{}/ui/login", app.base))
+        .header("cookie", cookie)
+        .header("x-forwarded-proto", "https")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("name", "mara"),
+            ("password", PASSWORD),
+            ("token", &token),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    let flags = set_cookie_line(&resp, "nurtured_session").unwrap();
+    assert!(flags.ends_with("; Secure"), "{flags}");
     let mara = UiClient::sign_in(&app, "mara").await;
     // A form without the token, or with another session's, is refused; with it, it works.
     let (status, body) = mara.post("/ui/logout", &[("csrf", "")]).await;
@@ -205,4 +239,215 @@ async fn sign_in_is_throttled_and_forms_need_their_csrf_token() {
     );
     // The address made 7 failures: other names are refused from it too.
     assert_eq!(post_login(&app, "anna", PASSWORD).await.status(), 429);
+}
+
+/// Signs `name` in through the browser's sign-in form and waits for the overview.
+pub async fn browser_sign_in(b: &crate::browser::Session, base: &str, name: &str) {
+    b.goto(&format!("{base}/ui/login")).await;
+    b.fill("#name", name).await;
+    b.fill("#password", PASSWORD).await;
+    b.click_and_load("#sign-in").await;
+    b.wait_for("#logout").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_with_the_right_password_only_and_is_throttled() {
+    use crate::browser::{Options, Session};
+    if crate::browser::skipped("the console's sign-in") {
+        return;
+    }
+    let app = console_app("").await;
+    let base = app.base.clone();
+    let b = Session::start().await;
+
+    // A page of the console leads to the sign-in form, and back after signing in.
+    b.goto(&format!("{base}/ui/")).await;
+    b.wait_for("#login-form").await;
+    assert!(b.url().await.contains("/ui/login?next=%2Fui%2F"));
+    b.fill("#name", "mara").await;
+    b.fill("#password", "not her password").await;
+    b.click_and_load("#sign-in").await;
+    let refused = b.wait_for("#login-message").await;
+    assert_eq!(refused.text().await.unwrap(), "Name or password is wrong.");
+    assert!(b.cookie("nurtured_session").await.is_none());
+    b.screenshot("login-refused").await;
+
+    b.fill("#name", "mara").await;
+    b.fill("#password", PASSWORD).await;
+    b.click_and_load("#sign-in").await;
+    b.wait_for("#tile-events").await;
+    assert!(b.url().await.ends_with("/ui/"), "{}", b.url().await);
+    let cookie = b
+        .cookie("nurtured_session")
+        .await
+        .expect("a session cookie");
+    assert!(cookie.http_only, "{cookie:?}");
+    assert_eq!(cookie.same_site.as_deref(), Some("Strict"), "{cookie:?}");
+    assert_eq!(cookie.path.as_deref(), Some("/ui"), "{cookie:?}");
+    // Scripts on the page cannot read it.
+    let seen = b.execute("return document.cookie", vec![]).await;
+    assert!(
+        !seen.as_str().unwrap_or("").contains("nurtured_session"),
+        "{seen}"
+    );
+    b.screenshot("overview").await;
+
+    // Signing out ends the session.
+    b.click_and_load("#logout").await;
+    b.wait_for("#login-form").await;
+    b.goto(&format!("{base}/ui/")).await;
+    b.wait_for("#login-form").await;
+
+    // The keyboard alone signs in: the name field has the focus, Tab leads to the
+    // password, Enter sends the form; Tab from the page's start reaches the skip link.
+    for text in ["mara", "\u{E004}", PASSWORD, "\u{E007}"] {
+        // Tab (E004) and Enter (E007) in WebDriver's key codes.
+        let active = b.client().active_element().await.unwrap();
+        active.send_keys(text).await.unwrap();
+    }
+    b.wait_for("#tile-events").await;
+    b.click_and_load("#logout").await;
+    b.wait_for("#login-form").await;
+
+    // Five wrong passwords in a row lock sign-in, even with the right password next.
+    for _ in 0..5 {
+        b.fill("#name", "mara").await;
+        b.fill("#password", "guessing").await;
+        b.click_and_load("#sign-in").await;
+        b.wait_for("#login-message").await;
+    }
+    b.fill("#name", "mara").await;
+    b.fill("#password", PASSWORD).await;
+    b.click_and_load("#sign-in").await;
+    let locked = b.wait_for("#login-message").await;
+    let text = locked.text().await.unwrap();
+    assert!(text.starts_with("Too many failed sign-ins"), "{text}");
+    assert!(b.cookie("nurtured_session").await.is_none());
+    b.screenshot("login-locked").await;
+    b.close().await;
+
+    // A German browser on a phone gets the German console.
+    let app = console_app("").await;
+    let b = Session::start_with(Options::phone().lang("de-DE")).await;
+    browser_sign_in(&b, &app.base, "anna").await;
+    assert_eq!(b.text("#logout").await, "Abmelden");
+    assert!(b.text("h1").await.contains("Heute"));
+    b.screenshot("overview-phone-de").await;
+    b.close().await;
+}
+
+/// Runs `nurtured user add ARGS` in `dir` with `input` on standard input.
+fn user_add(dir: &std::path::Path, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nurtured"))
+        .args(["user", "add"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove(nurtured::store::testing::POSTGRES_ENV)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_prints_an_entry_the_daemon_signs_in_with() {
+    let dir = prepare_dir();
+    // Two different lines, a short password, an unknown role: refused, nothing printed.
+    for (args, input, why) in [
+        (
+            &["ida", "--role", "admin"][..],
+            "Passwort-eins-1\nPasswort-zwei-2\n",
+            "the two passwords differ",
+        ),
+        (&["ida", "--role", "admin"][..], "kurz\nkurz\n", "too short"),
+        (
+            &["ida", "--role", "boss"][..],
+            "Passwort-eins-1\nPasswort-eins-1\n",
+            "not a role",
+        ),
+        (
+            &["ida", "--role", "admin"][..],
+            "Passwort-eins-1\n",
+            "before the second password",
+        ),
+    ] {
+        let out = user_add(dir.path(), args, input);
+        assert_eq!(out.status.code(), Some(1), "{}", crate::helpers::text(&out));
+        assert!(out.stdout.is_empty(), "{}", crate::helpers::text(&out));
+        assert!(
+            crate::helpers::text(&out).contains(why),
+            "{}",
+            crate::helpers::text(&out)
+        );
+    }
+    let out = user_add(
+        dir.path(),
+        &[
+            "ida",
+            "--role",
+            "sales",
+            "--email",
+            "Ben.Okafor@example.com",
+            "--language",
+            "de",
+        ],
+        "Passwort-eins-1\nPasswort-eins-1\n",
+    );
+    assert!(out.status.success(), "{}", crate::helpers::text(&out));
+    let entry = String::from_utf8(out.stdout).unwrap();
+    assert!(entry.contains("role = \"sales\""), "{entry}");
+    assert!(
+        entry.contains("email = \"ben.okafor@example.com\""),
+        "{entry}"
+    );
+    assert!(entry.contains("password_hash = \"$argon2id$"), "{entry}");
+    assert!(!entry.contains("Passwort-eins-1"), "{entry}");
+    // Pasted into the config, it signs in: a sales user who owns ben's handoffs, in German.
+    let path = dir.path().join("nurtured.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push('\n');
+    text.push_str(&entry);
+    std::fs::write(&path, text).unwrap();
+    let app = spawn_in(dir).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (token, cookie) = login_form(&app, &client).await;
+    let resp = client
+        .post(format!("{}/ui/login", app.base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[
+            ("name", "ida"),
+            ("password", "Passwort-eins-1"),
+            ("token", &token),
+            ("next", "/ui/board"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/ui/board");
+    let session = set_cookie(&resp, "nurtured_session").unwrap();
+    let page = client
+        .get(format!("{}/ui/", app.base))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("meine offenen Übergaben"), "{page}");
 }

@@ -9,6 +9,7 @@ mod backtest_html;
 mod bad_data;
 mod bench;
 mod bounces;
+mod browser;
 mod cli;
 mod cluster;
 pub mod console;
