@@ -24,7 +24,8 @@
         {
           splits: function () { return xs; },
           values: function (u, vals) { return vals.map(function (v) { return names[v] || ""; }); },
-          gap: 4, size: 40
+          gap: 4, size: 40,
+          grid: { show: false }
         },
         { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] }
       ],

@@ -131,8 +131,10 @@ fn view(
     let interest_at = config.thresholds.get("mql_interest").copied();
     let field = quadrant(l, fit_at, interest_at);
 
+    // Each list goes in oldest first, so that entries of the same instant keep their
+    // order when the timeline is turned newest first.
     let mut entries: Vec<Entry> = Vec::new();
-    for a in &report.recent_activity {
+    for a in report.recent_activity.iter().rev() {
         let detail = match a.kind.as_str() {
             "page" => a
                 .properties
@@ -157,7 +159,7 @@ fn view(
             bad: a.error.is_some(),
         });
     }
-    for s in &report.score_ledger {
+    for s in report.score_ledger.iter().rev() {
         let sign = if s.delta >= 0.0 { "+" } else { "" };
         entries.push(Entry {
             at: s.at,
@@ -190,7 +192,7 @@ fn view(
             bad: false,
         });
     }
-    for m in &report.mails {
+    for m in report.mails.iter().rev() {
         entries.push(Entry {
             at: m.finished_at.unwrap_or(m.created_at),
             kind: "mail",
@@ -199,7 +201,7 @@ fn view(
             bad: m.status == "failed",
         });
     }
-    for h in &report.handoffs {
+    for h in report.handoffs.iter().rev() {
         entries.push(Entry {
             at: h.created_at,
             kind: "handoff",
@@ -213,17 +215,23 @@ fn view(
             bad: false,
         });
     }
-    // Newest first; at the same instant, in the order a lead lives it.
+    // Newest first; at the same instant, in the order a lead lives it (an event, its
+    // points and tags, the stage move, the handoff, the mail), turned round.
     let order = |k: &str| {
         ["event", "score", "tag", "stage", "handoff", "mail"]
             .iter()
             .position(|x| *x == k)
             .unwrap_or(9)
     };
-    entries.sort_by(|a, b| b.at.cmp(&a.at).then(order(b.kind).cmp(&order(a.kind))));
-    let timeline: Vec<Value> = entries
-        .iter()
-        .map(|e| {
+    let mut numbered: Vec<(usize, &Entry)> = entries.iter().enumerate().collect();
+    numbered.sort_by(|(i, a), (j, b)| {
+        b.at.cmp(&a.at)
+            .then(order(b.kind).cmp(&order(a.kind)))
+            .then(j.cmp(i))
+    });
+    let timeline: Vec<Value> = numbered
+        .into_iter()
+        .map(|(_, e)| {
             json!({
                 "when": when::at(e.at, tz),
                 "kind": e.kind,
@@ -303,7 +311,6 @@ fn view(
         "fit_threshold": threshold(fit_at),
         "interest_threshold": threshold(interest_at),
         "field": field,
-        "field_text": lang.t(&format!("lead_field_{}", field.replace('-', "_"))),
         "consent_email": consent(&l.consent_email, lang, tz),
         "consent_tracking": consent(&l.consent_tracking, lang, tz),
         "topics_left": l.topics_left,

@@ -32,7 +32,7 @@ fn pairs(raw: Option<&str>, viewer: &Viewer) -> (Vec<(String, String)>, Option<S
         if k == "cursor" {
             cursor = Some(v.to_string());
         } else if FILTERS.contains(&k.as_ref())
-            && !(k == "owner" && !viewer.sees_all())
+            && (k != "owner" || viewer.sees_all())
             && !filters.iter().any(|(name, _)| name == k.as_ref())
         {
             filters.push((k.into_owned(), v.to_string()));
