@@ -1,4 +1,4 @@
-//! The console's static files, embedded in the binary: its style sheet and script,
+//! The console's static files, embedded in the binary: its style sheet and scripts,
 //! htmx and uPlot (pinned copies from the npm registry, see
 //! `console/assets/LICENSES.md`, served at `/ui/assets/LICENSES.md`).
 
@@ -17,6 +17,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "console.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../console/assets/console.js"),
+    ),
+    (
+        "funnel.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../console/assets/funnel.js"),
     ),
     (
         "htmx.min.js",

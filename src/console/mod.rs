@@ -9,9 +9,13 @@
 
 mod assets;
 mod board;
+mod funnel;
 mod gate;
 mod guard;
+mod lead;
+mod leads;
 mod mail;
+mod mail_preview;
 mod overview;
 mod page;
 mod rules;
@@ -67,6 +71,11 @@ impl ConsoleState {
 pub fn router(state: ConsoleState) -> Router {
     let pages = Router::new()
         .route("/ui/", get(overview::page))
+        .route("/ui/funnel", get(funnel::page))
+        .route("/ui/leads", get(leads::list))
+        .route("/ui/leads.csv", get(leads::csv))
+        .route("/ui/leads/{email}", get(lead::page))
+        .route("/ui/mails/{id}/preview", get(mail_preview::preview))
         .route("/ui/logout", post(signin::logout))
         .route("/ui/board", get(board::board))
         .route("/ui/handoffs/{id}", get(board::handoff))

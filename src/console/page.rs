@@ -52,6 +52,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         "rules.html",
         include_str!("../../console/templates/rules.html"),
     ),
+    (
+        "funnel.html",
+        include_str!("../../console/templates/funnel.html"),
+    ),
+    (
+        "leads.html",
+        include_str!("../../console/templates/leads.html"),
+    ),
+    (
+        "lead.html",
+        include_str!("../../console/templates/lead.html"),
+    ),
+    (
+        "mail_text.html",
+        include_str!("../../console/templates/mail_text.html"),
+    ),
 ];
 
 static TERA: LazyLock<tera::Tera> = LazyLock::new(|| {

@@ -233,7 +233,7 @@ pub fn set_duplicates(brief: &mut Value, duplicates: Vec<Value>) {
 /// The four-field quadrant of fit and interest against the MQL thresholds:
 /// `high-fit-high-interest` (ready for sales), `high-fit-low-interest` (nurture),
 /// `low-fit-high-interest` (advocate), `low-fit-low-interest`.
-fn quadrant(lead: &Lead, fit: Option<f64>, interest: Option<f64>) -> &'static str {
+pub fn quadrant(lead: &Lead, fit: Option<f64>, interest: Option<f64>) -> &'static str {
     let high_fit = lead.fit >= fit.unwrap_or(0.0);
     let high_interest = lead.interest >= interest.unwrap_or(0.0);
     match (high_fit, high_interest) {

@@ -18,6 +18,10 @@ pub struct LeadFilter {
     pub owner: Option<String>,
     /// A piece of the e-mail address, the name or the company (case-insensitive).
     pub q: Option<String>,
+    /// Only leads with a handoff to this `[[sales.owners]]` id (what a sales user of
+    /// the console sees); `owner` is the lead's own field, an e-mail address once
+    /// sales accepted it.
+    pub handoff_owner: Option<String>,
 }
 
 /// One lead in a list.
@@ -131,6 +135,11 @@ impl Store {
             }
             if let Some(owner) = &filter.owner {
                 q.push(" AND owner = ").push_bind(owner.clone());
+            }
+            if let Some(owner) = &filter.handoff_owner {
+                q.push(" AND EXISTS (SELECT 1 FROM handoffs h WHERE h.lead_id = leads.id AND h.owner = ")
+                    .push_bind(owner.clone())
+                    .push(")");
             }
             if let Some(text) = &filter.q {
                 let pattern = contains_pattern(text);

@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 pub mod console;
 mod console_board;
+mod console_leads;
 mod delivery;
 mod desk;
 mod dkim;
