@@ -292,6 +292,25 @@ async fn a_browser_signs_in_with_the_right_password_only_and_is_throttled() {
     );
     b.screenshot("overview").await;
 
+    // A form sent without its CSRF token (removed from the page here, as a forged form
+    // from another site would lack it) is refused and changes nothing: still signed in.
+    b.execute(
+        "document.querySelector('form.who input[name=csrf]').remove(); return null",
+        vec![],
+    )
+    .await;
+    b.click_and_load("#logout").await;
+    let refused = b.wait_for("#error-message").await;
+    assert!(
+        refused.text().await.unwrap().contains("security token"),
+        "{}",
+        b.source().await
+    );
+    assert!(b.text("h1").await.starts_with("403"));
+    b.screenshot("csrf-refused").await;
+    b.goto(&format!("{base}/ui/")).await;
+    b.wait_for("#tile-events").await;
+
     // Signing out ends the session.
     b.click_and_load("#logout").await;
     b.wait_for("#login-form").await;
