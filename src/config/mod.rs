@@ -367,21 +367,42 @@ fn validate(
         );
         Tz::UTC
     });
-    if tracing_subscriber::EnvFilter::try_new(&raw.log).is_err() {
+    let log_key = match raw.log {
+        raw::RawLog::Filter(_) => "log",
+        raw::RawLog::Table(_) => "log.level",
+    };
+    if tracing_subscriber::EnvFilter::try_new(raw.log.filter()).is_err() {
         bad(
-            "log",
+            log_key,
             format!(
                 "`{}` is not a log filter: use error, warn, info, debug or trace",
-                raw.log
+                raw.log.filter()
             ),
         );
     }
-    let log_format = match raw.log_format.as_str() {
+    // `[log] format` wins over `log_format`, unless `log_format` says otherwise than its
+    // default: then the two disagree.
+    let (format_key, format_text) = match raw.log.format() {
+        Some(f) => {
+            if raw.log_format != "text" && raw.log_format != f {
+                bad(
+                    "log.format",
+                    format!(
+                        "says `{f}` while `log_format` says `{}`: keep only one of them",
+                        raw.log_format
+                    ),
+                );
+            }
+            ("log.format", f)
+        }
+        None => ("log_format", raw.log_format.as_str()),
+    };
+    let log_format = match format_text {
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         other => {
             bad(
-                "log_format",
+                format_key,
                 format!("`{other}` is not a log format: use \"text\" or \"json\""),
             );
             LogFormat::Text
@@ -602,7 +623,7 @@ fn validate(
         rules_dir: resolve(&raw.rules_dir),
         rules_shown: raw.rules_dir.clone(),
         time_zone,
-        log: raw.log,
+        log: raw.log.filter().to_string(),
         log_format,
         max_request_bytes,
         funnel: funnel.expect("checked above"),
@@ -776,6 +797,21 @@ mod tests {
         assert_eq!(c.max_backlog, 5);
         let c = load("", &[("NURTURED_LOG_FORMAT", "json")]).unwrap();
         assert_eq!(c.log_format, LogFormat::Json);
+        // The table spelling: `log.format = "json"`, `[log] level = ...`.
+        let c = load("log.format = \"json\"\n", &[]).unwrap();
+        assert_eq!((c.log.as_str(), c.log_format), ("info", LogFormat::Json));
+        let c = load("[log]\nlevel = \"debug\"\nformat = \"text\"\n", &[]).unwrap();
+        assert_eq!((c.log.as_str(), c.log_format), ("debug", LogFormat::Text));
+        let err = load("[log]\nformt = \"json\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("formt") && err.contains("format"), "{err}");
+        let err = load("log_format = \"json\"\nlog.format = \"text\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keep only one"), "{err}");
+        let err = load("log.format = \"xml\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("`log.format`"), "{err}");
         let err = load(
             "log_format = \"yaml\"\n[metrics]\naddr = \"9464\"\n[health]\nmax_backlog = 0\n",
             &[],

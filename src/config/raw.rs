@@ -32,8 +32,10 @@ pub struct RawConfig {
     pub rules_dir: String,
     #[serde(default = "d::time_zone")]
     pub time_zone: String,
+    /// A log filter (`log = "info"`), or a table: `[log] level = "info"`,
+    /// `format = "json"`.
     #[serde(default = "d::log")]
-    pub log: String,
+    pub log: RawLog,
     /// `text` (one line per event) or `json` (one JSON object per line).
     #[serde(default = "d::log_format")]
     pub log_format: String,
@@ -88,6 +90,65 @@ pub struct RawConfig {
     /// `[[users]]`: who may sign in to the console.
     #[serde(default)]
     pub users: Vec<super::users::RawUser>,
+}
+
+/// `log` as written: a filter string, or a `[log]` table with `level` and `format`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RawLog {
+    Filter(String),
+    Table(RawLogTable),
+}
+
+/// `[log]`: the filter and the line format, for those who write them as a table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogTable {
+    /// Like `log = "..."`: `error`, `warn`, `info`, `debug`, `trace` or a filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// Like `log_format`: `text` or `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl RawLog {
+    /// The filter: the string, or the table's `level` (default `info`).
+    pub fn filter(&self) -> &str {
+        match self {
+            RawLog::Filter(f) => f,
+            RawLog::Table(t) => t.level.as_deref().unwrap_or("info"),
+        }
+    }
+
+    /// The table's `format`, when given.
+    pub fn format(&self) -> Option<&str> {
+        match self {
+            RawLog::Filter(_) => None,
+            RawLog::Table(t) => t.format.as_deref(),
+        }
+    }
+}
+
+/// A string or a table, with the table's own errors (an unknown key is named).
+impl<'de> Deserialize<'de> for RawLog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawLog;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a log filter such as \"info\", or a table with `level` and `format`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawLog, E> {
+                Ok(RawLog::Filter(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawLog, A::Error> {
+                RawLogTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawLog::Table)
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }
 
 /// `[metrics]`: `/metrics` is on the API listener (with a key); `addr` adds a listener
@@ -767,8 +828,8 @@ mod d {
     pub fn time_zone() -> String {
         "Europe/Berlin".into()
     }
-    pub fn log() -> String {
-        "info".into()
+    pub fn log() -> super::RawLog {
+        super::RawLog::Filter("info".into())
     }
     pub fn log_format() -> String {
         "text".into()
