@@ -470,3 +470,45 @@ async fn user_add_prints_an_entry_the_daemon_signs_in_with() {
         .unwrap();
     assert!(page.contains("meine offenen Übergaben"), "{page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_addr_serves_the_console_alone_on_a_listener_of_its_own() {
+    let app = console_app("\n[ui]\naddr = \"127.0.0.1:0\"\n").await;
+    let ui = app
+        .running
+        .as_ref()
+        .unwrap()
+        .ui_addr
+        .expect("the console's own listener");
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://{ui}{path}"))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let root = get("/").await;
+    assert_eq!(root.status(), 303);
+    assert_eq!(root.headers()["location"], "/ui/");
+    assert_eq!(get("/ui/login").await.status(), 200);
+    assert_eq!(get("/ui/assets/htmx.min.js").await.status(), 200);
+    // Only the console: not the API, not the links in mails.
+    assert_eq!(get("/v1/stats").await.status(), 404);
+    assert_eq!(get("/healthz").await.status(), 404);
+    // A session made on one listener holds on the other (one key, one throttle).
+    let mara = UiClient::sign_in(&app, "mara").await;
+    let page = client
+        .get(format!("http://{ui}/ui/"))
+        .header("cookie", &mara.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+}
