@@ -102,24 +102,38 @@ pub async fn login_form(app: &TestApp, client: &reqwest::Client) -> (String, Str
 
 /// Posts the sign-in form for `name` with `password`: the response (not followed).
 pub async fn post_login(app: &TestApp, name: &str, password: &str) -> reqwest::Response {
+    post_login_with(app, name, password, "/ui/", &[]).await
+}
+
+/// [`post_login`] going on to `next`, with extra request `headers`.
+pub async fn post_login_with(
+    app: &TestApp,
+    name: &str,
+    password: &str,
+    next: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let (token, cookie) = login_form(app, &client).await;
-    client
+    let mut req = client
         .post(format!("{}/ui/login", app.base))
         .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("name", name),
-            ("password", password),
-            ("token", token.as_str()),
-            ("next", "/ui/"),
-        ]))
-        .send()
-        .await
-        .unwrap()
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(form(&[
+        ("name", name),
+        ("password", password),
+        ("token", token.as_str()),
+        ("next", next),
+    ]))
+    .send()
+    .await
+    .unwrap()
 }
 
 impl UiClient {
@@ -144,15 +158,19 @@ impl UiClient {
         ui
     }
 
-    /// GET `path`: status and body.
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        let resp = self
-            .client
+    /// GET `path` with the session: the response, for its headers.
+    pub async fn fetch(&self, path: &str) -> reqwest::Response {
+        self.client
             .get(format!("{}{path}", self.base))
             .header("cookie", &self.cookie)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// GET `path`: status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self.fetch(path).await;
         (resp.status().as_u16(), resp.text().await.unwrap())
     }
 
@@ -191,24 +209,14 @@ async fn sign_in_is_throttled_and_forms_need_their_csrf_token() {
     let flags = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(flags.contains("; HttpOnly; SameSite=Strict"), "{flags}");
     assert!(!flags.contains("Secure"), "{flags}");
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let (token, cookie) = login_form(&app, &client).await;
-    let resp = client
-        .post(format!("{}/ui/login", app.base))
-        .header("cookie", cookie)
-        .header("x-forwarded-proto", "https")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("name", "mara"),
-            ("password", PASSWORD),
-            ("token", &token),
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login_with(
+        &app,
+        "mara",
+        PASSWORD,
+        "/ui/",
+        &[("x-forwarded-proto", "https")],
+    )
+    .await;
     let flags = set_cookie_line(&resp, "nurtured_session").unwrap();
     assert!(flags.ends_with("; Secure"), "{flags}");
     let mara = UiClient::sign_in(&app, "mara").await;
@@ -438,28 +446,11 @@ async fn user_add_prints_an_entry_the_daemon_signs_in_with() {
     text.push_str(&entry);
     std::fs::write(&path, text).unwrap();
     let app = spawn_in(dir).await;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let (token, cookie) = login_form(&app, &client).await;
-    let resp = client
-        .post(format!("{}/ui/login", app.base))
-        .header("cookie", cookie)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form(&[
-            ("name", "ida"),
-            ("password", "Passwort-eins-1"),
-            ("token", &token),
-            ("next", "/ui/board"),
-        ]))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_login_with(&app, "ida", "Passwort-eins-1", "/ui/board", &[]).await;
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/ui/board");
     let session = set_cookie(&resp, "nurtured_session").unwrap();
-    let page = client
+    let page = reqwest::Client::new()
         .get(format!("{}/ui/", app.base))
         .header("cookie", session)
         .send()

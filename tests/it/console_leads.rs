@@ -336,13 +336,7 @@ async fn the_lead_page_shows_the_timeline_with_its_sources_and_the_mail_as_sent(
 
     // The preview's own policy loads and runs nothing; it is the stored mail.
     let mara = UiClient::sign_in(&app, "mara").await;
-    let resp = mara
-        .client
-        .get(format!("{}/ui/mails/{id}/preview", app.base))
-        .header("cookie", &mara.cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = mara.fetch(&format!("/ui/mails/{id}/preview")).await;
     assert_eq!(resp.status(), 200);
     let policy = resp.headers()["content-security-policy"].to_str().unwrap();
     assert!(
@@ -402,13 +396,7 @@ async fn the_lead_list_filters_searches_and_exports_csv() {
     b.close().await;
 
     let mara = UiClient::sign_in(&app, "mara").await;
-    let resp = mara
-        .client
-        .get(format!("{}{href}", app.base))
-        .header("cookie", &mara.cookie)
-        .send()
-        .await
-        .unwrap();
+    let resp = mara.fetch(&href).await;
     assert_eq!(resp.status(), 200);
     let kind = resp.headers()["content-type"].to_str().unwrap();
     assert!(kind.starts_with("text/csv"), "{kind}");
