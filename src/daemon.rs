@@ -14,7 +14,7 @@ use crate::clock::SharedClock;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::handoff::{Desk, WebhookSender};
-use crate::http::{AppState, router};
+use crate::http::{AppParts, AppState, router};
 use crate::mail::message::DkimSigner;
 use crate::mail::transport::Transport;
 use crate::mail::{Mailer, StreamPlan, TemplateError, Templates};
@@ -357,7 +357,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
     tasks.spawn(async move {
         let _ = writer.await;
     });
-    let state = AppState {
+    let state = AppState::new(AppParts {
         config: app.config.clone(),
         processor: app.processor.clone(),
         rules: app.rules.clone(),
@@ -366,7 +366,7 @@ pub async fn start(app: App, listener: TcpListener) -> Result<Running, StartErro
         templates: app.templates.clone(),
         desk: app.desk.clone(),
         intake,
-    };
+    });
     // One console state for both listeners: the same sessions and sign-in throttle.
     let console = crate::console::ConsoleState::new(state.clone());
     let ui_addr = match ui_listener {

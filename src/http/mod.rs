@@ -48,9 +48,27 @@ pub use auth::Caller;
 pub use error::ApiError;
 pub(crate) use ratelimit::client as client_address;
 
-/// What handlers share.
+/// What handlers share: one pointer, so that the state axum hands each handler and
+/// middleware of every request costs one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     pub config: Arc<Config>,
     pub processor: Arc<Processor>,
     pub rules: Arc<Rules>,

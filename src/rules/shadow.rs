@@ -1,7 +1,9 @@
 //! Shadow rules: the list of files that run in shadow (`[rules] shadow`) follows the
-//! config file while the daemon runs. The config file's folder is watched; when the
-//! file itself changes, the key is read again and the rule set swapped, so a file goes
-//! into shadow, or is promoted out of it, without a restart.
+//! config file while the daemon runs. The config file is polled once a second (its
+//! size, time and contents), not its folder watched: that folder may hold the database,
+//! whose every write would wake a folder watcher. When the file changes, the key is
+//! read again and the rule set swapped, so a file goes into shadow, or is promoted out
+//! of it, without a restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +16,8 @@ use super::ruleset::Rules;
 
 /// Quiet time after the last change before the file is read (editors write in steps).
 const SETTLE: Duration = Duration::from_millis(150);
+/// How often the config file is looked at.
+const POLL: Duration = Duration::from_secs(1);
 
 /// Reads `[rules] shadow` from `config` again and applies it; a file that cannot be
 /// read or parsed keeps the list as it was (and says why in the log).
@@ -31,29 +35,23 @@ pub fn reload(rules: &Rules, config: &std::path::Path) {
 /// Watches the config file until `shutdown` and applies changes of its shadow list.
 pub async fn watch(rules: Arc<Rules>, config: PathBuf, shutdown: CancellationToken) {
     let config = std::path::absolute(&config).unwrap_or(config);
-    let (Some(dir), Some(name)) = (config.parent().map(PathBuf::from), config.file_name()) else {
-        return;
-    };
-    let name = name.to_os_string();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    // Only events about the config file itself: its folder may hold the database.
-    let mut watcher = match notify::recommended_watcher(
-        move |res: notify::Result<notify::Event>| {
-            if let Ok(event) = res
-                && !matches!(event.kind, notify::EventKind::Access(_))
-                && event.paths.iter().any(|p| p.file_name() == Some(&name))
-            {
-                let _ = tx.send(());
-            }
-        },
-    ) {
+    let handler = move |res: notify::Result<notify::Event>| {
+        if res.is_ok_and(|event| !matches!(event.kind, notify::EventKind::Access(_))) {
+            let _ = tx.send(());
+        }
+    };
+    let poll = notify::Config::default()
+        .with_poll_interval(POLL)
+        .with_compare_contents(true);
+    let mut watcher = match notify::PollWatcher::new(handler, poll) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch the config file; [rules] shadow changes load on restart only");
             return;
         }
     };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+    if let Err(e) = watcher.watch(&config, RecursiveMode::NonRecursive) {
         tracing::warn!(error = %e, "cannot watch the config file; [rules] shadow changes load on restart only");
         return;
     }
