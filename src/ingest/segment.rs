@@ -22,6 +22,9 @@ pub const GROUP: &str = "Group";
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 const MAX_NAME: usize = 200;
 const MAX_ID: usize = 200;
+/// Ids and event names are keys: a NUL in one is refused (PostgreSQL cannot store it,
+/// and a key that differs only there is a forgery more often than a mistake).
+const NUL: &str = "contains a NUL character (\\u0000); send the text without it";
 
 /// How an event names its lead.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -210,6 +213,10 @@ pub fn parse_item(
             errors.push(at.error(field, format!("is longer than {MAX_ID} characters")));
             None
         }
+        Some(Value::String(s)) if s.contains('\0') => {
+            errors.push(at.error(field, NUL));
+            None
+        }
         Some(Value::String(s)) => Some(s.trim().to_string()),
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(_) => {
@@ -311,6 +318,7 @@ pub fn parse_item(
     let mut name = String::new();
     match kind {
         "track" => match obj.get("event") {
+            Some(Value::String(s)) if s.contains('\0') => errors.push(at.error("event", NUL)),
             Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_NAME => {
                 name = s.trim().to_string();
             }
@@ -406,6 +414,10 @@ pub fn parse_item(
 
     let message_id = match obj.get("messageId") {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains('\0') => {
+            errors.push(at.error("messageId", NUL));
+            None
+        }
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_ID => {
             Some(s.trim().to_string())
         }
@@ -535,6 +547,28 @@ mod tests {
             item.event.occurred_at.to_rfc3339(),
             "2026-03-01T09:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn a_nul_in_an_id_or_an_event_name_is_refused_with_its_path() {
+        let errors = one(
+            &json!({"userId": "u\u{0}1", "event": "Down\u{0}loaded", "messageId": "m\u{0}1"}),
+            Some("track"),
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["userId", "event", "messageId"], "{errors:?}");
+        assert!(
+            errors.iter().all(|e| e.message.contains("NUL")),
+            "{errors:?}"
+        );
+        // Other control characters in a name are kept (and shown escaped where printed).
+        let item = one(
+            &json!({"userId": "u1", "event": "Tab\tBell\u{7}"}),
+            Some("track"),
+        )
+        .unwrap();
+        assert_eq!(item.event.name, "Tab\tBell\u{7}");
     }
 
     #[test]

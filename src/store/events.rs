@@ -582,3 +582,70 @@ mod build {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Email;
+
+    fn event(message_id: &str, name: &str, properties: &str) -> NewEvent {
+        NewEvent {
+            message_id: message_id.into(),
+            kind: "track",
+            name: name.into(),
+            properties: properties.into(),
+            traits: None,
+            context: Some(r#"{"ip":"192.0.2.1"}"#.into()),
+            occurred_at: chrono::DateTime::from_timestamp_millis(-62_167_219_200_000).unwrap(),
+            history: true,
+        }
+    }
+
+    /// The events insert keeps every text byte for byte: NUL, other control characters,
+    /// quotes, backslashes, characters beyond the BMP, a long text; and it skips a
+    /// message id stored before or repeated in the list.
+    #[tokio::test]
+    async fn events_keep_odd_text_exactly_and_skip_repeated_message_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        // SQLite only: PostgreSQL refuses NUL in text (intake refuses it in keys).
+        let url = format!("sqlite://{}", dir.path().join("nurtured.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        let email = Email::parse("odd@example.com").unwrap();
+        let lead = tx
+            .create_leads(&[(email, None, "test".into())], "subscriber", Utc::now())
+            .await
+            .unwrap()[0];
+        let long = "x".repeat(100_000);
+        let odd = [
+            event("a\0b", "Nul\0Name", r#"{"k":"v\u0000w"}"#),
+            event("a\0c", "Ctl\u{1}\u{7f}\r\n\t", r#"{"q":"\"\\"}"#),
+            event("emoji-😀", "\"quoted\" \\ back", "{}"),
+            event(&long, &long, "{}"),
+            event("a\0b", "repeated in the list", "{}"),
+        ];
+        let first = tx
+            .insert_events_returning(odd.iter().map(|e| (lead, e.clone())).collect(), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 4, "{:?}", first.keys().collect::<Vec<_>>());
+        let again = tx
+            .insert_events_returning(vec![(lead, odd[1].clone())], Utc::now())
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "stored before: skipped");
+        tx.commit().await.unwrap();
+        let stored = store.pending_events(None, 10).await.unwrap();
+        assert_eq!(stored.len(), 4);
+        for (e, s) in odd.iter().zip(&stored) {
+            assert_eq!(s.message_id, e.message_id);
+            assert_eq!(s.name, e.name);
+            assert_eq!(s.properties, e.properties);
+            assert_eq!(s.traits, e.traits);
+            assert_eq!(s.context, e.context);
+            assert_eq!(s.occurred_at, to_ms(e.occurred_at));
+            assert!(s.history);
+            assert_eq!(first[&e.message_id], s.seq);
+        }
+    }
+}
