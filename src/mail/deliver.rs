@@ -788,6 +788,7 @@ impl SendJob {
             Parts {
                 outbox_id: row.id,
                 created_at: row.created_at,
+                secret: &m.config.secret,
                 from: &m.config.from,
                 reply_to: m.config.reply_to.as_ref(),
                 to: row.email.as_str(),

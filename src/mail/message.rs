@@ -1,5 +1,6 @@
 //! A rendered mail as an RFC 5322 message: multipart text + HTML, a Message-ID derived
-//! from the outbox id (so a mail sent twice carries the same id), the List-Unsubscribe
+//! from the outbox id and keyed with `mail.secret` (so a mail sent twice carries the
+//! same id, and nobody can guess another mail's id), the List-Unsubscribe
 //! headers for marketing mail (RFC 8058 one-click), and a DKIM signature when a key is
 //! configured.
 //!
@@ -28,6 +29,8 @@ const MAX_NAME: usize = 200;
 pub struct Parts<'a> {
     pub outbox_id: i64,
     pub created_at: i64,
+    /// `mail.secret`: keys the Message-ID's tag (see [`crate::bounces::verp::message_tag`]).
+    pub secret: &'a str,
     pub from: &'a Mailbox,
     pub reply_to: Option<&'a Mailbox>,
     pub to: &'a str,
@@ -112,7 +115,11 @@ impl DkimSigner {
 /// Builds (and signs) the message.
 pub fn build(parts: Parts, dkim: Option<&DkimSigner>) -> Result<Built, BuildError> {
     let domain = parts.from.email.domain().to_string();
-    let message_id = format!("<mail-{}.{}@{domain}>", parts.outbox_id, parts.created_at);
+    let tag = crate::bounces::verp::message_tag(parts.secret, parts.outbox_id, parts.created_at);
+    let message_id = format!(
+        "<mail-{}.{}.{tag}@{domain}>",
+        parts.outbox_id, parts.created_at
+    );
     let address: lettre::Address = parts
         .to
         .parse()
@@ -181,6 +188,7 @@ mod tests {
             Parts {
                 outbox_id: 7,
                 created_at: 1,
+                secret: "s3cret",
                 from: &from,
                 reply_to: None,
                 to: "eve@kunde.example",
@@ -252,11 +260,27 @@ mod tests {
     }
 
     #[test]
+    fn the_message_id_carries_a_tag_keyed_with_the_secret() {
+        let raw = built("Eve", "Hallo");
+        let tag = crate::bounces::verp::message_tag("s3cret", 7, 1);
+        assert_eq!(tag.len(), 16);
+        assert!(
+            raw.contains(&format!("Message-ID: <mail-7.1.{tag}@firma.example>")),
+            "{raw}"
+        );
+        // Another secret, another id, another creation time: another tag.
+        assert_ne!(crate::bounces::verp::message_tag("other", 7, 1), tag);
+        assert_ne!(crate::bounces::verp::message_tag("s3cret", 8, 1), tag);
+        assert_ne!(crate::bounces::verp::message_tag("s3cret", 7, 2), tag);
+    }
+
+    #[test]
     fn the_envelope_sender_is_the_return_path_when_given() {
         let from: Mailbox = "Vertrieb <news@firma.example>".parse().unwrap();
         let parts = |return_path: Option<&str>| Parts {
             outbox_id: 7,
             created_at: 1,
+            secret: "s3cret",
             from: &from,
             reply_to: None,
             to: "eve@kunde.example",

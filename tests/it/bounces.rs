@@ -640,3 +640,41 @@ async fn a_bounced_mail_to_a_colleague_touches_neither_the_colleague_nor_the_lea
     assert_eq!(stats["addresses_suppressed"], 0, "{stats}");
     app.stop().await;
 }
+
+/// A report mailed to the bounce address is believed only for a mail of ours. Without a
+/// VERP token, its Message-ID must be the real one: written from what a recipient sees
+/// of another mail (the outbox id and creation time, without the keyed tag) it matches
+/// nothing and suppresses nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_with_a_guessed_message_id_matches_no_mail() {
+    let sink = SmtpSink::start().unwrap();
+    let app = spawn_in(mail_dir(sink.port, "")).await;
+    let email = "ziel@kunde.example";
+    let sent = mailed(&app, &sink, email).await;
+    let real = sent.header("Message-ID").expect("Message-ID");
+    // <mail-ID.CREATED.TAG@domain>: drop the tag.
+    let (local, domain) = real.trim_matches(['<', '>']).split_once('@').unwrap();
+    let untagged = local.rsplit_once('.').unwrap().0;
+    assert!(
+        untagged.starts_with("mail-") && untagged.matches('.').count() == 1,
+        "{real}"
+    );
+    let guessed = format!("<{untagged}@{domain}>");
+    let forged = |message_id: &str| {
+        DSN.replace("{{VERP}}", "bounce@example.com")
+            .replace("{{RCPT}}", email)
+            .replace("{{MESSAGE_ID}}", message_id)
+    };
+
+    let (status, body) = post_message(&app, forged(&guessed)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reports"][0]["email"], Value::Null, "{body}");
+    assert!(bounce_log(app.dir.path(), email).await.is_empty());
+
+    // The real Message-ID is believed.
+    let (status, body) = post_message(&app, forged(&real)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reports"][0]["email"], email, "{body}");
+    assert_eq!(body["reports"][0]["kind"], "hard", "{body}");
+    assert_eq!(bounce_log(app.dir.path(), email).await.len(), 1);
+}
