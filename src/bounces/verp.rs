@@ -31,11 +31,20 @@ impl Purpose {
 /// Bytes of the MAC kept in a token (40 bits).
 const MAC_BYTES: usize = 5;
 
-fn mac(secret: &str, purpose: Purpose, id: i64) -> String {
+/// The first `bytes` bytes of HMAC-SHA256(`secret`, `text`) in hex.
+fn keyed(secret: &str, text: &str, bytes: usize) -> String {
     let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
         .expect("HMAC takes a key of any length");
-    m.update(format!("verp:{}:{id}", purpose.letter()).as_bytes());
-    hex::encode(&m.finalize().into_bytes()[..MAC_BYTES])
+    m.update(text.as_bytes());
+    hex::encode(&m.finalize().into_bytes()[..bytes])
+}
+
+fn mac(secret: &str, purpose: Purpose, id: i64) -> String {
+    keyed(
+        secret,
+        &format!("verp:{}:{id}", purpose.letter()),
+        MAC_BYTES,
+    )
 }
 
 fn base36(mut n: u64) -> String {
@@ -57,10 +66,7 @@ fn base36(mut n: u64) -> String {
 /// the bounce or unsubscribe address is believed for a mail it names by Message-ID; the
 /// tag keeps anyone who saw one of the ids from writing the next one.
 pub fn message_tag(secret: &str, id: i64, created_at: i64) -> String {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
-        .expect("HMAC takes a key of any length");
-    m.update(format!("message-id:{id}.{created_at}").as_bytes());
-    hex::encode(&m.finalize().into_bytes()[..8])
+    keyed(secret, &format!("message-id:{id}.{created_at}"), 8)
 }
 
 /// The token for outbox row `id`.

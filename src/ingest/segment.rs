@@ -22,8 +22,8 @@ pub const GROUP: &str = "Group";
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 const MAX_NAME: usize = 200;
 const MAX_ID: usize = 200;
-/// Ids and event names are keys: a NUL in one is refused (PostgreSQL cannot store it,
-/// and a key that differs only there is a forgery more often than a mistake).
+/// Ids and event names are keys and stored as text: a NUL in one is refused, as
+/// PostgreSQL cannot store it (and would fail the commit the event shares).
 const NUL: &str = "contains a NUL character (\\u0000); send the text without it";
 
 /// How an event names its lead.
